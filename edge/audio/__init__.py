@@ -1,0 +1,1 @@
+"""Audio sources (files, microphone), resampling to the model rate, and self-describing chunks."""

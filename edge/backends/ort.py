@@ -1,0 +1,50 @@
+"""ONNX Runtime backend: one session per process, created once, providers and threads explicit."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.bundle import Bundle
+from edge.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+
+class OrtBackend:
+    """Runs the bundle's ONNX audio encoder of one precision with ONNX Runtime."""
+
+    name = "ort"
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+        entry = bundle.model(precision)
+        if entry.runtime != "onnxruntime":
+            raise BackendError(f"the {precision} model is for {entry.runtime}, not ONNX Runtime",
+                               "pick the backend that matches the model or another precision")
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendError(
+                f"ONNX Runtime provider(s) {', '.join(missing)} not available "
+                f"(this install has {', '.join(ort.get_available_providers())})",
+                "install onnxruntime-gpu for CUDA/TensorRT providers, or use CPUExecutionProvider",
+            )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        path = bundle.root / entry.path
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        except Exception as e:  # ORT raises its own untyped exceptions for corrupt or unsupported graphs
+            raise BackendError(f"ONNX Runtime cannot load {path}: {e}", "re-export the bundle") from e
+        self.precision = precision
+        self._input = entry.inputs[0].name
+        self._output = entry.outputs[0].name
+        log.info("ONNX Runtime %s model on %s", precision, ", ".join(self._session.get_providers()))
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """(B, 1, n_frames, n_mels) float32 -> (B, D) float32."""
+        return self._session.run([self._output], {self._input: features})[0]

@@ -1,0 +1,242 @@
+"""The bundle: the one folder that ``export`` hands to ``edge`` (manifest.json + the files it lists + sha256)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+PARITY_FILE = "parity.json"
+"""Stage-by-stage agreement report written by the exporter; checksummed like every other file."""
+HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Log-mel parameters read from the checkpoint's ``preprocessor_config.json``."""
+
+    sampling_rate: int
+    """Model input rate in Hz (48 000 for BioLingual)."""
+    n_fft: int
+    """FFT and Hann window length in samples."""
+    hop_length: int
+    """STFT hop in samples (480 = 10 ms at 48 kHz)."""
+    n_mels: int
+    """Number of mel bands."""
+    f_min: float
+    """Lowest mel band edge in Hz."""
+    f_max: float
+    """Highest mel band edge in Hz."""
+    max_length_s: int
+    """Model window length in seconds."""
+    padding: str = "repeatpad"
+    """How clips shorter than a window are filled: ``repeatpad`` tiles the clip, then zero-pads."""
+    mel_scale: str = "slaney"
+    mel_norm: str = "slaney"
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one model window (480 000)."""
+        return self.sampling_rate * self.max_length_s
+
+    @property
+    def n_frames(self) -> int:
+        """STFT frames in one window with centre padding (1001)."""
+        return self.window_samples // self.hop_length + 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (ints, or a string for a dynamic axis) and dtype of one model input or output."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One exported audio encoder file of the bundle."""
+
+    path: str
+    precision: str
+    """``fp32``, ``fp16``, ``int8`` …"""
+    runtime: str
+    """``onnxruntime`` or ``tensorrt``."""
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Runtime-specific facts: TensorRT version, GPU, parity numbers …"""
+
+
+@dataclass(frozen=True)
+class LabelSetEntry:
+    """Embeddings for one label list, stored as ``labels/<key>.npz``."""
+
+    key: str
+    path: str
+    names: tuple[str, ...]
+    source: str
+    """``text`` (prompt templates through the text tower) or ``examples`` (mean audio embedding)."""
+    templates: tuple[str, ...] = ()
+    scientific_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything ``edge`` needs to know about a bundle, and the checksums that prove it is intact."""
+
+    model_id: str
+    model_revision: str
+    frontend: FrontendParams
+    embedding_dim: int
+    logit_scale: float
+    """``exp(logit_scale_a)``: multiplies the cosine to give the model's audio-text logit."""
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    label_sets: dict[str, LabelSetEntry] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    """Relative path -> sha256 of every file the manifest refers to."""
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        def tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
+            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
+
+        models = {
+            key: ModelEntry(
+                path=m["path"],
+                precision=m["precision"],
+                runtime=m["runtime"],
+                inputs=tensors(m["inputs"]),
+                outputs=tensors(m["outputs"]),
+                opset=m.get("opset"),
+                details=m.get("details", {}),
+            )
+            for key, m in raw.get("models", {}).items()
+        }
+        label_sets = {
+            key: LabelSetEntry(
+                key=s["key"],
+                path=s["path"],
+                names=tuple(s["names"]),
+                source=s["source"],
+                templates=tuple(s.get("templates", ())),
+                scientific_names=tuple(s.get("scientific_names", ())),
+            )
+            for key, s in raw.get("label_sets", {}).items()
+        }
+        return cls(
+            model_id=raw["model_id"],
+            model_revision=raw["model_revision"],
+            frontend=FrontendParams(**raw["frontend"]),
+            embedding_dim=int(raw["embedding_dim"]),
+            logit_scale=float(raw["logit_scale"]),
+            models=models,
+            label_sets=label_sets,
+            files=dict(raw.get("files", {})),
+            tool_versions=dict(raw.get("tool_versions", {})),
+            schema_version=int(raw["schema_version"]),
+        )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
+    """Recompute the checksum of every referenced file and write ``manifest.json`` atomically."""
+    referenced = [m.path for m in manifest.models.values()] + [s.path for s in manifest.label_sets.values()]
+    known = [*manifest.files, PARITY_FILE]
+    extra = [p for p in known if p not in referenced and (bundle_dir / p).exists()]
+    files = {rel: sha256_file(bundle_dir / rel) for rel in sorted(set(referenced + extra))}
+    manifest = dataclasses.replace(manifest, files=files)
+    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+    return manifest
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse ``manifest.json`` without checking file checksums."""
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(
+            f"no bundle at {bundle_dir}: {MANIFEST_NAME} is missing",
+            "export one with `biolingual-export onnx --out DIR` or pass --bundle DIR",
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON ({e})", "re-export the bundle") from e
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {bundle_dir} has schema version {version}, this runtime reads {SCHEMA_VERSION}",
+            "re-export the bundle with the biolingual-export that matches this runtime",
+        )
+    try:
+        return Manifest.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{path} is incomplete ({e!r})", "re-export the bundle") from e
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Raise :class:`BundleError` naming the first file that is missing or whose sha256 differs."""
+    for rel, expected in manifest.files.items():
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise BundleError(f"bundle file {path} is missing", "copy the whole bundle folder again")
+        if sha256_file(path) != expected:
+            raise BundleError(
+                f"bundle file {path} is corrupted (sha256 does not match manifest.json)",
+                "copy the bundle again from the workstation",
+            )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened bundle folder and its manifest."""
+
+    root: Path
+    manifest: Manifest
+
+    def model(self, precision: str) -> ModelEntry:
+        """The model entry for a precision, or a :class:`BundleError` listing the ones present."""
+        entry = self.manifest.models.get(precision)
+        if entry is None:
+            have = ", ".join(sorted(self.manifest.models)) or "none"
+            raise BundleError(
+                f"bundle {self.root} has no {precision} model (it has: {have})",
+                f"create it with `biolingual-export quantize --bundle {self.root} --precision {precision}`"
+                if precision != "fp32"
+                else f"export it with `biolingual-export onnx --out {self.root}`",
+            )
+        return entry
+
+
+def open_bundle(bundle_dir: Path | str, verify: bool = True) -> Bundle:
+    """Read a bundle's manifest and (by default) verify every file's checksum."""
+    root = Path(bundle_dir)
+    manifest = read_manifest(root)
+    if verify:
+        verify_files(root, manifest)
+    return Bundle(root, manifest)

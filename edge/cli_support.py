@@ -1,0 +1,46 @@
+"""Shared CLI plumbing: typed errors become one red line plus a hint and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from edge.errors import EdgeError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a typer command so :class:`EdgeError` prints ``error: …`` / ``hint: …`` and exits non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeError as e:
+            stderr.print(f"[bold red]error:[/] {e.message}", soft_wrap=True)
+            if e.hint:
+                stderr.print(f"[yellow]hint:[/] {e.hint}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def setup_logging(verbose: bool) -> None:
+    """Our packages at INFO (DEBUG with --verbose), third-party libraries at WARNING; one line per record."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("edge", "export", "calibration"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def seconds_to_samples(seconds: float, sample_rate: int) -> int:
+    """Convert a user-facing duration to an integer sample count at ``sample_rate``."""
+    return int(round(seconds * sample_rate))

@@ -1,0 +1,78 @@
+"""The analysis chain as plain functions: chunks -> windows -> log-mel -> embeddings -> scores -> detections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from edge.audio.chunk import AudioChunk
+from edge.backends import Backend, create_backend
+from edge.bundle import Bundle
+from edge.detect import Detection, WindowSelector
+from edge.frontend import LogMelFrontend
+from edge.labels import LabelList
+from edge.scoring import Scorer, Scores, load_label_set
+from edge.windowing import Window, Windower
+
+DEFAULT_BATCH = 4
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The per-window stages, built once per process."""
+
+    frontend: LogMelFrontend
+    backend: Backend
+    scorer: Scorer
+    selector: WindowSelector
+
+
+def score_windows(stages: Stages, windows: list[Window]) -> Scores:
+    """Log-mel, embed and score a batch of windows."""
+    features = stages.frontend.batch([w.samples for w in windows])
+    return stages.scorer.score(stages.backend.embed(features))
+
+
+def detect_windows(stages: Stages, windows: list[Window]) -> list[Detection]:
+    """Detections for a batch of windows, in window order."""
+    if not windows:
+        return []
+    scores = score_windows(stages, windows)
+    return stages.selector([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
+
+
+def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int) -> Iterator[list[Window]]:
+    """Windows from a finite chunk stream, grouped in batches of up to ``batch`` (tail window included)."""
+    pending: list[Window] = []
+    for chunk in chunks:
+        pending.extend(windower.push(chunk))
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    pending.extend(windower.flush())
+    if pending:
+        yield pending
+
+
+def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples: int, hop_samples: int,
+                   batch: int = DEFAULT_BATCH) -> list[Detection]:
+    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
+    windower = Windower(window_samples, hop_samples)
+    detections: list[Detection] = []
+    for windows in batched_windows(chunks, windower, batch):
+        detections.extend(detect_windows(stages, windows))
+    return detections
+
+
+def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
+                 backend: str = "ort", threads: int | None = None, score_mode: str = "logit",
+                 top_k: int = 1, threshold: float | None = None) -> Stages:
+    """Open the backend and label embeddings once and wire them with the frontend."""
+    manifest = bundle.manifest
+    label_set = load_label_set(bundle, labels, labels_path)
+    return Stages(
+        frontend=LogMelFrontend(manifest.frontend),
+        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads),
+        scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
+        selector=WindowSelector(label_set.names, k=top_k, threshold=threshold),
+    )

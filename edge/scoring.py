@@ -1,0 +1,87 @@
+"""Label embeddings from the bundle and per-window label scores (cosine × logit scale).
+
+Scores are per label and do not depend on which other labels are in the list; a softmax across the
+list is available as an option (``mode="softmax"``), never the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.errors import LabelError
+from edge.labels import LabelList
+
+SCORE_MODES = ("logit", "softmax")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Label names and their L2-normalised embeddings ``(L, D)`` float32, in the user's order."""
+
+    names: tuple[str, ...]
+    embeddings: np.ndarray
+
+
+def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels.txt") -> LabelSet:
+    """Embeddings for ``labels``: the set exported from this exact list, else assembled label by label."""
+    sets = bundle.manifest.label_sets
+    if labels.key in sets:
+        stored = sets[labels.key]
+        data = np.load(bundle.root / stored.path)
+        return LabelSet(stored.names, data["embeddings"].astype(np.float32))
+    by_name: dict[str, np.ndarray] = {}
+    for entry in sets.values():
+        embeddings = np.load(bundle.root / entry.path)["embeddings"]
+        for name, row in zip(entry.names, embeddings):
+            by_name.setdefault(name.casefold(), row)
+    missing = [n for n in labels.names if n.casefold() not in by_name]
+    if missing:
+        shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise LabelError(
+            f"{len(missing)} label(s) have no embeddings in bundle {bundle.root}: {shown}",
+            f"run `biolingual-export labels --labels {labels_path} --bundle {bundle.root}` on the workstation",
+        )
+    rows = np.stack([by_name[n.casefold()] for n in labels.names]).astype(np.float32)
+    return LabelSet(labels.names, rows)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-window, per-label scores for a batch: all arrays ``(B, L)`` float32."""
+
+    cosine: np.ndarray
+    """Raw cosine similarity between audio and label embeddings, in [-1, 1]."""
+    score: np.ndarray
+    """``cosine × logit_scale`` (mode ``logit``) or a softmax of that across the list (mode ``softmax``)."""
+
+
+class Scorer:
+    """Audio embeddings -> label scores."""
+
+    def __init__(self, label_set: LabelSet, logit_scale: float, mode: str = "logit") -> None:
+        if mode not in SCORE_MODES:
+            raise ValueError(f"score mode must be one of {SCORE_MODES}, not {mode!r}")
+        self.label_set = label_set
+        self.logit_scale = logit_scale
+        self.mode = mode
+        self._label_matrix = np.ascontiguousarray(label_set.embeddings.T)
+
+    def score(self, audio_embeddings: np.ndarray) -> Scores:
+        """``(B, D)`` L2-normalised embeddings -> :class:`Scores`."""
+        cosine = audio_embeddings @ self._label_matrix
+        logits = cosine * np.float32(self.logit_scale)
+        if self.mode == "softmax":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return Scores(cosine, shifted / shifted.sum(axis=1, keepdims=True))
+        return Scores(cosine, logits)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores per row, best first: ``(B, L)`` -> ``(B, min(k, L))``."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1)

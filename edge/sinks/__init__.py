@@ -1,0 +1,1 @@
+"""Where detections go: analysis tables, the SD-card log, health records, clips."""

@@ -1,0 +1,1 @@
+"""Workstation side: BioLingual checkpoint -> verified bundle (ONNX, label embeddings, precision variants)."""

@@ -1,0 +1,77 @@
+"""Stage-by-stage agreement: max abs error and cosine between two embedding sets, gated and reported."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio.chunk import AudioChunk
+from edge.audio.files import find_audio_files, read_file
+from edge.bundle import PARITY_FILE
+from edge.errors import AudioError
+from edge.frontend import LogMelFrontend
+from edge.windowing import Windower
+from export.errors import ExportError
+
+PARITY_BATCHES = (1, 3, 8)
+FP32_MAX_ABS = 1e-4
+FP32_MIN_COSINE = 0.99999
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely a candidate's embeddings follow a reference's on the same windows."""
+
+    windows: int
+    max_abs: float
+    min_cosine: float
+    mean_cosine: float
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    """Compare two ``(N, D)`` embedding arrays row by row."""
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    cos = (ref * cand).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
+    return Agreement(windows=int(ref.shape[0]), max_abs=float(np.abs(ref - cand).max()),
+                     min_cosine=float(cos.min()), mean_cosine=float(cos.mean()))
+
+
+def real_windows(audio_dir: Path, frontend: LogMelFrontend, count: int) -> np.ndarray:
+    """``count`` model-input windows ``(count,1,T,M)`` cut from the recordings under ``audio_dir`` (sorted)."""
+    params = frontend.params
+    windows = []
+    for path in find_audio_files([audio_dir]):
+        try:
+            samples = read_file(path, params.sampling_rate)
+        except AudioError:
+            continue
+        windower = Windower(params.window_samples, params.window_samples)
+        cut = windower.push(AudioChunk(samples, params.sampling_rate, 0)) + windower.flush()
+        windows.extend(w.samples for w in cut)
+        if len(windows) >= count:
+            break
+    if len(windows) < count:
+        raise ExportError(f"only {len(windows)} windows of real audio under {audio_dir}, need {count}",
+                          "pass --parity-audio with a folder of field recordings")
+    return frontend.batch(windows[:count])
+
+
+def batches(features: np.ndarray, sizes: tuple[int, ...] = PARITY_BATCHES) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``features`` of the given batch sizes."""
+    start = 0
+    for size in sizes:
+        yield features[start : start + size]
+        start += size
+
+
+def write_report(bundle_dir: Path, stage: str, result: Agreement, gates: dict[str, float], passed: bool) -> None:
+    """Add or replace one stage's entry in ``parity.json``."""
+    path = bundle_dir / PARITY_FILE
+    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
+    report["stages"][stage] = {**asdict(result), "gates": gates, "passed": passed}
+    path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
