@@ -20,7 +20,7 @@ SLANEY_LOG_START_MEL = SLANEY_LOG_START_HZ / SLANEY_LINEAR_HZ_PER_MEL
 SLANEY_LOG_STEP = np.log(6.4) / 27.0
 
 
-def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_slaney_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / SLANEY_LINEAR_HZ_PER_MEL
@@ -28,7 +28,7 @@ def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= SLANEY_LOG_START_HZ, logarithmic, linear)
 
 
-def slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def slaney_mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_slaney_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
     linear = mel * SLANEY_LINEAR_HZ_PER_MEL

@@ -1,0 +1,3 @@
+from edge.cli import app
+
+app(prog_name="biolingual-edge")

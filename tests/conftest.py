@@ -1,0 +1,115 @@
+"""Session fixtures: a tiny random BioLingual-shaped checkpoint, its bundle, and the shared field recordings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = Path(os.environ.get("BIOLINGUAL_SHARED_AUDIO", REPO.parent / "shared" / "audio"))
+
+TOAD = "kitzeslab__opensoundscape/great_plains_toad.wav"
+NIGHT = "scikit-maad__scikit-maad/S4A03895_20190522_000000.wav"
+MAGPIE = "Nachtzuster__BirdNET-Pi/Pica pica_30s.wav"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests where no NVIDIA GPU with TensorRT is present."""
+    try:
+        import tensorrt  # noqa: F401
+
+        has_gpu = shutil.which("nvidia-smi") is not None
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU and TensorRT")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    if not SHARED_AUDIO.is_dir():
+        pytest.fail(f"field recordings not found at {SHARED_AUDIO}; set BIOLINGUAL_SHARED_AUDIO")
+    return SHARED_AUDIO
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.synthetic import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("checkpoint"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, shared_audio: Path) -> Path:
+    """fp32 bundle of the tiny checkpoint. Read-only: copy it (``bundle_copy``) before changing it."""
+    from export.checkpoint import load_checkpoint
+    from export.onnx_bundle import export_fp32_bundle
+
+    out = tmp_path_factory.mktemp("bundle")
+    export_fp32_bundle(load_checkpoint(str(tiny_checkpoint)), out, shared_audio)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def load_48k(path: Path) -> np.ndarray:
+    from edge.audio.files import read_file
+
+    return read_file(path, 48_000)
+
+
+@pytest.fixture(scope="session")
+def toad_in_night(tmp_path_factory: pytest.TempPathFactory, shared_audio: Path) -> Path:
+    """60 s of quiet night background with 10 s of toad trill spliced in at 40-50 s (48 kHz WAV)."""
+    night = load_48k(shared_audio / NIGHT)
+    toad = load_48k(shared_audio / TOAD)
+    rate = 48_000
+    track = np.tile(night, 6)[: 60 * rate].copy()
+    track[40 * rate : 50 * rate] = toad[5 * rate : 15 * rate]
+    path = tmp_path_factory.mktemp("splice") / "toad_at_40s.wav"
+    sf.write(path, track, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_labels(tmp_path_factory: pytest.TempPathFactory, shared_audio: Path) -> tuple[Path, Path]:
+    """(labels.txt, examples dir) defining 'toad' and 'night' by example recordings not used in the splice."""
+    root = tmp_path_factory.mktemp("examples")
+    rate = 48_000
+    toad = load_48k(shared_audio / TOAD)
+    night = load_48k(shared_audio / NIGHT)
+    (root / "toad").mkdir()
+    (root / "night").mkdir()
+    sf.write(root / "toad" / "trill.wav", toad[25 * rate : 35 * rate], rate)
+    sf.write(root / "night" / "quiet.wav", night, rate)
+    labels = root / "labels.txt"
+    labels.write_text("toad\nnight\n", encoding="utf-8")
+    return labels, root
+
+
+@pytest.fixture(scope="session")
+def example_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path,
+                   example_labels: tuple[Path, Path]) -> Path:
+    """The tiny bundle plus the example-defined toad/night labels."""
+    from edge.bundle import open_bundle
+    from edge.labels import read_labels
+    from export.labels import example_embeddings, store_label_set
+
+    out = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("exbundle") / "bundle"))
+    labels_path, examples = example_labels
+    bundle = open_bundle(out)
+    labels = read_labels(labels_path)
+    store_label_set(bundle, labels, example_embeddings(bundle, labels, examples), "examples", ())
+    return out
