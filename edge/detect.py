@@ -43,3 +43,22 @@ class WindowSelector:
                 )
         return detections
 
+
+
+@dataclass(frozen=True)
+class DetectionEvent:
+    """One confirmed detection: overlapping hits of a label merged; times are model-rate sample indices."""
+
+    start_sample: int
+    """Start of the first window that contributed."""
+    end_sample: int
+    """End of the last window that contributed."""
+    label: str
+    peak_score: float
+    """Highest score among the merged windows (scorer's mode)."""
+    peak_cosine: float
+    """Raw cosine of the window with the peak score."""
+    peak_start_sample: int
+    """Start of the window with the peak score."""
+    windows: int
+    """How many windows were merged into this event."""
