@@ -41,7 +41,7 @@ def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
                 channel: int | None = None) -> Iterator[AudioChunk]:
     """Decode, downmix and resample a file to ``target_rate``; yields contiguous chunks from sample 0."""
     with _open(path) as handle:
-        if handle.frames == 0 and handle.format != "MPEG":
+        if handle.frames == 0 and handle.format != "MP3":
             raise AudioError(f"{path}: file holds no audio", "the recording is empty; check the recorder")
         if channel is not None and channel >= handle.channels:
             raise AudioError(f"{path}: channel {channel} requested but the file has {handle.channels}",
