@@ -45,6 +45,11 @@ class Windower:
         self._last_end: int | None = None
 
     @property
+    def stream_start(self) -> int:
+        """Sample index the current contiguous stream began at (after the last reset)."""
+        return self._stream_start
+
+    @property
     def buffered_end(self) -> int:
         """Sample index one past the newest buffered sample."""
         return self._buffer_start + self._filled

@@ -1,1 +1,32 @@
 """Where detections go: analysis tables, the SD-card log, health records, clips."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.detect import DetectionEvent
+
+
+class RunLog(Protocol):
+    """What the daemon writes to the card. Samples are model-rate indices on the run's timeline."""
+
+    def open_stream(self, anchor_utc: datetime, anchor_sample: int, clock_sync: str) -> None: ...
+
+    def detections(self, events: Sequence[DetectionEvent]) -> None: ...
+
+    def effort(self, start_sample: int, end_sample: int) -> None: ...
+
+    def event(self, kind: str, sample: int | None = None, **fields: Any) -> None: ...
+
+    def health(self, fields: dict[str, Any]) -> None: ...
+
+    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int) -> Path | None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
