@@ -126,9 +126,11 @@ def resolve_config(path: Path | None, unit: str | None, overrides: Mapping[str, 
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:
-    """``("schedule", "periods", 0, "start")`` -> ``schedule.periods[0].start``."""
+    """``("schedule", "periods", 0, "start")`` -> ``schedule.periods[0].start`` (empty parts skipped)."""
     text = ""
     for part in loc:
+        if part == "":
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
@@ -147,7 +149,9 @@ def validation_problems(error: ValidationError) -> list[str]:
         elif kind == "extra_forbidden":
             lines.append(f"{dotted(loc)}: unknown key{_did_you_mean(loc)}")
         elif kind == "missing":
-            lines.append(f"{dotted(loc)}: required, not set")
+            section = _model_at(loc)
+            required = [name for name, field in section.model_fields.items() if field.is_required()] if section else []
+            lines.extend(f"{dotted(loc + (name,))}: required, not set" for name in required or [""])
         else:
             message = item["msg"].removeprefix("Value error, ")
             if kind.endswith(("_type", "_parsing")) and "input" in item:
