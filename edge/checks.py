@@ -22,13 +22,13 @@ import numpy as np
 from edge.backends import create_backend
 from edge.bundle import Bundle, open_bundle
 from edge.config import UnitConfig
+from edge.detect import WindowSelector
 from edge.errors import EdgeError
 from edge.frontend import LogMelFrontend
 from edge.labels import LabelList, read_labels
 from edge.pipeline import Stages, score_windows
-from edge.scoring import Scorer, load_label_set
-from edge.detect import WindowSelector
 from edge.schedule import build_schedule
+from edge.scoring import Scorer, load_label_set
 from edge.windowing import Window
 
 MicCapture = Callable[[], tuple[int, np.ndarray]]

@@ -16,7 +16,7 @@ from edge.errors import EdgeError
 from edge.labels import read_labels
 from edge.schedule import ScheduleConfig
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION: Literal[1] = 1
 MODEL_WINDOW_S = 10.0
 """BioLingual's input window; a bundle may declare less, never more."""
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"

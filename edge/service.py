@@ -70,7 +70,7 @@ StartLimitIntervalSec=0
 Type=notify
 NotifyAccess=main
 ExecStart={exec_start}
-WorkingDirectory={_quote(str(config_path.parent))}
+WorkingDirectory={str(config_path.parent).replace("%", "%%")}
 User={user}
 SupplementaryGroups={AUDIO_GROUP}
 Environment=PYTHONUNBUFFERED=1

@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.schedule import ScheduleConfig, build_schedule
+from edge.schedule import Schedule, ScheduleConfig, build_schedule
 
 UTC = dt.timezone.utc
 TOLERANCE = dt.timedelta(minutes=3)
 
 
-def schedule_of(**settings: Any):  # noqa: ANN201 - the concrete Schedule subclass is what is under test
+def schedule_of(**settings: Any) -> Schedule:
     return build_schedule(ScheduleConfig.model_validate(settings))
 
 
@@ -51,7 +51,8 @@ def test_period_across_midnight_and_the_spring_dst_change() -> None:
 
 
 def test_touching_periods_merge_into_one() -> None:
-    schedule = schedule_of(mode="daily", periods=[{"start": "05:00", "end": "09:00"}, {"start": "09:00", "end": "10:00"}])
+    schedule = schedule_of(mode="daily", periods=[{"start": "05:00", "end": "09:00"},
+                                                  {"start": "09:00", "end": "10:00"}])
     assert schedule.next_change(at("2024-05-01 06:00")) == at("2024-05-01 10:00")
 
 
