@@ -88,9 +88,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
-    """A copy of ``data`` with each dotted key set; relative override paths become absolute against ``cwd``."""
+    """A copy of ``data`` with each dotted key set; relative override paths become absolute against ``cwd``.
+
+    A ``None`` value means "flag not given" and leaves the key alone.
+    """
     merged = copy.deepcopy(data)
     for dotted, value in overrides.items():
+        if value is None:
+            continue
         parts = dotted.split(".")
         node = merged
         for depth, part in enumerate(parts[:-1]):

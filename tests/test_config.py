@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,8 @@ runner = CliRunner()
 def test_the_promised_profiles_are_shipped() -> None:
     assert set(profile_names()) >= EXPECTED_PROFILES
     assert {p.stem for p in PROFILE_FILES} == set(profile_names())
+    listed = runner.invoke(app, ["config", "profiles"])
+    assert listed.stdout.split() == profile_names()
 
 
 @pytest.mark.parametrize("path", PROFILE_FILES, ids=[p.stem for p in PROFILE_FILES])
@@ -191,9 +194,11 @@ def test_override_errors_use_the_same_messages(tmp_path: Path) -> None:
 
 
 def test_no_file_means_defaults_plus_flags(tmp_path: Path) -> None:
-    config = resolve_config(None, None, {"model.bundle": "b", "analysis.labels": str(LABELS)}, cwd=tmp_path)
+    flags = {"model.bundle": "b", "analysis.labels": str(LABELS), "audio.device": None, "analysis.hop_s": None}
+    config = resolve_config(None, None, flags, cwd=tmp_path)
     assert config.model.bundle == tmp_path / "b"
     assert config.schedule.mode == "always"
+    assert config.audio.device == "" and config.analysis.hop_s == 5.0  # None: flag not given, default stays
 
 
 def test_unknown_profile_suggests_the_closest(tmp_path: Path) -> None:
@@ -214,9 +219,15 @@ def test_config_show_prints_yaml_that_resolves_to_the_same_config(tmp_path: Path
 
 
 def test_profiles_ship_in_a_non_editable_install(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a clean copy, so the build leaves nothing in the checkout
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for folder in ("edge", "firmware_configs"):
+        shutil.copytree(REPO / folder, source / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     assert (target / "firmware_configs" / "jetson-orin-nano.yaml").is_file()
     run = subprocess.run([sys.executable, "-m", "edge", "config", "show", "--unit", "jetson-orin-nano"],
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
