@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -228,7 +229,7 @@ def check_schedule(config: UnitConfig, now: dt.datetime) -> CheckRow:
     change = schedule.next_change(now)
     if change is None:
         return CheckRow("schedule", Status.PASS, f"{config.schedule.mode}: {state}, no change within a year")
-    local = change.astimezone(schedule.tz).strftime("%Y-%m-%d %H:%M %Z")
+    local = change.astimezone(zoneinfo.ZoneInfo(config.schedule.timezone)).strftime("%Y-%m-%d %H:%M %Z")
     return CheckRow("schedule", Status.PASS, f"{config.schedule.mode}: {state} now, until {local}")
 
 
