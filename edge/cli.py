@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.analyze import AnalyzeOptions, analyze_paths
+from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+register_ops(app)
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]

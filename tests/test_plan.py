@@ -1,0 +1,95 @@
+"""``plan``: the deployment budget against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.config import resolve_config
+from edge.plan import DeploymentPlan, PlanInputs, make_plan
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO / "firmware_configs" / "labels" / "north-america-example.txt"
+DAY = dt.date(2025, 5, 14)
+BASE = {
+    "model.bundle": "bundle", "analysis.labels": str(LABELS), "analysis.window_s": 10, "analysis.hop_s": 5,
+    "health.heartbeat_s": 60, "storage.clips.mode": "detections", "storage.clips.pre_s": 2,
+    "storage.clips.post_s": 3, "storage.clips.format": "flac", "storage.clips.max_per_hour": 0,
+    "storage.governor.min_free_mb": 1000, "storage.governor.clips_min_free_percent": 10,
+    "power.off_w": 1.0, "power.listen_w": 2.0, "power.infer_w": 6.0,
+}
+
+
+def plan_for(overrides: dict[str, object], ms: float | None = 500.0, per_hour: float = 12.0) -> DeploymentPlan:
+    config = resolve_config(None, None, {**BASE, **overrides})
+    return make_plan(config, PlanInputs(DAY, ms_per_window=ms, detections_per_hour=per_hour, card_gb=32, os_gb=8))
+
+
+def test_always_on_budget_matches_hand_arithmetic() -> None:
+    plan = plan_for({})
+    assert plan.on_hours == 24
+    assert plan.windows_per_day == 86_400 // 5
+    assert plan.busy_while_on == pytest.approx(500 / 5_000)
+    assert plan.busy_per_day == pytest.approx(17_280 * 0.5 / 86_400)
+    assert plan.wh_per_day == pytest.approx(24 * (2.0 + 0.1 * (6.0 - 2.0)))  # 57.6 Wh
+    assert plan.detections_per_day == 12 * 24
+    # 288 detections x 200 B + 1440 heartbeats x 400 B
+    assert plan.log_mb_per_day == pytest.approx((288 * 200 + 1_440 * 400) / 1e6)
+    # (10 + 2 + 3) s x 48 kHz x 2 B x 0.6 (FLAC) = 0.864 MB per clip
+    assert plan.clips_mb_per_day == pytest.approx(288 * 0.864)
+    # 24 000 MB free after the OS; clips stop at 10 % of 32 000 MB free, logs go on until 1000 MB are left.
+    per_day = 0.6336 + 248.832
+    assert plan.days_until_clips_stop == pytest.approx((24_000 - 3_200) / per_day)
+    assert plan.days_until_full == pytest.approx((24_000 - 3_200) / per_day + (3_200 - 1_000) / 0.6336)
+
+
+def test_daily_periods_without_clips() -> None:
+    plan = plan_for({"analysis.hop_s": 10, "schedule.mode": "daily", "schedule.timezone": "Europe/Berlin",
+                     "schedule.periods": [{"start": "06:00", "end": "08:00"}, {"start": "20:00", "end": "22:00"}],
+                     "storage.clips.mode": "off"}, ms=2_000, per_hour=10)
+    assert plan.on_hours == 4
+    assert plan.windows_per_day == 4 * 3_600 // 10
+    assert plan.busy_while_on == pytest.approx(0.2)
+    assert plan.wh_per_day == pytest.approx(20 * 1.0 + 4 * (2.0 + 0.2 * 4.0))  # 31.2 Wh
+    assert plan.clips_mb_per_day == 0 and math.isinf(plan.days_until_clips_stop)
+    log_mb = (40 * 200 + 1_440 * 400) / 1e6
+    assert plan.days_until_full == pytest.approx((24_000 - 1_000) / log_mb)
+
+
+def test_clip_cap_and_hourly_limit() -> None:
+    plan = plan_for({"storage.clips.max_per_hour": 5, "storage.governor.max_clips_mb": 100})
+    assert plan.clips_per_day == 5 * 24
+    clips_mb = 120 * 0.864
+    assert plan.days_until_clips_stop == pytest.approx(100 / clips_mb)
+    log_mb = (288 * 200 + 1_440 * 400) / 1e6
+    after_cap = 24_000 - (100 / clips_mb) * (log_mb + clips_mb)
+    assert plan.days_until_full == pytest.approx(100 / clips_mb + (after_cap - 1_000) / log_mb)
+
+
+def test_slower_than_real_time_is_visible_and_energy_saturates() -> None:
+    plan = plan_for({}, ms=7_500)
+    assert plan.busy_while_on == pytest.approx(1.5)
+    assert plan.wh_per_day == pytest.approx(24 * 6.0)
+
+
+def test_without_a_measurement_duty_and_energy_are_unknown() -> None:
+    plan = plan_for({}, ms=None)
+    assert plan.busy_while_on is None and plan.wh_per_day is None
+    assert plan.windows_per_day == 17_280
+
+
+def test_plan_command_prints_the_budget() -> None:
+    args = ["plan", "--unit", "generic-x86", "--ms-per-window", "500", "--date", "2025-05-14",
+            "--set", "analysis.hop_s=5", "--set", "power.listen_w=2", "--set", "power.infer_w=6",
+            "--set", "power.off_w=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "17280 /day" in result.stdout
+    assert "57.6 Wh/day" in result.stdout
+    bad = CliRunner().invoke(app, ["plan", "--unit", "generic-x86", "--date", "14/05/2025"])
+    assert bad.exit_code != 0 and "is not YYYY-MM-DD" in bad.output
