@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.audio.files import stream_file
 from edge.bundle import open_bundle
 from edge.daemon import Daemon
 from edge.detect import DetectionEvent, DetectorOptions, EventDetector
 from edge.labels import read_labels
 from edge.pipeline import batched_windows, build_stages, score_windows
-from edge.audio.files import stream_file
 from edge.run_setup import RunSettings, build_daemon
 from edge.windowing import Windower
 from tests.conftest import REPO
