@@ -96,10 +96,15 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as e:
         raise CollectError(f"cannot open {path}: {e}", "is another process using it? is it a DuckDB file?") from e
-    con.execute("SET TimeZone = 'UTC'")
+    run(con, "SET TimeZone = 'UTC'")
     if not read_only:
-        con.execute(SCHEMA)
+        run(con, SCHEMA)
     return con
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Execute and fetch: DuckDB wants every result consumed before the next statement."""
+    return con.execute(sql, params).fetchall()
 
 
 def _object_columns(names: tuple[str, ...], rows: list[list[Any]]) -> dict[str, np.ndarray]:
@@ -112,26 +117,24 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, staging: dict[str, np.nd
     keys = KEYS[table]
     con.register("staging", staging)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS SELECT * FROM {table} LIMIT 0")
-        con.execute(f"INSERT INTO typed SELECT {select} FROM staging")
-        unusable = con.execute(f"SELECT count(*) FROM typed WHERE {' OR '.join(f'{k} IS NULL' for k in keys)}"
-                               ).fetchone()
+        run(con, f"CREATE OR REPLACE TEMP TABLE typed AS SELECT * FROM {table} LIMIT 0")
+        run(con, f"INSERT INTO typed SELECT {select} FROM staging")
+        unusable = run(con, f"SELECT count(*) FROM typed WHERE {' OR '.join(f'{k} IS NULL' for k in keys)}")
         match = " AND ".join(f"t.{k} = d.{k}" for k in keys)
         before = _count(con, table)
-        con.execute(f"""
+        run(con, f"""
             INSERT INTO {table}
             SELECT * FROM (SELECT DISTINCT ON ({', '.join(keys)}) * FROM typed
                            WHERE {' AND '.join(f'{k} IS NOT NULL' for k in keys)}) t
             WHERE NOT EXISTS (SELECT 1 FROM {table} d WHERE {match})""")
-        return _count(con, table) - before, int(unusable[0]) if unusable else 0
+        return _count(con, table) - before, int(unusable[0][0])
     finally:
         con.unregister("staging")
-        con.execute("DROP TABLE IF EXISTS typed")
+        run(con, "DROP TABLE IF EXISTS typed")
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+    return int(run(con, f"SELECT count(*) FROM {table}")[0][0])
 
 
 def _table_staging(table: Table, card: str) -> dict[str, np.ndarray]:
@@ -180,7 +183,7 @@ def ingest(con: duckdb.DuckDBPyConnection, contents: CardContents) -> IngestCoun
         "boots": (_boot_staging(contents.boots, card), BOOT_SELECT),
     }
     read, added, unusable = {}, {}, {}
-    con.execute("BEGIN TRANSACTION")
+    run(con, "BEGIN TRANSACTION")
     try:
         for table, (staging, select) in stagings.items():
             read[table] = len(next(iter(staging.values()))) if staging else 0
@@ -190,9 +193,14 @@ def ingest(con: duckdb.DuckDBPyConnection, contents: CardContents) -> IngestCoun
             added["card_boots"], _ = _insert(con, "card_boots", _object_columns(
                 ("card", "unit_id", "boot_id"), [[card, unit, boot] for unit, boot in sorted(pairs)]),
                 "card, unit_id, boot_id")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
+        run(con, "COMMIT")
+    except Exception as e:
+        run(con, "ROLLBACK")
+        import duckdb
+
+        if isinstance(e, duckdb.Error):
+            raise CollectError(f"database error while adding {card}: {e}",
+                               "nothing from this card was stored; check free space where the database is") from e
         raise
     return IngestCounts(read, added, unusable)
 
@@ -209,6 +217,8 @@ def _unit_boots(contents: CardContents) -> set[tuple[str, str]]:
 
 
 def record_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> None:
+    if not findings:
+        return
     con.executemany("INSERT INTO findings VALUES (now() AT TIME ZONE 'UTC', ?, ?, ?, ?)",
                     [[f.severity, f.check, f.message, f.card] for f in findings])
 
@@ -217,7 +227,7 @@ def copy_table(con: duckdb.DuckDBPyConnection, query: str, path: Path, file_form
     """Write a table or ``(SELECT ...)`` to ``path`` as Parquet or CSV, through a temp file and a rename."""
     temp = path.with_name(f".tmp-{path.name}")
     options = "FORMAT parquet" if file_format == "parquet" else "FORMAT csv, HEADER true"
-    con.execute(f"COPY {query} TO '{_sql_path(temp)}' ({options})")
+    run(con, f"COPY {query} TO '{_sql_path(temp)}' ({options})")
     temp.replace(path)
 
 
