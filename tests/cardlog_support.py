@@ -72,8 +72,7 @@ def fill_up(folder: Path) -> Path:
     """Write a filler file until the filesystem reports it is full; returns the filler."""
     filler = folder / "filler.bin"
     block = b"\0" * 4096
-    with open(filler, "wb", buffering=0) as handle:
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(block)
+    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(block)
     return filler

@@ -63,12 +63,12 @@ def plot_effort(rows: list[tuple[str, datetime, float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(12, 1.6 + 0.35 * max(len(units), 1)), dpi=DPI)
     if rows:
         start = min(t for _, t, _ in rows).replace(minute=0, second=0, microsecond=0)
-        end = max(t for _, t, _ in rows) + timedelta(hours=1)
-        daily = end - start > DAILY_BINS_AFTER
+        last = max(t for _, t, _ in rows)
+        daily = last - start > DAILY_BINS_AFTER
         step = timedelta(days=1) if daily else timedelta(hours=1)
         if daily:
             start = start.replace(hour=0)
-        bins = int((end - start) / step) + 1
+        bins = int((last - start) / step) + 1
         grid = np.zeros((len(units), bins))
         row = {unit: i for i, unit in enumerate(units)}
         hours_per_bin = step / timedelta(hours=1)
