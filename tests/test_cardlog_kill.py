@@ -3,7 +3,8 @@
 A zygote process (a fresh interpreter with the writer imported) forks one writer per round; each writer logs
 continuously into the same card, one boot per round, and appends ``flushed <rows> <batches>`` to a report
 file after every ``flush()`` returns. The test kills it after a random delay. Afterwards every file must parse,
-every reported (fsync'd) row must be there exactly once, and the collector must ingest all of it.
+every reported (fsync'd) row must be there exactly once, every clip must be whole, and the collector must
+ingest all of it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 from edge.logs.collect import collect
 from edge.logs.database import connect
+from edge.sinks.guano import read_guano
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment
 
 ROUNDS = 200
-MAX_LIFETIME_S = 0.04
+STARTUP_KILL_SHARE = 0.25
+"""A quarter of the writers die during start-up (manifest, first files) at a random time after the fork."""
+MAX_STARTUP_S = 0.02
+MAX_FLUSHES_BEFORE_KILL = 10
+"""The others die a random 0..3 ms after a random number of confirmed flushes: busy, whatever the machine's speed."""
+MAX_EXTRA_S = 0.003
+PROGRESS_TIMEOUT_S = 20.0
 REPO = Path(__file__).resolve().parents[1]
 HOP = 240_000
 LABELS = ("toad", "wood frog", "barred owl")
@@ -34,7 +45,9 @@ from pathlib import Path
 from edge.detect import DetectionEvent
 from edge.sinks.cardlog import CardLog, UnitIdentity
 
+import numpy as np
 HOP, LABELS = 240_000, ("toad", "wood frog", "barred owl")
+CLIP = np.full(9_600, 0.25, np.float32)
 
 def write_forever(card, report):
     fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -50,6 +63,8 @@ def write_forever(card, report):
         log.event("batch", sample=rows * HOP, batch=batches)
         if batches % 4 == 0:
             log.health({"temperature_c": 40.0})
+        if batches % 3 == 0:
+            log.save_clip(events[0], CLIP, events[0].start_sample)
         rows += len(events)
         batches += 1
         log.flush()
@@ -83,6 +98,13 @@ def read_report(path: Path) -> tuple[str | None, int, int]:
     return boot, rows, batches
 
 
+def wait_for_flushes(report: Path, flushes: int) -> None:
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+    while not report.exists() or report.read_bytes().count(b"flushed") < flushes:
+        assert time.monotonic() < deadline, f"writer made no progress within {PROGRESS_TIMEOUT_S} s"
+        time.sleep(0.0005)
+
+
 def test_kill_9_at_200_random_moments_loses_no_fsynced_row(tmp_path: Path) -> None:
     card, reports = tmp_path / "card", tmp_path / "reports"
     reports.mkdir()
@@ -91,12 +113,19 @@ def test_kill_9_at_200_random_moments_loses_no_fsynced_row(tmp_path: Path) -> No
     zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env)
     assert zygote.stdin is not None and zygote.stdout is not None
+    required_flushes = {}
     try:
         for round_no in range(ROUNDS):
-            zygote.stdin.write(f"{card} {reports / f'{round_no}.txt'}\n")
+            report = reports / f"{round_no}.txt"
+            zygote.stdin.write(f"{card} {report}\n")
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
-            time.sleep(rng.uniform(0, MAX_LIFETIME_S))
+            if rng.random() < STARTUP_KILL_SHARE:
+                time.sleep(rng.uniform(0, MAX_STARTUP_S))
+            else:
+                required_flushes[round_no] = rng.randint(1, MAX_FLUSHES_BEFORE_KILL)
+                wait_for_flushes(report, required_flushes[round_no])
+                time.sleep(rng.uniform(0, MAX_EXTRA_S))
             os.kill(pid, signal.SIGKILL)
             assert zygote.stdout.readline().strip() == "reaped"
     finally:
@@ -119,9 +148,9 @@ def test_kill_9_at_200_random_moments_loses_no_fsynced_row(tmp_path: Path) -> No
                 if record["kind"] == "batch":
                     batches_seen[str(record["boot_id"])].append(int(record["batch"]))
 
-    confirmed_rows = 0
     for round_no in range(ROUNDS):
         boot, rows, batches = read_report(reports / f"{round_no}.txt")
+        assert batches >= required_flushes.get(round_no, 0)
         if boot is None:
             continue
         found = detections.get(boot, [])
@@ -130,8 +159,13 @@ def test_kill_9_at_200_random_moments_loses_no_fsynced_row(tmp_path: Path) -> No
         assert found == [(i * HOP, LABELS[i % 3]) for i in range(len(found))], f"boot {boot}: rows out of order"
         seen = batches_seen.get(boot, [])
         assert seen == list(range(len(seen))) and len(seen) >= batches
-        confirmed_rows += rows
-    assert confirmed_rows > 1000, "the writers must have been killed while busy, not only at start-up"
+
+    clips = sorted((card / "clips").rglob("*.wav"))
+    assert len(clips) > 50
+    for clip in clips:  # a clip is either complete (renamed after fsync) or absent
+        audio, _ = sf.read(clip, dtype="float32")
+        assert audio.shape == (9_600,) and np.allclose(audio, 0.25, atol=1e-4)
+        assert read_guano(clip)["Serial"] == "KILL-01"
 
     total_rows = sum(len(rows) for rows in detections.values())
     result = collect([card], tmp_path / "db.duckdb")

@@ -38,7 +38,7 @@ def plot_detections_by_hour(counts: list[tuple[str, int, int]], path: Path) -> P
     for label, hour, n in counts:
         grid[row[label], hour] = n
     fig, ax = plt.subplots(figsize=(11, 1.5 + 0.4 * max(len(labels), 1)), dpi=DPI)
-    image = ax.imshow(grid, aspect="auto", cmap="magma_r", interpolation="nearest")
+    image = ax.imshow(grid, aspect="auto", cmap="magma_r", interpolation="nearest", vmin=0)
     ax.set_xticks(range(HOURS_PER_DAY))
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("hour of day (UTC)")

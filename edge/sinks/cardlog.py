@@ -122,7 +122,10 @@ class CardLog:
         self._failure: WriteFailure | None = None
         self._closed = False
         self.governor = StorageGovernor(self.root, self.root / CLIPS_DIR, self.policy, self.event)
-        remove_stale_temp_files(self.root / CLIPS_DIR, TEMP_PREFIX)
+        stale = (remove_stale_temp_files(self.root / CLIPS_DIR, f"*/{TEMP_PREFIX}*")
+                 + remove_stale_temp_files(self.root / BOOTS_DIR, f"{TEMP_PREFIX}*"))
+        if stale:
+            self.event("stale_temp_files_removed", count=stale)
         self.flush()
 
     # -- what the daemon calls -------------------------------------------------------------------------------

@@ -74,10 +74,10 @@ def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, au
     return path
 
 
-def remove_stale_temp_files(clips_root: Path, temp_prefix: str) -> int:
-    """Delete clip temp files left by a power cut mid-write (they were never renamed, so never complete)."""
+def remove_stale_temp_files(pattern_root: Path, pattern: str) -> int:
+    """Delete temp files left by a power cut mid-write (never renamed, so never complete); returns how many."""
     removed = 0
-    for temp in clips_root.glob(f"*/{temp_prefix}*"):
+    for temp in pattern_root.glob(pattern):
         with contextlib.suppress(OSError):
             os.unlink(temp)
             removed += 1

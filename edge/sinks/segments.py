@@ -62,29 +62,27 @@ class AppendSegment:
     def append(self, data: bytes) -> None:
         """Write ``data`` and fsync. On ``OSError`` the file is cut back to its previous size and the error raised."""
         created = self._fd is None
-        if created:
-            self._fd = os.open(self.open_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            data = self.header + data
-        assert self._fd is not None
-        view = memoryview(data)
+        fd = os.open(self.open_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if self._fd is None else self._fd
+        self._fd = fd
+        view = memoryview(self.header + data if created else data)
         try:
             while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
             if created:
                 fsync_dir(self.open_path.parent)
         except OSError:
-            self._undo(created)
+            self._undo(fd, created)
             raise
-        self.size += len(data)
+        self.size += len(self.header) + len(data) if created else len(data)
 
-    def _undo(self, created: bool) -> None:
-        assert self._fd is not None
+    def _undo(self, fd: int, created: bool) -> None:
+        """Cut the file back to its last good size; a file that never got a whole line is removed."""
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, self.size)
+            os.ftruncate(fd, self.size)
         if created:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
+                os.close(fd)
             with contextlib.suppress(OSError):
                 self.open_path.unlink()
             self._fd = None
