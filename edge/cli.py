@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edge.analyze import AnalyzeOptions, analyze_paths
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
+from edge.logs.cli import logs_app
 
 app = typer.Typer(
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 register_ops(app)
+app.add_typer(logs_app, name="logs")
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]

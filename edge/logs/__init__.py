@@ -1,0 +1,1 @@
+"""Off the unit: collect SD-card logs from many recorder units into DuckDB, check, export and summarise them."""

@@ -1,0 +1,163 @@
+"""Reading one card folder as the collector sees it: every segment parsed, every oddity reported, nothing fatal."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from edge.sinks.cardformat import (
+    BOOTS_DIR,
+    DETECTION_COLUMNS,
+    DETECTIONS_DIR,
+    EFFORT_COLUMNS,
+    EFFORT_DIR,
+    EVENTS_DIR,
+    HEALTH_DIR,
+    OPEN_SUFFIX,
+    SCHEMA_VERSION,
+    TEMP_PREFIX,
+)
+from edge.sinks.segments import read_csv_segment, read_jsonl_segment
+
+SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(?P<boot>[^_/]+)_(\d{3})\.(csv|jsonl)(\.part)?$")
+DETECTION_KEY = ("unit_id", "boot_id", "stream", "start_sample", "label")
+EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something a person should know about the collected data."""
+
+    severity: str
+    """``error`` (data are ambiguous or wrong), ``warning`` (data are incomplete), ``info`` (nothing lost)."""
+    check: str
+    message: str
+    card: str = ""
+
+
+@dataclass
+class Table:
+    """Rows of one record kind as strings, in ``columns`` order, plus the file each row came from."""
+
+    columns: tuple[str, ...]
+    rows: list[list[str | None]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CardContents:
+    card: str
+    boots: list[dict[str, Any]] = field(default_factory=list)
+    detections: Table = field(default_factory=lambda: Table(DETECTION_COLUMNS))
+    effort: Table = field(default_factory=lambda: Table(EFFORT_COLUMNS))
+    events: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    health: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    files_read: int = 0
+
+    def note(self, severity: str, check: str, message: str) -> None:
+        self.findings.append(Finding(severity, check, message, self.card))
+
+
+def read_card(folder: Path) -> CardContents:
+    """Everything on one card; missing folders, torn lines and old schemas become findings, never exceptions."""
+    contents = CardContents(str(folder.resolve()))
+    if not folder.is_dir():
+        contents.note("error", "card", f"{folder} is not a folder; skipped")
+        return contents
+    versions = _read_manifests(folder, contents)
+    _read_csv_kind(folder / DETECTIONS_DIR, contents.detections, contents, versions, DETECTION_KEY)
+    _read_csv_kind(folder / EFFORT_DIR, contents.effort, contents, versions, EFFORT_KEY)
+    _read_json_kind(folder / EVENTS_DIR, contents.events, contents, versions)
+    _read_json_kind(folder / HEALTH_DIR, contents.health, contents, versions)
+    if not contents.files_read and not contents.boots:
+        contents.note("warning", "card", f"{folder} holds no biolingual-edge card log (no {BOOTS_DIR}/ or segments)")
+    return contents
+
+
+def _read_manifests(folder: Path, contents: CardContents) -> dict[str, int]:
+    """Boot manifests by boot id -> schema version; unreadable ones reported."""
+    versions: dict[str, int] = {}
+    for path in sorted((folder / BOOTS_DIR).glob("*.json")):
+        if path.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            boot_id, version = str(manifest["boot_id"]), int(manifest["schema_version"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            contents.note("warning", "manifest", f"{path}: unreadable boot manifest ({e}); its settings are unknown")
+            continue
+        versions[boot_id] = version
+        if version > SCHEMA_VERSION:
+            contents.note("error", "schema", f"boot {boot_id} was written with schema version {version}, newer than "
+                          f"this collector's {SCHEMA_VERSION}; skipped (upgrade biolingual-edge and collect again)")
+            continue
+        if version < SCHEMA_VERSION:
+            contents.note("warning", "schema", f"boot {boot_id} was written with older schema version {version} "
+                          f"(current {SCHEMA_VERSION}); read by column name, missing columns left empty")
+        contents.boots.append(manifest)
+    return versions
+
+
+def _segments(folder: Path, extension: str, contents: CardContents,
+              versions: dict[str, int]) -> list[Path]:
+    paths = []
+    for path in sorted(folder.glob(f"*.{extension}")) + sorted(folder.glob(f"*.{extension}{OPEN_SUFFIX}")):
+        match = SEGMENT_NAME.match(path.name)
+        if match is None:
+            contents.note("info", "files", f"{path}: not a card-log segment name; ignored")
+            continue
+        boot = match["boot"]
+        if versions.get(boot, SCHEMA_VERSION) > SCHEMA_VERSION:
+            continue
+        if boot not in versions:
+            contents.note("warning", "manifest", f"{path}: no manifest for boot {boot}; rows kept, settings unknown")
+            versions[boot] = SCHEMA_VERSION
+        paths.append(path)
+    contents.files_read += len(paths)
+    return paths
+
+
+def _read_csv_kind(folder: Path, table: Table, contents: CardContents, versions: dict[str, int],
+                   key: tuple[str, ...]) -> None:
+    for path in _segments(folder, "csv", contents, versions):
+        segment = read_csv_segment(path)
+        _note_lines(contents, segment.notes, segment.problems)
+        if not segment.header:
+            continue
+        missing = [c for c in table.columns if c not in segment.header]
+        if any(c in missing for c in key):
+            contents.note("warning", "schema", f"{path}: header lacks key column(s) "
+                          f"{', '.join(c for c in key if c in missing)}; file skipped")
+            continue
+        if missing:
+            contents.note("warning", "schema", f"{path}: columns {', '.join(missing)} missing; left empty")
+        table.rows.extend(_reorder(segment.header, table.columns, segment.rows))
+        table.files.extend([str(path)] * len(segment.rows))
+
+
+def _reorder(header: tuple[str, ...], columns: tuple[str, ...],
+             rows: list[list[str]]) -> list[list[str | None]]:
+    """Rows in ``columns`` order; a column the file lacks (older schema) becomes ``None``."""
+    if header == columns:
+        return cast(list[list[str | None]], rows)
+    positions = [header.index(c) if c in header else -1 for c in columns]
+    return [[row[p] if p >= 0 else None for p in positions] for row in rows]
+
+
+def _note_lines(contents: CardContents, notes: list[str], problems: list[str]) -> None:
+    for note in notes:
+        contents.note("info", "lines", note)
+    for problem in problems:
+        contents.note("warning", "lines", problem)
+
+
+def _read_json_kind(folder: Path, records: list[tuple[dict[str, Any], str]], contents: CardContents,
+                    versions: dict[str, int]) -> None:
+    for path in _segments(folder, "jsonl", contents, versions):
+        segment = read_jsonl_segment(path)
+        _note_lines(contents, segment.notes, segment.problems)
+        records.extend((record, str(path)) for record in segment.records)

@@ -1,0 +1,76 @@
+"""``biolingual-edge logs``: collect SD-card logs into DuckDB, export them, summarise unit health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.cli_support import report_errors, stderr
+from edge.logs.collect import collect as collect_cards
+from edge.logs.database import connect
+from edge.logs.exports import FORMATS
+from edge.logs.exports import export as export_detections
+from edge.logs.summary import summarise
+
+logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export and summarise them.",
+                       no_args_is_help=True, add_completion=False)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@logs_app.command()
+@report_errors
+def collect(
+    cards: Annotated[list[Path], typer.Argument(help="Card folders (the root the unit wrote its log to).")],
+    into: Annotated[Path, typer.Option("--into", help="DuckDB database to create or add to.")],
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="Also write every table as Parquet here.")]
+    = None,
+    quiet_info: Annotated[bool, typer.Option("--quiet-info", help="Hide info-level findings.")] = False,
+) -> None:
+    """Ingest card folders (idempotent: re-collecting adds nothing) and report what needs attention."""
+    result = collect_cards(cards, into, parquet, on_card=lambda card: stderr.print(f"reading {card}"))
+    for finding in result.findings:
+        if quiet_info and finding.severity == "info":
+            continue
+        style = SEVERITY_STYLE.get(finding.severity, "")
+        stderr.print(f"[{style}]{finding.severity}:[/] [{finding.check}] {finding.message}", soft_wrap=True)
+    added = ", ".join(f"{n} {table}" for table, n in result.added.items() if n) or "nothing new"
+    errors = sum(f.severity == "error" for f in result.findings)
+    warnings = sum(f.severity == "warning" for f in result.findings)
+    stderr.print(f"{result.cards} card(s): {result.read.get('detections', 0)} detection rows read, added "
+                 f"{added}; {errors} error(s), {warnings} warning(s) -> {into}")
+
+
+@logs_app.command()
+@report_errors
+def export(
+    db: DbOpt,
+    file_format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    out: Annotated[Path, typer.Option("--out", help="File (csv, parquet) or folder (raven, audacity).")],
+) -> None:
+    """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels."""
+    con = connect(db, read_only=True)
+    try:
+        paths = export_detections(con, file_format, out)
+    finally:
+        con.close()
+    stderr.print(f"wrote {len(paths)} file(s) -> {out}")
+
+
+@logs_app.command()
+@report_errors
+def summary(
+    db: DbOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for SUMMARY.csv and the PNG plots.")],
+) -> None:
+    """Per-unit health table (uptime, effort, xruns, gaps, temperature, disk) and plots."""
+    con = connect(db, read_only=True)
+    try:
+        paths = summarise(con, out)
+    finally:
+        con.close()
+    for path in paths:
+        stderr.print(f"wrote {path}")

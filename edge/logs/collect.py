@@ -1,0 +1,62 @@
+"""``logs collect``: many card folders -> one DuckDB database (and Parquet on request), plus the findings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge.logs.cards import Finding, read_card
+from edge.logs.checks import run_checks
+from edge.logs.database import connect, copy_table, ingest, record_findings
+
+if TYPE_CHECKING:
+    import duckdb
+
+TABLES = ("detections", "effort", "events", "health", "boots", "card_boots", "findings")
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    cards: int
+    read: dict[str, int]
+    added: dict[str, int]
+    findings: list[Finding]
+
+
+def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None = None,
+            now: datetime | None = None, on_card: Callable[[Path], None] | None = None) -> CollectResult:
+    """Ingest every card (idempotently), then check the whole database; ``now`` defaults to the current UTC time."""
+    collected_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+    read: Counter[str] = Counter()
+    added: Counter[str] = Counter()
+    findings: list[Finding] = []
+    con = connect(db_path)
+    try:
+        for folder in card_dirs:
+            if on_card is not None:
+                on_card(folder)
+            contents = read_card(folder)
+            counts = ingest(con, contents)
+            read.update(counts.read)
+            added.update(counts.added)
+            findings.extend(contents.findings)
+            findings.extend(Finding("warning", "rows", f"{n} {table} row(s) with unparseable key fields skipped",
+                                    contents.card) for table, n in counts.unusable.items() if n)
+        findings.extend(run_checks(con, collected_at))
+        record_findings(con, findings)
+        if parquet_dir is not None:
+            write_parquet(con, parquet_dir)
+    finally:
+        con.close()
+    return CollectResult(len(card_dirs), dict(read), dict(added), findings)
+
+
+def write_parquet(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """One Parquet file per table (``detections.parquet`` ...), replaced whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        copy_table(con, table, folder / f"{table}.parquet")

@@ -1,0 +1,173 @@
+"""``logs collect``: damaged, odd and conflicting cards each give a clear finding; nothing crashes or duplicates."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cardlog_support import T0, write_card
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.logs.cards import Finding
+from edge.logs.collect import collect
+from edge.logs.database import connect
+
+COLLECTED = datetime(2024, 6, 1, tzinfo=timezone.utc)
+
+
+def count(db: Path, sql: str) -> int:
+    con = connect(db, read_only=True)
+    try:
+        return int(con.execute(sql).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def messages(findings: list[Finding], check: str, severity: str | None = None) -> list[str]:
+    return [f.message for f in findings if f.check == check and (severity is None or f.severity == severity)]
+
+
+def complete_rows(path: Path) -> int:
+    """Rows after the header on complete lines: what a careful reader can trust in a truncated file."""
+    data = path.read_bytes()
+    return max(data.count(b"\n") - 1, 0)
+
+
+def test_collect_is_idempotent_and_a_copied_card_adds_nothing(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", minutes=5)
+    db = tmp_path / "db.duckdb"
+    first = collect([tmp_path / "card"], db, now=COLLECTED)
+    assert first.added["detections"] == first.read["detections"] == 59
+    shutil.copytree(tmp_path / "card", tmp_path / "copy")
+    again = collect([tmp_path / "card", tmp_path / "copy"], db, now=COLLECTED)
+    assert again.read["detections"] == 2 * 59 and again.added["detections"] == 0
+    assert count(db, "SELECT count(*) FROM detections") == 59
+    assert count(db, "SELECT count(*) FROM effort") == 5
+    assert messages(again.findings, "unit ids", "info"), "the copy is named as such"
+    assert not [f for f in again.findings if f.severity != "info"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_files_truncated_at_random_offsets_are_read_up_to_the_last_whole_line(tmp_path: Path, seed: int) -> None:
+    card = tmp_path / "card"
+    write_card(card, minutes=4, streams=2)
+    rng = random.Random(seed)
+    segments = sorted(p for p in card.rglob("*") if p.suffix in (".csv", ".jsonl"))
+    for path in rng.sample(segments, 3):
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:
+            handle.truncate(rng.randrange(0, size))
+    expected = sum(complete_rows(p) for p in (card / "detections").iterdir())
+    result = collect([card], tmp_path / "db.duckdb", now=COLLECTED)
+    assert result.added["detections"] == expected
+    assert all(f.severity == "info" for f in result.findings if f.check == "lines")
+
+
+def test_empty_files_and_an_empty_manifest_are_reported_not_fatal(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    log = write_card(card, minutes=2)
+    (card / "detections" / f"2024-05-02_{log.boot_id}_000.csv").touch()
+    (card / "events" / f"2024-05-02_{log.boot_id}_000.jsonl.part").touch()
+    (card / "boots" / "20240501T000000Z-000000.json").touch()
+    result = collect([card], tmp_path / "db.duckdb", now=COLLECTED)
+    assert result.added["detections"] == 23
+    assert len([m for m in messages(result.findings, "lines", "info") if "empty file" in m]) == 2
+    assert any("unreadable boot manifest" in m for m in messages(result.findings, "manifest"))
+
+
+def test_a_card_with_a_future_clock_is_an_error_finding(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", start=datetime(2031, 3, 1, tzinfo=timezone.utc), minutes=2)
+    result = collect([tmp_path / "card"], tmp_path / "db.duckdb", now=COLLECTED)
+    (message,) = messages(result.findings, "clock", "error")
+    assert "after collection time" in message and "2031-03-01" in message
+    assert result.added["detections"] == 23, "rows are kept, flagged, not dropped"
+
+
+def test_two_recorders_sharing_a_unit_id_are_an_error_finding(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-07", minutes=3)
+    write_card(tmp_path / "b", "AM-07", minutes=3, start=T0 + timedelta(minutes=1))
+    db = tmp_path / "db.duckdb"
+    result = collect([tmp_path / "a", tmp_path / "b"], db, now=COLLECTED)
+    (message,) = messages(result.findings, "unit ids", "error")
+    assert "AM-07" in message and "two recorders" in message
+    assert count(db, "SELECT count(*) FROM detections") == 2 * 35, "rows of both stay apart by boot id"
+
+
+def test_a_card_swapped_mid_season_is_only_information(tmp_path: Path) -> None:
+    write_card(tmp_path / "may", "AM-07", minutes=2)
+    write_card(tmp_path / "june", "AM-07", minutes=2, start=T0 + timedelta(days=20))
+    result = collect([tmp_path / "may", tmp_path / "june"], tmp_path / "db.duckdb", now=COLLECTED)
+    assert not messages(result.findings, "unit ids", "error")
+    assert any("different times" in m for m in messages(result.findings, "unit ids", "info"))
+
+
+def downgrade(card: Path, version: int, drop: tuple[str, ...]) -> None:
+    """Make a card look like one written by another schema version lacking ``drop`` columns."""
+    for manifest in (card / "boots").glob("*.json"):
+        data = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**data, "schema_version": version}))
+    for path in (card / "detections").glob("*.csv"):
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        columns = [c for c in rows[0] if c not in drop]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path.write_text(out.getvalue())
+
+
+def test_an_older_schema_is_read_by_column_name_with_missing_columns_empty(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", minutes=2)
+    downgrade(tmp_path / "card", 0, ("cosine", "clock_sync"))
+    db = tmp_path / "db.duckdb"
+    result = collect([tmp_path / "card"], db, now=COLLECTED)
+    schema = messages(result.findings, "schema", "warning")
+    assert any("older schema version 0" in m for m in schema)
+    assert any("cosine" in m and "clock_sync" in m for m in schema)
+    assert result.added["detections"] == 23
+    assert count(db, "SELECT count(*) FROM detections WHERE cosine IS NULL AND score > 0") == 23
+
+
+def test_a_newer_schema_is_skipped_with_an_upgrade_hint(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", minutes=2)
+    downgrade(tmp_path / "card", 99, ())
+    result = collect([tmp_path / "card"], tmp_path / "db.duckdb", now=COLLECTED)
+    assert any("newer" in m and "upgrade" in m for m in messages(result.findings, "schema", "error"))
+    assert result.added["detections"] == 0
+
+
+def test_effort_gaps_unsynchronised_clocks_and_config_drift_are_reported(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-01", minutes=3, streams=2, pause_minutes=30)
+    write_card(tmp_path / "b", "AM-02", minutes=3, clock_sync="unsynchronised",
+               boot_info={"config_hash": "cfg-2", "thresholds": {"toad": 0.5}})
+    result = collect([tmp_path / "a", tmp_path / "b"], tmp_path / "db.duckdb", now=COLLECTED)
+    (gap,) = messages(result.findings, "effort")
+    assert "AM-01" in gap and "1 gap(s)" in gap and "0.50 h" in gap
+    (clock,) = messages(result.findings, "clock", "warning")
+    assert "AM-02" in clock and "unsynchronised" in clock
+    drift = messages(result.findings, "config drift")
+    assert any("thresholds.toad" in m and "AM-01" in m and "AM-02" in m for m in drift)
+    assert any("config_hash" in m for m in drift)
+
+
+def test_cli_collect_prints_findings_and_a_missing_folder_is_a_finding(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", minutes=1)
+    result = CliRunner().invoke(app, ["logs", "collect", str(tmp_path / "card"), str(tmp_path / "nope"),
+                                      "--into", str(tmp_path / "db.duckdb"), "--parquet", str(tmp_path / "pq")])
+    assert result.exit_code == 0, result.output
+    assert "is not a folder" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "pq" / "detections.parquet").stat().st_size > 0
+
+
+def test_cli_reports_a_missing_database_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["logs", "summary", "--db", str(tmp_path / "none.duckdb"),
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no collection database" in result.output
+    assert "Traceback" not in result.output
