@@ -69,45 +69,50 @@ def analyze(
 @app.command()
 @report_errors
 def run(
-    labels: LabelsOpt,
-    bundle: BundleOpt = Path("bundle"),
-    log_dir: Annotated[Path, typer.Option(help="Where the detection log is written (the SD card).")] = Path("logs"),
-    threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
-    exit_threshold: Annotated[float | None, typer.Option(help="Score that keeps an event open (hysteresis).")]
+    labels: Annotated[Path | None, typer.Option("--labels", "-l", help="Species list: one label per line.")]
     = None,
-    confirm: Annotated[str, typer.Option(help="N/M: hits needed in the last M windows to open an event.")] = "1/1",
-    cooldown: Annotated[float, typer.Option(help="Seconds after an event before the same label fires again.")]
-    = 0.0,
-    window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
-    hop: Annotated[float, typer.Option(help="Hop between windows in seconds.")] = 5.0,
+    bundle: Annotated[Path | None, typer.Option("--bundle", "-b", help="Bundle folder from biolingual-export.")]
+    = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config YAML (firmware_configs/).")]
+    = None,
+    unit: Annotated[str | None, typer.Option(help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: analysis.hop_s=2.5")]
+    = None,
+    log_dir: Annotated[Path | None, typer.Option(help="Where the detection log is written (the SD card).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
+    confirm: Annotated[str | None, typer.Option(help="N/M: hits needed in the last M windows.")] = None,
+    window: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
+    hop: Annotated[float | None, typer.Option(help="Hop between windows in seconds.")] = None,
     device: Annotated[str | None, typer.Option(help="Part of the microphone's name (see `devices`).")] = None,
-    rate: Annotated[int | None, typer.Option(help="Capture rate in Hz (default: 48000, else the device's).")]
+    rate: Annotated[int | None, typer.Option(help="Capture rate in Hz (default 48000, else the device's).")]
     = None,
     channel: Annotated[int | None, typer.Option(help="Use one input channel (0-based) instead of the mix.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Model precision in the bundle: fp32, fp16, int8.")] = None,
+    score_mode: Annotated[str | None, typer.Option(help="logit (cosine × scale) or softmax across the list.")]
+    = None,
+    heartbeat: Annotated[float | None, typer.Option(help="Seconds between health records.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="Stream a recording instead of the mic.")]
     = None,
     fast: Annotated[bool, typer.Option(help="With --input: as fast as possible, not real time.")] = False,
-    precision: Annotated[str, typer.Option(help="Model precision in the bundle: fp32, fp16, int8.")] = "fp32",
-    score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
-    max_batch: Annotated[int, typer.Option(help="Most windows per inference call when behind.")] = 4,
-    heartbeat: Annotated[float, typer.Option(help="Seconds between health records.")] = 60.0,
-    save_clips: Annotated[bool, typer.Option(help="Save an audio clip of each detection.")] = False,
-    privacy_label: Annotated[list[str] | None, typer.Option(
-        help="Label (e.g. human speech) whose detections block clip saving around them; repeatable.")] = None,
 ) -> None:
-    """Listen to the microphone (or --input FILE) and log detections until stopped (SIGTERM/Ctrl-C)."""
-    from edge.run_setup import RunSettings, build_daemon, parse_confirm
+    """Listen to the microphone (or --input FILE) and log detections until stopped (SIGTERM/Ctrl-C).
 
-    confirm_n, confirm_m = parse_confirm(confirm)
-    settings = RunSettings(labels=labels, bundle=bundle, log_dir=log_dir, threshold=threshold,
-                           exit_threshold=exit_threshold, confirm_n=confirm_n, confirm_m=confirm_m,
-                           cooldown_s=cooldown, window_s=window, hop_s=hop, device=device, rate=rate,
-                           channel=channel, input_file=input_file, fast=fast, precision=precision, threads=threads,
-                           score_mode=score_mode,
-                           max_batch=max_batch, heartbeat_s=heartbeat, save_clips=save_clips,
-                           privacy_labels=tuple(privacy_label or ()))
-    code = build_daemon(settings).run()
+    Settings come from --config/--unit, then --set KEY=VALUE, then the flags here (flags win).
+    """
+    from edge.checks import read_sync_state
+    from edge.config import parse_override, resolve_config
+    from edge.run_flags import run_overrides
+    from edge.unit_setup import CLOCK_SYNC_FROM_SYSTEMD, InputOptions, build_daemon
+
+    overrides = dict(parse_override(s) for s in set_ or [])
+    overrides.update(run_overrides(labels=labels, bundle=bundle, log_dir=log_dir, threshold=threshold,
+                                   confirm=confirm, window=window, hop=hop, device=device, rate=rate,
+                                   channel=channel, precision=precision, score_mode=score_mode,
+                                   heartbeat=heartbeat))
+    resolved = resolve_config(config, unit, overrides)
+    source = InputOptions(input_file, fast=fast) if input_file is not None else None
+    clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")
+    code = build_daemon(resolved, source, clock_sync=clock).run()
     if code:
         raise typer.Exit(code)
 

@@ -13,16 +13,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from edge import notify
 from edge.audio.chunk import AudioChunk
 from edge.audio.mic import CaptureStats, OpenedStream
 from edge.detect import DetectionEvent, EventDetector
 from edge.errors import AudioError, BackendError
 from edge.health import SignalMonitor, process_health
 from edge.pipeline import Stages, score_windows
+from edge.schedule import Schedule
 from edge.sinks import RunLog
 from edge.windowing import Window, Windower
 
@@ -32,6 +36,9 @@ EXIT_OK = 0
 EXIT_NO_AUDIO = 3
 EXIT_STALLED = 4
 EXIT_PIPELINE = 5
+SCHEDULE_POLL_S = 30.0
+PRIVACY_MEMORY = 16
+"""Recent privacy hits remembered for the clip guard."""
 
 
 class Source(Protocol):
@@ -72,12 +79,19 @@ class DaemonOptions:
     max_pipeline_restarts: int = 3
     stop_budget_s: float = 10.0
     """On stop, keep analysing the backlog for at most this long (systemd's stop timeout is 90 s)."""
-    clip_pre_roll_s: float = 1.0
-    privacy_labels: tuple[str, ...] = ()
-    """Labels (e.g. human speech) whose events suppress clip saving for overlapping detections."""
+    flatline_s: float = 60.0
+    """Digital silence this long is reported, then the stream is reopened."""
+    clip_pre_roll_s: float = 2.0
+    clip_post_roll_s: float = 2.0
     save_clips: bool = False
+    background_labels: tuple[str, ...] = ()
+    """Prompts (wind, rain, "no animal") that are scored but never reported as detections."""
+    privacy_labels: tuple[str, ...] = ()
+    """Prompts (human speech) whose hits are logged as privacy events and block clips around them."""
+    privacy_guard_s: float = 30.0
     is_file: bool = False
     """The source is a finite file: stop at its end instead of reopening."""
+    thermal_paths: tuple[Path, ...] = ()
     clock_sync: str = "unsynchronised"
 
 
@@ -85,15 +99,17 @@ class Daemon:
     """One run of the recorder: call :meth:`run` from the main thread; returns the exit code."""
 
     def __init__(self, source: Source, stages_factory: Callable[[], Stages], detector: EventDetector,
-                 sink: RunLog, options: DaemonOptions) -> None:
+                 sink: RunLog, options: DaemonOptions, schedule: Schedule | None = None,
+                 stages: Stages | None = None) -> None:
         self.source = source
         self.stages_factory = stages_factory
-        self.stages = stages_factory()
+        self.stages = stages or stages_factory()
         self.detector = detector
-        self.sink = sink
+        self.sink: RunLog = _Serialised(sink)  # type: ignore[assignment]
         self.options = options
+        self.schedule = schedule
         self.windower = Windower(options.window_samples, options.hop_samples)
-        self.monitor = SignalMonitor(options.sample_rate)
+        self.monitor = SignalMonitor(options.sample_rate, options.flatline_s)
         self.stop = threading.Event()
         self.exit_code = EXIT_OK
         self.progress_at = time.monotonic()
@@ -103,9 +119,13 @@ class Daemon:
         self.effort_end = 0
         self.analysed_end = 0
         self.degraded = False
-        self._gap_since: int | None = None
         self._pipeline_restarts = 0
         self._clip_audio: list[AudioChunk] = []
+        self._privacy_hits: list[DetectionEvent] = []
+        self._xruns_logged = 0
+        self._ready_sent = False
+        self.reopen_requested = False
+        """Set when the data says the microphone is dead (flatline): the loop reopens the stream."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -129,6 +149,7 @@ class Daemon:
                 self.stop.set()
                 worker.join(timeout=5.0)
                 break
+        notify.stopping()
         self._heartbeat(time.monotonic() - started)
         self.source.close()
         self.sink.event("stop", self.source_end(), exit_code=self.exit_code)
@@ -151,7 +172,7 @@ class Daemon:
     def _open(self, start_sample: int) -> None:
         opened = self.source.open(start_sample)
         self.sink.open_stream(opened.anchor_utc, opened.anchor_sample, self.options.clock_sync)
-        self.sink.event("stream_open", start_sample, device=opened.device, rate=opened.rate,
+        self.sink.event("audio_device", start_sample, device=opened.device, rate=opened.rate,
                         channels=opened.channels)
         self.windower.reset(start_sample)
 
@@ -189,6 +210,14 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self.progress_at = time.monotonic()
+                if self.schedule is not None and not self.schedule.is_on(datetime.now(timezone.utc)):
+                    pending.extend(self._drain())
+                    for batch_start in range(0, len(pending), self.options.max_batch):
+                        self._process(pending[batch_start : batch_start + self.options.max_batch])
+                    pending = []
+                    self._sleep_off_schedule()
+                    last_data = time.monotonic()
+                    continue
                 chunk = self.source.read(timeout=0.2)
                 if chunk is None:
                     if self.options.is_file and not self.source.active:
@@ -201,6 +230,12 @@ class Daemon:
                     continue
                 last_data = time.monotonic()
                 pending.extend(self._accept(chunk))
+                if self.reopen_requested:
+                    self.reopen_requested = False
+                    self.monitor.reset()
+                    if not self._reopen_with_backoff(last_data):
+                        self.exit_code = EXIT_NO_AUDIO
+                        return
                 while pending and not self.stop.is_set():
                     batch, pending = pending[: self.options.max_batch], pending[self.options.max_batch :]
                     self._process(batch)
@@ -218,6 +253,27 @@ class Daemon:
             self.exit_code = EXIT_PIPELINE
         finally:
             self._close_events()
+
+    def _sleep_off_schedule(self) -> None:
+        """Close the stream while the schedule is off (saves power), then reopen on the same timeline."""
+        assert self.schedule is not None
+        end = self.source_end()
+        until = self.schedule.next_change(datetime.now(timezone.utc))
+        self._close_events()
+        self.source.close()
+        self.sink.event("scheduled_off", end, until=until.isoformat() if until else None)
+        self.sink.flush()
+        off_since = time.monotonic()
+        while not self.stop.is_set() and not self.schedule.is_on(datetime.now(timezone.utc)):
+            self.progress_at = time.monotonic()
+            notify.watchdog()
+            self.stop.wait(min(SCHEDULE_POLL_S, max(0.0, (until - datetime.now(timezone.utc)).total_seconds()))
+                           if until else SCHEDULE_POLL_S)
+        if self.stop.is_set():
+            return
+        start = end + round((time.monotonic() - off_since) * self.options.sample_rate)
+        self._open(start)
+        self.sink.event("scheduled_on", start, off_s=round((start - end) / self.options.sample_rate, 1))
 
     def _drain(self) -> list[Window]:
         """On stop or end of file: take the audio already captured (the ring), then the tail window."""
@@ -238,6 +294,11 @@ class Daemon:
         self.samples_received += chunk.samples.shape[0]
         for kind, fields in self.monitor.update(chunk):
             self.sink.event(kind, chunk.start_sample, **fields)
+            self.reopen_requested |= kind == "flatline" and not self.options.is_file
+        overflows = self.source.stats.overflows
+        if overflows > self._xruns_logged:
+            self.sink.event("xrun", chunk.start_sample, count=overflows - self._xruns_logged)
+            self._xruns_logged = overflows
         if self.options.save_clips:
             self._keep_for_clips(chunk)
         return self.windower.push(chunk)
@@ -259,6 +320,10 @@ class Daemon:
                 self.effort_end = w.end_sample
         self.analysed_end = windows[-1].end_sample
         self.sink.flush()
+        if not self._ready_sent:
+            notify.ready(f"analysing, first window at sample {windows[0].start_sample}")
+            self._ready_sent = True
+        notify.watchdog()
 
     def _restart_pipeline(self, sample: int) -> None:
         """Tier 2: NaN/inf embeddings — rebuild the stages; too many rebuilds is fatal."""
@@ -297,13 +362,21 @@ class Daemon:
         self.sink.flush()
 
     def _emit(self, events: list[DetectionEvent]) -> None:
+        """Log animal detections, log privacy hits as events, drop background prompts; then clips."""
         if not events:
             return
-        self.sink.detections(events)
+        privacy = [e for e in events if e.label in self.options.privacy_labels]
+        for hit in privacy:
+            self.sink.event("privacy_hit", hit.start_sample, end_sample=hit.end_sample)
+        self._privacy_hits = (self._privacy_hits + privacy)[-PRIVACY_MEMORY:]
+        hidden = set(self.options.privacy_labels) | set(self.options.background_labels)
+        detections = [e for e in events if e.label not in hidden]
+        if detections:
+            self.sink.detections(detections)
         if self.options.save_clips:
-            private = [e for e in events if e.label in self.options.privacy_labels]
-            for event in events:
-                if event.label in self.options.privacy_labels or any(_overlap(event, p) for p in private):
+            guard = round(self.options.privacy_guard_s * self.options.sample_rate)
+            for event in detections:
+                if any(_overlap(event, p, guard) for p in self._privacy_hits):
                     continue
                 clip = self._clip_for(event)
                 if clip is not None:
@@ -316,8 +389,9 @@ class Daemon:
             self._clip_audio.pop(0)
 
     def _clip_for(self, event: DetectionEvent) -> tuple[np.ndarray, int] | None:
-        pre = round(self.options.clip_pre_roll_s * self.options.sample_rate)
-        start, end = max(0, event.start_sample - pre), event.end_sample + pre
+        rate = self.options.sample_rate
+        start = max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate))
+        end = event.end_sample + round(self.options.clip_post_roll_s * rate)
         parts = [c for c in self._clip_audio if c.end_sample > start and c.start_sample < end]
         if not parts:
             return None
@@ -340,10 +414,27 @@ class Daemon:
             if self.inference_s else None,
             "hop_s": self.windower.hop / self.options.sample_rate,
             "analysed_until_s": round(audio_s, 3),
-            **process_health(),
+            **process_health(self.options.thermal_paths),
         })
         self.sink.flush()
 
 
-def _overlap(a: DetectionEvent, b: DetectionEvent) -> bool:
-    return a.start_sample < b.end_sample and b.start_sample < a.end_sample
+def _overlap(a: DetectionEvent, b: DetectionEvent, margin: int = 0) -> bool:
+    return a.start_sample < b.end_sample + margin and b.start_sample - margin < a.end_sample
+
+
+class _Serialised:
+    """Serialises calls to the run log, which the analysis thread and the main thread both use."""
+
+    def __init__(self, sink: RunLog) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._sink, name)
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return locked

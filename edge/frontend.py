@@ -63,11 +63,15 @@ def repeat_pad(samples: np.ndarray, length: int) -> np.ndarray:
 class LogMelFrontend:
     """Waveform window (48 kHz mono float) -> log-mel ``(n_frames, n_mels)`` float32 in dB."""
 
-    def __init__(self, params: FrontendParams) -> None:
+    def __init__(self, params: FrontendParams, highpass_hz: float = 0.0) -> None:
+        """``highpass_hz`` > 0 zeroes FFT bins below it before the mel filters (a unit's rumble filter)."""
         self.params = params
         n = params.n_fft
         self._window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float64)
         self._filters = slaney_mel_filters(params)
+        if highpass_hz > 0:
+            bin_hz = np.linspace(0, params.sampling_rate // 2, n // 2 + 1)
+            self._filters[bin_hz < highpass_hz, :] = 0.0
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """Features of one window: ``samples`` (N,) with N <= window_samples -> (n_frames, n_mels) float32."""

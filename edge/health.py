@@ -74,7 +74,18 @@ def temperatures_c(root: Path = THERMAL_ZONES) -> dict[str, float]:
     return readings
 
 
-def process_health() -> dict[str, Any]:
-    """RSS and temperatures for the heartbeat."""
-    temps = temperatures_c()
-    return {"peak_rss_mb": round(peak_rss_mb(), 1), "max_temp_c": max(temps.values()) if temps else None}
+def read_temperatures(paths: tuple[Path, ...]) -> list[float]:
+    """Degrees Celsius from configured sensor files (millidegrees); unreadable ones are skipped."""
+    readings = []
+    for path in paths:
+        try:
+            readings.append(int(path.read_text().strip()) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    return readings
+
+
+def process_health(thermal_paths: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Peak RSS and the hottest sensor (configured paths, else every thermal zone) for the heartbeat."""
+    temps = read_temperatures(thermal_paths) if thermal_paths else list(temperatures_c().values())
+    return {"peak_rss_mb": round(peak_rss_mb(), 1), "temperature_c": max(temps) if temps else None}

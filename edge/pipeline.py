@@ -65,14 +65,15 @@ def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples:
 
 
 def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
-                 backend: str = "ort", threads: int | None = None, score_mode: str = "logit",
-                 top_k: int = 1, threshold: float | None = None) -> Stages:
+                 backend: str = "ort", threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
+                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0) -> Stages:
     """Open the backend and label embeddings once and wire them with the frontend."""
     manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
     return Stages(
-        frontend=LogMelFrontend(manifest.frontend),
-        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads),
+        frontend=LogMelFrontend(manifest.frontend, highpass_hz=highpass_hz),
+        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers),
         scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
         selector=WindowSelector(label_set.names, k=top_k, threshold=threshold),
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,32 +14,51 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.audio.file_stream import DEFAULT_CHUNK_SAMPLES
 from edge.audio.files import stream_file
 from edge.bundle import open_bundle
-from edge.daemon import Daemon
+from edge.config import resolve_config
+from edge.config_schema import UnitConfig
 from edge.detect import DetectionEvent, DetectorOptions, EventDetector
 from edge.labels import read_labels
+from edge.logs.cards import CardContents, read_card
 from edge.pipeline import batched_windows, build_stages, score_windows
-from edge.run_setup import RunSettings, build_daemon
+from edge.unit_setup import InputOptions, build_daemon
 from edge.windowing import Windower
 from tests.conftest import REPO
 
 RATE = 48_000
 
 
-def records(log_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (log_dir / "run.jsonl").read_text().splitlines()]
+def card(log_dir: Path) -> CardContents:
+    contents = read_card(log_dir)
+    assert not [f for f in contents.findings if f.severity == "error"], contents.findings
+    return contents
 
 
 def events_of(log_dir: Path) -> list[tuple[str, int, int]]:
-    return [(r["label"], r["start_sample"], r["end_sample"]) for r in records(log_dir) if r["type"] == "detection"]
+    table = card(log_dir).detections
+    cols = {name: i for i, name in enumerate(table.columns)}
+    return [(r[cols["label"]], int(r[cols["start_sample"]]), int(r[cols["end_sample"]])) for r in table.rows]
 
 
-def settings_for(example_bundle: Path, example_labels: tuple[Path, Path], recording: Path, log_dir: Path,
-                 **overrides) -> RunSettings:
-    base = RunSettings(labels=example_labels[0], bundle=example_bundle, log_dir=log_dir, threshold=0.5,
-                       score_mode="softmax", input_file=recording, fast=True, heartbeat_s=3600)
-    return replace(base, **overrides)
+def log_events(log_dir: Path) -> list[dict]:
+    return [record for record, _ in card(log_dir).events]
+
+
+def health_of(log_dir: Path) -> list[dict]:
+    return [record for record, _ in card(log_dir).health]
+
+
+def unit_config(example_bundle: Path, example_labels: tuple[Path, Path], log_dir: Path, **overrides) -> UnitConfig:
+    base = {"model.bundle": str(example_bundle), "analysis.labels": str(example_labels[0]),
+            "storage.log_dir": str(log_dir), "analysis.threshold": 0.5, "analysis.score_mode": "softmax",
+            "health.heartbeat_s": 3600, "unit.unit_id": "test-unit"}
+    return resolve_config(None, None, {**base, **overrides})
+
+
+def run_file(config: UnitConfig, recording: Path, fast: bool = True, chunk: int = DEFAULT_CHUNK_SAMPLES) -> int:
+    return build_daemon(config, InputOptions(recording, fast=fast, chunk_samples=chunk)).run()
 
 
 def offline_events(example_bundle: Path, labels_path: Path, recording: Path, options: DetectorOptions,
@@ -59,25 +78,23 @@ def offline_events(example_bundle: Path, labels_path: Path, recording: Path, opt
 
 def test_streaming_equals_offline_and_finds_the_toad(example_bundle: Path, example_labels: tuple[Path, Path],
                                                      toad_in_night: Path, tmp_path: Path) -> None:
-    settings = settings_for(example_bundle, example_labels, toad_in_night, tmp_path)
-    assert build_daemon(settings).run() == 0
+    assert run_file(unit_config(example_bundle, example_labels, tmp_path), toad_in_night) == 0
     streamed = events_of(tmp_path)
     offline = offline_events(example_bundle, example_labels[0], toad_in_night, DetectorOptions(enter=0.5),
                              10 * RATE, 5 * RATE)
     assert sorted(streamed) == sorted(offline)
     assert [e for e in streamed if e[0] == "toad"] == [("toad", 35 * RATE, 55 * RATE)]
-    effort = [(r["start_sample"], r["end_sample"]) for r in records(tmp_path) if r["type"] == "effort"]
-    assert effort[0][0] == 0 and effort[-1][1] == 60 * RATE
-    assert all(a[1] == b[0] for a, b in zip(effort, effort[1:]))
+    effort = card(tmp_path).effort
+    cols = {name: i for i, name in enumerate(effort.columns)}
+    assert sum(float(r[cols["analysed_s"]]) for r in effort.rows) == pytest.approx(60.0)
 
 
 @pytest.mark.parametrize("chunk", [1, 441, 4096, 48_000, 96_000])
 def test_chunk_sizes_give_identical_detections(chunk: int, example_bundle: Path,
                                                example_labels: tuple[Path, Path], toad_in_night: Path,
                                                tmp_path: Path) -> None:
-    reference_dir, chunked_dir = tmp_path / "ref", tmp_path / "chunked"
-    build_daemon(settings_for(example_bundle, example_labels, toad_in_night, reference_dir,
-                              hop_s=2.5, confirm_n=2, confirm_m=3)).run()
+    config = unit_config(example_bundle, example_labels, tmp_path / "ref", **{
+        "analysis.hop_s": 2.5, "analysis.confirm_n": 2, "analysis.confirm_m": 3})
     recording = toad_in_night
     if chunk == 1:  # one sample at a time is slow in Python: use the first 20 s
         import soundfile as sf
@@ -85,13 +102,11 @@ def test_chunk_sizes_give_identical_detections(chunk: int, example_bundle: Path,
         recording = tmp_path / "short.wav"
         data, rate = sf.read(toad_in_night, dtype="float32")
         sf.write(recording, data[: 20 * rate], rate, subtype="FLOAT")
-        reference_dir = tmp_path / "ref-short"
-        build_daemon(settings_for(example_bundle, example_labels, recording, reference_dir,
-                                  hop_s=2.5, confirm_n=2, confirm_m=3)).run()
-    build_daemon(settings_for(example_bundle, example_labels, recording, chunked_dir, hop_s=2.5,
-                              confirm_n=2, confirm_m=3, chunk_samples=chunk)).run()
-    assert events_of(chunked_dir) == events_of(reference_dir)
-    assert events_of(reference_dir)
+    run_file(config, recording)
+    chunked = config.model_copy(update={"storage": config.storage.model_copy(update={"log_dir": tmp_path / "c"})})
+    run_file(chunked, recording, chunk=chunk)
+    assert events_of(tmp_path / "c") == events_of(tmp_path / "ref")
+    assert events_of(tmp_path / "ref")
 
 
 class SlowBackend:
@@ -109,47 +124,38 @@ class SlowBackend:
 def test_slow_backend_builds_lag_and_the_hop_degrades_on_record(example_bundle: Path,
                                                                 example_labels: tuple[Path, Path],
                                                                 toad_in_night: Path, tmp_path: Path) -> None:
-    settings = settings_for(example_bundle, example_labels, toad_in_night, tmp_path, fast=False, window_s=2.0,
-                            hop_s=0.5, lag_bound_s=1.0, max_batch=1, heartbeat_s=1.0, chunk_samples=RATE // 10)
-    daemon = build_daemon(settings)
-    factory = daemon.stages_factory
-    daemon.stages = replace(factory(), backend=SlowBackend(factory().backend, 1.0))
-    source = daemon.source
+    config = unit_config(example_bundle, example_labels, tmp_path, **{
+        "analysis.window_s": 2.0, "analysis.hop_s": 0.5, "model.max_batch": 1, "health.heartbeat_s": 1.0})
+    daemon = build_daemon(config, InputOptions(toad_in_night, fast=False, chunk_samples=RATE // 10))
+    daemon.options = replace(daemon.options, lag_bound_s=1.0)
+    daemon.stages = replace(daemon.stages, backend=SlowBackend(daemon.stages.backend, 1.0))
 
     def stop_after(seconds: float) -> None:
         time.sleep(seconds)
         daemon.stop.set()
 
-    import threading
-
     threading.Thread(target=stop_after, args=(10.0,), daemon=True).start()
     assert daemon.run() == 0
-    assert source is daemon.source
-    log = records(tmp_path)
-    degraded = [r for r in log if r.get("kind") == "degraded"]
+    degraded = [r for r in log_events(tmp_path) if r["kind"] == "degraded"]
     assert degraded and degraded[0]["lag_s"] > 1.0 and degraded[0]["hop_to_s"] > degraded[0]["hop_from_s"]
-    health_lags = [r["lag_s"] for r in log if r["type"] == "health"]
-    assert max(health_lags) > 1.0
+    assert max(r["lag_s"] for r in health_of(tmp_path)) > 1.0
 
 
 def test_sigterm_mid_window_flushes_everything(example_bundle: Path, example_labels: tuple[Path, Path],
                                                toad_in_night: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle",
                str(example_bundle), "--log-dir", str(tmp_path), "--input", str(toad_in_night), "--threshold",
-               "0.5", "--score-mode", "softmax", "--heartbeat", "3600"]
+               "0.5", "--score-mode", "softmax", "--heartbeat", "3600", "--set", "unit.unit_id=test-unit"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stderr=subprocess.PIPE, text=True)
     time.sleep(13.3)  # real-time pace: two windows done, the third half-filled
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
-    log = records(tmp_path)
-    stop = [r for r in log if r.get("kind") == "stop"]
+    stop = [r for r in log_events(tmp_path) if r["kind"] == "stop"]
     assert stop and stop[0]["exit_code"] == 0
-    effort_end = max(r["end_sample"] for r in log if r["type"] == "effort")
-    assert effort_end == stop[0]["sample"] and effort_end >= 10 * RATE
-    assert {e[0] for e in events_of(tmp_path)} == {"night"}
-    assert max(e[2] for e in events_of(tmp_path)) == effort_end
+    effort = card(tmp_path).effort
+    cols = {name: i for i, name in enumerate(effort.columns)}
+    effort_end = max(int(r[cols["last_sample"]]) for r in effort.rows)
+    assert effort_end >= 13 * RATE and stop[0]["sample"] - effort_end <= 1
+    assert max(e[2] for e in events_of(tmp_path)) == stop[0]["sample"]
 
-
-def test_daemon_type_is_the_public_entry_point() -> None:
-    assert Daemon.run.__doc__

@@ -74,10 +74,11 @@ class FileStreamSource:
         return not self.finished
 
     def pending_seconds(self) -> float:
-        """In real-time mode, audio that has 'arrived' by the wall clock but not been read yet."""
+        """In real-time mode, whole chunks that have 'arrived' by the wall clock but not been read yet."""
         if not self.realtime or self.finished:
             return 0.0
-        return max(0.0, time.monotonic() - self._t0 - self._position / self.target_rate)
+        backlog = (time.monotonic() - self._t0) * self.target_rate - self._position
+        return backlog / self.target_rate if backlog >= self.chunk_samples else 0.0
 
     def close(self) -> None:
         self._chunks = None

@@ -109,8 +109,9 @@ class MicrophoneSource:
     """A capture stream that delivers 48 kHz mono chunks on a sample timeline starting at ``start_sample``."""
 
     def __init__(self, device_name: str | None, target_rate: int, ring_seconds: float,
-                 rate: int | None = None, channel: int | None = None) -> None:
+                 rate: int | None = None, channel: int | None = None, channels: int = 1) -> None:
         self.device_name = device_name
+        self.channels = channels
         self.target_rate = target_rate
         self.ring_seconds = ring_seconds
         self.requested_rate = rate
@@ -138,8 +139,7 @@ class MicrophoneSource:
         """Open the device; chunks start at ``start_sample`` (model-rate index)."""
         sd = _sounddevice()
         device = find_device(self.device_name)
-        channels = 1 if self.channel is None else self.channel + 1
-        channels = min(max(channels, 1), device.channels)
+        channels = min(max(self.channels, 1 if self.channel is None else self.channel + 1), device.channels)
         if self.channel is not None and self.channel >= device.channels:
             raise AudioError(f"channel {self.channel} requested but '{device.name}' has {device.channels}",
                              "choose a channel from 0")
