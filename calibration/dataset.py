@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,8 @@ def build_calibration_set(paths: list[Path], params: FrontendParams, count: int 
 def save_calibration_set(data: CalibrationSet, out_dir: Path) -> Path:
     """Write ``calibration.npz`` (keyed by input name) and ``calibration.json``; returns the folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / DATA_FILE, **{data.input_name: data.features})
+    arrays: dict[str, Any] = {data.input_name: data.features}
+    np.savez(out_dir / DATA_FILE, **arrays)
     meta = {"seed": data.seed, "input_name": data.input_name, "windows": [asdict(s) for s in data.sources]}
     (out_dir / SOURCES_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out_dir

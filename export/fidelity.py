@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.bundle import Bundle
+
 TOP_K = 5
 
 
@@ -91,10 +93,11 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, label_embeddings: np.
                     labels=n_labels, top1_agreement=top1, top5_overlap=top5)
 
 
-def bundle_label_embeddings(label_sets: list[tuple[tuple[str, ...], np.ndarray]]) -> np.ndarray | None:
+def bundle_label_embeddings(bundle: Bundle) -> np.ndarray | None:
     """All distinct labels (by case-folded name) of the bundle's label sets as one ``(L, D)`` array."""
     seen: dict[str, np.ndarray] = {}
-    for names, embeddings in label_sets:
-        for name, row in zip(names, embeddings):
-            seen.setdefault(name.casefold(), row)
+    for entry in bundle.manifest.label_sets.values():
+        with np.load(bundle.root / entry.path) as data:
+            for name, row in zip(entry.names, data["embeddings"]):
+                seen.setdefault(name.casefold(), row)
     return np.stack(list(seen.values())).astype(np.float32) if seen else None

@@ -15,6 +15,6 @@ def convert_fp16(fp32_path: Path, out_path: Path, keep_fp32_ops: tuple[str, ...]
     from onnxconverter_common import float16
 
     model = onnx.load(str(fp32_path))
-    converted = float16.convert_float_to_float16(model, keep_io_types=True,
-                                                 op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(keep_fp32_ops))
+    blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(keep_fp32_ops)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     onnx.save(converted, str(out_path))

@@ -111,7 +111,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=excluded,
             calibrate_method=method[options.calibration_method],
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            # TensorRT takes float biases (it fuses them itself); int32 bias Q/DQ is for ORT's kernels.
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
         )
     log.info("INT8 (%s) written to %s; %d node(s) kept in fp32", options.target, out_path, len(excluded))
     return excluded
