@@ -47,7 +47,7 @@ def main() -> None:
         steps=args.steps, batch=args.batch, learning_rate=args.learning_rate, pool_windows=4 * args.batch * 4))
     checkpoint = load_checkpoint(str(trained))
     bundle = args.workdir / "bundle"
-    export_fp32_bundle(checkpoint, bundle, held_out[0])
+    export_fp32_bundle(checkpoint, bundle, args.audio)
     from edge.bundle import open_bundle
     from edge.labels import read_labels
     from export.labels import example_embeddings, store_label_set  # one label per training recording
