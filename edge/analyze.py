@@ -27,6 +27,8 @@ class AnalyzeOptions:
     score_mode: str = "logit"
     threads: int | None = None
     batch: int = DEFAULT_BATCH
+    force_precision: bool = False
+    """Use a precision even if its parity report is missing or failed."""
 
 
 @dataclass
@@ -69,7 +71,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     labels = read_labels(labels_path)
     stages = build_stages(bundle, labels, str(labels_path), precision=options.precision,
                           threads=options.threads, score_mode=options.score_mode, top_k=options.top_k,
-                          threshold=options.threshold)
+                          threshold=options.threshold, force_precision=options.force_precision)
     rate = frontend_params.sampling_rate
     window = round(options.window_s * rate)
     hop = round(options.hop_s * rate)

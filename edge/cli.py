@@ -46,10 +46,13 @@ def analyze(
     score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
     threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
     batch: Annotated[int, typer.Option(help="Windows per inference call.")] = 4,
+    force_precision: Annotated[bool, typer.Option(help="Use a precision whose parity report is missing/failed.")]
+    = False,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
-                             score_mode=score_mode, threads=threads, batch=batch)
+                             score_mode=score_mode, threads=threads, batch=batch,
+                             force_precision=force_precision)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)

@@ -11,6 +11,7 @@ from edge.bundle import Bundle
 from edge.detect import Detection, WindowSelector
 from edge.frontend import LogMelFrontend
 from edge.labels import LabelList
+from edge.precision_gate import check_precision, model_key
 from edge.scoring import Scorer, Scores, load_label_set
 from edge.windowing import Window, Windower
 
@@ -67,8 +68,13 @@ def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples:
 def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
                  backend: str = "ort", threads: int | None = None,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
-                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0) -> Stages:
-    """Open the backend and label embeddings once and wire them with the frontend."""
+                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
+                 force_precision: bool = False) -> Stages:
+    """Open the backend and label embeddings once and wire them with the frontend.
+
+    A model whose parity report is missing or failed is refused unless ``force_precision``.
+    """
+    check_precision(bundle, model_key(backend, precision), force_precision)
     manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
     return Stages(

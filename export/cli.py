@@ -89,3 +89,8 @@ def random_checkpoint(
     with stderr.status(f"building a {size} random checkpoint"):
         build_checkpoint(out, size, seed)
     stderr.print(f"random {size} checkpoint written to {out} (its detections are meaningless)")
+
+
+from export.cli_precision import register as register_precision_commands  # noqa: E402
+
+register_precision_commands(app)

@@ -54,7 +54,8 @@ def export_fp32_bundle(checkpoint: Checkpoint, out_dir: Path, parity_audio: Path
     candidate = np.concatenate([backend.embed(b) for b in batches(features)])
     result = agreement(reference, candidate)
     passed = result.max_abs <= FP32_MAX_ABS and result.min_cosine >= FP32_MIN_COSINE
-    write_report(out_dir, PARITY_STAGE, result, {"max_abs": FP32_MAX_ABS, "min_cosine": FP32_MIN_COSINE}, passed)
+    write_report(out_dir, PARITY_STAGE, result, {"max_abs": FP32_MAX_ABS, "min_cosine": FP32_MIN_COSINE}, passed,
+                 model_key="fp32")
     if not passed:
         (out_dir / FP32_FILE).unlink()
         raise ExportError(

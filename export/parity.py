@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,11 +12,12 @@ import numpy as np
 
 from edge.audio.chunk import AudioChunk
 from edge.audio.files import find_audio_files, read_file
-from edge.bundle import PARITY_FILE
+from edge.bundle import PARITY_FILE, read_manifest, sha256_file
 from edge.errors import AudioError
 from edge.frontend import LogMelFrontend
 from edge.windowing import Windower
 from export.errors import ExportError
+from export.fidelity import Fidelity
 
 PARITY_BATCHES = (1, 3, 8)
 FP32_MAX_ABS = 1e-4
@@ -69,9 +71,24 @@ def batches(features: np.ndarray, sizes: tuple[int, ...] = PARITY_BATCHES) -> It
         start += size
 
 
-def write_report(bundle_dir: Path, stage: str, result: Agreement, gates: dict[str, float], passed: bool) -> None:
-    """Add or replace one stage's entry in ``parity.json``."""
+def write_report(bundle_dir: Path, stage: str, result: Agreement | Fidelity | None, gates: dict[str, float],
+                 passed: bool, model_key: str | None = None, note: str = "") -> None:
+    """Add or replace one stage's entry in ``parity.json``.
+
+    With ``model_key`` the stage also becomes that model's verdict under ``models`` (with the model file's
+    sha256, so a re-exported file is not covered by an old report): what ``edge`` checks before using it.
+    """
     path = bundle_dir / PARITY_FILE
-    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
-    report["stages"][stage] = {**asdict(result), "gates": gates, "passed": passed}
-    path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    report.setdefault("stages", {})
+    report.setdefault("models", {})
+    numbers = asdict(result) if result is not None else {}
+    report["stages"][stage] = {**numbers, "gates": gates, "passed": passed, **({"note": note} if note else {})}
+    if model_key is not None:
+        manifest = read_manifest(bundle_dir)
+        model_file = manifest.models[model_key].path
+        report["models"][model_key] = {"stage": stage, "passed": passed,
+                                       "sha256": sha256_file(bundle_dir / model_file)}
+    tmp = path.with_name(PARITY_FILE + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)

@@ -21,9 +21,10 @@ MAGPIE = "Nachtzuster__BirdNET-Pi/Pica pica_30s.wav"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu`` tests where no NVIDIA GPU with TensorRT is present."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
 
-        has_gpu = shutil.which("nvidia-smi") is not None
+        # tensorrt-stubs alone makes `import tensorrt` succeed as an empty namespace package
+        has_gpu = hasattr(tensorrt, "Builder") and shutil.which("nvidia-smi") is not None
     except ImportError:
         has_gpu = False
     if has_gpu:
@@ -112,4 +113,91 @@ def example_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path,
     bundle = open_bundle(out)
     labels = read_labels(labels_path)
     store_label_set(bundle, labels, example_embeddings(bundle, labels, examples), "examples", ())
+    return out
+
+
+# --- precision (INT8/FP16/TensorRT) fixtures --------------------------------------------------------------------
+
+CALIBRATION_FOLDERS = ("kitzeslab__opensoundscape", "kahst__BirdNET-Analyzer", "scikit-maad__scikit-maad")
+"""Recordings the precision tests calibrate on; every other folder of the shared audio is held out for the gates."""
+PRECISION_WINDOWS = 96
+
+
+def _link_folders(root: Path, shared_audio: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for path in (shared_audio / name).iterdir():
+            (root / name / path.name).symlink_to(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def precision_audio(tmp_path_factory: pytest.TempPathFactory, shared_audio: Path) -> tuple[Path, Path]:
+    """(calibration folder, held-out folder): disjoint sets of real recordings, as symlinks."""
+    root = tmp_path_factory.mktemp("precision_audio")
+    held_out = sorted(p.name for p in shared_audio.iterdir() if p.is_dir() and p.name not in CALIBRATION_FOLDERS)
+    return (_link_folders(root / "calibration", shared_audio, list(CALIBRATION_FOLDERS)),
+            _link_folders(root / "held_out", shared_audio, held_out))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
+                            precision_audio: tuple[Path, Path]) -> Path:
+    """The tiny checkpoint after a few seconds of contrastive training: non-collapsed embeddings."""
+    from export.reference_training import TrainOptions, train_reference
+
+    calibration, _ = precision_audio
+    return train_reference(tiny_checkpoint, [calibration], tmp_path_factory.mktemp("trained"),
+                           TrainOptions(steps=25, batch=12, pool_windows=48))
+
+
+def add_file_labels(bundle: Path, audio: Path, root: Path) -> None:
+    """One label per recording under ``audio``, defined by that recording (example embeddings)."""
+    from edge.bundle import open_bundle
+    from edge.labels import read_labels
+    from export.labels import example_embeddings, store_label_set
+
+    names = []
+    for number, path in enumerate(sorted(p for p in audio.rglob("*.wav"))):
+        name = f"rec{number:02d}"
+        (root / name).mkdir(parents=True)
+        (root / name / path.name).symlink_to(path.resolve())
+        names.append(name)
+    labels_path = root / "labels.txt"
+    labels_path.write_text("\n".join(names) + "\n", encoding="utf-8")
+    opened = open_bundle(bundle)
+    labels = read_labels(labels_path)
+    store_label_set(opened, labels, example_embeddings(opened, labels, root), "examples", ())
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory: pytest.TempPathFactory, trained_tiny_checkpoint: Path,
+                    precision_audio: tuple[Path, Path]) -> Path:
+    from calibration.dataset import build_calibration_set, save_calibration_set
+    from export.checkpoint import load_checkpoint
+
+    params = load_checkpoint(str(trained_tiny_checkpoint)).frontend
+    data = build_calibration_set([precision_audio[0]], params, PRECISION_WINDOWS, seed=0)
+    return save_calibration_set(data, tmp_path_factory.mktemp("calibration"))
+
+
+@pytest.fixture(scope="session")
+def precision_bundle(tmp_path_factory: pytest.TempPathFactory, trained_tiny_checkpoint: Path,
+                     precision_audio: tuple[Path, Path], calibration_dir: Path) -> Path:
+    """Trained tiny bundle with file labels, fp16, int8 (ORT) and int8-trt, verified on held-out audio.
+    Read-only: copy it before changing it."""
+    from calibration.dataset import load_calibration_set
+    from export.checkpoint import load_checkpoint
+    from export.onnx_bundle import export_fp32_bundle
+    from export.quantize import QuantizeOptions, add_precision
+    from export.verify import verify_bundle
+
+    out = tmp_path_factory.mktemp("precision_bundle") / "bundle"
+    export_fp32_bundle(load_checkpoint(str(trained_tiny_checkpoint)), out, precision_audio[1])
+    add_file_labels(out, precision_audio[0], tmp_path_factory.mktemp("file_labels"))
+    data = load_calibration_set(calibration_dir)
+    add_precision(out, data, QuantizeOptions(precision="fp16"))
+    add_precision(out, data, QuantizeOptions(precision="int8", target="ort"))
+    add_precision(out, data, QuantizeOptions(precision="int8", target="trt"))
+    verify_bundle(out, [precision_audio[1]])
     return out

@@ -28,4 +28,8 @@ def create_backend(bundle: Bundle, backend: str = "ort", precision: str = "fp32"
         from edge.backends.ort import OrtBackend
 
         return OrtBackend(bundle, precision=precision, threads=threads, providers=providers)
+    if backend == "trt":
+        from edge.backends.trt import TrtBackend
+
+        return TrtBackend(bundle, precision=precision)
     raise BackendError(f"unknown backend '{backend}'", f"choose one of: {', '.join(BACKEND_NAMES)}")

@@ -13,6 +13,19 @@ from edge.errors import BackendError
 log = logging.getLogger(__name__)
 
 
+TRT_EP = "TensorrtExecutionProvider"
+TRT_EP_CACHE_DIR = "ort_trt_cache"
+"""Engine cache of ONNX Runtime's TensorRT provider, kept inside the bundle so builds survive restarts."""
+
+
+def _with_options(provider: str, bundle: Bundle) -> str | tuple[str, dict[str, str]]:
+    if provider != TRT_EP:
+        return provider
+    cache = bundle.root / TRT_EP_CACHE_DIR
+    return provider, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                      "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
+
+
 class OrtBackend:
     """Runs the bundle's ONNX audio encoder of one precision with ONNX Runtime."""
 
@@ -37,9 +50,15 @@ class OrtBackend:
             options.inter_op_num_threads = 1
         path = bundle.root / entry.path
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+            self._session = ort.InferenceSession(str(path), sess_options=options,
+                                                 providers=[_with_options(p, bundle) for p in providers])
         except Exception as e:  # ORT raises its own untyped exceptions for corrupt or unsupported graphs
             raise BackendError(f"ONNX Runtime cannot load {path}: {e}", "re-export the bundle") from e
+        active = self._session.get_providers()
+        if active[0] != providers[0]:
+            # ORT falls back to the next provider when one fails to initialise; we refuse instead.
+            raise BackendError(f"ONNX Runtime could not start {providers[0]} (running on {active[0]})",
+                               "check the CUDA/TensorRT installation, or request CPUExecutionProvider")
         self.precision = precision
         self._input = entry.inputs[0].name
         self._output = entry.outputs[0].name

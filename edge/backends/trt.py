@@ -1,0 +1,112 @@
+"""TensorRT backend: a strongly typed engine from the bundle, name-based I/O, device buffers allocated once.
+
+CUDA through cuda-python (never torch). An engine built by another TensorRT version or on another GPU
+model is refused with a hint to rebuild it on this unit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edge.backends.trt_api import cuda_call, gpu_identity, load_cudart, require_tensorrt, version
+from edge.bundle import Bundle
+from edge.errors import BackendError
+from edge.precision_gate import model_key
+
+log = logging.getLogger(__name__)
+
+FLOAT32_BYTES = 4
+
+
+def engine_mismatch(details: Mapping[str, Any], trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
+    """Why an engine recorded with ``details`` cannot run here, or ``None`` when it matches."""
+    built = (details.get("tensorrt_version"), details.get("gpu_name"), details.get("compute_capability"))
+    if built[0] != trt_version:
+        return f"engine was built with TensorRT {built[0]}, this unit has {trt_version}"
+    if built[1] != gpu_name or built[2] != compute_capability:
+        return (f"engine was built on {built[1]} (compute {built[2]}), this unit has {gpu_name} "
+                f"(compute {compute_capability})")
+    return None
+
+
+class TrtBackend:
+    """Runs the bundle's ``trt-<precision>`` engine; batches above the engine's maximum are split."""
+
+    name = "trt"
+
+    def __init__(self, bundle: Bundle, precision: str = "fp16") -> None:
+        key = model_key("trt", precision)
+        entry = bundle.model(key)
+        if entry.runtime != "tensorrt":
+            raise BackendError(f"the {key} model is for {entry.runtime}, not TensorRT", "pick another precision")
+        require_tensorrt()
+        import tensorrt as trt
+
+        self._cudart = cudart = load_cudart()
+        gpu_name, capability = gpu_identity(cudart)
+        problem = engine_mismatch(entry.details, version(), gpu_name, capability)
+        if problem:
+            raise BackendError(problem, f"rebuild it on this unit: `biolingual-export trt --bundle {bundle.root} "
+                                        f"--precision {precision}`")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine((bundle.root / entry.path).read_bytes())
+        if self._engine is None:
+            raise BackendError(f"TensorRT cannot load {entry.path}", "rebuild it with `biolingual-export trt`")
+        self._context = self._engine.create_execution_context()
+        self.precision = precision
+        self.max_batch = int(entry.details["max_batch"])
+        self._input, self._output = entry.inputs[0].name, entry.outputs[0].name
+        self._frame_shape = tuple(int(d) for d in entry.inputs[0].shape[1:])
+        self._dim = int(entry.outputs[0].shape[1])
+        for name in (self._input, self._output):
+            if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                raise BackendError(f"engine tensor {name} is not float32", "rebuild from a bundle with float32 I/O")
+        self._host_out = np.empty((self.max_batch, self._dim), dtype=np.float32)
+        in_bytes = self.max_batch * int(np.prod(self._frame_shape)) * FLOAT32_BYTES
+        self._device_in = cuda_call(cudart, cudart.cudaMalloc(in_bytes))
+        self._device_out = cuda_call(cudart, cudart.cudaMalloc(self._host_out.nbytes))
+        self._stream = cuda_call(cudart, cudart.cudaStreamCreate())
+        self._context.set_tensor_address(self._input, int(self._device_in))
+        self._context.set_tensor_address(self._output, int(self._device_out))
+        log.info("TensorRT %s engine %s on %s", precision, entry.path, gpu_name)
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """(B, 1, n_frames, n_mels) float32 -> (B, D) float32."""
+        return np.concatenate([self._run(features[i : i + self.max_batch])
+                               for i in range(0, features.shape[0], self.max_batch)])
+
+    def _run(self, features: np.ndarray) -> np.ndarray:
+        cudart = self._cudart
+        batch = np.ascontiguousarray(features, dtype=np.float32)
+        if batch.shape[1:] != self._frame_shape:
+            raise BackendError(f"features of shape {batch.shape[1:]}, engine expects {self._frame_shape}",
+                               "use the bundle's frontend parameters")
+        n = batch.shape[0]
+        self._context.set_input_shape(self._input, batch.shape)
+        cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_in, batch.ctypes.data, batch.nbytes,
+                                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise BackendError("TensorRT inference failed", "see the TensorRT log above; rebuild the engine")
+        out = self._host_out[:n]
+        cuda_call(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._device_out, out.nbytes,
+                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+        cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream))
+        return out.copy()
+
+    def close(self) -> None:
+        """Free the device buffers and stream (also done by the context manager)."""
+        cudart = self._cudart
+        for pointer in (self._device_in, self._device_out):
+            cuda_call(cudart, cudart.cudaFree(pointer))
+        cuda_call(cudart, cudart.cudaStreamDestroy(self._stream))
+
+    def __enter__(self) -> TrtBackend:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
