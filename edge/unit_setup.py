@@ -151,8 +151,9 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         privacy_labels=tuple(config.analysis.privacy_prompts), privacy_guard_s=config.analysis.privacy_guard_s,
         is_file=input_options is not None, thermal_paths=tuple(health.thermal_paths),
         clock_sync=clock_sync or "unsynchronised")
-    sink = CardLog(Path(config.storage.log_dir), UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT), rate,
-                   boot_info(config, bundle, labels, precision), storage_policy(config))
+    identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
+    sink = CardLog(Path(config.storage.log_dir), identity, rate, boot_info(config, bundle, labels, precision),
+                   storage_policy(config))
     schedule = None if input_options is not None else build_schedule(config.schedule)
     return Daemon(build_source(config, rate, input_options), lambda: stages_for(config, bundle, precision),
                   EventDetector(labels.names, options), sink, daemon_options, schedule=schedule, stages=stages)

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from cardlog_support import HOP, LABELS, RATE, T0, WINDOW, event_at, fill_up, small_filesystem, write_card
 
 from edge.sinks.cardformat import CardLogError
 from edge.sinks.cardlog import CardLog, UnitIdentity
 from edge.sinks.governor import StoragePolicy
 from edge.sinks.guano import read_guano
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment
+from tests.cardlog_support import HOP, LABELS, RATE, T0, WINDOW, event_at, fill_up, small_filesystem, write_card
 
 
 def rows(root: Path, kind: str) -> list[dict[str, str]]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardlog_support import HOP, LABELS, RATE, T0, WINDOW, event_at, fill_up, small_filesystem
-
 from edge.logs.collect import collect
 from edge.sinks.cardlog import CardLog, UnitIdentity
 from edge.sinks.governor import StoragePolicy
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment
+from tests.cardlog_support import HOP, LABELS, RATE, T0, WINDOW, event_at, fill_up, small_filesystem
 
 BATCHES = 60
 

@@ -11,13 +11,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cardlog_support import T0, write_card
 from typer.testing import CliRunner
 
 from edge.cli import app
 from edge.logs.cards import Finding
 from edge.logs.collect import collect
 from edge.logs.database import connect
+from tests.cardlog_support import T0, write_card
 
 COLLECTED = datetime(2024, 6, 1, tzinfo=timezone.utc)
 

@@ -6,12 +6,12 @@ import csv
 from pathlib import Path
 
 import pytest
-from cardlog_support import HOP, RATE, T0, event_at, write_card
 from typer.testing import CliRunner
 
 from edge.cli import app
 from edge.logs.collect import collect
 from edge.sinks.cardlog import CardLog, UnitIdentity
+from tests.cardlog_support import HOP, RATE, T0, event_at, write_card
 
 runner = CliRunner()
 
