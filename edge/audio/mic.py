@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 BLOCK_S = 0.1
 """PortAudio callback block length in seconds."""
+FIRST_AUDIO_TIMEOUT_S = 5.0
+"""A stream that delivers nothing this long after opening counts as a failed open."""
 
 
 def _sounddevice() -> Any:
@@ -145,8 +147,14 @@ class MicrophoneSource:
                              "choose a channel from 0")
         rate = self._choose_rate(device, channels)
         ring = RingBuffer(int(self.ring_seconds * rate), channels)
+        first_audio: list[datetime] = []
+        started = threading.Event()
 
         def callback(indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+            if not first_audio:
+                # The block's first sample was captured `frames` samples ago: that is sample 0's UTC.
+                first_audio.append(datetime.now(timezone.utc) - timedelta(seconds=frames / rate))
+                started.set()
             self.stats.callbacks += 1
             if status.input_overflow:
                 self.stats.overflows += 1
@@ -159,12 +167,17 @@ class MicrophoneSource:
         except Exception as e:  # PortAudioError and ALSA errors
             raise AudioError(f"cannot open input device '{device.name}' at {rate} Hz: {e}",
                              "check the microphone is plugged in and not used by another program") from e
+        if not started.wait(FIRST_AUDIO_TIMEOUT_S):
+            stream.abort()
+            stream.close()
+            raise AudioError(f"input device '{device.name}' opened but delivered no audio in "
+                             f"{FIRST_AUDIO_TIMEOUT_S:g} s", "check the microphone cable and its power")
         with self._lock:
             self._stream, self._ring = stream, ring
             self._resampler = StreamResampler(rate, self.target_rate)
             self._next_sample = start_sample
         log.info("capturing from '%s' at %d Hz, %d channel(s)", device.name, rate, channels)
-        return OpenedStream(device.name, rate, channels, datetime.now(timezone.utc), start_sample)
+        return OpenedStream(device.name, rate, channels, first_audio[0], start_sample)
 
     @property
     def is_open(self) -> bool:

@@ -1,0 +1,138 @@
+"""A real PortAudio stream: PulseAudio's null sink `fieldmic` (started by .ci/run) is the microphone.
+
+`paplay --device=fieldmic` plays a recording into the sink; the daemon captures its monitor through
+PortAudio's ALSA `pulse` device with PULSE_SOURCE=fieldmic.monitor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.logs.cards import read_card
+from tests.conftest import NIGHT, REPO, TOAD, load_48k
+
+RATE = 48_000
+WINDOW_S, HOP_S = 10, 5
+TOAD_AT_S, TOAD_LEN_S = 15, 10
+SINK = "fieldmic"
+SINK_ARGS = f"sink_name={SINK} rate={RATE} channels=1"
+
+
+def pulse_running() -> bool:
+    if shutil.which("pactl") is None:
+        return False
+    return subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout.find(SINK) >= 0
+
+
+@pytest.fixture(scope="module")
+def pulse() -> None:
+    if not pulse_running():
+        message = f"PulseAudio with a null sink '{SINK}' is not running (.ci/run starts it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def toad_clip(tmp_path_factory: pytest.TempPathFactory, shared_audio: Path) -> Path:
+    """30 s of night background with 10 s of toad trill at 15-25 s (48 kHz mono)."""
+    night = load_48k(shared_audio / NIGHT)
+    toad = load_48k(shared_audio / TOAD)
+    track = np.tile(night, 3)[: 30 * RATE].copy()
+    track[TOAD_AT_S * RATE : (TOAD_AT_S + TOAD_LEN_S) * RATE] = toad[5 * RATE : 15 * RATE]
+    path = tmp_path_factory.mktemp("mic") / "toad_at_15s.wav"
+    sf.write(path, track, RATE, subtype="PCM_16")
+    return path
+
+
+def start_daemon(bundle: Path, labels: Path, log_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
+               str(log_dir), "--device", "pulse", "--threshold", "0.5", "--score-mode", "softmax",
+               "--heartbeat", "1", "--set", "unit.unit_id=mic-test", *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PULSE_SOURCE": f"{SINK}.monitor"}
+    return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_event(log_dir: Path, kind: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (log_dir / "events").is_dir():
+            for record, _ in read_card(log_dir).events:
+                if record["kind"] == kind:
+                    return record
+        time.sleep(0.2)
+    raise AssertionError(f"no {kind} event within {timeout_s} s")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    assert code == 0, process.stderr.read() if process.stderr else ""
+
+
+def test_played_toad_is_detected_at_the_right_time_with_no_gaps(pulse: None, example_bundle: Path,
+                                                                  example_labels: tuple[Path, Path],
+                                                                  toad_clip: Path, tmp_path: Path) -> None:
+    process = start_daemon(example_bundle, example_labels[0], tmp_path)
+    try:
+        opened = wait_for_event(tmp_path, "stream_open", 30)
+        time.sleep(1.0)
+        played_at = datetime.now(timezone.utc)
+        subprocess.run(["paplay", f"--device={SINK}", str(toad_clip)], check=True, timeout=60)
+        time.sleep(2.0)
+    finally:
+        stop(process)
+    contents = read_card(tmp_path)
+    anchor = datetime.fromisoformat(opened["utc"])
+    offset = (played_at - anchor).total_seconds()
+    toad_start, toad_end = (offset + TOAD_AT_S) * RATE, (offset + TOAD_AT_S + TOAD_LEN_S) * RATE
+    cols = {name: i for i, name in enumerate(contents.detections.columns)}
+    toads = [(int(r[cols["start_sample"]]), int(r[cols["end_sample"]])) for r in contents.detections.rows
+             if r[cols["label"]] == "toad"]
+    assert len(toads) == 1, toads
+    start, end = toads[0]
+    assert toad_start - WINDOW_S * RATE <= start <= toad_start
+    assert toad_end <= end <= toad_end + WINDOW_S * RATE
+    kinds = [record["kind"] for record, _ in contents.events]
+    assert not {"gap", "xrun", "stream_lost"} & set(kinds), kinds
+    last = contents.health[-1][0]
+    assert last["xruns"] == 0 and last["overwritten_frames"] == 0
+    stopped = [r for r, _ in contents.events if r["kind"] == "stop"][0]
+    assert last["samples_received"] == stopped["sample"] >= (offset + 30) * RATE
+
+
+def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
+        pulse: None, example_bundle: Path, example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    process = start_daemon(example_bundle, example_labels[0], tmp_path, "--set", "health.no_audio_s=2")
+    try:
+        wait_for_event(tmp_path, "stream_open", 30)
+        time.sleep(2.0)
+        subprocess.run(["pactl", "unload-module", "module-null-sink"], check=True)
+        wait_for_event(tmp_path, "stream_lost", 30)
+        time.sleep(3.0)
+    finally:
+        subprocess.run(["pactl", "load-module", "module-null-sink", *SINK_ARGS.split()], check=True,
+                       capture_output=True)
+    try:
+        gap = wait_for_event(tmp_path, "gap", 60)
+        time.sleep(2.0)
+    finally:
+        stop(process)
+    assert gap["seconds"] >= 3.0
+    contents = read_card(tmp_path)
+    opens = [r for r, _ in contents.events if r["kind"] == "stream_open"]
+    assert len(opens) >= 2 and opens[-1]["sample"] == gap["end_sample"]
+    assert contents.health[-1][0]["samples_received"] > 0
+    stopped = [r for r, _ in contents.events if r["kind"] == "stop"][0]
+    assert stopped["sample"] > gap["end_sample"]
