@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 import yaml
 from rich.console import Console
@@ -127,14 +128,23 @@ def plan(
                      "or use a faster precision")
 
 
+MIC_CHECK_S = 3.0
+"""Seconds recorded by `check` to measure the microphone's rate and level."""
 STATUS_STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 
 
 @report_errors
 def check(config: ConfigOpt = None, unit: UnitOpt = None, set_: SetOpt = None) -> None:
     """Check the unit on site: bundle, model, microphone, free space, clock, temperature; exit 1 on FAIL."""
+    from edge.audio.mic import record
+
     resolved = _load(config, unit, set_)
-    rows = run_checks(resolved)
+    audio = resolved.audio
+
+    def capture() -> tuple[int, np.ndarray]:
+        return record(audio.device or None, MIC_CHECK_S, audio.sample_rate, audio.channels)
+
+    rows = run_checks(resolved, capture=capture)
     table = Table(title=f"check {resolved.unit.unit_id}")
     table.add_column("check")
     table.add_column("result")

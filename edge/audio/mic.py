@@ -231,3 +231,25 @@ class MicrophoneSource:
                 stream.close()
             except Exception as e:  # the device may already be gone
                 log.warning("closing the input stream: %s", e)
+
+
+def record(device_name: str | None, seconds: float, rate: int, channels: int = 1) -> tuple[int, np.ndarray]:
+    """A short blocking capture for site checks: (actual rate Hz, frames (N, C) float32).
+
+    Opens at ``rate`` if the device accepts it, else at the device's native rate.
+    """
+    sd = _sounddevice()
+    device = find_device(device_name)
+    channels = min(channels, device.channels)
+    try:
+        sd.check_input_settings(device=device.index, samplerate=rate, channels=channels)
+        actual = rate
+    except Exception:  # unsupported rate: use the device's own
+        actual = int(device.default_rate)
+    try:
+        frames = sd.rec(int(seconds * actual), samplerate=actual, channels=channels, dtype="float32",
+                        device=device.index, blocking=True)
+    except Exception as e:  # PortAudioError and ALSA errors
+        raise AudioError(f"cannot record from '{device.name}': {e}",
+                         "check the microphone is plugged in and not used by another program") from e
+    return actual, frames
