@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.analyze import AnalyzeOptions, analyze_paths
+from edge.bench import bench_command
 from edge.cli_support import report_errors, setup_logging, stderr
 
 app = typer.Typer(
@@ -19,6 +20,9 @@ app = typer.Typer(
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]
+
+
+app.command("bench")(bench_command)
 
 
 @app.callback()

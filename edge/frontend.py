@@ -149,7 +149,7 @@ class LogMelFrontend:
         return sliding_window_view(padded, p.n_fft)[:: p.hop_length]
 
     def log_mel_frames(self, frames: np.ndarray, out: np.ndarray) -> None:
-        """Log-mel of ``frames`` ``(k, n_fft)`` (any float dtype, may be a strided view) into ``out`` ``(k, n_mels)``."""
+        """Log-mel of ``frames`` ``(k, n_fft)`` (any float dtype, strided view allowed) into ``out`` ``(k, n_mels)``."""
         k = frames.shape[0]
         if k == 0:
             return
