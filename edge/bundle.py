@@ -17,6 +17,8 @@ MANIFEST_NAME = "manifest.json"
 PARITY_FILE = "parity.json"
 """Stage-by-stage agreement report written by the exporter; checksummed like every other file."""
 HASH_CHUNK_BYTES = 1 << 20
+ORT_OPTIMIZED_KEY = "ort_optimized"
+"""Key in a model entry's ``details``: the ONNX Runtime-only optimised graph of that model (path, ORT version)."""
 
 
 @dataclass(frozen=True)

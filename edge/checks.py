@@ -20,16 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends import create_backend
 from edge.bundle import Bundle, open_bundle
 from edge.config import UnitConfig
-from edge.detect import WindowSelector
 from edge.errors import EdgeError
-from edge.frontend import LogMelFrontend
-from edge.labels import LabelList, read_labels
-from edge.pipeline import Stages, score_windows
+from edge.pipeline import score_windows
 from edge.schedule import build_schedule
-from edge.scoring import Scorer, load_label_set
+from edge.unit_setup import stages_for
 from edge.windowing import Window
 
 MicCapture = Callable[[], tuple[int, np.ndarray]]
@@ -80,30 +76,14 @@ def check_bundle(config: UnitConfig) -> tuple[CheckRow, Bundle | None]:
     return CheckRow("bundle", Status.PASS, f"{bundle.root}: {files} files, checksums match"), bundle
 
 
-def _labels_with_prompts(config: UnitConfig) -> LabelList:
-    labels = read_labels(config.analysis.labels)
-    prompts = tuple(config.analysis.background_prompts + config.analysis.privacy_prompts)
-    return LabelList(labels.names + prompts, labels.scientific_names + ("",) * len(prompts))
-
-
 def check_model(config: UnitConfig, bundle: Bundle | None) -> CheckRow:
     """Load the backend at the preferred precision the bundle has and score one test window."""
     if bundle is None:
         return CheckRow("model", Status.SKIP, "bundle did not pass")
     model = config.model
-    available = [p for p in model.precision if p in bundle.manifest.models]
-    if not available:
-        return CheckRow("model", Status.FAIL, f"bundle has none of {', '.join(model.precision)} "
-                                              f"(it has {', '.join(bundle.manifest.models) or 'none'})")
-    precision = available[0]
     try:
-        labels = _labels_with_prompts(config)
-        label_set = load_label_set(bundle, labels, str(config.analysis.labels))
-        backend = create_backend(bundle, backend=model.backend, precision=precision, threads=model.threads,
-                                 providers=tuple(model.providers))
-        stages = Stages(LogMelFrontend(bundle.manifest.frontend), backend,
-                        Scorer(label_set, bundle.manifest.logit_scale, mode=config.analysis.score_mode),
-                        WindowSelector(label_set.names))
+        precision = choose_precision(config, bundle)
+        stages = stages_for(config, bundle, precision)
         frontend = bundle.manifest.frontend
         rng = np.random.default_rng(TEST_SIGNAL_SEED)
         amplitude = 10 ** (TEST_SIGNAL_DBFS / 20)
@@ -115,8 +95,9 @@ def check_model(config: UnitConfig, bundle: Bundle | None) -> CheckRow:
         return CheckRow("model", Status.FAIL, e.message)
     if not np.all(np.isfinite(scores.score)):
         return CheckRow("model", Status.FAIL, f"{model.backend} {precision}: scores are not finite (NaN/inf)")
+    labels = len(stages.scorer.label_set.names)
     return CheckRow("model", Status.PASS, f"{model.backend} {precision}: one window in {elapsed_ms:.0f} ms "
-                                          f"(first call, includes warm-up), {len(label_set.names)} labels scored")
+                                          f"(first call, includes warm-up), {labels} labels scored")
 
 
 def check_microphone(capture: MicCapture | None, config: UnitConfig) -> CheckRow:

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.analyze import AnalyzeOptions, analyze_paths
+from edge.bench import bench_command
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.logs.cli import logs_app
@@ -23,6 +24,9 @@ app.add_typer(logs_app, name="logs")
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]
+
+
+app.command("bench")(bench_command)
 
 
 @app.callback()

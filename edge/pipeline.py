@@ -9,7 +9,7 @@ from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle
 from edge.detect import Detection, WindowSelector
-from edge.frontend import LogMelFrontend
+from edge.frontend_stream import StreamingLogMel
 from edge.labels import LabelList
 from edge.precision_gate import check_precision, model_key
 from edge.scoring import Scorer, Scores, load_label_set
@@ -22,15 +22,15 @@ DEFAULT_BATCH = 4
 class Stages:
     """The per-window stages, built once per process."""
 
-    frontend: LogMelFrontend
+    frontend: StreamingLogMel
     backend: Backend
     scorer: Scorer
     selector: WindowSelector
 
 
 def score_windows(stages: Stages, windows: list[Window]) -> Scores:
-    """Log-mel, embed and score a batch of windows."""
-    features = stages.frontend.batch([w.samples for w in windows])
+    """Log-mel, embed and score a batch of consecutive windows of one stream."""
+    features = stages.frontend.batch(windows)
     return stages.scorer.score(stages.backend.embed(features))
 
 
@@ -59,6 +59,7 @@ def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples:
                    batch: int = DEFAULT_BATCH) -> list[Detection]:
     """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
     windower = Windower(window_samples, hop_samples)
+    stages.frontend.reset()
     detections: list[Detection] = []
     for windows in batched_windows(chunks, windower, batch):
         detections.extend(detect_windows(stages, windows))
@@ -78,7 +79,7 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
     manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
     return Stages(
-        frontend=LogMelFrontend(manifest.frontend, highpass_hz=highpass_hz),
+        frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
         backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers),
         scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
         selector=WindowSelector(label_set.names, k=top_k, threshold=threshold),

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends.ort import OrtBackend
-from edge.bundle import Bundle, Manifest, ModelEntry, write_manifest
+from edge.bundle import ORT_OPTIMIZED_KEY, Bundle, Manifest, ModelEntry, write_manifest
 from edge.frontend import LogMelFrontend
 from export.checkpoint import Checkpoint
 from export.errors import ExportError
 from export.onnx_export import export_audio_onnx
+from export.optimize import add_optimized_model
 from export.parity import (
     FP32_MAX_ABS,
     FP32_MIN_COSINE,
@@ -25,6 +26,7 @@ from export.versions import tool_versions
 
 FP32_FILE = "audio_encoder.fp32.onnx"
 PARITY_STAGE = "torch_fp32->ort_fp32"
+OPTIMIZED_PARITY_STAGE = "torch_fp32->ort_fp32_optimized"
 
 
 def torch_embeddings(checkpoint: Checkpoint, features: np.ndarray) -> np.ndarray:
@@ -63,4 +65,22 @@ def export_fp32_bundle(checkpoint: Checkpoint, out_dir: Path, parity_audio: Path
             f"min cosine {result.min_cosine:.6f} (gate {FP32_MIN_COSINE})",
             "see parity.json; try another torch/onnxruntime version",
         )
+    plain = write_manifest(out_dir, manifest)
+    return check_optimized(out_dir, add_optimized_model(out_dir, plain), plain, reference, features)
+
+
+def check_optimized(out_dir: Path, manifest: Manifest, plain: Manifest, reference: np.ndarray,
+                    features: np.ndarray) -> Manifest:
+    """Gate the ONNX Runtime-optimised graph against torch like the exported one; drop it if it fails."""
+    backend = OrtBackend(Bundle(out_dir, manifest), "fp32")
+    result = agreement(reference, np.concatenate([backend.embed(b) for b in batches(features)]))
+    passed = result.max_abs <= FP32_MAX_ABS and result.min_cosine >= FP32_MIN_COSINE
+    write_report(out_dir, OPTIMIZED_PARITY_STAGE, result, {"max_abs": FP32_MAX_ABS, "min_cosine": FP32_MIN_COSINE},
+                 passed)
+    if not passed:
+        (out_dir / manifest.models["fp32"].details[ORT_OPTIMIZED_KEY]["path"]).unlink()
+        write_manifest(out_dir, plain)
+        raise ExportError(f"the optimised graph disagrees with torch: max abs {result.max_abs:.2e}, "
+                          f"min cosine {result.min_cosine:.6f}",
+                          "see parity.json; report the torch/onnxruntime versions")
     return write_manifest(out_dir, manifest)

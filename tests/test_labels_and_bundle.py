@@ -56,7 +56,7 @@ def test_manifest_records_what_the_unit_needs(tiny_bundle: Path) -> None:
     assert fp32.opset == 18
     assert manifest.model_revision.startswith("sha256:")
     assert manifest.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
-    assert set(manifest.files) == {"audio_encoder.fp32.onnx", "parity.json"}
+    assert set(manifest.files) == {"audio_encoder.fp32.onnx", "audio_encoder.fp32.opt.onnx", "parity.json"}
     assert {"torch", "transformers", "onnxruntime"} <= set(manifest.tool_versions)
     parity = json.loads((tiny_bundle / "parity.json").read_text())["stages"]["torch_fp32->ort_fp32"]
     assert parity["passed"] and parity["max_abs"] <= 1e-4 and parity["min_cosine"] >= 0.99999

@@ -22,12 +22,13 @@ class Backend(Protocol):
 
 
 def create_backend(bundle: Bundle, backend: str = "ort", precision: str = "fp32",
-                   threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Backend:
+                   threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                   optimized: bool = True) -> Backend:
     """The single place a backend is chosen; an unavailable one is an error, never a silent fallback."""
     if backend == "ort":
         from edge.backends.ort import OrtBackend
 
-        return OrtBackend(bundle, precision=precision, threads=threads, providers=providers)
+        return OrtBackend(bundle, precision=precision, threads=threads, providers=providers, optimized=optimized)
     if backend == "trt":
         from edge.backends.trt import TrtBackend
 

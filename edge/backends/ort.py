@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
-from edge.bundle import Bundle
+from edge.bundle import ORT_OPTIMIZED_KEY, Bundle, ModelEntry
 from edge.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,16 @@ def _with_options(provider: str, bundle: Bundle) -> str | tuple[str, dict[str, s
 
 
 class OrtBackend:
-    """Runs the bundle's ONNX audio encoder of one precision with ONNX Runtime."""
+    """Runs the bundle's ONNX audio encoder of one precision with ONNX Runtime.
+
+    Prefers the offline-optimised graph recorded under ``details["ort_optimized"]`` (same model, fused
+    ops, nothing left to optimise at start-up); ``optimized=False`` runs the exported graph.
+    """
 
     name = "ort"
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), optimized: bool = True) -> None:
         entry = bundle.model(precision)
         if entry.runtime != "onnxruntime":
             raise BackendError(f"the {precision} model is for {entry.runtime}, not ONNX Runtime",
@@ -48,7 +52,7 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        path = bundle.root / entry.path
+        path = bundle.root / self._model_file(entry, optimized)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options,
                                                  providers=[_with_options(p, bundle) for p in providers])
@@ -60,9 +64,23 @@ class OrtBackend:
             raise BackendError(f"ONNX Runtime could not start {providers[0]} (running on {active[0]})",
                                "check the CUDA/TensorRT installation, or request CPUExecutionProvider")
         self.precision = precision
+        self.model_file = path.name
         self._input = entry.inputs[0].name
         self._output = entry.outputs[0].name
-        log.info("ONNX Runtime %s model on %s", precision, ", ".join(self._session.get_providers()))
+        log.info("ONNX Runtime %s model %s on %s", precision, path.name, ", ".join(self._session.get_providers()))
+
+    def _model_file(self, entry: ModelEntry, optimized: bool) -> str:
+        """The ORT-optimised graph when the bundle has one made by this ONNX Runtime version, else the export."""
+        self.optimized = False
+        extra = entry.details.get(ORT_OPTIMIZED_KEY)
+        if not optimized or not extra:
+            return entry.path
+        if extra.get("onnxruntime") != ort.__version__:
+            log.info("optimised graph was made by ONNX Runtime %s, this is %s: using the exported graph",
+                     extra.get("onnxruntime"), ort.__version__)
+            return entry.path
+        self.optimized = True
+        return str(extra["path"])
 
     def embed(self, features: np.ndarray) -> np.ndarray:
         """(B, 1, n_frames, n_mels) float32 -> (B, D) float32."""
