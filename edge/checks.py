@@ -25,7 +25,7 @@ from edge.config import UnitConfig
 from edge.errors import EdgeError
 from edge.pipeline import score_windows
 from edge.schedule import build_schedule
-from edge.unit_setup import stages_for
+from edge.unit_setup import choose_precision, stages_for
 from edge.windowing import Window
 
 MicCapture = Callable[[], tuple[int, np.ndarray]]

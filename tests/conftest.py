@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,23 @@ SHARED_AUDIO = Path(os.environ.get("BIOLINGUAL_SHARED_AUDIO", REPO.parent / "sha
 TOAD = "kitzeslab__opensoundscape/great_plains_toad.wav"
 NIGHT = "scikit-maad__scikit-maad/S4A03895_20190522_000000.wav"
 MAGPIE = "Nachtzuster__BirdNET-Pi/Pica pica_30s.wav"
+
+
+SINK = "fieldmic"
+"""PulseAudio null sink that .ci/run starts; its monitor is the test microphone."""
+SINK_ARGS = f"sink_name={SINK} rate=48000 channels=1"
+
+
+@pytest.fixture(scope="session")
+def pulse() -> None:
+    """A running PulseAudio with the null sink (fails in CI, skips elsewhere when missing)."""
+    running = shutil.which("pactl") is not None and SINK in subprocess.run(
+        ["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
+    if not running:
+        message = f"PulseAudio with a null sink '{SINK}' is not running (.ci/run starts it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

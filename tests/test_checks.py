@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from edge.checks import (
 )
 from edge.cli import app
 from edge.config import UnitConfig, resolve_config
+from tests.conftest import SINK
 
 runner = CliRunner()
 TOAD = "kitzeslab__opensoundscape/great_plains_toad.wav"
@@ -43,21 +47,30 @@ def thermal_file(tmp_path: Path, millidegrees: str, name: str = "temp") -> Path:
     return path
 
 
-def test_check_passes_on_a_good_unit(tmp_path: Path, example_bundle: Path,
-                                     example_labels: tuple[Path, Path]) -> None:
-    unit = {"model": {"bundle": str(example_bundle)},
+def test_check_passes_on_a_good_unit_and_hears_the_null_sink_microphone(
+        pulse: None, tmp_path: Path, example_bundle: Path, example_labels: tuple[Path, Path],
+        shared_audio: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_SOURCE", f"{SINK}.monitor")
+    unit = {"audio": {"device": "pulse"}, "model": {"bundle": str(example_bundle)},
             "analysis": {"labels": str(example_labels[0])},
             "storage": {"log_dir": str(tmp_path / "logs"), "governor": {"min_free_mb": 1,
                                                                          "clips_min_free_percent": 0}},
             "health": {"thermal_paths": [str(thermal_file(tmp_path, "45000"))]}}
     path = tmp_path / "unit.yaml"
     path.write_text(yaml.safe_dump(unit), encoding="utf-8")
-    result = runner.invoke(app, ["check", "--config", str(path)])
+    player = subprocess.Popen(["paplay", f"--device={SINK}", str(shared_audio / TOAD)])
+    try:
+        time.sleep(0.5)
+        result = runner.invoke(app, ["check", "--config", str(path)])
+    finally:
+        player.kill()
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3
              and line.split("│")[1].strip()}
     assert "PASS" in lines["bundle"] and "PASS" in lines["model"] and "ort fp32" in lines["model"]
-    assert "SKIP" in lines["microphone"] and "no capture backend" in lines["microphone"]
+    assert "PASS" in lines["microphone"] and "48000 Hz" in lines["microphone"]
+    level = float(re.search(r"RMS (-?[0-9.]+) dBFS", result.stdout).group(1))  # type: ignore[union-attr]
+    assert -60 < level < -3
     assert "PASS" in lines["temperature"] and "45.0 C" in lines["temperature"]
 
 

@@ -7,7 +7,6 @@ PortAudio's ALSA `pulse` device with PULSE_SOURCE=fieldmic.monitor.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,28 +19,11 @@ import pytest
 import soundfile as sf
 
 from edge.logs.cards import read_card
-from tests.conftest import NIGHT, REPO, TOAD, load_48k
+from tests.conftest import NIGHT, REPO, SINK, SINK_ARGS, TOAD, load_48k
 
 RATE = 48_000
 WINDOW_S, HOP_S = 10, 5
 TOAD_AT_S, TOAD_LEN_S = 15, 10
-SINK = "fieldmic"
-SINK_ARGS = f"sink_name={SINK} rate={RATE} channels=1"
-
-
-def pulse_running() -> bool:
-    if shutil.which("pactl") is None:
-        return False
-    return subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout.find(SINK) >= 0
-
-
-@pytest.fixture(scope="module")
-def pulse() -> None:
-    if not pulse_running():
-        message = f"PulseAudio with a null sink '{SINK}' is not running (.ci/run starts it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
