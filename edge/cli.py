@@ -101,6 +101,8 @@ def run(
     input_file: Annotated[Path | None, typer.Option("--input", help="Stream a recording instead of the mic.")]
     = None,
     fast: Annotated[bool, typer.Option(help="With --input: as fast as possible, not real time.")] = False,
+    force_precision: Annotated[bool, typer.Option(
+        help="Run a precision even if its parity report is missing or failed.")] = False,
 ) -> None:
     """Listen to the microphone (or --input FILE) and log detections until stopped (SIGTERM/Ctrl-C).
 
@@ -119,7 +121,7 @@ def run(
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None
     clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")
-    code = build_daemon(resolved, source, clock_sync=clock).run()
+    code = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision).run()
     if code:
         raise typer.Exit(code)
 

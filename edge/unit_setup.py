@@ -62,12 +62,12 @@ def choose_precision(config: UnitConfig, bundle: Bundle) -> str:
                       "export the missing precision or change model.precision")
 
 
-def stages_for(config: UnitConfig, bundle: Bundle, precision: str) -> Stages:
+def stages_for(config: UnitConfig, bundle: Bundle, precision: str, force_precision: bool = False) -> Stages:
     """Frontend, backend, scorer and selector for this unit."""
     return build_stages(bundle, labels_with_prompts(config), str(config.analysis.labels), precision=precision,
                         backend=config.model.backend, threads=config.model.threads,
                         providers=tuple(config.model.providers), score_mode=config.analysis.score_mode,
-                        highpass_hz=config.audio.highpass_hz)
+                        highpass_hz=config.audio.highpass_hz, force_precision=force_precision)
 
 
 def detector_options(config: UnitConfig, rate: int) -> DetectorOptions:
@@ -127,7 +127,7 @@ def build_source(config: UnitConfig, rate: int, input_options: InputOptions | No
 
 
 def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
-                 clock_sync: str | None = None) -> Daemon:
+                 clock_sync: str | None = None, force_precision: bool = False) -> Daemon:
     """Open bundle, labels and backend, validate the detector rules, and wire the daemon."""
     bundle = open_bundle(config.model.bundle)
     precision = choose_precision(config, bundle)
@@ -137,7 +137,7 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     options = detector_options(config, rate)
     options.validate(window, hop)
     labels = labels_with_prompts(config)
-    stages = stages_for(config, bundle, precision)
+    stages = stages_for(config, bundle, precision, force_precision)
     log.info("model %s, %s precision on %s", bundle.manifest.model_id, precision, config.model.backend)
     health = config.health
     clips = config.storage.clips
@@ -155,5 +155,9 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     sink = CardLog(Path(config.storage.log_dir), identity, rate, boot_info(config, bundle, labels, precision),
                    storage_policy(config))
     schedule = None if input_options is not None else build_schedule(config.schedule)
-    return Daemon(build_source(config, rate, input_options), lambda: stages_for(config, bundle, precision),
-                  EventDetector(labels.names, options), sink, daemon_options, schedule=schedule, stages=stages)
+
+    def rebuild() -> Stages:
+        return stages_for(config, bundle, precision, force_precision)
+
+    return Daemon(build_source(config, rate, input_options), rebuild, EventDetector(labels.names, options), sink,
+                  daemon_options, schedule=schedule, stages=stages)
