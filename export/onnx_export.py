@@ -8,6 +8,7 @@ from typing import Any
 
 from edge.bundle import TensorSpec
 from export.errors import ExportError
+from export.optimize import resize_to_matmul
 
 INPUT_NAME = "input_features"
 OUTPUT_NAME = "audio_embeds"
@@ -65,6 +66,11 @@ def export_audio_onnx(model: Any, n_frames: int, n_mels: int, out_path: Path) ->
         raise ExportError(f"ONNX export of the audio tower failed: {str(e).splitlines()[0]}",
                           "check the torch/onnxscript versions in pyproject.toml's export extra") from e
     graph = onnx.load(str(out_path), load_external_data=False)
+    # TensorRT's ONNX parser takes only nearest/linear Resize; HTS-AT's bicubic 1001->1024 stretch is an
+    # exact constant MatMul instead (also closer to torch than ORT's cubic kernel).
+    graph, replaced = resize_to_matmul(graph)
+    if replaced:
+        onnx.save(graph, str(out_path))
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     dim = int(model.config.projection_dim)
     return OnnxExport(

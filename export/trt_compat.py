@@ -21,8 +21,9 @@ from onnx import numpy_helper
 from export.errors import ExportError
 
 TRT_TARGETS = ("10.3", "10.x", "11.x")
-MAX_OPSET = {"10.3": 20, "10.x": 22, "11.x": 22}
-"""Highest ai.onnx opset each parser reads."""
+MAX_OPSET = {"10.3": 20, "10.x": 20, "11.x": 24}
+"""Highest ai.onnx opset each parser reads, taking the oldest release of a line: TensorRT 10.0's operators.md
+says opsets 9-20 (10.15's says 9-24); TensorRT 11.2's says 9-24."""
 
 _COMMON_OPS = frozenset({
     "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
@@ -106,8 +107,8 @@ def _check_pad(node: onnx.NodeProto, _: dict[str, np.ndarray]) -> str | None:
 
 def _check_resize(node: onnx.NodeProto, _: dict[str, np.ndarray]) -> str | None:
     mode = _attr(node, "mode", "nearest")
-    if mode not in ("nearest", "linear", "cubic"):
-        return f"Resize mode '{mode}' is not supported"
+    if mode not in ("nearest", "linear"):
+        return f"Resize mode '{mode}' is not supported (nearest and linear only)"
     if _attr(node, "antialias", 0):
         return "Resize with antialias=1 is not supported"
     return None
