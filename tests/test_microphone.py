@@ -63,10 +63,13 @@ def stop(process: subprocess.Popen[str]) -> None:
     assert code == 0, process.stderr.read() if process.stderr else ""
 
 
+@pytest.mark.parametrize("capture_rate", [None, 44_100], ids=["48k", "44k1-resampled"])
 def test_played_toad_is_detected_at_the_right_time_with_no_gaps(pulse: None, example_bundle: Path,
                                                                   example_labels: tuple[Path, Path],
-                                                                  toad_clip: Path, tmp_path: Path) -> None:
-    process = start_daemon(example_bundle, example_labels[0], tmp_path)
+                                                                  toad_clip: Path, tmp_path: Path,
+                                                                  capture_rate: int | None) -> None:
+    extra = ["--rate", str(capture_rate)] if capture_rate else []
+    process = start_daemon(example_bundle, example_labels[0], tmp_path, *extra)
     try:
         opened = wait_for_event(tmp_path, "stream_open", 30)
         time.sleep(1.0)
@@ -92,6 +95,8 @@ def test_played_toad_is_detected_at_the_right_time_with_no_gaps(pulse: None, exa
     assert last["xruns"] == 0 and last["overwritten_frames"] == 0
     stopped = [r for r, _ in contents.events if r["kind"] == "stop"][0]
     assert last["samples_received"] == stopped["sample"] >= (offset + 30) * RATE
+    device = [r for r, _ in contents.events if r["kind"] == "audio_device"][0]
+    assert device["rate"] == (capture_rate or RATE)
 
 
 def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
@@ -118,3 +123,29 @@ def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
     assert contents.health[-1][0]["samples_received"] > 0
     stopped = [r for r, _ in contents.events if r["kind"] == "stop"][0]
     assert stopped["sample"] > gap["end_sample"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--device", "no-such-microphone"], "no input device matches 'no-such-microphone'"),
+    # PulseAudio resamples any rate, so only the config's range check can be provoked here
+    (["--device", "pulse", "--rate", "1000000"], "audio.sample_rate: Input should be less than or equal to 384000"),
+])
+def test_bad_microphone_settings_are_one_line(pulse: None, example_bundle: Path, example_labels: tuple[Path, Path],
+                                              tmp_path: Path, extra: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle",
+               str(example_bundle), "--log-dir", str(tmp_path), "--threshold", "0.5", *extra]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_missing_bundle_and_empty_labels_are_one_line(example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n", encoding="utf-8")
+    for labels, bundle, message in ((example_labels[0], tmp_path / "nowhere", "nowhere"),
+                                    (empty, tmp_path, "has no labels")):
+        command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle),
+                   "--log-dir", str(tmp_path / "log"), "--threshold", "0.5"]
+        done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
