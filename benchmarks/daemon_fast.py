@@ -60,7 +60,7 @@ def ensure_labels(bundle: Path, checkpoint: Path, labels_path: Path) -> None:
 
 
 def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_dir: Path,
-               threads: int | None) -> dict[str, float]:
+               threads: int | None, low_memory: bool = False) -> dict[str, float]:
     """One `biolingual-edge run --fast` subprocess; wall time, CPU %, and what its health records say."""
     from edge.logs.cards import read_card
 
@@ -69,6 +69,8 @@ def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_
                "--precision", precision, "--force-precision", "--set", "unit.unit_id=bench"]
     if threads:
         command += ["--set", f"model.threads={threads}"]
+    if low_memory:
+        command += ["--set", "model.low_memory=true"]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stderr=subprocess.DEVNULL)
@@ -110,11 +112,13 @@ def main() -> None:
              "ratio": 1.0, "peak_rss_mb": reference.peak_rss_mib}]
     from edge.bundle import open_bundle
 
-    for precision in (p for p in ("fp32", "fp16", "int8") if p in open_bundle(bundle).manifest.models):
-        log_dir = args.workdir / f"daemon-{precision}-{int(time.time())}"
-        result = daemon_run(bundle, labels, recording, precision, log_dir, args.threads)
-        rows.append({"pipeline": f"biolingual-edge run --fast ({precision})", **result,
-                     "ratio": result["rtf"] / reference_rtf})
+    present = [p for p in ("fp32", "fp16", "int8") if p in open_bundle(bundle).manifest.models]
+    variants = [(p, False) for p in present] + [(p, True) for p in present if p == "int8"]
+    for precision, low_memory in variants:
+        log_dir = args.workdir / f"daemon-{precision}-{'lowmem-' if low_memory else ''}{int(time.time())}"
+        result = daemon_run(bundle, labels, recording, precision, log_dir, args.threads, low_memory)
+        name = f"biolingual-edge run --fast ({precision}{', low_memory' if low_memory else ''})"
+        rows.append({"pipeline": name, **result, "ratio": result["rtf"] / reference_rtf})
         print(json.dumps(rows[-1]), flush=True)
     print("\n| pipeline | real-time × | × reference | max lag s | CPU % | peak RSS MB |\n|---|---|---|---|---|---|")
     for row in rows:

@@ -66,6 +66,8 @@ class ModelSection(StrictModel):
     """ONNX Runtime execution providers in order (backend ``ort`` only)."""
     threads: Annotated[int, Field(ge=1)] | None = None
     max_batch: Annotated[int, Field(ge=1, le=64)] = 4
+    low_memory: bool = False
+    """Turn off ONNX Runtime's memory arena: less peak RAM, slower windows (small boards)."""
 
     @field_validator("bundle")
     @classmethod

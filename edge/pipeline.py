@@ -70,7 +70,7 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
                  backend: str = "ort", threads: int | None = None,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
                  top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
-                 force_precision: bool = False) -> Stages:
+                 force_precision: bool = False, low_memory: bool = False) -> Stages:
     """Open the backend and label embeddings once and wire them with the frontend.
 
     A model whose parity report is missing or failed is refused unless ``force_precision``.
@@ -80,7 +80,8 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
     label_set = load_label_set(bundle, labels, labels_path)
     return Stages(
         frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
-        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers),
+        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers,
+                               low_memory=low_memory),
         scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
         selector=WindowSelector(label_set.names, k=top_k, threshold=threshold),
     )

@@ -67,7 +67,8 @@ def stages_for(config: UnitConfig, bundle: Bundle, precision: str, force_precisi
     return build_stages(bundle, labels_with_prompts(config), str(config.analysis.labels), precision=precision,
                         backend=config.model.backend, threads=config.model.threads,
                         providers=tuple(config.model.providers), score_mode=config.analysis.score_mode,
-                        highpass_hz=config.audio.highpass_hz, force_precision=force_precision)
+                        highpass_hz=config.audio.highpass_hz, force_precision=force_precision,
+                        low_memory=config.model.low_memory)
 
 
 def detector_options(config: UnitConfig, rate: int) -> DetectorOptions:

@@ -23,12 +23,13 @@ class Backend(Protocol):
 
 def create_backend(bundle: Bundle, backend: str = "ort", precision: str = "fp32",
                    threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                   optimized: bool = True) -> Backend:
+                   optimized: bool = True, low_memory: bool = False) -> Backend:
     """The single place a backend is chosen; an unavailable one is an error, never a silent fallback."""
     if backend == "ort":
         from edge.backends.ort import OrtBackend
 
-        return OrtBackend(bundle, precision=precision, threads=threads, providers=providers, optimized=optimized)
+        return OrtBackend(bundle, precision=precision, threads=threads, providers=providers, optimized=optimized,
+                          low_memory=low_memory)
     if backend == "trt":
         from edge.backends.trt import TrtBackend
 
