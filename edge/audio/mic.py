@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -93,7 +93,6 @@ class CaptureStats:
     overwritten_frames: int = 0
     """Device-rate frames lost because the analysis fell more than the ring capacity behind."""
     callbacks: int = 0
-    status_flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,10 +179,6 @@ class MicrophoneSource:
         return OpenedStream(device.name, rate, channels, first_audio[0], start_sample)
 
     @property
-    def is_open(self) -> bool:
-        return self._stream is not None
-
-    @property
     def active(self) -> bool:
         """Whether PortAudio still reports the stream running."""
         stream = self._stream
@@ -207,11 +202,6 @@ class MicrophoneSource:
         chunk = AudioChunk(samples, self.target_rate, self._next_sample)
         self._next_sample = chunk.end_sample
         return chunk
-
-    @property
-    def next_sample(self) -> int:
-        """Model-rate index the next chunk will start at."""
-        return self._next_sample
 
     def pending_seconds(self) -> float:
         """Captured audio not yet read, in seconds."""

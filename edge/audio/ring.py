@@ -34,7 +34,6 @@ class RingBuffer:
         self._read = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.overwritten_total = 0
 
     @property
     def written(self) -> int:
@@ -72,7 +71,6 @@ class RingBuffer:
             overwritten = max(0, written - self._read - self.capacity)
             start = self._read + overwritten
             self._read = written
-        self.overwritten_total += overwritten
         n = written - start
         if n == 0:
             return None
