@@ -27,10 +27,12 @@ def event_at(start: int, label: str, score: float = 1.5) -> DetectionEvent:
 
 def write_card(root: Path, unit_id: str = "AM-01", *, start: datetime = T0, minutes: int = 10,
                clock_sync: str = "ntp", boot_info: dict[str, Any] | None = None, streams: int = 1,
-               pause_minutes: int = 0, boot_id: str | None = None, health: dict[str, Any] | None = None) -> CardLog:
+               pause_minutes: int = 0, boot_id: str | None = None, health: dict[str, Any] | None = None,
+               scheduled_pauses: bool = False) -> CardLog:
     """A closed card log: ``streams`` streams of ``minutes`` of audio each, one detection per hop, cycling labels.
 
-    Streams are separated by ``pause_minutes`` of nothing analysed (a gap in effort).
+    Streams are separated by ``pause_minutes`` of nothing analysed (a gap in effort, or with
+    ``scheduled_pauses`` the schedule's off time, logged as the daemon does).
     """
     info = boot_info if boot_info is not None else {"config_hash": "cfg-1", "thresholds": {"toad": 0.3}}
     log = CardLog(root, UnitIdentity(unit_id, "marsh-2024"), RATE, info, boot_id=boot_id,
@@ -40,7 +42,7 @@ def write_card(root: Path, unit_id: str = "AM-01", *, start: datetime = T0, minu
     for number in range(streams):
         anchor = start + timedelta(minutes=number * (minutes + pause_minutes))
         log.open_stream(anchor, sample, clock_sync)
-        log.event("start", sample=sample)
+        log.event("scheduled_on" if scheduled_pauses and number else "start", sample=sample)
         end = sample + per_stream
         for index, hop_start in enumerate(range(sample, end - WINDOW + 1, HOP)):
             log.effort(hop_start, hop_start + WINDOW)
@@ -48,6 +50,8 @@ def write_card(root: Path, unit_id: str = "AM-01", *, start: datetime = T0, minu
             if index % 12 == 0:
                 log.health(health or {"temperature_c": 30.0 + number})
                 log.flush()
+        if scheduled_pauses and number < streams - 1:
+            log.event("scheduled_off", sample=end)
         sample = end + pause_minutes * 60 * RATE
     log.close()
     return log

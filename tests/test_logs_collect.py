@@ -157,6 +157,14 @@ def test_effort_gaps_unsynchronised_clocks_and_config_drift_are_reported(tmp_pat
     assert any("config_hash" in m for m in drift)
 
 
+def test_scheduled_off_time_is_not_an_effort_gap(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-01", minutes=3, streams=3, pause_minutes=45, scheduled_pauses=True)
+    result = collect([tmp_path / "a"], tmp_path / "db.duckdb", now=COLLECTED)
+    assert messages(result.findings, "effort", "warning") == []
+    (off,) = messages(result.findings, "effort", "info")
+    assert "AM-01" in off and "scheduled off for 1.50 h in 2 span(s)" in off
+
+
 def test_cli_collect_prints_findings_and_a_missing_folder_is_a_finding(tmp_path: Path) -> None:
     write_card(tmp_path / "card", minutes=1)
     result = CliRunner().invoke(app, ["logs", "collect", str(tmp_path / "card"), str(tmp_path / "nope"),

@@ -102,19 +102,58 @@ def clock_out_of_range(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Fi
     return findings
 
 
+def scheduled_off_spans(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Per unit, the spans the schedule switched the unit off (``scheduled_off`` .. ``scheduled_on``)."""
+    rows = con.execute("""
+        SELECT unit_id, kind, utc FROM events WHERE kind IN ('scheduled_off', 'scheduled_on')
+        ORDER BY unit_id, utc""").fetchall()
+    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    off_since: dict[str, datetime] = {}
+    for unit, kind, utc in rows:
+        if kind == "scheduled_off":
+            off_since.setdefault(unit, utc)
+        elif unit in off_since:
+            spans[unit].append((off_since.pop(unit), utc))
+    return spans
+
+
+def _minus(span: tuple[datetime, datetime], holes: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """``span`` with every hole cut out (holes sorted by start)."""
+    pieces, start, end = [], span[0], span[1]
+    for hole_start, hole_end in holes:
+        if hole_end <= start or hole_start >= end:
+            continue
+        if hole_start > start:
+            pieces.append((start, hole_start))
+        start = max(start, hole_end)
+    if start < end:
+        pieces.append((start, end))
+    return [p for p in pieces if p[1] - p[0] >= timedelta(minutes=1)]
+
+
 def effort_gaps(con: duckdb.DuckDBPyConnection) -> list[Finding]:
-    """Minutes with no analysed audio between a unit's first and last analysed minute."""
+    """Minutes with no analysed audio between a unit's first and last analysed minute.
+
+    Time the schedule switched the unit off is not a gap: it is reported once as scheduled-off (info).
+    """
     rows = con.execute("""
         SELECT unit_id, minute_utc, next_minute FROM (
             SELECT unit_id, minute_utc,
                    lead(minute_utc) OVER (PARTITION BY unit_id ORDER BY minute_utc) AS next_minute
             FROM (SELECT DISTINCT unit_id, minute_utc FROM effort))
         WHERE next_minute - minute_utc > INTERVAL 1 MINUTE ORDER BY unit_id, minute_utc""").fetchall()
+    scheduled = scheduled_off_spans(con)
     gaps: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
     for unit, minute, next_minute in rows:
-        gaps[unit].append((minute + timedelta(minutes=1), next_minute))
+        gaps[unit].extend(_minus((minute + timedelta(minutes=1), next_minute), scheduled.get(unit, [])))
     findings = []
+    for unit, spans in scheduled.items():
+        off_h = sum((end - start).total_seconds() for start, end in spans) / SECONDS_PER_HOUR
+        findings.append(Finding("info", "effort", f"unit {unit}: scheduled off for {off_h:.2f} h in "
+                                f"{len(spans)} span(s) (by its schedule, not missing data)"))
     for unit, spans in gaps.items():
+        if not spans:
+            continue
         total_h = sum((end - start).total_seconds() for start, end in spans) / SECONDS_PER_HOUR
         largest = sorted(spans, key=lambda s: s[0] - s[1])[:LARGEST_GAPS_LISTED]
         listed = ", ".join(f"{s:%Y-%m-%d %H:%M}-{e:%H:%M}" for s, e in largest)
