@@ -82,7 +82,7 @@ def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_
     audio_s = health[-1]["analysed_until_s"]
     return {"wall_s": wall, "audio_s": audio_s, "rtf": audio_s / wall,
             "cpu_percent": 100 * (usage.ru_utime + usage.ru_stime) / wall,
-            "max_lag_s": max(h["lag_s"] for h in health), "peak_rss_mb": usage.ru_maxrss / 1024,
+            "max_lag_s": max(h["lag_s"] for h in health), "peak_rss_mb": max(h["peak_rss_mb"] for h in health),
             "windows": health[-1]["windows_analysed"]}
 
 

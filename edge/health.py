@@ -17,6 +17,7 @@ CLIP_LEVEL = 0.999
 CLIP_FRACTION = 0.01
 """Share of samples at full scale within a second above which the input is reported as clipping."""
 THERMAL_ZONES = Path("/sys/class/thermal")
+PROC_STATUS = Path("/proc/self/status")
 
 
 class SignalMonitor:
@@ -57,7 +58,14 @@ class SignalMonitor:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB."""
+    """Peak resident set size of this process in MB (Linux: VmHWM, which unlike ru_maxrss does not carry
+    over the parent's peak across fork/exec)."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
