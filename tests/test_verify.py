@@ -59,3 +59,12 @@ def test_failed_or_missing_report_is_refused_unless_forced(tiny_bundle: Path, pr
     forced = runner.invoke(edge_app, [*analyze, "--force-precision"])
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "out" / "detections.csv").is_file()
+
+
+def test_top1_counts_a_reference_near_tie_as_agreement_but_not_a_clear_flip() -> None:
+    labels = np.eye(3)
+    reference = np.array([[0.70, 0.6985, 0.1], [0.70, 0.50, 0.1]])  # gap 0.0015 in a 0.6 range: a tie
+    flipped = np.array([[0.6985, 0.70, 0.1], [0.50, 0.70, 0.1]])
+    result = fidelity(reference, flipped, labels)
+    assert result.top1_exact == 0.0
+    assert result.top1_agreement == 0.5  # the near-tie window agrees, the clear flip does not
