@@ -159,3 +159,33 @@ def test_sigterm_mid_window_flushes_everything(example_bundle: Path, example_lab
     assert effort_end >= 13 * RATE and stop[0]["sample"] - effort_end <= 1
     assert max(e[2] for e in events_of(tmp_path)) == stop[0]["sample"]
 
+
+
+def test_full_card_mid_run_keeps_analysing_and_records_the_gap(example_bundle: Path,
+                                                               example_labels: tuple[Path, Path],
+                                                               toad_in_night: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from tests.cardlog_support import fill_up, small_filesystem
+
+    recording = tmp_path / "twenty_s.wav"
+    data, rate = sf.read(toad_in_night, dtype="float32")
+    sf.write(recording, data[: 20 * rate], rate, subtype="PCM_16")
+    with small_filesystem(tmp_path / "card", "2m") as card:
+        command = [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle",
+                   str(example_bundle), "--log-dir", str(card), "--input", str(recording), "--threshold", "0.5",
+                   "--score-mode", "softmax", "--heartbeat", "0.5", "--window", "4", "--hop", "2",
+                   "--set", "unit.unit_id=full-card"]
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(5.0)
+        filler = fill_up(card)
+        time.sleep(5.0)
+        filler.unlink()
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+        kinds = [record["kind"] for record in log_events(card)]
+        effort = read_card(card).effort
+    assert "disk_full" in kinds and "disk_space_returned" in kinds
+    cols = {name: i for i, name in enumerate(effort.columns)}
+    assert sum(float(r[cols["analysed_s"]]) for r in effort.rows) == pytest.approx(20.0)
+    assert kinds[-1] in ("stop", "log_close")
