@@ -132,7 +132,13 @@ class Daemon:
     def run(self) -> int:
         """Open, analyse until stopped (signal, end of file, fatal error), flush everything, return exit code."""
         self._install_signals()
-        self._open(0)
+        try:
+            self._open(0)
+        except AudioError as e:
+            # e.g. the USB microphone is missing at boot: say so on the card, then exit non-zero (systemd retries)
+            self.sink.event("stream_open_failed", 0, reason=e.message)
+            self.sink.close()
+            raise
         worker = threading.Thread(target=self._analyse_loop, name="analysis", daemon=True)
         worker.start()
         next_heartbeat = time.monotonic() + self.options.heartbeat_s

@@ -137,6 +137,9 @@ def test_bad_microphone_settings_are_one_line(pulse: None, example_bundle: Path,
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    if "no-such-microphone" in extra:
+        failed = [r for r, _ in read_card(tmp_path).events if r["kind"] == "stream_open_failed"]
+        assert failed and "no-such-microphone" in failed[0]["reason"]
 
 
 def test_missing_bundle_and_empty_labels_are_one_line(example_labels: tuple[Path, Path], tmp_path: Path) -> None:
