@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from edge.audio.files import find_audio_files, read_file, stream_file  # noqa: E402
 from edge.errors import AudioError  # noqa: E402
 from edge.pipeline import batched_windows  # noqa: E402
-from edge.windowing import Window, Windower  # noqa: E402
+from edge.windowing import Window, Windower, clip_windows  # noqa: E402
 
 DEFAULT_AUDIO = REPO.parent / "shared" / "audio"
 DEFAULT_CACHE = Path("/tmp/bench-cache")
@@ -73,12 +73,6 @@ def recordings(audio_dir: Path) -> list[Path]:
             continue
     return usable
 
-
-def grid_windows(samples: np.ndarray, window: int, hop: int) -> list[Window]:
-    from edge.audio.chunk import AudioChunk
-
-    windower = Windower(window, hop)
-    return windower.push(AudioChunk(samples, RATE, 0)) + windower.flush()
 
 
 def peak_rss() -> float:
@@ -118,7 +112,7 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
     for path in files:
         t0 = time.perf_counter()
         samples = read_file(path, RATE)
-        windows = [w.samples for w in grid_windows(samples, window, hop)]
+        windows = [w.samples for w in clip_windows(samples, window, hop)]
         stages["decode"] += time.perf_counter() - t0
         audio_s += samples.shape[0] / RATE
         for start in range(0, len(windows), batch):
@@ -157,7 +151,7 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
         embeddings.append(out)
         top1.append(scores.score.argmax(axis=1))
 
-    process(grid_windows(read_file(files[0], RATE), window, hop)[:1])
+    process(clip_windows(read_file(files[0], RATE), window, hop)[:1])
     first = time.perf_counter() - started
     embeddings.clear()
     top1.clear()
@@ -212,7 +206,7 @@ def fidelity(reference: Run, ours: Run, reference_top1: np.ndarray) -> dict[str,
 
 def prototypes(reference: Run, files: list[Path], window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """One label per recording (its mean reference embedding, normalised) and the reference's top-1."""
-    counts = [len(grid_windows(read_file(p, RATE), window, hop)) for p in files]
+    counts = [len(clip_windows(read_file(p, RATE), window, hop)) for p in files]
     bounds = np.cumsum([0, *counts])
     rows = np.stack([reference.embeddings[s:e].mean(axis=0) for s, e in zip(bounds[:-1], bounds[1:])])
     labels = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)

@@ -23,7 +23,6 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from edge.audio.chunk import AudioChunk
 from edge.audio.files import read_file
 from edge.backends import create_backend
 from edge.bundle import Bundle, open_bundle
@@ -31,7 +30,7 @@ from edge.cli_support import report_errors
 from edge.errors import ConfigError
 from edge.frontend_stream import StreamingLogMel
 from edge.scoring import LabelSet, Scorer
-from edge.windowing import Window, Windower
+from edge.windowing import Window, clip_windows
 
 DEFAULT_BATCHES = (1, 4, 8)
 DEFAULT_WINDOWS = 24
@@ -122,12 +121,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
 
 
-def stream_windows(samples: np.ndarray, rate: int, window: int, hop: int) -> list[Window]:
-    """Windows of a whole recording on the window/hop grid, tail included."""
-    windower = Windower(window, hop)
-    return windower.push(AudioChunk(samples, rate, 0)) + windower.flush()
-
-
 def batched(windows: list[Window], size: int) -> Iterator[list[Window]]:
     for start in range(0, len(windows), size):
         yield windows[start : start + size]
@@ -181,7 +174,7 @@ def bench_precision(options: BenchOptions, precision: str) -> PrecisionResult:
     backend = create_backend(bundle, precision=precision, threads=options.threads, optimized=options.optimized)
     frontend = StreamingLogMel(params)
     scorer = Scorer(bench_labels(bundle), bundle.manifest.logit_scale)
-    windows = stream_windows(bench_audio(options, rate, window, hop), rate, window, hop)
+    windows = clip_windows(bench_audio(options, rate, window, hop), window, hop)
     run_stages(frontend, backend.embed, scorer, [windows[:1]])
     first_window = time.perf_counter() - started
     results = []

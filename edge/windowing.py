@@ -21,6 +21,12 @@ class Window:
         return self.start_sample + int(self.samples.shape[0])
 
 
+def clip_windows(samples: np.ndarray, window_samples: int, hop_samples: int) -> list[Window]:
+    """All windows of a whole in-memory clip starting at sample 0, tail window included."""
+    windower = Windower(window_samples, hop_samples)
+    return windower.push(AudioChunk(samples, sample_rate=0, start_sample=0)) + windower.flush()  # rate unused here
+
+
 class Windower:
     """Cuts a contiguous sample stream into windows ``[k·hop, k·hop + window)``.
 

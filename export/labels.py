@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.chunk import AudioChunk
 from edge.audio.files import find_audio_files, read_file
 from edge.backends.ort import OrtBackend
 from edge.bundle import Bundle, LabelSetEntry, Manifest, write_manifest
 from edge.frontend import LogMelFrontend
 from edge.labels import LabelList
-from edge.windowing import Windower
+from edge.windowing import clip_windows
 from export.checkpoint import Checkpoint
 from export.errors import ExportError
 
@@ -69,9 +68,8 @@ def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) ->
                               f"put WAV/FLAC files of '{name}' in {folder}/")
         windows = []
         for path in files:
-            windower = Windower(params.window_samples, params.window_samples)
-            chunk = AudioChunk(read_file(path, params.sampling_rate), params.sampling_rate, 0)
-            windows.extend(w.samples for w in windower.push(chunk) + windower.flush())
+            samples = read_file(path, params.sampling_rate)
+            windows.extend(w.samples for w in clip_windows(samples, params.window_samples, params.window_samples))
         embeddings = backend.embed(frontend.batch(windows))
         rows.append(normalise(embeddings).mean(axis=0))
     return normalise(np.stack(rows))

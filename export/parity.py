@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.chunk import AudioChunk
 from edge.audio.files import find_audio_files, read_file
 from edge.bundle import PARITY_FILE, read_manifest, sha256_file
 from edge.errors import AudioError
 from edge.frontend import LogMelFrontend
-from edge.windowing import Windower
+from edge.windowing import clip_windows
 from export.errors import ExportError
 from export.fidelity import Fidelity
 
@@ -52,8 +51,7 @@ def real_windows(audio_dir: Path, frontend: LogMelFrontend, count: int) -> np.nd
             samples = read_file(path, params.sampling_rate)
         except AudioError:
             continue
-        windower = Windower(params.window_samples, params.window_samples)
-        cut = windower.push(AudioChunk(samples, params.sampling_rate, 0)) + windower.flush()
+        cut = clip_windows(samples, params.window_samples, params.window_samples)
         windows.extend(w.samples for w in cut)
         if len(windows) >= count:
             break

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.chunk import AudioChunk
 from edge.audio.files import find_audio_files, read_file
 from edge.bundle import Bundle, open_bundle, write_manifest
 from edge.errors import AudioError, EdgeError
 from edge.frontend import LogMelFrontend
-from edge.windowing import Windower
+from edge.windowing import clip_windows
 from export.errors import ExportError
 from export.fidelity import Fidelity, bundle_label_embeddings, fidelity, gates_for
 from export.parity import FP32_MAX_ABS, FP32_MIN_COSINE, write_report
@@ -42,8 +41,7 @@ def audio_features(paths: list[Path], bundle: Bundle, max_windows: int = DEFAULT
             samples = read_file(path, params.sampling_rate)
         except AudioError:
             continue
-        windower = Windower(params.window_samples, params.window_samples)
-        windows += [w.samples for w in windower.push(AudioChunk(samples, params.sampling_rate, 0)) + windower.flush()]
+        windows += [w.samples for w in clip_windows(samples, params.window_samples, params.window_samples)]
         if len(windows) >= max_windows:
             break
     if not windows:
