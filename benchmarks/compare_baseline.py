@@ -74,7 +74,6 @@ def recordings(audio_dir: Path) -> list[Path]:
     return usable
 
 
-
 def peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
 

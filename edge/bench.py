@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from edge.bundle import Bundle, open_bundle
 from edge.cli_support import report_errors
 from edge.errors import ConfigError
 from edge.frontend_stream import StreamingLogMel
+from edge.health import peak_rss_mb
 from edge.scoring import LabelSet, Scorer
 from edge.windowing import Window, clip_windows
 
@@ -38,7 +38,6 @@ DEFAULT_WINDOWS = 24
 SYNTHETIC_LABELS = 100
 """Label count scored against when the bundle has no label set (scoring cost grows with it)."""
 NOISE_SEED = 0
-KIB = 1024
 
 stdout = Console(highlight=False)
 
@@ -116,11 +115,6 @@ def machine_info() -> dict[str, str]:
             "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
-
-
 def batched(windows: list[Window], size: int) -> Iterator[list[Window]]:
     for start in range(0, len(windows), size):
         yield windows[start : start + size]
@@ -193,7 +187,7 @@ def bench_precision(options: BenchOptions, precision: str) -> PrecisionResult:
             real_time_factor=per_s * hop / rate, inference_share=times.inference / wall))
     model_file = getattr(backend, "model_file", bundle.model(precision).path)
     return PrecisionResult(precision=precision, backend=backend.name, model_file=model_file,
-                           time_to_first_window_s=first_window, peak_rss_mib=peak_rss_mib(), batches=results)
+                           time_to_first_window_s=first_window, peak_rss_mib=peak_rss_mb(), batches=results)
 
 
 def _bench_child(options: BenchOptions, precision: str) -> dict[str, Any]:
