@@ -62,7 +62,7 @@ def ensure_labels(bundle: Path, checkpoint: Path, labels_path: Path) -> None:
 def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_dir: Path,
                threads: int | None, low_memory: bool = False) -> dict[str, float]:
     """One `biolingual-edge run --fast` subprocess; wall time, CPU %, and what its health records say."""
-    from edge.logs.cards import read_card
+    from edge.desk.cards import read_card
 
     command = [sys.executable, "-m", "edge", "run", "--input", str(recording), "--fast", "--labels", str(labels),
                "--bundle", str(bundle), "--log-dir", str(log_dir), "--threshold", "0", "--heartbeat", "1",

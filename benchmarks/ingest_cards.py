@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from edge.detect import DetectionEvent
-from edge.logs.collect import collect
-from edge.logs.database import connect
+from edge.desk.collect import collect
+from edge.desk.database import connect
 from edge.sinks.cardlog import CardLog, UnitIdentity
 
 RATE = 48_000

@@ -12,7 +12,7 @@ from edge.analyze import AnalyzeOptions, analyze_paths
 from edge.bench import bench_command
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
-from edge.logs.cli import logs_app
+from edge.desk.cli import logs_app
 
 app = typer.Typer(
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.logs.collect import collect
+from edge.desk.collect import collect
 from edge.sinks.cardlog import CardLog, UnitIdentity
 from edge.sinks.governor import StoragePolicy
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge.logs.collect import collect
-from edge.logs.database import connect
+from edge.desk.collect import collect
+from edge.desk.database import connect
 from edge.sinks.guano import read_guano
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment
 

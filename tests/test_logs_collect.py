@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.logs.cards import Finding
-from edge.logs.collect import collect
-from edge.logs.database import connect
+from edge.desk.cards import Finding
+from edge.desk.collect import collect
+from edge.desk.database import connect
 from tests.cardlog_support import T0, write_card
 
 COLLECTED = datetime(2024, 6, 1, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.logs.collect import collect
+from edge.desk.collect import collect
 from edge.sinks.cardlog import CardLog, UnitIdentity
 from tests.cardlog_support import HOP, RATE, T0, event_at, write_card
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.logs.cards import read_card
+from edge.desk.cards import read_card
 from tests.conftest import NIGHT, REPO, SINK, SINK_ARGS, TOAD, load_48k
 
 RATE = 48_000

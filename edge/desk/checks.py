@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from edge.logs.cards import Finding
+from edge.desk.cards import Finding
 
 if TYPE_CHECKING:
     import duckdb

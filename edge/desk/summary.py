@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.logs.database import copy_table
-from edge.logs.plots import plot_detections_by_hour, plot_effort
+from edge.desk.database import copy_table
+from edge.desk.plots import plot_detections_by_hour, plot_effort
 
 if TYPE_CHECKING:
     import duckdb

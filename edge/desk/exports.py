@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
-from edge.logs.database import copy_table
+from edge.desk.database import copy_table
 from edge.sinks.cardformat import safe_name
 
 if TYPE_CHECKING:

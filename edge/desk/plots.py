@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.logs.database import CollectError
+from edge.desk.database import CollectError
 
 HOURS_PER_DAY = 24
 MAX_ANNOTATED_CELLS = 24 * 40
@@ -22,7 +22,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as e:
-        raise CollectError("matplotlib is not installed", "pip install 'biolingual-edge[logs]'") from e
+        raise CollectError("matplotlib is not installed", "pip install 'biolingual-edge[desk]'") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.errors import EdgeError
-from edge.logs.cards import CardContents, Finding, Table
+from edge.desk.cards import CardContents, Finding, Table
 from edge.sinks.cardformat import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
         import duckdb
     except ImportError as e:
-        raise CollectError("duckdb is not installed", "pip install 'biolingual-edge[logs]'") from e
+        raise CollectError("duckdb is not installed", "pip install 'biolingual-edge[desk]'") from e
     if read_only and not path.is_file():
         raise CollectError(f"no collection database at {path}", "run `biolingual-edge logs collect` first")
     try:

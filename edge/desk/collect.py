@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.logs.cards import Finding, read_card
-from edge.logs.checks import run_checks
-from edge.logs.database import connect, copy_table, ingest, record_findings
+from edge.desk.cards import Finding, read_card
+from edge.desk.checks import run_checks
+from edge.desk.database import connect, copy_table, ingest, record_findings
 
 if TYPE_CHECKING:
     import duckdb

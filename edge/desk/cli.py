@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 
 from edge.cli_support import report_errors, stderr
-from edge.logs.collect import collect as collect_cards
-from edge.logs.database import connect
-from edge.logs.exports import FORMATS
-from edge.logs.exports import export as export_detections
-from edge.logs.summary import summarise
+from edge.desk.collect import collect as collect_cards
+from edge.desk.database import connect
+from edge.desk.exports import FORMATS
+from edge.desk.exports import export as export_detections
+from edge.desk.summary import summarise
 
 logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export and summarise them.",
                        no_args_is_help=True, add_completion=False)

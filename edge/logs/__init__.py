@@ -1,1 +1,0 @@
-"""Off the unit: collect SD-card logs from many recorder units into DuckDB, check, export and summarise them."""
