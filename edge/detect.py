@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from edge.calibrated import Calibration
 from edge.errors import ConfigError
 from edge.scoring import Scores, top_k
 
@@ -21,26 +24,37 @@ class Detection:
     """Raw cosine similarity between the window's and the label's embedding."""
     rank: int
     """1 for the window's best label."""
+    p_correct: float | None = None
+    """Calibrated probability that this label is right, where the label has an installed calibration."""
 
 
 @dataclass(frozen=True)
 class WindowSelector:
-    """Per window, the ``k`` best labels whose score reaches ``threshold`` (no threshold: the ``k`` best)."""
+    """Per window, the ``k`` best labels whose score reaches their threshold (no threshold: the ``k`` best).
+
+    A label's threshold is its entry in ``per_label`` (calibrated or configured), else ``threshold``.
+    """
 
     names: tuple[str, ...]
     k: int = 1
     threshold: float | None = None
+    per_label: dict[str, float] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     def __call__(self, starts: list[int], ends: list[int], scores: Scores) -> list[Detection]:
         best = top_k(scores.score, self.k)
+        limits = [self.per_label.get(name, self.threshold) for name in self.names]
+        p_correct = self.calibration.p_correct(self.names, scores.score) if self.calibration else None
         detections = []
         for row, (start, end) in enumerate(zip(starts, ends)):
             for rank, col in enumerate(best[row], start=1):
                 value = float(scores.score[row, col])
-                if self.threshold is not None and value < self.threshold:
-                    break
+                limit = limits[col]
+                if limit is not None and value < limit:
+                    continue
+                p = None if p_correct is None or np.isnan(p_correct[row, col]) else float(p_correct[row, col])
                 detections.append(
-                    Detection(start, end, self.names[col], value, float(scores.cosine[row, col]), rank)
+                    Detection(start, end, self.names[col], value, float(scores.cosine[row, col]), rank, p)
                 )
         return detections
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle
+from edge.calibrated import load_calibrations
 from edge.detect import Detection, WindowSelector
+from edge.errors import ConfigError
 from edge.frontend_stream import StreamingLogMel
+from edge.heads import HEAD_THRESHOLD, head_key, load_head
 from edge.labels import LabelList
 from edge.precision_gate import check_precision, model_key
 from edge.scoring import Scorer, Scores, load_label_set
@@ -70,18 +73,31 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
                  backend: str = "ort", threads: int | None = None,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
                  top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
-                 force_precision: bool = False, low_memory: bool = False) -> Stages:
+                 force_precision: bool = False, low_memory: bool = False, heads: tuple[str, ...] = (),
+                 label_thresholds: dict[str, float] | None = None) -> Stages:
     """Open the backend and label embeddings once and wire them with the frontend.
 
-    A model whose parity report is missing or failed is refused unless ``force_precision``.
+    A model whose parity report is missing or failed is refused unless ``force_precision``. ``heads`` adds the
+    bundle's trained heads to the label list. Thresholds per label: ``label_thresholds`` (configured), else the
+    bundle's installed calibration, else the head default (P = 0.5) for heads, else ``threshold``.
     """
     check_precision(bundle, model_key(backend, precision), force_precision)
     manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
+    for name in heads:
+        label_set = label_set.merged(load_head(bundle, name))
+    calibration = load_calibrations(bundle, [labels.key, *map(head_key, heads)])
+    if calibration is not None and score_mode not in calibration.score_mode.split("/"):
+        raise ConfigError(f"the installed calibration is for score mode '{calibration.score_mode}', not '{score_mode}'",
+                          f"use --score-mode {calibration.score_mode} or calibrate again in this mode")
+    per_label = {name: HEAD_THRESHOLD for name, head in zip(label_set.names, label_set.head_mask) if head}
+    per_label.update(calibration.thresholds() if calibration else {})
+    per_label.update(label_thresholds or {})
     return Stages(
         frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
         backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers,
                                low_memory=low_memory),
         scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
-        selector=WindowSelector(label_set.names, k=top_k, threshold=threshold),
+        selector=WindowSelector(label_set.names, k=top_k, threshold=threshold, per_label=per_label,
+                                calibration=calibration),
     )

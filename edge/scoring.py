@@ -1,7 +1,8 @@
 """Label embeddings from the bundle and per-window label scores (cosine × logit scale).
 
 Scores are per label and do not depend on which other labels are in the list; a softmax across the
-list is available as an option (``mode="softmax"``), never the default.
+list is available as an option (``mode="softmax"``), never the default. A label may also be a trained
+linear head (``edge.heads``): its score is the head's logit ``w·x + b`` instead of cosine × logit scale.
 """
 
 from __future__ import annotations
@@ -15,14 +16,41 @@ from edge.errors import LabelError
 from edge.labels import LabelList
 
 SCORE_MODES = ("logit", "softmax")
+HEAD_SOURCE = "head"
+"""``LabelSetEntry.source`` of a trained linear head (weights + bias per label, see ``edge.heads``)."""
 
 
 @dataclass(frozen=True)
 class LabelSet:
-    """Label names and their L2-normalised embeddings ``(L, D)`` float32, in the user's order."""
+    """Label names and their vectors ``(L, D)`` float32, in the user's order.
+
+    Text/example labels are L2-normalised embeddings; head labels (``bias`` not NaN) are a linear
+    head's weights, scored as ``w·x + b``.
+    """
 
     names: tuple[str, ...]
     embeddings: np.ndarray
+    bias: np.ndarray | None = None
+    """``(L,)`` float32 intercepts of head labels, NaN for text labels; None when no label is a head."""
+
+    @property
+    def head_mask(self) -> np.ndarray:
+        """``(L,)`` bool: which labels are trained heads."""
+        if self.bias is None:
+            return np.zeros(len(self.names), dtype=bool)
+        return ~np.isnan(self.bias)
+
+    def merged(self, other: LabelSet) -> LabelSet:
+        """This set followed by ``other`` (e.g. text labels then heads); names must stay unique."""
+        clash = {n.casefold() for n in self.names} & {n.casefold() for n in other.names}
+        if clash:
+            raise LabelError(f"label(s) {', '.join(sorted(clash))} appear both as text labels and as a head",
+                             "rename the head (train-head --name) or drop the label from the list")
+        nan = np.full(len(self.names), np.nan, np.float32)
+        biases = [self.bias if self.bias is not None else nan,
+                  other.bias if other.bias is not None else np.full(len(other.names), np.nan, np.float32)]
+        return LabelSet(self.names + other.names, np.concatenate([self.embeddings, other.embeddings]),
+                        np.concatenate(biases).astype(np.float32))
 
 
 def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels.txt") -> LabelSet:
@@ -34,6 +62,8 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
         return LabelSet(stored.names, data["embeddings"].astype(np.float32))
     by_name: dict[str, np.ndarray] = {}
     for entry in sets.values():
+        if entry.source == HEAD_SOURCE:
+            continue  # a head's weights are not an embedding
         embeddings = np.load(bundle.root / entry.path)["embeddings"]
         for name, row in zip(entry.names, embeddings):
             by_name.setdefault(name.casefold(), row)
@@ -64,14 +94,28 @@ class Scorer:
     def __init__(self, label_set: LabelSet, logit_scale: float, mode: str = "logit") -> None:
         if mode not in SCORE_MODES:
             raise ValueError(f"score mode must be one of {SCORE_MODES}, not {mode!r}")
+        heads = label_set.head_mask
+        if mode == "softmax" and heads.any():
+            raise LabelError("a softmax across the list cannot mix trained heads with text labels",
+                             "use --score-mode logit with heads")
         self.label_set = label_set
         self.logit_scale = logit_scale
         self.mode = mode
         self._label_matrix = np.ascontiguousarray(label_set.embeddings.T)
+        self._has_heads = bool(heads.any())
+        if self._has_heads:
+            assert label_set.bias is not None
+            norms = np.linalg.norm(label_set.embeddings, axis=1).astype(np.float32)
+            self._cosine_divisor = np.where(heads, np.maximum(norms, 1e-12), 1.0).astype(np.float32)
+            self._scale = np.where(heads, 1.0, logit_scale).astype(np.float32)
+            self._offset = np.where(heads, label_set.bias, 0.0).astype(np.float32)
 
     def score(self, audio_embeddings: np.ndarray) -> Scores:
         """``(B, D)`` L2-normalised embeddings -> :class:`Scores`."""
-        cosine = audio_embeddings @ self._label_matrix
+        raw = audio_embeddings @ self._label_matrix
+        if self._has_heads:
+            return Scores(raw / self._cosine_divisor, raw * self._scale + self._offset)
+        cosine = raw
         logits = cosine * np.float32(self.logit_scale)
         if self.mode == "softmax":
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
