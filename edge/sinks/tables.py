@@ -11,7 +11,7 @@ from typing import TextIO
 from edge.detect import Detection
 
 DETECTIONS_CSV = "detections.csv"
-CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc")
+CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc", "p_correct")
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
                  "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank")
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
@@ -37,7 +37,8 @@ class DetectionsCsv:
             utc = (start_utc + timedelta(seconds=d.start_sample / self.sample_rate)).isoformat() if start_utc else ""
             self._writer.writerow([str(recording), seconds(d.start_sample, self.sample_rate),
                                    seconds(d.end_sample, self.sample_rate), d.label, f"{d.score:.6g}",
-                                   f"{d.cosine:.6g}", d.rank, utc])
+                                   f"{d.cosine:.6g}", d.rank, utc,
+                                   "" if d.p_correct is None else f"{d.p_correct:.4f}"])
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

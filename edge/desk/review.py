@@ -1,0 +1,128 @@
+"""``logs review``: a per-label sample of archived windows, stratified across score bins, to be reviewed by ear.
+
+Scores are the unit's own (cosine × logit scale against the bundle's label embeddings) over every archived
+window. Per label the windows are split into equal-width score bins and drawn round-robin from them, so the
+logistic fit of ``logs calibrate`` sees low, middle and high scores. Output: ``review.csv`` (an empty
+``verdict`` column) and ``review.html`` (one offline page that plays each window and downloads the filled CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.calibrated import space_sha256
+from edge.labels import LabelList
+from edge.scoring import Scorer, load_label_set
+
+DEFAULT_BINS = 5
+SCORE_CHUNK_WINDOWS = 65_536
+"""Windows scored per step: bounds memory whatever the archive size."""
+REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
+                  "audio", "verdict", "labels_key", "model_sha256", "score_mode")
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One window to review for one label."""
+
+    window_id: int
+    unit_id: str
+    start_utc: str
+    end_utc: str
+    label: str
+    score: float
+    source_path: str
+    """Recording the window came from ('' when only the card's embedding exists)."""
+    source_start_s: float | None
+    length_s: float
+
+
+def stratified_sample(scores: np.ndarray, per_label: int, bins: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``per_label`` scores drawn round-robin from ``bins`` equal-width score bins."""
+    if scores.size == 0:
+        return np.empty(0, dtype=np.int64)
+    edges = np.linspace(scores.min(), scores.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    pools = [list(rng.permutation(np.flatnonzero(which == b))) for b in range(bins)]
+    picked: list[int] = []
+    while len(picked) < per_label and any(pools):
+        for pool in pools:
+            if pool and len(picked) < per_label:
+                picked.append(int(pool.pop()))
+    return np.array(sorted(picked), dtype=np.int64)
+
+
+def score_archive(db: Path, window_ids: np.ndarray, scorer: Scorer) -> np.ndarray:
+    """``(N, L)`` float32 scores of archived windows, computed chunk by chunk."""
+    from edge.desk.archive import read_embeddings
+
+    out = np.empty((window_ids.size, len(scorer.label_set.names)), dtype=np.float32)
+    for start in range(0, window_ids.size, SCORE_CHUNK_WINDOWS):
+        ids = window_ids[start:start + SCORE_CHUNK_WINDOWS]
+        out[start:start + ids.size] = scorer.score(read_embeddings(db, ids.tolist())).score
+    return out
+
+
+def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: str, per_label: int,
+                      bins: int = DEFAULT_BINS, seed: int = 0) -> list[ReviewItem]:
+    """The review sample of every label, label by label, in time order within a label."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT window_id, unit_id, CAST(start_utc AS VARCHAR), CAST(end_utc AS VARCHAR), "
+            "coalesce(source_path, ''), source_offset, sample_rate, end_sample - start_sample "
+            "FROM windows WHERE model_sha256 = ? ORDER BY window_id", [space_sha256(bundle)]).fetchall()
+    finally:
+        con.close()
+    scorer = Scorer(load_label_set(bundle, labels, labels_path), bundle.manifest.logit_scale)
+    scores = score_archive(db, np.array([r[0] for r in rows], dtype=np.int64), scorer)
+    rng = np.random.default_rng(seed)
+    items = []
+    for col, name in enumerate(scorer.label_set.names):
+        for index in stratified_sample(scores[:, col], per_label, bins, rng):
+            wid, unit, start, end, source, offset, rate, length = rows[index]
+            items.append(ReviewItem(int(wid), unit, start, end, name, float(scores[index, col]), source,
+                                    None if offset is None else offset / rate, length / rate))
+    return items
+
+
+def review_row(item: ReviewItem, labels_key: str, model_sha256: str) -> dict[str, str | int]:
+    """The ``review.csv`` fields of one item (verdict empty)."""
+    start_s = "" if item.source_start_s is None else f"{item.source_start_s:.3f}"
+    return {"window_id": item.window_id, "unit_id": item.unit_id, "start_utc": item.start_utc,
+            "end_utc": item.end_utc, "label": item.label, "score": f"{item.score:.6g}",
+            "source_path": item.source_path, "source_start_s": start_s,
+            "audio": f"{item.source_path}@{start_s}" if item.source_path else "", "verdict": "",
+            "labels_key": labels_key, "model_sha256": model_sha256, "score_mode": "logit"}
+
+
+def write_review_csv(path: Path, items: list[ReviewItem], labels_key: str, model_sha256: str) -> None:
+    """``review.csv`` with an empty verdict column (yes / no / unsure)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=REVIEW_COLUMNS)
+        writer.writeheader()
+        writer.writerows(review_row(item, labels_key, model_sha256) for item in items)
+
+
+def write_review_page(path: Path, items: list[ReviewItem], labels_key: str, model_sha256: str) -> None:
+    """``review.html``: every window's audio and spectrogram inlined; verdicts download as ``review.csv``."""
+    import json
+    from importlib.resources import files
+
+    from edge.desk.snippets import snippet
+
+    rows = []
+    for item in items:
+        clip = snippet(Path(item.source_path), item.source_start_s or 0.0, item.length_s) if item.source_path else None
+        rows.append({**review_row(item, labels_key, model_sha256), "audio_uri": clip.audio_uri if clip else None,
+                     "spectrogram": clip.spectrogram_uri if clip else None})
+    payload = json.dumps({"columns": list(REVIEW_COLUMNS), "rows": rows, "labels_key": labels_key})
+    template = files("edge.desk").joinpath("templates/review.html").read_text(encoding="utf-8")
+    path.write_text(template.replace("__REVIEW_DATA__", payload.replace("</", "<\\/")), encoding="utf-8")
