@@ -29,6 +29,8 @@ class AnalyzeOptions:
     batch: int = DEFAULT_BATCH
     force_precision: bool = False
     """Use a precision even if its parity report is missing or failed."""
+    heads: tuple[str, ...] = ()
+    """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
 
 
 @dataclass
@@ -71,7 +73,8 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     labels = read_labels(labels_path)
     stages = build_stages(bundle, labels, str(labels_path), precision=options.precision,
                           threads=options.threads, score_mode=options.score_mode, top_k=options.top_k,
-                          threshold=options.threshold, force_precision=options.force_precision)
+                          threshold=options.threshold, force_precision=options.force_precision,
+                          heads=options.heads)
     rate = frontend_params.sampling_rate
     window = round(options.window_s * rate)
     hop = round(options.hop_s * rate)

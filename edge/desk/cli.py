@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli_support import report_errors, stderr
+from edge.desk.cli_review import register as register_review_commands
 from edge.desk.collect import collect as collect_cards
 from edge.desk.database import connect
 from edge.desk.exports import FORMATS
@@ -16,6 +17,8 @@ from edge.desk.summary import summarise
 
 logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export and summarise them.",
                        no_args_is_help=True, add_completion=False)
+
+register_review_commands(logs_app)
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}

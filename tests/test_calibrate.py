@@ -1,0 +1,109 @@
+"""Per-label calibration: the logistic fit recovers known parameters, and labels it cannot fit are reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.calibrated import parse_calibration
+from edge.desk.calibrate import (
+    MIN_VERDICTS,
+    ReviewFile,
+    Verdict,
+    calibrate,
+    fit_logistic,
+    read_review,
+    threshold_at,
+)
+from edge.errors import ConfigError
+
+TRUE_A, TRUE_B = -6.0, 0.5
+"""P(correct) = sigmoid(-6 + 0.5·score): 50 % at score 12, 90 % at 16.4."""
+
+
+def synthetic_verdicts(label: str, n: int, rng: np.random.Generator, a: float = TRUE_A,
+                       b: float = TRUE_B) -> list[Verdict]:
+    scores = rng.uniform(0, 25, n)
+    correct = rng.random(n) < 1 / (1 + np.exp(-(a + b * scores)))
+    return [Verdict(label, float(s), "yes" if c else "no") for s, c in zip(scores, correct)]
+
+
+def test_fit_recovers_known_logistic_parameters() -> None:
+    rng = np.random.default_rng(7)
+    verdicts = synthetic_verdicts("toad", 4000, rng)
+    x = np.array([v.score for v in verdicts])[None]
+    y = np.array([v.verdict == "yes" for v in verdicts], dtype=float)[None]
+    a, b = fit_logistic(x, y)
+    # Standard errors at n = 4000 are about 0.2 (a) and 0.015 (b); the tolerances are ~2.5 of them.
+    assert abs(a[0] - TRUE_A) < 0.5
+    assert abs(b[0] - TRUE_B) < 0.04
+
+
+def test_threshold_for_target_precision_has_an_interval_around_the_truth() -> None:
+    rng = np.random.default_rng(3)
+    review = ReviewFile(tuple(synthetic_verdicts("toad", 600, rng)), "key", "sha", "logit")
+    result = calibrate(review, [0.9, 0.95], replicates=400)
+    entry = result["labels"]["toad"]
+    assert entry["fitted"]
+    for target in ("0.9", "0.95"):
+        truth = float(threshold_at(TRUE_A, TRUE_B, float(target)))
+        low, high = entry["thresholds"][target]["ci"]
+        assert low < entry["thresholds"][target]["score"] < high
+        assert low - 0.5 < truth < high + 0.5
+    assert entry["thresholds"]["0.9"]["score"] < entry["thresholds"]["0.95"]["score"]
+    cal = parse_calibration(result)
+    assert cal.target == "0.9"
+    p = cal.labels["toad"].p_correct(np.array([entry["thresholds"]["0.9"]["score"]]))
+    assert p[0] == pytest.approx(0.9, abs=1e-6)
+
+
+def test_labels_that_cannot_be_fitted_are_reported_not_fitted() -> None:
+    rng = np.random.default_rng(0)
+    few = synthetic_verdicts("rare", MIN_VERDICTS - 1, rng)
+    no_positives = [Verdict("silent", float(s), "no") for s in rng.uniform(0, 25, 50)]
+    falling = synthetic_verdicts("backwards", 300, rng, a=6.0, b=-0.5)
+    unsure = [Verdict("rare", 3.0, "unsure")]
+    result = calibrate(ReviewFile(tuple(few + no_positives + falling + unsure), "k", "s", "logit"), replicates=50)
+    labels = result["labels"]
+    assert not labels["rare"]["fitted"] and "verdicts" in labels["rare"]["reason"]
+    assert labels["rare"]["n_unsure"] == 1
+    assert not labels["silent"]["fitted"] and "0 yes" in labels["silent"]["reason"]
+    assert not labels["backwards"]["fitted"] and "does not rise" in labels["backwards"]["reason"]
+    assert parse_calibration(result).labels == {}
+
+
+def test_review_file_with_an_unknown_verdict_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "review.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["window_id", "label", "score", "verdict", "labels_key", "model_sha256"])
+        writer.writerow([1, "toad", "3.5", "yes", "k", "s"])
+        writer.writerow([2, "toad", "1.5", "maybe", "k", "s"])
+    with pytest.raises(ConfigError, match="line 3: verdict 'maybe'"):
+        read_review(path)
+
+
+def test_calibrate_cli_writes_json_and_one_line_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "review.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["window_id", "label", "score", "verdict", "labels_key", "model_sha256", "score_mode"])
+        for number, v in enumerate(synthetic_verdicts("toad", 300, rng)):
+            writer.writerow([number, v.label, v.score, v.verdict, "k", "", "logit"])
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, ["logs", "calibrate", "--review", str(path), "--out", str(out),
+                                      "--bootstrap", "100"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["labels"]["toad"]["fitted"]
+    bad = CliRunner().invoke(app, ["logs", "calibrate", "--review", str(path), "--out", str(out),
+                                   "--target-precision", "0.9,high"])
+    assert bad.exit_code != 0 and "hint:" in bad.output and "Traceback" not in bad.output
