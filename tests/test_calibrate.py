@@ -107,3 +107,56 @@ def test_calibrate_cli_writes_json_and_one_line_errors(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["logs", "calibrate", "--review", str(path), "--out", str(out),
                                    "--target-precision", "0.9,high"])
     assert bad.exit_code != 0 and "hint:" in bad.output and "Traceback" not in bad.output
+
+
+def _analyze(args: list[str]) -> list[dict[str, str]]:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    result = CliRunner().invoke(app, ["analyze", *args])
+    assert result.exit_code == 0, result.output
+    out = Path(args[args.index("--out") + 1])
+    with open(out / "detections.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
+        example_bundle: Path, example_labels: tuple[Path, Path], toad_in_night: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edge.bundle import open_bundle
+    from edge.calibrated import space_sha256
+    from edge.desk.calibrate import install_calibration
+    from edge.labels import read_labels
+
+    bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
+    base = [str(toad_in_night), "--labels", str(example_labels[0]), "--bundle", str(bundle), "--top-k", "2",
+            "--hop", "2.5"]
+    before = _analyze([*base, "--out", str(tmp_path / "before")])
+    toad_scores = sorted(float(r["score"]) for r in before if r["label"] == "toad")
+    cut = toad_scores[len(toad_scores) // 2]
+    # Verdicts: a toad window is right exactly when it scores above the median; "night" is never reviewed.
+    labels = read_labels(example_labels[0])
+    review = tmp_path / "review.csv"
+    with open(review, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["window_id", "label", "score", "verdict", "labels_key", "model_sha256", "score_mode"])
+        for number, score in enumerate(toad_scores):
+            writer.writerow([number, "toad", score, "yes" if score >= cut else "no", labels.key,
+                             space_sha256(open_bundle(bundle)), "logit"])
+    result = calibrate(read_review(review), [0.9], replicates=50)
+    assert result["labels"]["toad"]["fitted"]
+    threshold = result["labels"]["toad"]["thresholds"]["0.9"]["score"]
+    install_calibration(bundle, result)
+    open_bundle(bundle)  # the calibration is checksummed with the rest
+    after = _analyze([*base, "--out", str(tmp_path / "after")])
+    toad_after = [r for r in after if r["label"] == "toad"]
+    assert {r["start_s"] for r in toad_after} == {r["start_s"] for r in before
+                                                   if r["label"] == "toad" and float(r["score"]) >= threshold}
+    assert 0 < len(toad_after) < len(toad_scores)
+    for row in toad_after:
+        assert float(row["p_correct"]) >= 0.9 - 1e-3
+    night_before = [r["start_s"] for r in before if r["label"] == "night"]
+    assert [r["start_s"] for r in after if r["label"] == "night"] == night_before  # uncalibrated: unchanged
+    assert all(r["p_correct"] == "" for r in after if r["label"] == "night")
