@@ -52,11 +52,13 @@ def analyze(
     batch: Annotated[int, typer.Option(help="Windows per inference call.")] = 4,
     force_precision: Annotated[bool, typer.Option(help="Use a precision whose parity report is missing/failed.")]
     = False,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
-                             force_precision=force_precision)
+                             force_precision=force_precision, embeddings_dir=embeddings)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)
