@@ -19,9 +19,9 @@ from edge.audio.files import stream_file
 from edge.bundle import open_bundle
 from edge.config import resolve_config
 from edge.config_schema import UnitConfig
+from edge.desk.cards import CardContents, read_card
 from edge.detect import DetectionEvent, DetectorOptions, EventDetector
 from edge.labels import read_labels
-from edge.desk.cards import CardContents, read_card
 from edge.pipeline import batched_windows, build_stages, score_windows
 from edge.unit_setup import InputOptions, build_daemon
 from edge.windowing import Windower
