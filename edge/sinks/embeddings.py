@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,8 @@ MAX_PENDING_EMBEDDINGS = 4096
 FILE_ARCHIVE_UNIT = "recordings"
 """``unit_id`` of windows archived by ``analyze --embeddings`` (their key is the file path and offset)."""
 FILE_BOOT_HASH_CHARS = 16
+UNKNOWN_DAY = "unknown"
+"""Day part of a recording's segment name when its start time is not known."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ class FileEmbeddingArchive:
             utc_us = np.full(offsets.shape, UNKNOWN_UTC_US, np.int64)
         else:
             utc_us = epoch_us(start_utc) + offsets * 1_000_000 // self.sample_rate
-        day = start_utc.date() if start_utc else date(1970, 1, 1)
-        path = self.folder / f"{day.isoformat()}_{boot}_000.{EXTENSION}"
+        day = start_utc.date().isoformat() if start_utc else UNKNOWN_DAY
+        path = self.folder / f"{day}_{boot}_000.{EXTENSION}"
         vectors = np.asarray(vectors, np.float32).reshape(len(starts), self.spec.dim)
         atomic_write(path, header.encode() + encode_records(header, 1, "unsynchronised", offsets,
                                                             np.asarray(ends, np.int64), utc_us, vectors))
