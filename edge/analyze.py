@@ -12,6 +12,7 @@ from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
 from edge.pipeline import DEFAULT_BATCH, analyze_chunks, build_stages
+from edge.sinks.embeddings import FileEmbeddingArchive, embedding_spec
 from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, write_raven_table
 
 
@@ -31,6 +32,8 @@ class AnalyzeOptions:
     """Use a precision even if its parity report is missing or failed."""
     heads: tuple[str, ...] = ()
     """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
+    embeddings_dir: Path | None = None
+    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
 
 
 @dataclass
@@ -86,15 +89,21 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     csv_sink = DetectionsCsv(out_dir, rate)
     result = AnalyzeResult(csv_sink.path)
     used_names: set[str] = set()
+    spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    archive = FileEmbeddingArchive(options.embeddings_dir, rate, spec) if options.embeddings_dir and spec else None
     try:
         for number, path in enumerate(files):
             if on_file:
                 on_file(number, len(files), path.name)
+            kept = archive.recording() if archive else None
             try:
-                detections = analyze_chunks(stages, stream_file(path, rate), window, hop, options.batch)
+                detections = analyze_chunks(stages, stream_file(path, rate), window, hop, options.batch,
+                                            kept.add if kept else None)
             except AudioError as e:
                 result.failures.append(str(e))
                 continue
+            if archive and kept:
+                kept.write(archive, path, start_time_from_name(path))
             csv_sink.write(path, detections, start_time_from_name(path))
             write_raven_table(out_dir / _unique_table_name(path, used_names), detections, rate,
                               frontend_params.f_min, frontend_params.f_max)

@@ -54,11 +54,13 @@ def analyze(
     = False,
     head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
                                                    "(repeatable; made by `logs train-head`).")] = None,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
-                             force_precision=force_precision, heads=tuple(head or ()))
+                             force_precision=force_precision, heads=tuple(head or ()), embeddings_dir=embeddings)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)

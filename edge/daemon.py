@@ -25,7 +25,7 @@ from edge.audio.mic import CaptureStats, OpenedStream
 from edge.detect import DetectionEvent, EventDetector
 from edge.errors import AudioError, BackendError
 from edge.health import SignalMonitor, process_health
-from edge.pipeline import Stages, score_windows
+from edge.pipeline import Stages, embed_and_score
 from edge.schedule import Schedule
 from edge.sinks import RunLog
 from edge.windowing import Window, Windower
@@ -311,7 +311,7 @@ class Daemon:
 
     def _process(self, windows: list[Window]) -> None:
         started = time.perf_counter()
-        scores = score_windows(self.stages, windows)
+        embeddings, scores = embed_and_score(self.stages, windows)
         if not np.isfinite(scores.cosine).all():
             self._restart_pipeline(windows[0].start_sample)
             return
@@ -325,6 +325,7 @@ class Daemon:
                 self.sink.effort(start, w.end_sample)
                 self.effort_end = w.end_sample
         self.analysed_end = windows[-1].end_sample
+        self.sink.embeddings([w.start_sample for w in windows], [w.end_sample for w in windows], embeddings)
         self.sink.flush()
         if not self._ready_sent:
             notify.ready(f"analysing, first window at sample {windows[0].start_sample}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
@@ -31,10 +33,15 @@ class Stages:
     selector: WindowSelector
 
 
+def embed_and_score(stages: Stages, windows: list[Window]) -> tuple[np.ndarray, Scores]:
+    """Log-mel, embed and score a batch of consecutive windows: (``(B, D)`` float32 embeddings, scores)."""
+    embeddings = stages.backend.embed(stages.frontend.batch(windows))
+    return embeddings, stages.scorer.score(embeddings)
+
+
 def score_windows(stages: Stages, windows: list[Window]) -> Scores:
     """Log-mel, embed and score a batch of consecutive windows of one stream."""
-    features = stages.frontend.batch(windows)
-    return stages.scorer.score(stages.backend.embed(features))
+    return embed_and_score(stages, windows)[1]
 
 
 def detect_windows(stages: Stages, windows: list[Window]) -> list[Detection]:
@@ -59,13 +66,21 @@ def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int
 
 
 def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples: int, hop_samples: int,
-                   batch: int = DEFAULT_BATCH) -> list[Detection]:
-    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
+                   batch: int = DEFAULT_BATCH,
+                   on_embeddings: Callable[[list[Window], np.ndarray], None] | None = None) -> list[Detection]:
+    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0.
+
+    ``on_embeddings(windows, (B, D) embeddings)`` sees every batch (``analyze --embeddings``).
+    """
     windower = Windower(window_samples, hop_samples)
     stages.frontend.reset()
     detections: list[Detection] = []
     for windows in batched_windows(chunks, windower, batch):
-        detections.extend(detect_windows(stages, windows))
+        embeddings, scores = embed_and_score(stages, windows)
+        if on_embeddings is not None:
+            on_embeddings(windows, embeddings)
+        detections.extend(stages.selector([w.start_sample for w in windows], [w.end_sample for w in windows],
+                                          scores))
     return detections
 
 

@@ -20,8 +20,10 @@ from edge.detect import DetectorOptions, EventDetector
 from edge.errors import BundleError, ConfigError
 from edge.labels import LabelList, read_labels
 from edge.pipeline import Stages, build_stages
+from edge.precision_gate import model_key
 from edge.schedule import build_schedule
 from edge.sinks.cardlog import CardLog, UnitIdentity
+from edge.sinks.embeddings import embedding_spec
 from edge.sinks.governor import StoragePolicy
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,9 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         clock_sync=clock_sync or "unsynchronised")
     identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
     sink = CardLog(Path(config.storage.log_dir), identity, rate, boot_info(config, bundle, labels, precision),
-                   storage_policy(config))
+                   storage_policy(config),
+                   embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
+                                             config.storage.embeddings))
     schedule = None if input_options is not None else build_schedule(config.schedule)
 
     def rebuild() -> Stages:

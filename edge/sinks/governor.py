@@ -24,6 +24,9 @@ class StoragePolicy:
     """Below this, the oldest clips are deleted (keeping the newest ``keep_clips_per_label`` of every label)
     until free space is back at ``stop_clips_below_bytes``."""
     keep_clips_per_label: int = 10
+    stop_embeddings_below_bytes: int | None = None
+    """Below this much free space no window embeddings are written (None: half the thinning threshold, so clips
+    are thinned before embeddings stop, and detections, effort and events outlast both)."""
     max_pending_records: int = 100_000
     """Per record kind: rows held in memory while the card is full; beyond this the oldest are dropped (counted)."""
 
@@ -50,6 +53,7 @@ class StorageGovernor:
         self.policy = policy
         self._report = report
         self.clips_paused = False
+        self.embeddings_paused = False
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.card_root).free
@@ -62,6 +66,22 @@ class StorageGovernor:
             self.clips_paused = paused
             self._report("clips_paused" if paused else "clips_resumed", disk_free_bytes=free,
                          threshold_bytes=self.policy.stop_clips_below_bytes)
+        return not paused
+
+    def allow_embeddings(self) -> bool:
+        """Whether window embeddings may still be written (state changes are reported as events)."""
+        policy = self.policy
+        limit = (policy.thin_clips_below_bytes // 2 if policy.stop_embeddings_below_bytes is None
+                 else policy.stop_embeddings_below_bytes)
+        try:
+            free = self.free_bytes()
+        except OSError:
+            return True  # cannot tell: try, and let the write path report the failure
+        paused = free < limit
+        if paused != self.embeddings_paused:
+            self.embeddings_paused = paused
+            self._report("embeddings_paused" if paused else "embeddings_resumed", disk_free_bytes=free,
+                         threshold_bytes=limit)
         return not paused
 
     def check(self) -> int:
