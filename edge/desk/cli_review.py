@@ -46,10 +46,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--per-label and --bins must be at least 1", "pass positive integers")
         opened = open_bundle(bundle)
         label_list = read_labels(labels)
-        items = sample_for_review(db, opened, label_list, str(labels), per_label, bins, seed)
-        if not items:
-            raise ConfigError(f"{db} has no archived windows of this bundle's model",
-                              "collect cards written with storage.embeddings on, or run analyze --embeddings")
+        items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed)
         out.mkdir(parents=True, exist_ok=True)
         sha = space_sha256(opened)
         write_review_csv(out / "review.csv", items, label_list.key, sha)

@@ -15,13 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.calibrated import space_sha256
 from edge.labels import LabelList
-from edge.scoring import Scorer, load_label_set
+from edge.scoring import Scorer
 
 DEFAULT_BINS = 5
-SCORE_CHUNK_WINDOWS = 65_536
-"""Windows scored per step: bounds memory whatever the archive size."""
 REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
                   "audio", "verdict", "labels_key", "model_sha256", "score_mode")
 
@@ -57,39 +54,40 @@ def stratified_sample(scores: np.ndarray, per_label: int, bins: int, rng: np.ran
     return np.array(sorted(picked), dtype=np.int64)
 
 
-def score_archive(db: Path, window_ids: np.ndarray, scorer: Scorer) -> np.ndarray:
-    """``(N, L)`` float32 scores of archived windows, computed chunk by chunk."""
-    from edge.desk.archive import read_embeddings
-
-    out = np.empty((window_ids.size, len(scorer.label_set.names)), dtype=np.float32)
-    for start in range(0, window_ids.size, SCORE_CHUNK_WINDOWS):
-        ids = window_ids[start:start + SCORE_CHUNK_WINDOWS]
-        out[start:start + ids.size] = scorer.score(read_embeddings(db, ids.tolist())).score
-    return out
-
-
-def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: str, per_label: int,
+def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
                       bins: int = DEFAULT_BINS, seed: int = 0) -> list[ReviewItem]:
-    """The review sample of every label, label by label, in time order within a label."""
-    import duckdb
+    """The review sample of every label, label by label, in window order within a label."""
+    from edge.desk.archive import archive_root, scan
+    from edge.desk.database import connect, run
+    from edge.desk.rescore import label_set_for, model_filter
 
-    con = duckdb.connect(str(db), read_only=True)
+    scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale)
+    con = connect(db, read_only=True)
     try:
-        rows = con.execute(
-            "SELECT window_id, unit_id, CAST(start_utc AS VARCHAR), CAST(end_utc AS VARCHAR), "
-            "coalesce(source_path, ''), source_offset, sample_rate, end_sample - start_sample "
-            "FROM windows WHERE model_sha256 = ? ORDER BY window_id", [space_sha256(bundle)]).fetchall()
+        where, params, _, _ = model_filter(con, bundle)
+        ids, scores = [], []
+        for block in scan(con, archive_root(db), where, params):  # shard by shard: memory stays bounded
+            ids.append(block.window_ids)
+            scores.append(scorer.score(block.embeddings).score.astype(np.float32))
+        window_ids = np.concatenate(ids)
+        all_scores = np.concatenate(scores)
+        rng = np.random.default_rng(seed)
+        picks = {name: window_ids[stratified_sample(all_scores[:, col], per_label, bins, rng)]
+                 for col, name in enumerate(scorer.label_set.names)}
+        wanted = sorted({int(i) for chosen in picks.values() for i in chosen})
+        meta = {row[0]: row[1:] for row in run(con, f"""
+            SELECT window_id, unit_id, CAST(start_utc AS VARCHAR), CAST(end_utc AS VARCHAR), coalesce(source_path, ''),
+                   source_offset, sample_rate, end_sample - start_sample
+            FROM windows WHERE window_id IN ({", ".join(map(str, wanted)) or "NULL"})""")}
     finally:
         con.close()
-    scorer = Scorer(load_label_set(bundle, labels, labels_path), bundle.manifest.logit_scale)
-    scores = score_archive(db, np.array([r[0] for r in rows], dtype=np.int64), scorer)
-    rng = np.random.default_rng(seed)
+    position = {int(w): i for i, w in enumerate(window_ids)}
     items = []
     for col, name in enumerate(scorer.label_set.names):
-        for index in stratified_sample(scores[:, col], per_label, bins, rng):
-            wid, unit, start, end, source, offset, rate, length = rows[index]
-            items.append(ReviewItem(int(wid), unit, start, end, name, float(scores[index, col]), source,
-                                    None if offset is None else offset / rate, length / rate))
+        for wid in picks[name]:
+            unit, start, end, source, offset, rate, length = meta[int(wid)]
+            items.append(ReviewItem(int(wid), unit, start, end, name, float(all_scores[position[int(wid)], col]),
+                                    source, None if offset is None else offset / rate, length / rate))
     return items
 
 
