@@ -1,0 +1,194 @@
+"""Power loss, proven: the real card writer on a filesystem that forgets everything not fsync'd (LazyFS's model).
+
+``kill -9`` leaves the page cache intact, so it cannot tell a missing fsync from a present one. Here the card is a
+FUSE filesystem (:mod:`tests.powercut.lazyfs`) whose power is cut at a random change to the card: unsynced bytes
+and directory entries not fsync'd on their directory are gone (in ``torn`` cuts a random part of the unsynced
+tail survives). One writer process logs boot after boot on the same card; after every cut the power comes back,
+the card is checked and the next boot starts on what survived:
+
+* every file parses with the desk reader, and nothing is on the card twice;
+* every byte the writer acknowledged (an append or an atomic write that returned) is there, as acknowledged;
+* every detection and event queued before a ``flush()`` that left nothing pending is in the collected database;
+* ``logs collect`` ingests every row on the card.
+
+The same campaign with one fsync removed from the writer must fail.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.desk.collect import collect
+from edge.desk.database import connect
+from edge.detect import DetectionEvent
+from edge.sinks import segments
+from edge.sinks.cardformat import CardLogError
+from edge.sinks.cardlog import CardLog, UnitIdentity
+from tests.powercut.harness import Ledger, PowerSwitch, check_card, power_switch, table_sizes
+
+RATE = 48_000
+HOP = 5 * RATE
+STEPS_PER_BOOT = 24
+"""Two minutes of audio per boot, starting 70 s before midnight: effort minutes and the UTC day both roll over."""
+BOOT_START = datetime(2024, 5, 1, 23, 58, 50, tzinfo=timezone.utc)
+SEGMENT_BYTES = 3000
+"""Segments are sealed at this size in the campaign (64 MiB on a unit), so rotation happens every few flushes."""
+BOOTS_PER_CARD = 15
+"""A fresh card every so many boots keeps each check (which reads the whole card) short."""
+CUTS = 120
+TORN_SHARE = 0.3
+CLIP = np.linspace(-0.5, 0.5, 2_400, dtype=np.float32)
+LABELS = ("toad", "wood frog", "barred owl")
+if not os.path.exists("/dev/fuse"):
+    pytest.skip("no /dev/fuse on this machine", allow_module_level=True)
+
+
+@dataclass
+class Acknowledged:
+    """What the writer's public API promised: rows queued before a flush that left nothing pending."""
+
+    detections: set[tuple[str, int, str]] = field(default_factory=set)
+    steps: set[tuple[str, int]] = field(default_factory=set)
+
+
+def run_boot(card: Path, boot: int, switch: PowerSwitch, promised: Acknowledged) -> None:
+    """One boot of the writer: log until the power goes (or the boot ends and closes the log)."""
+    day = BOOT_START + timedelta(days=boot)
+    try:
+        log = CardLog(card, UnitIdentity("CUT-01", "lab"), RATE, {"config_hash": "cut", "boot": boot},
+                      boot_id=f"{day:%Y%m%dT%H%M%SZ}-{boot:06x}", wall_clock=lambda: day)
+    except CardLogError:
+        assert switch.is_off(), "only a dead card stops the log from opening"
+        return
+    queued_detections: list[tuple[str, int, str]] = []
+    queued_steps: list[tuple[str, int]] = []
+    if switch.is_off():
+        return
+    log.open_stream(day, 0, "ntp")
+    log.event("start", sample=0)
+    for step in range(STEPS_PER_BOOT):
+        start = step * HOP
+        events = [DetectionEvent(start + k, start + k + 2 * HOP, LABELS[(step + k) % 3], 1.0 + k, 0.1, start, 2)
+                  for k in range(1 + step % 2)]
+        log.detections(events)
+        log.effort(start, start + HOP)
+        log.event("step", sample=start, step=step)
+        queued_detections += [(log.boot_id, e.start_sample, e.label) for e in events]
+        queued_steps.append((log.boot_id, step))
+        if step % 3 == 0:
+            log.health({"temperature_c": 20.0 + step})
+        if step % 4 == 1:
+            log.save_clip(events[0], CLIP, start)
+        if step == STEPS_PER_BOOT // 2:
+            log.event("gap", sample=start, gap_s=1.5)
+        log.flush()
+        if log.pending_records == 0:
+            promised.detections.update(queued_detections)
+            promised.steps.update(queued_steps)
+        if switch.is_off():
+            return
+    log.close()
+
+
+def promised_losses(db: Path, promised: Acknowledged) -> list[str]:
+    con = connect(db, read_only=True)
+    try:
+        detections = set(con.execute("SELECT boot_id, start_sample, label FROM detections").fetchall())
+        steps = set(con.execute("""SELECT boot_id, CAST(json_extract(fields, '$.step') AS INTEGER) FROM events
+                                   WHERE kind = 'step'""").fetchall())
+    finally:
+        con.close()
+    return ([f"detection {d} was flushed but is not in the database" for d in sorted(promised.detections - detections)]
+            + [f"event step {s} was flushed but is not in the database" for s in sorted(promised.steps - steps)])
+
+
+def database_sizes(db: Path) -> dict[str, int]:
+    con = connect(db, read_only=True)
+    try:
+        return {table: int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+                for table in ("detections", "effort", "events", "health")}
+    finally:
+        con.close()
+
+
+@pytest.fixture()
+def card_power(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PowerSwitch, Ledger]]:
+    monkeypatch.setattr(segments, "MAX_SEGMENT_BYTES", SEGMENT_BYTES)
+    ledger = Ledger()
+    ledger.install(monkeypatch)
+    with power_switch(tmp_path / "mnt") as switch:
+        yield switch, ledger
+
+
+def campaign(switch: PowerSwitch, ledger: Ledger, tmp_path: Path, cuts: int, seed: int,
+             stop_at_first_loss: bool = False) -> list[str]:
+    """Cut the power ``cuts`` times at random moments; returns every problem found (empty: all is well)."""
+    rng = random.Random(seed)
+    promised = Acknowledged()
+    run_boot(switch.mountpoint / "calibration", 0, switch, promised)
+    operations_per_boot = switch.operations()
+    problems: list[str] = []
+    for boot in range(1, cuts + 1):
+        card = switch.mountpoint / f"card{boot // BOOTS_PER_CARD}"
+        mode = "torn" if rng.random() < TORN_SHARE else "lazy"
+        switch.arm(rng.randint(1, int(operations_per_boot * 1.05)), mode, rng.randrange(1 << 30))
+        run_boot(card, boot, switch, promised)
+        if not switch.is_off():
+            switch.cut(mode, rng.randrange(1 << 30))
+        switch.revive()
+        found = ledger.losses()
+        checked = check_card(card)
+        found += checked.problems
+        db = tmp_path / f"{card.name}.duckdb"
+        result = collect([card], db, now=BOOT_START + timedelta(days=cuts + 1))
+        found += [f"collect: {f.message}" for f in result.findings if f.check == "rows"]
+        if database_sizes(db) != table_sizes(checked.contents):
+            found.append(f"collect stored {database_sizes(db)} rows, the card holds {table_sizes(checked.contents)}")
+        found += promised_losses(db, promised)
+        problems += [f"cut {boot} ({mode}): {p}" for p in found]
+        if found and stop_at_first_loss:
+            break
+    return problems
+
+
+def test_power_cut_at_120_random_moments_loses_no_acknowledged_write(card_power: tuple[PowerSwitch, Ledger],
+                                                                     tmp_path: Path) -> None:
+    switch, ledger = card_power
+    problems = campaign(switch, ledger, tmp_path, CUTS, seed=20240501)
+    assert not problems, "\n".join(problems[:20])
+    assert len(ledger.files) > 100 and len(ledger.segments) > 200, "the campaign wrote clips, manifests, segments"
+
+
+def _without_file_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends are no longer fsync'd (directories still are)."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            return
+        real_fsync(fd)
+
+    monkeypatch.setattr(segments.os, "fsync", fsync)
+
+
+def _without_dir_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renames and creations are no longer fsync'd on their directory."""
+    monkeypatch.setattr(segments, "fsync_dir", lambda path: None)
+
+
+@pytest.mark.parametrize("remove_fsync", [_without_file_fsync, _without_dir_fsync], ids=["file", "directory"])
+def test_the_campaign_fails_when_an_fsync_is_removed(card_power: tuple[PowerSwitch, Ledger], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, remove_fsync: object) -> None:
+    switch, ledger = card_power
+    assert callable(remove_fsync)
+    remove_fsync(monkeypatch)
+    problems = campaign(switch, ledger, tmp_path, 30, seed=7, stop_at_first_loss=True)
+    assert any("acknowledged" in p or "flushed but" in p for p in problems), problems
