@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import soundfile as sf
@@ -132,12 +131,16 @@ class Ledger:
                     getattr(module, "atomic_write", None) is original_atomic:
                 monkeypatch.setattr(module, "atomic_write", atomic_write)
 
-    def losses(self) -> list[str]:
-        """Acknowledged bytes that are not on the card exactly as acknowledged (call with the power back on)."""
+    def losses(self, card: Path) -> list[str]:
+        """Acknowledged bytes under ``card`` not there exactly as acknowledged (call with the power back on)."""
+        under = f"{card}/"
         problems = []
         for final, record in self.segments.items():
-            problems.extend(_segment_losses(Path(final), record))
+            if final.startswith(under):
+                problems.extend(_segment_losses(Path(final), record))
         for name, data in self.files.items():
+            if not name.startswith(under):
+                continue
             path = Path(name)
             if not path.is_file():
                 problems.append(f"{path}: acknowledged (renamed after fsync) but gone")
@@ -210,6 +213,6 @@ def check_card(card: Path) -> CardCheck:
     return CardCheck(contents, problems)
 
 
-def table_sizes(contents: CardContents) -> dict[str, Any]:
+def table_sizes(contents: CardContents) -> dict[str, int]:
     return {"detections": len(contents.detections.rows), "effort": len(contents.effort.rows),
             "events": len(contents.events), "health": len(contents.health)}
