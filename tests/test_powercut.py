@@ -122,7 +122,7 @@ def database_losses(db: Path, promised: Acknowledged, on_card: dict[str, int]) -
 def card_power(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PowerSwitch, Ledger]]:
     monkeypatch.setattr(segments, "MAX_SEGMENT_BYTES", SEGMENT_BYTES)
     ledger = Ledger()
-    ledger.install(monkeypatch)
+    ledger.install(monkeypatch.setattr)
     with power_switch(tmp_path / "mnt") as switch:
         yield switch, ledger
 

@@ -9,6 +9,8 @@ covered without change; a new folder the desk reader does not parse gets a reade
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile as sf
@@ -102,34 +105,82 @@ class SegmentRecord:
     tried: bytearray = field(default_factory=bytearray)
 
 
+Setter = Callable[[object, str, Any], None]
+"""``setattr``, or ``monkeypatch.setattr`` in a test (undone at its end)."""
+
+
 class Ledger:
-    """Every write the card writer acknowledged as durable (the real functions run underneath)."""
+    """Every write the card writer acknowledged as durable (the real functions run underneath).
 
-    def __init__(self) -> None:
+    With ``journal`` every step is also appended to that file (outside the card) as it happens, so a writer in
+    another process can be killed at any moment and its ledger rebuilt with :meth:`replay`.
+    """
+
+    def __init__(self, journal: Path | None = None) -> None:
         self.segments: dict[str, SegmentRecord] = {}
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, str] = {}
+        """Atomically written file -> sha256 of the acknowledged bytes."""
+        self._journal = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if journal else None
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def tried(self, final: str, open_path: str, header: bytes, data: bytes) -> None:
+        self._log({"op": "try", "final": final, "open": open_path, "header": header.hex(), "data": data.hex()})
+        record = self.segments.setdefault(final, SegmentRecord(open_path, header))
+        record.tried += data
+
+    def appended(self, final: str) -> None:
+        self._log({"op": "ack", "final": final})
+        record = self.segments[final]
+        record.acked += record.tried
+        record.tried.clear()
+
+    def wrote(self, path: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        self._log({"op": "file", "path": path, "sha256": digest})
+        self.files[path] = digest
+
+    def _log(self, entry: dict[str, str]) -> None:
+        if self._journal is not None:
+            os.write(self._journal, (json.dumps(entry) + "\n").encode())
+
+    @classmethod
+    def replay(cls, journals: list[Path]) -> Ledger:
+        """The ledger of writers that journaled to ``journals`` (a line torn by their death is ignored)."""
+        ledger = cls()
+        for journal in journals:
+            for line in journal.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if entry["op"] == "try":
+                    ledger.tried(entry["final"], entry["open"], bytes.fromhex(entry["header"]),
+                                 bytes.fromhex(entry["data"]))
+                elif entry["op"] == "ack":
+                    ledger.appended(entry["final"])
+                else:
+                    ledger.files[entry["path"]] = entry["sha256"]
+        return ledger
+
+    def install(self, patch: Setter) -> None:
+        """Spy on ``AppendSegment.append`` and ``atomic_write`` (also where a module imported it by name)."""
         original_append = segments.AppendSegment.append
         original_atomic = segments.atomic_write
 
         def append(segment: segments.AppendSegment, data: bytes) -> None:
-            record = self.segments.setdefault(str(segment.final_path),
-                                              SegmentRecord(str(segment.open_path), segment.header))
-            record.tried += data
+            final = str(segment.final_path)
+            self.tried(final, str(segment.open_path), segment.header, data)
             original_append(segment, data)
-            record.acked += data
-            record.tried.clear()
+            self.appended(final)
 
         def atomic_write(path: Path, data: bytes) -> None:
             original_atomic(path, data)
-            self.files[str(path)] = data
+            self.wrote(str(path), data)
 
-        monkeypatch.setattr(segments.AppendSegment, "append", append)
+        patch(segments.AppendSegment, "append", append)
         for module in list(sys.modules.values()):
             if getattr(module, "__name__", "").startswith("edge.") and \
                     getattr(module, "atomic_write", None) is original_atomic:
-                monkeypatch.setattr(module, "atomic_write", atomic_write)
+                patch(module, "atomic_write", atomic_write)
 
     def losses(self, card: Path) -> list[str]:
         """Acknowledged bytes under ``card`` not there exactly as acknowledged (call with the power back on)."""
@@ -138,14 +189,14 @@ class Ledger:
         for final, record in self.segments.items():
             if final.startswith(under):
                 problems.extend(_segment_losses(Path(final), record))
-        for name, data in self.files.items():
+        for name, digest in self.files.items():
             if not name.startswith(under):
                 continue
             path = Path(name)
             if not path.is_file():
                 problems.append(f"{path}: acknowledged (renamed after fsync) but gone")
-            elif path.read_bytes() != data:
-                problems.append(f"{path}: differs from the {len(data)} bytes acknowledged")
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                problems.append(f"{path}: differs from the bytes acknowledged")
         return problems
 
 
