@@ -289,3 +289,13 @@ def test_config_drift_names_the_setting_that_differs_between_units_and_boots(tmp
     assert any("AM-02" in m and "20240502T210000Z-00000b" in m and "analysis.hop_s 5.0 -> 2.5" in m for m in drift)
     assert not any("config_hash" in m for m in drift), "the hash only repeats what the settings already say"
     assert not any("'hop_s'" in m for m in drift), "a copy of a config key is not reported twice"
+
+
+def test_a_gap_event_without_a_length_is_still_reported(tmp_path: Path) -> None:
+    log = CardLog(tmp_path / "a", UnitIdentity("AM-01", "marsh-2024"), RATE, {}, wall_clock=lambda: T0)
+    log.open_stream(T0, 0, "ntp")
+    log.event("gap", sample=HOP)
+    log.close()
+    result = collect([tmp_path / "a"], tmp_path / "db.duckdb", now=COLLECTED)
+    (gap,) = messages(result.findings, "effort", "warning")
+    assert "1 gap(s)" in gap and "length not recorded" in gap

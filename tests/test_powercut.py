@@ -89,7 +89,7 @@ def run_boot(card: Path, boot: int, switch: PowerSwitch, promised: Acknowledged)
         if step % 4 == 1:
             log.save_clip(events[0], CLIP, start)
         if step == STEPS_PER_BOOT // 2:
-            log.event("gap", sample=start, gap_s=1.5)
+            log.event("gap", sample=start, end_sample=start + RATE, seconds=1.0)
         log.flush()
         if log.pending_records == 0:
             promised.detections.update(queued_detections)
@@ -127,15 +127,25 @@ def card_power(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         yield switch, ledger
 
 
+@dataclass(frozen=True)
+class Campaign:
+    problems: list[str]
+    """Everything found wrong (empty: all is well)."""
+    while_logging: int
+    """Cuts that came while the writer was logging (the others came after a clean close)."""
+    torn_tails: int
+    """Segments whose last line the power cut in half (the reader skipped it)."""
+
+
 def campaign(switch: PowerSwitch, ledger: Ledger, tmp_path: Path, cuts: int, seed: int,
-             stop_at_first_loss: bool = False) -> tuple[list[str], int]:
-    """Cut the power ``cuts`` times at random moments: (every problem found, cuts that came while logging)."""
+             stop_at_first_loss: bool = False) -> Campaign:
+    """Cut the power ``cuts`` times at random moments and check the card after each."""
     rng = random.Random(seed)
     promised: dict[Path, Acknowledged] = defaultdict(Acknowledged)
     run_boot(switch.mountpoint / "calibration", 0, switch, Acknowledged())
     operations_per_boot = switch.operations()
     problems: list[str] = []
-    while_logging = 0
+    while_logging = torn_tails = 0
     for boot in range(1, cuts + 1):
         card = switch.mountpoint / f"card{boot // BOOTS_PER_CARD}"
         mode = "torn" if rng.random() < TORN_SHARE else "lazy"
@@ -152,6 +162,7 @@ def campaign(switch: PowerSwitch, ledger: Ledger, tmp_path: Path, cuts: int, see
             continue
         checked = check_card(card)
         found += checked.problems
+        torn_tails += sum("torn last line" in f.message for f in checked.contents.findings)
         db = tmp_path / f"{card.name}.duckdb"
         result = collect([card], db, now=BOOT_START + timedelta(days=cuts + 1))
         found += [f"collect: {f.message}" for f in result.findings if f.check == "rows"]
@@ -159,15 +170,16 @@ def campaign(switch: PowerSwitch, ledger: Ledger, tmp_path: Path, cuts: int, see
         problems += [f"cut {boot} ({mode}): {p}" for p in found]
         if found and stop_at_first_loss:
             break
-    return problems, while_logging
+    return Campaign(problems, while_logging, torn_tails)
 
 
 def test_power_cut_at_random_moments_loses_no_acknowledged_write(card_power: tuple[PowerSwitch, Ledger],
                                                                      tmp_path: Path) -> None:
     switch, ledger = card_power
-    problems, while_logging = campaign(switch, ledger, tmp_path, CUTS, seed=20240501)
-    assert not problems, "\n".join(problems[:20])
-    assert while_logging >= 100, "most cuts hit the writer mid-boot (the rest after a clean close)"
+    result = campaign(switch, ledger, tmp_path, CUTS, seed=20240501)
+    assert not result.problems, "\n".join(result.problems[:20])
+    assert result.while_logging >= 100, "most cuts hit the writer mid-boot (the rest after a clean close)"
+    assert result.torn_tails > 0, "torn cuts left half lines for the reader to skip"
     assert len(ledger.files) > 100 and len(ledger.segments) > 200, "the campaign wrote clips, manifests, segments"
 
 
@@ -194,5 +206,5 @@ def test_the_campaign_fails_when_an_fsync_is_removed(card_power: tuple[PowerSwit
     switch, ledger = card_power
     assert callable(remove_fsync)
     remove_fsync(monkeypatch)
-    problems, _ = campaign(switch, ledger, tmp_path, 30, seed=7, stop_at_first_loss=True)
+    problems = campaign(switch, ledger, tmp_path, 30, seed=7, stop_at_first_loss=True).problems
     assert any("acknowledged" in p or "flushed but" in p for p in problems), problems

@@ -161,7 +161,7 @@ def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[Finding]:
 def gap_events(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     """Audio the unit lost while recording (``gap`` events: stream lost, ring overwritten): never analysed."""
     rows = con.execute("""
-        SELECT unit_id, count(*), sum(s), max(s), arg_max(utc, s) FROM (
+        SELECT unit_id, count(*), count(s), sum(s), max(s), arg_max(utc, s) FROM (
             SELECT unit_id, utc, coalesce(TRY_CAST(json_extract_string(fields, '$.seconds') AS DOUBLE),
                                           (TRY_CAST(json_extract_string(fields, '$.end_sample') AS BIGINT) - sample)
                                           / b.sample_rate) AS s
@@ -169,10 +169,15 @@ def gap_events(con: duckdb.DuckDBPyConnection) -> list[Finding]:
                  USING (unit_id, boot_id)
             WHERE kind = 'gap')
         GROUP BY unit_id ORDER BY unit_id""").fetchall()
-    return [Finding("warning", "effort", f"unit {unit}: {count} gap(s) in the audio while recording, "
-                    f"{total or 0:.1f} s in all (largest {largest or 0:.1f} s at {at:%Y-%m-%d %H:%M:%S} UTC); "
-                    "nothing was analysed there, so absences in those spans are unknown")
-            for unit, count, total, largest, at in rows]
+    findings = []
+    for unit, gaps, measured, total, largest, at in rows:
+        length = (f"{total:.1f} s in all (largest {largest:.1f} s at {at:%Y-%m-%d %H:%M:%S} UTC)" if measured else
+                  "length not recorded")
+        unknown = f", {gaps - measured} of unknown length" if measured and measured < gaps else ""
+        findings.append(Finding("warning", "effort", f"unit {unit}: {gaps} gap(s) in the audio while recording, "
+                                f"{length}{unknown}; nothing was analysed there, so absences in those spans are "
+                                "unknown"))
+    return findings
 
 
 def scheduled_off_spans(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[datetime, datetime]]]:
