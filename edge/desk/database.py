@@ -200,7 +200,7 @@ def ingest(con: duckdb.DuckDBPyConnection, contents: CardContents) -> IngestCoun
     try:
         for table, (staging, select) in stagings.items():
             read[table] = len(next(iter(staging.values()))) if staging else 0
-            added[table], unusable[table] = _insert(con, table, staging, select)
+            added[table], unusable[table] = _insert(con, table, staging, select) if read[table] else (0, 0)
         pairs = _unit_boots(contents)
         if pairs:
             added["card_boots"], _ = _insert(con, "card_boots", _object_columns(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,17 +182,24 @@ class Ledger:
                     getattr(module, "atomic_write", None) is original_atomic:
                 patch(module, "atomic_write", atomic_write)
 
-    def losses(self, card: Path) -> list[str]:
-        """Acknowledged bytes under ``card`` not there exactly as acknowledged (call with the power back on)."""
+    def losses(self, card: Path, copy: Path | None = None) -> list[str]:
+        """Acknowledged bytes under ``card`` not there exactly as acknowledged (call with the power back on).
+
+        ``copy``: look in this copy of the card instead (taken after the cut, as at the desk).
+        """
         under = f"{card}/"
+
+        def where(name: str) -> Path:
+            return copy / name[len(under):] if copy is not None else Path(name)
+
         problems = []
         for final, record in self.segments.items():
             if final.startswith(under):
-                problems.extend(_segment_losses(Path(final), record))
+                problems.extend(_segment_losses(where(final), replace(record, open_path=str(where(record.open_path)))))
         for name, digest in self.files.items():
             if not name.startswith(under):
                 continue
-            path = Path(name)
+            path = where(name)
             if not path.is_file():
                 problems.append(f"{path}: acknowledged (renamed after fsync) but gone")
             elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
