@@ -270,25 +270,27 @@ def test_re_collecting_does_not_grow_the_findings_table(tmp_path: Path) -> None:
     assert count(db, "SELECT count(*) FROM findings") == first
 
 
-def resolved_config(highpass_hz: int, hop_s: float) -> dict[str, object]:
+def resolved_config(unit_id: str, highpass_hz: int, hop_s: float) -> dict[str, object]:
     """What the per-boot manifest carries in ``boot_info["config"]`` (the whole resolved unit config)."""
-    return {"audio": {"highpass_hz": highpass_hz, "device": "pulse"}, "analysis": {"hop_s": hop_s, "cooldown_s": 30},
+    return {"unit": {"unit_id": unit_id, "deployment_id": "marsh-2024"},
+            "audio": {"highpass_hz": highpass_hz, "device": "pulse"}, "analysis": {"hop_s": hop_s, "cooldown_s": 30},
             "schedule": {"mode": "always"}}
 
 
 def test_config_drift_names_the_setting_that_differs_between_units_and_boots(tmp_path: Path) -> None:
     write_card(tmp_path / "a", "AM-01", minutes=2,
-               boot_info={"config_hash": "h1", "hop_s": 5.0, "config": resolved_config(100, 5.0)})
+               boot_info={"config_hash": "h1", "hop_s": 5.0, "config": resolved_config("AM-01", 100, 5.0)})
     write_card(tmp_path / "b", "AM-02", minutes=2,
-               boot_info={"config_hash": "h2", "hop_s": 5.0, "config": resolved_config(0, 5.0)})
+               boot_info={"config_hash": "h2", "hop_s": 5.0, "config": resolved_config("AM-02", 0, 5.0)})
     write_card(tmp_path / "b", "AM-02", minutes=2, start=T0 + timedelta(days=1), boot_id="20240502T210000Z-00000b",
-               boot_info={"config_hash": "h3", "hop_s": 2.5, "config": resolved_config(0, 2.5)})
+               boot_info={"config_hash": "h3", "hop_s": 2.5, "config": resolved_config("AM-02", 0, 2.5)})
     result = collect([tmp_path / "a", tmp_path / "b"], tmp_path / "db.duckdb", now=COLLECTED)
     drift = messages(result.findings, "config drift")
     assert any("'audio.highpass_hz'" in m and "100 on AM-01" in m and "0 on AM-02" in m for m in drift), drift
     assert any("AM-02" in m and "20240502T210000Z-00000b" in m and "analysis.hop_s 5.0 -> 2.5" in m for m in drift)
     assert not any("config_hash" in m for m in drift), "the hash only repeats what the settings already say"
     assert not any("'hop_s'" in m for m in drift), "a copy of a config key is not reported twice"
+    assert not any("unit_id" in m for m in drift), "each unit's own id is not drift"
 
 
 def test_a_gap_event_without_a_length_is_still_reported(tmp_path: Path) -> None:

@@ -12,6 +12,10 @@ the card is checked and the next boot starts on what survived:
 * ``logs collect`` ingests every row on the card.
 
 The same campaign with one fsync removed from the writer must fail.
+
+A new kind of card record (issue 13's window embeddings, ...) written through ``AppendSegment`` or
+``atomic_write`` is covered by the ledger as it is: add its writes to :func:`run_boot` and, for a folder the
+desk reader does not parse, a reader to ``tests.powercut.harness.EXTRA_READERS``.
 """
 
 from __future__ import annotations

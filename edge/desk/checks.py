@@ -30,6 +30,8 @@ BOOTS_LISTED = 5
 CONFIG_COPIES = ("config_hash", "thresholds", "hysteresis", "confirm", "window_s", "hop_s", "backend")
 """Boot-record keys derived from the resolved config: compared through ``boot_info["config"]`` when it is there."""
 ABSENT = "<absent>"
+IDENTITY_SECTION = "unit"
+"""The config section naming the recorder (unit_id, deployment_id): different on every unit, not a setting."""
 
 EXACT_TIMES = """
     SELECT unit_id, boot_id, utc AS t FROM detections UNION ALL
@@ -256,7 +258,7 @@ def _settings(info: dict[str, Any]) -> dict[str, str]:
     if not isinstance(config, dict):
         return _flatten(info)
     flat = _flatten({k: v for k, v in info.items() if k != "config" and k not in CONFIG_COPIES})
-    flat.update(_flatten(config))
+    flat.update(_flatten({k: v for k, v in config.items() if k != IDENTITY_SECTION}))
     return flat
 
 
