@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -238,6 +239,18 @@ def test_a_unit_id_that_is_not_utf8_is_a_card_error_not_a_phantom_unit(tmp_path:
     assert segment.name in error and "1 row(s)" in error
     assert count(db, "SELECT count(DISTINCT unit_id) FROM card_boots") == 1
     assert count(db, "SELECT count(*) FROM detections") == 22, "the corrupt row is dropped, the others kept"
+
+
+def test_a_damaged_file_name_is_a_card_error_not_a_crash(tmp_path: Path) -> None:
+    log = write_card(tmp_path / "card", "AM-01", minutes=2)
+    (segment,) = (tmp_path / "card" / "detections").glob("*.csv")
+    damaged = os.fsencode(tmp_path / "card" / "detections") + f"/2024-05-01_{log.boot_id}_00".encode() + b"\xff.csv"
+    with open(damaged, "wb") as handle:
+        handle.write(segment.read_bytes())
+    db = tmp_path / "db.duckdb"
+    result = collect([tmp_path / "card"], db, now=COLLECTED)
+    assert any("file name damaged" in m for m in messages(result.findings, "card", "error"))
+    assert count(db, "SELECT count(*) FROM detections") == 23
 
 
 def test_back_to_back_boots_of_one_unit_on_two_cards_are_not_two_recorders(tmp_path: Path) -> None:

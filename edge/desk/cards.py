@@ -29,7 +29,7 @@ DETECTION_KEY = ("unit_id", "boot_id", "stream", "start_sample", "label")
 EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc")
 NOT_UTF8 = "\ufffd"
 """What the segment reader puts in place of bytes that are not UTF-8: such a row's ids cannot be trusted."""
-CLIP_SUFFIXES = (".wav",)
+CLIP_SUFFIXES = (".wav", ".flac")
 """Clip files whose GUANO metadata says where they lie in their stream."""
 CLIP_COLUMNS = ("unit_id", "boot_id", "label", "event_start_sample", "clip_start_sample", "sample_rate",
                 "length_s", "path")
@@ -116,6 +116,10 @@ def _segments(folder: Path, extension: str, contents: CardContents,
               versions: dict[str, int]) -> list[Path]:
     paths = []
     for path in sorted(folder.glob(f"*.{extension}")) + sorted(folder.glob(f"*.{extension}{OPEN_SUFFIX}")):
+        if not path.name.isascii():  # the writer names segments in ASCII: anything else is a damaged entry
+            contents.note("error", "card", f"{ascii(str(path))}: file name damaged (not ASCII; card corruption); "
+                          "skipped: copy the card again or check it with fsck")
+            continue
         match = SEGMENT_NAME.match(path.name)
         if match is None:
             contents.note("info", "files", f"{path}: not a card-log segment name; ignored")
@@ -188,6 +192,9 @@ def _read_clips(folder: Path, contents: CardContents) -> None:
     """Each clip with GUANO metadata, so exports can point at a real audio file."""
     for path in sorted(p for p in folder.glob("*/*") if p.suffix in CLIP_SUFFIXES and
                        not p.name.startswith(TEMP_PREFIX)):
+        if not str(path.relative_to(folder)).isascii():
+            contents.note("error", "card", f"{ascii(str(path))}: clip name damaged (not ASCII); skipped")
+            continue
         try:
             guano = read_guano(path)
             row: list[str | None] = [guano["Serial"], guano["BIOL|Boot"], guano["Species Auto ID"],
