@@ -1,7 +1,8 @@
 """TensorRT backend: a strongly typed engine from the bundle, name-based I/O, device buffers allocated once.
 
 CUDA through cuda-python (never torch). An engine built by another TensorRT version or on another GPU
-model is refused with a hint to rebuild it on this unit.
+model, or from an ONNX file the bundle no longer holds (re-exported or re-quantised since), is refused with
+a hint to rebuild it on this unit.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def engine_mismatch(details: Mapping[str, Any], trt_version: str, gpu_name: str,
     return None
 
 
+def stale_engine(bundle: Bundle, details: Mapping[str, Any]) -> str | None:
+    """Why an engine's recorded source ONNX is not the bundle's current one, or ``None`` when it is."""
+    source_key = details.get("source_model")
+    source = bundle.manifest.models.get(str(source_key))
+    if source is None:
+        return f"the engine was built from the {source_key} model, which the bundle no longer has"
+    if details.get("source_onnx_sha256") != bundle.manifest.files.get(source.path):
+        return f"the engine was built from another version of {source.path} (re-exported or re-quantised since)"
+    return None
+
+
 class TrtBackend:
     """Runs the bundle's ``trt-<precision>`` engine; batches above the engine's maximum are split."""
 
@@ -43,6 +55,10 @@ class TrtBackend:
         entry = bundle.model(key)
         if entry.runtime != "tensorrt":
             raise BackendError(f"the {key} model is for {entry.runtime}, not TensorRT", "pick another precision")
+        rebuild = f"rebuild it on this unit: `biolingual-export trt --bundle {bundle.root} --precision {precision}`"
+        stale = stale_engine(bundle, entry.details)
+        if stale:
+            raise BackendError(f"{key}: {stale}", rebuild)
         require_tensorrt()
         import tensorrt as trt
 
@@ -50,8 +66,7 @@ class TrtBackend:
         gpu_name, capability = gpu_identity(cudart)
         problem = engine_mismatch(entry.details, version(), gpu_name, capability)
         if problem:
-            raise BackendError(problem, f"rebuild it on this unit: `biolingual-export trt --bundle {bundle.root} "
-                                        f"--precision {precision}`")
+            raise BackendError(problem, rebuild)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine((bundle.root / entry.path).read_bytes())
