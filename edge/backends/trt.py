@@ -13,15 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.trt_api import cuda_call, gpu_identity, load_cudart, require_tensorrt, version
+from edge.backends.device_buffers import DeviceBuffers
+from edge.backends.trt_api import gpu_identity, load_cudart, require_tensorrt, version
 from edge.bundle import Bundle
 from edge.errors import BackendError
 from edge.precision_gate import model_key
 
 log = logging.getLogger(__name__)
-
-FLOAT32_BYTES = 4
-
 
 def engine_mismatch(details: Mapping[str, Any], trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
     """Why an engine recorded with ``details`` cannot run here, or ``None`` when it matches."""
@@ -81,13 +79,10 @@ class TrtBackend:
         for name in (self._input, self._output):
             if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 raise BackendError(f"engine tensor {name} is not float32", "rebuild from a bundle with float32 I/O")
-        self._host_out = np.empty((self.max_batch, self._dim), dtype=np.float32)
-        in_bytes = self.max_batch * int(np.prod(self._frame_shape)) * FLOAT32_BYTES
-        self._device_in = cuda_call(cudart, cudart.cudaMalloc(in_bytes))
-        self._device_out = cuda_call(cudart, cudart.cudaMalloc(self._host_out.nbytes))
-        self._stream = cuda_call(cudart, cudart.cudaStreamCreate())
-        self._context.set_tensor_address(self._input, int(self._device_in))
-        self._context.set_tensor_address(self._output, int(self._device_out))
+        self._buffers = DeviceBuffers(cudart, (self.max_batch, *self._frame_shape), (self.max_batch, self._dim))
+        device_in, device_out = self._buffers.addresses()
+        self._context.set_tensor_address(self._input, int(device_in))
+        self._context.set_tensor_address(self._output, int(device_out))
         log.info("TensorRT %s engine %s on %s", precision, entry.path, gpu_name)
 
     def embed(self, features: np.ndarray) -> np.ndarray:
@@ -96,29 +91,21 @@ class TrtBackend:
                                for i in range(0, features.shape[0], self.max_batch)])
 
     def _run(self, features: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        batch = np.ascontiguousarray(features, dtype=np.float32)
-        if batch.shape[1:] != self._frame_shape:
-            raise BackendError(f"features of shape {batch.shape[1:]}, engine expects {self._frame_shape}",
+        if features.shape[1:] != self._frame_shape:
+            raise BackendError(f"features of shape {features.shape[1:]}, engine expects {self._frame_shape}",
                                "use the bundle's frontend parameters")
-        n = batch.shape[0]
-        self._context.set_input_shape(self._input, batch.shape)
-        cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_in, batch.ctypes.data, batch.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
-        if not self._context.execute_async_v3(int(self._stream)):
+        buffers = self._buffers
+        host = buffers.upload(features)
+        self._context.set_input_shape(self._input, host.shape)
+        if not self._context.execute_async_v3(buffers.stream_handle):
             raise BackendError("TensorRT inference failed", "see the TensorRT log above; rebuild the engine")
-        out = self._host_out[:n]
-        cuda_call(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._device_out, out.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
-        cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream))
+        out = buffers.download(host.shape[0])
+        buffers.synchronize()
         return out.copy()
 
     def close(self) -> None:
         """Free the device buffers and stream (also done by the context manager)."""
-        cudart = self._cudart
-        for pointer in (self._device_in, self._device_out):
-            cuda_call(cudart, cudart.cudaFree(pointer))
-        cuda_call(cudart, cudart.cudaStreamDestroy(self._stream))
+        self._buffers.close()
 
     def __enter__(self) -> TrtBackend:
         return self
