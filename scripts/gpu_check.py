@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET_S = 450
-"""Whole-run budget; gpu_check.sh kills the run at 480 s, so the report is written before that."""
+BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "450"))
+"""Whole-run budget; gpu_check.sh kills the run 30 s later (480 s by default), so the report is written first."""
 TAIL_CHARS = 1500
 BUFFER_MAX_ABS = 1e-5
 """torch fp32 on the GPU vs the same result through our buffers: a copy, so only rounding of the reference."""
@@ -197,7 +197,7 @@ def tensorrt_path(report: Report, work: Path) -> None:
     steps: list[tuple[str, list[str], float]] = [
         ("random_checkpoint", ["-m", "export", "random-checkpoint", "--out", str(checkpoint)], 0.2),
         ("export_onnx", ["-m", "export", "onnx", "--out", str(bundle), "--model", str(checkpoint),
-                         "--parity-audio", str(audio)], 0.3),
+                         "--parity-audio", str(audio)], 0.5),
         ("calibrate", ["-m", "export", "calibrate", "--audio", str(audio), "--bundle", str(bundle),
                        "--out", str(calibration), "--windows", "48"], 0.2),
         ("quantize_fp16", ["-m", "export", "quantize", "--bundle", str(bundle), "--precision", "fp16"], 0.2),
