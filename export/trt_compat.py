@@ -155,10 +155,6 @@ def _first_output_only(node: onnx.NodeProto, _: Mapping[str, Any], __: _Graph) -
     return f"only the first output is supported ({used[0]} is used)" if used else None
 
 
-def _single_output(node: onnx.NodeProto, check: Mapping[str, Any], graph: _Graph) -> str | None:
-    return _first_output_only(node, check, graph)
-
-
 def _real_input(node: onnx.NodeProto, _: Mapping[str, Any], graph: _Graph) -> str | None:
     shape = graph.shapes.get(_input(node, 0))
     if shape and shape[-1] == 2:
@@ -215,7 +211,6 @@ CHECKS: dict[str, Callable[[onnx.NodeProto, Mapping[str, Any], _Graph], str | No
     "attribute_in": _attribute_in,
     "attribute_absent": _attribute_absent,
     "first_output_only": _first_output_only,
-    "single_output": _single_output,
     "real_input": _real_input,
     "qdq": _qdq,
 }

@@ -3,9 +3,11 @@ onnx-tensorrt's docs/operators.md gives for each TensorRT version."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -228,3 +230,31 @@ def test_table_has_one_sourced_row_per_operator_and_version_with_checks_that_mat
             if row["op"] != "Dropout":  # is_training is the table's name for the training_mode input
                 assert name in constant_inputs, row
     assert operator_row("Gelu", "10.3") is not None and operator_row("Gelu", "10.3").supported  # type: ignore[union-attr]
+
+
+def table_tool() -> ModuleType:
+    """scripts/trt_operator_table.py, the tool that writes the table's rows."""
+    spec = importlib.util.spec_from_file_location("trt_operator_table",
+                                                  TABLE_FILE.parents[1] / "scripts" / "trt_operator_table.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_stored_checks_are_what_the_table_tool_derives_from_each_rows_text() -> None:
+    tool = table_tool()
+    for row in json.loads(TABLE_FILE.read_text(encoding="utf-8"))["rows"]:
+        assert row["checks"] == tool.derive_checks(row["op"], row["supported"], row["restrictions"]), row
+
+
+def test_table_tool_reads_an_operators_md_support_matrix() -> None:
+    tool = table_tool()
+    text = ("| Operator | Supported | Supported Types | Restrictions |\n|---|---|---|---|\n"
+            "| Pad                       | Y          | FP32, FP16 | `axes` must be an initializer |\n"
+            "| HannWindow                | N          |\n")
+    rows = tool.parse_operators_md(text)
+    assert rows == {"Pad": {"supported": True, "types": "FP32, FP16", "restrictions": "`axes` must be an initializer"},
+                    "HannWindow": {"supported": False, "types": "", "restrictions": ""}}
+    assert {"kind": "constant_input", "name": "axes", "index": 3} in tool.derive_checks("Pad", True,
+                                                                                        rows["Pad"]["restrictions"])
