@@ -35,6 +35,7 @@ SAMPLE_RATE = 48_000
 SYNTHETIC_SECONDS = 30
 ENGINE_PRECISIONS = ("fp16", "int8", "fp32")
 FIELD_AUDIO = "field recordings"
+CHECK_LABELS = ("great plains toad", "eurasian magpie", "ruffed grouse", "rain", "wind")
 NOTHING_RAN = 3
 """Exit status when no check could run here (no GPU, or none of its libraries): not a pass."""
 
@@ -194,10 +195,14 @@ def tensorrt_path(report: Report, work: Path) -> None:
     audio, kind = field_audio(work)
     report.data["environment"]["audio"] = kind
     bundle, checkpoint, calibration = work / "bundle", work / "checkpoint", work / "calibration"
+    labels = work / "labels.txt"
+    labels.write_text("\n".join(CHECK_LABELS) + "\n", encoding="utf-8")  # verify ranks labels: it needs some
     steps: list[tuple[str, list[str], float]] = [
         ("random_checkpoint", ["-m", "export", "random-checkpoint", "--out", str(checkpoint)], 0.2),
         ("export_onnx", ["-m", "export", "onnx", "--out", str(bundle), "--model", str(checkpoint),
                          "--parity-audio", str(audio)], 0.5),
+        ("labels", ["-m", "export", "labels", "--bundle", str(bundle), "--model", str(checkpoint),
+                    "--labels", str(labels)], 0.2),
         ("calibrate", ["-m", "export", "calibrate", "--audio", str(audio), "--bundle", str(bundle),
                        "--out", str(calibration), "--windows", "48"], 0.2),
         ("quantize_fp16", ["-m", "export", "quantize", "--bundle", str(bundle), "--precision", "fp16"], 0.2),
