@@ -19,6 +19,19 @@ from edge.labels import LabelList
 from edge.scoring import Scorer
 
 DEFAULT_BINS = 5
+WINDOW_AUDIO_SQL = """
+    SELECT w.window_id, w.unit_id, CAST(w.start_utc AS VARCHAR), CAST(w.end_utc AS VARCHAR),
+           coalesce(w.source_path, c.path),
+           CASE WHEN w.source_path IS NOT NULL THEN w.source_offset / w.sample_rate
+                ELSE w.start_sample / w.sample_rate - c.clip_start_sample / c.sample_rate END,
+           (w.end_sample - w.start_sample) / w.sample_rate
+    FROM windows w LEFT JOIN clips c
+      ON c.unit_id = w.unit_id AND c.boot_id = w.boot_id
+     AND c.clip_start_sample / c.sample_rate <= w.start_sample / w.sample_rate
+     AND c.clip_start_sample / c.sample_rate + c.length_s >= w.end_sample / w.sample_rate
+    WHERE w.window_id IN ({ids})
+    QUALIFY row_number() OVER (PARTITION BY w.window_id ORDER BY c.path) = 1"""
+"""Per window its audio: the recording it was analysed from, else a card clip that covers it (seconds)."""
 REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
                   "audio", "verdict", "labels_key", "model_sha256", "score_mode")
 
@@ -34,7 +47,7 @@ class ReviewItem:
     label: str
     score: float
     source_path: str
-    """Recording the window came from ('' when only the card's embedding exists)."""
+    """Recording (or card clip) holding the window's audio; '' when only its embedding exists."""
     source_start_s: float | None
     length_s: float
 
@@ -75,19 +88,16 @@ def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: 
         picks = {name: window_ids[stratified_sample(all_scores[:, col], per_label, bins, rng)]
                  for col, name in enumerate(scorer.label_set.names)}
         wanted = sorted({int(i) for chosen in picks.values() for i in chosen})
-        meta = {row[0]: row[1:] for row in run(con, f"""
-            SELECT window_id, unit_id, CAST(start_utc AS VARCHAR), CAST(end_utc AS VARCHAR), coalesce(source_path, ''),
-                   source_offset, sample_rate, end_sample - start_sample
-            FROM windows WHERE window_id IN ({", ".join(map(str, wanted)) or "NULL"})""")}
+        meta = {row[0]: row[1:] for row in run(con, WINDOW_AUDIO_SQL.format(ids=", ".join(map(str, wanted)) or "NULL"))}
     finally:
         con.close()
     position = {int(w): i for i, w in enumerate(window_ids)}
     items = []
     for col, name in enumerate(scorer.label_set.names):
         for wid in picks[name]:
-            unit, start, end, source, offset, rate, length = meta[int(wid)]
+            unit, start, end, source, source_start_s, length_s = meta[int(wid)]
             items.append(ReviewItem(int(wid), unit, start, end, name, float(all_scores[position[int(wid)], col]),
-                                    source, None if offset is None else offset / rate, length / rate))
+                                    source or "", source_start_s, length_s))
     return items
 
 
