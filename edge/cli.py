@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from edge.analyze import AnalyzeOptions, analyze_paths
+from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.bench import bench_command
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.desk.cli import logs_app
+from edge.workunits import DEFAULT_UNIT_S
 
 app = typer.Typer(
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",
@@ -48,27 +49,40 @@ def analyze(
     top_k: Annotated[int, typer.Option("--top-k", help="Labels kept per window.")] = 1,
     precision: Annotated[str, typer.Option(help="Model precision in the bundle: fp32, fp16, int8.")] = "fp32",
     score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads per worker (default: cores / workers).")]
+    = None,
     batch: Annotated[int, typer.Option(help="Windows per inference call.")] = 4,
     force_precision: Annotated[bool, typer.Option(help="Use a precision whose parity report is missing/failed.")]
+    = False,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (Ray: actors); default: one per core.")]
+    = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (pip install 'biolingual-edge[ray]').")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one).")]
+    = None,
+    unit: Annotated[float, typer.Option(help="Seconds of audio per work unit (long files are split).")]
+    = DEFAULT_UNIT_S,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT instead of starting over.")]
     = False,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
                              force_precision=force_precision)
+    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address, unit_s=unit, resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)
 
-        def on_file(done: int, total: int, name: str) -> None:
+        def on_progress(done: int, total: int, name: str) -> None:
             progress.update(task, completed=done, total=total, description=name[-40:])
 
-        result = analyze_paths(paths, labels, bundle, out, options, on_file)
+        result = analyze_paths(paths, labels, bundle, out, options, on_progress, run_options)
     for failure in result.failures:
         stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+    resumed = f" ({result.units_resumed} of {result.units} units from the earlier run)" if result.units_resumed else ""
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
-                 f"{len(result.failures)} failed -> {result.csv_path}")
+                 f"{len(result.failures)} failed -> {result.csv_path}{resumed}")
     if result.failures:
         raise typer.Exit(1)
 

@@ -22,15 +22,29 @@ def seconds(samples: int, sample_rate: int) -> str:
     return f"{samples / sample_rate:.3f}"
 
 
-class DetectionsCsv:
-    """Appends one row per detection to ``detections.csv``; flushed after every recording."""
+def _reopen(path: Path, resume_at: int | None) -> TextIO:
+    """A new file, or (``resume_at``) the existing one cut back to that many bytes, positioned at its end."""
+    if resume_at is None:
+        return open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (the caller closes it)
+    handle = open(path, "r+", newline="", encoding="utf-8")  # noqa: SIM115
+    handle.truncate(resume_at)
+    handle.seek(resume_at)
+    return handle
 
-    def __init__(self, out_dir: Path, sample_rate: int) -> None:
+
+class DetectionsCsv:
+    """Appends one row per detection to ``detections.csv``; flushed after every recording.
+
+    ``resume_at``: continue an interrupted run's file, cut back to this many bytes (a work-log checkpoint).
+    """
+
+    def __init__(self, out_dir: Path, sample_rate: int, resume_at: int | None = None) -> None:
         self.path = out_dir / DETECTIONS_CSV
         self.sample_rate = sample_rate
-        self._handle: TextIO = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._handle: TextIO = _reopen(self.path, resume_at)
         self._writer = csv.writer(self._handle)
-        self._writer.writerow(CSV_COLUMNS)
+        if resume_at is None:
+            self._writer.writerow(CSV_COLUMNS)
 
     def write(self, recording: Path, detections: list[Detection], start_utc: datetime | None) -> None:
         for d in detections:
@@ -41,17 +55,44 @@ class DetectionsCsv:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
+    def position(self) -> int:
+        """Bytes written so far (all durable after :meth:`write`)."""
+        return self._handle.tell()
+
     def close(self) -> None:
         self._handle.close()
 
 
-def write_raven_table(path: Path, detections: list[Detection], sample_rate: int,
-                      low_hz: float, high_hz: float) -> None:
-    """Raven Pro selection table (tab-separated, one selection per detection)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(RAVEN_COLUMNS)
-        for number, d in enumerate(detections, start=1):
-            writer.writerow([number, "Spectrogram 1", 1, seconds(d.start_sample, sample_rate),
-                             seconds(d.end_sample, sample_rate), f"{low_hz:g}", f"{high_hz:g}",
-                             d.label, f"{d.score:.6g}", d.rank])
+class RavenTable:
+    """A Raven Pro selection table (tab-separated, one selection per detection), appended to in pieces.
+
+    ``resume_at`` = (bytes, selections) continues an interrupted table cut back to that checkpoint.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, low_hz: float, high_hz: float,
+                 resume_at: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self.sample_rate = sample_rate
+        self.low_hz = low_hz
+        self.high_hz = high_hz
+        self._handle = _reopen(path, None if resume_at is None else resume_at[0])
+        self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
+        self.selections = 0 if resume_at is None else resume_at[1]
+        if resume_at is None:
+            self._writer.writerow(RAVEN_COLUMNS)
+
+    def write(self, detections: list[Detection]) -> None:
+        for d in detections:
+            self.selections += 1
+            self._writer.writerow([self.selections, "Spectrogram 1", 1, seconds(d.start_sample, self.sample_rate),
+                                   seconds(d.end_sample, self.sample_rate), f"{self.low_hz:g}", f"{self.high_hz:g}",
+                                   d.label, f"{d.score:.6g}", d.rank])
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def position(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        self._handle.close()
+
