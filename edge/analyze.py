@@ -80,12 +80,19 @@ def _check_run(run: RunOptions) -> None:
         raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
 
 
-def _results(spec: AnalysisSpec, units: list[WorkUnit], run: RunOptions, workers: int) -> Iterator[UnitResult]:
+def _workers_and_threads(run: RunOptions, threads: int | None) -> tuple[int | None, int]:
+    """Workers (None: let the Ray cluster's CPUs decide) and ONNX Runtime threads per worker."""
+    if run.ray_address is not None:
+        return run.workers, threads or 1  # the cluster's cores are not this machine's
+    return split_threads(run.workers, threads, available_cores())
+
+
+def _results(spec: AnalysisSpec, units: list[WorkUnit], run: RunOptions, workers: int | None) -> Iterator[UnitResult]:
     if run.engine == "ray":
         from edge.desk.ray_engine import run_ray
 
-        return run_ray(spec, units, workers, run.ray_address)
-    return run_local(spec, units, workers)
+        return run_ray(spec, units, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
+    return run_local(spec, units, workers or 1)
 
 
 def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
@@ -111,7 +118,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     rate = frontend_params.sampling_rate
     grid = WindowGrid(round(options.window_s * rate), round(options.hop_s * rate), options.batch)
     units = plan_units(files, rate, grid, round(run.unit_s * rate))
-    workers, threads = split_threads(run.workers, options.threads, available_cores())
+    workers, threads = _workers_and_threads(run, options.threads)
     spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
                         verify_bundle=run.engine == "ray")
     description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,

@@ -85,7 +85,7 @@ BLOCK_TORCH = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'transformers'):
+        if name.split('.')[0] in ('torch', 'transformers', 'ray', 'pyarrow', 'duckdb'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from edge.cli import app
