@@ -6,8 +6,9 @@ inference batch holds the same windows as in one pass over the whole file, and t
 owns the end-aligned tail window. Concatenating the windows of a file's units in order therefore gives
 exactly the windows of :class:`edge.windowing.Windower` over the whole file (``tests/test_workunits.py``).
 
-Files that need resampling (or that cannot be seeked sample-exactly, like MP3) are one whole-file unit:
-a resampler restarted mid-file would not reproduce the single pass bit for bit.
+Files at another rate are read through :class:`edge.audio.seekable.SeekableAudio`, whose segment-wise
+resampling gives any range exactly as one pass would; only files that cannot be seeked sample-exactly
+(MP3, Ogg) are one whole-file unit, streamed from sample 0.
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
-from edge.audio.chunk import downmix
 from edge.audio.files import stream_file
-from edge.errors import AudioError
+from edge.audio.seekable import SEEKABLE_FORMATS, SeekableAudio, resampled_length
 from edge.pipeline import batched_windows
 from edge.windowing import Window, Windower
 
-SEEKABLE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF"})
-"""libsndfile formats whose seek is sample-exact (MP3 and Ogg are not split)."""
 DEFAULT_UNIT_S = 300.0
 """Audio per work unit, seconds: small enough to spread one long recording over many workers and to lose
 little on a kill, large enough that per-unit overhead (open, seek, first full log-mel) stays negligible."""
@@ -73,14 +70,14 @@ class WorkUnit:
 
 
 def splittable_length(path: Path, rate: int) -> int | None:
-    """Frames of ``path`` when it is at ``rate`` and sample-exactly seekable, else None (one whole-file unit)."""
+    """Samples of ``path`` at ``rate`` when it is sample-exactly seekable, else None (one whole-file unit)."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         return None  # the whole-file unit reports the error when it is analysed
-    if info.samplerate != rate or info.format not in SEEKABLE_FORMATS or info.frames <= 0:
+    if info.format not in SEEKABLE_FORMATS or info.frames <= 0:
         return None
-    return int(info.frames)
+    return resampled_length(int(info.frames), int(info.samplerate), rate)
 
 
 def plan_units(files: list[Path], rate: int, grid: WindowGrid, unit_samples: int) -> list[WorkUnit]:
@@ -119,33 +116,15 @@ def unit_window_spans(unit: WorkUnit, grid: WindowGrid) -> list[tuple[int, int]]
     return spans
 
 
-def _read_span(handle: sf.SoundFile, path: Path, start: int, end: int) -> np.ndarray:
-    try:
-        handle.seek(start)
-        frames = handle.read(end - start, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: decoding failed at {start / handle.samplerate:.1f} s ({e})",
-                         "the file may be truncated; re-copy it from the card") from e
-    if frames.shape[0] != end - start:
-        raise AudioError(f"{path}: audio ends at {(start + frames.shape[0]) / handle.samplerate:.1f} s, before "
-                         f"the {end / handle.samplerate:.1f} s its header promises",
-                         "the file is truncated; re-copy it from the card")
-    return downmix(frames)
-
-
 def unit_batches(unit: WorkUnit, rate: int, grid: WindowGrid) -> Iterator[list[Window]]:
     """The unit's windows in inference batches, decoded batch by batch (memory bounded by one batch)."""
     if unit.length is None:
         yield from batched_windows(stream_file(unit.path, rate), Windower(grid.window, grid.hop), grid.batch)
         return
     spans = unit_window_spans(unit, grid)
-    try:
-        handle = sf.SoundFile(str(unit.path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{unit.path}: not a readable audio file ({e})", "convert it to WAV or FLAC") from e
-    with handle:
+    with SeekableAudio(unit.path, rate) as audio:
         for i in range(0, len(spans), grid.batch):
             batch = spans[i : i + grid.batch]
             lo, hi = batch[0][0], max(end for _, end in batch)
-            samples = _read_span(handle, unit.path, lo, hi)
+            samples = audio.read(lo, hi)
             yield [Window(s, samples[s - lo : e - lo].copy()) for s, e in batch]
