@@ -147,7 +147,8 @@ def main() -> None:
     print(f"per-window cost (pool, all cores): {1e3 * per_window_core_s:.0f} core-ms")
     season = projection(per_window_core_s, ray_steady if ray_steady and ray_steady > 0 else 0.0)
     print(f"\nProjection (estimate): {SEASON_UNITS} units × {SEASON_DAYS} days of continuous audio, "
-          f"{season[0]['windows']:.3g} windows\n\n| nodes | cores/node | wall-clock days | real-time × |\n|---|---|---|---|")
+          f"{season[0]['windows']:.3g} windows\n")
+    print("| nodes | cores/node | wall-clock days | real-time × |\n|---|---|---|---|")
     for row in season:
         print(f"| {row['nodes']} | {row['cores_per_node']} | {row['days']:.2f} | {row['realtime_x']:.0f} |")
     if args.json:
