@@ -5,8 +5,8 @@ makes the outputs durable, then appends a line to the work log with their sizes;
 output back to the last logged line and continues with the first unit not logged, so a killed run neither
 redoes a logged unit nor duplicates a row.
 
-Other outputs plug in as :class:`UnitSink`: written after the built-in ones, their ``checkpoint()`` is stored in
-the same log line and handed back on resume through :meth:`WorkLog.sink_state`.
+Other outputs (an embedding archive, say) plug in as :class:`UnitSink`: written after the built-in ones,
+their ``checkpoint()`` is stored in the same log line and handed back to ``resume()`` when the writer opens.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,10 @@ class UnitSink(Protocol):
     """An extra output of an analyze run (e.g. an embedding archive), fed by the single writer in plan order."""
 
     name: str
+
+    def resume(self, state: Any) -> None:
+        """Called once before any write: ``state`` is what ``checkpoint()`` returned at the last logged unit
+        (None when the run starts over); cut the output back to it, since later writes were never logged."""
 
     def write(self, unit: WorkUnit, result: UnitResult) -> None:
         """Store one unit's results durably (flushed and fsync'd) before returning."""
@@ -147,13 +152,22 @@ class AnalysisWriter:
         self._table: RavenTable | None = None
         self._table_file: int | None = None
         self.totals = WriteTotals()
+        self._starts: dict[int, datetime | None] = {}
         for entry in worklog.entries:
             self._count(entry["file"], entry["detections"], entry["error"])
+        for sink in sinks:
+            sink.resume(worklog.sink_state(sink.name))
 
     def _count(self, file_index: int, detections: int, error: str | None) -> None:
         self.totals.detections += detections
         if error is not None:
             self.totals.failures.setdefault(file_index, error)
+
+    def _start_utc(self, file_index: int) -> datetime | None:
+        """UTC start of a recording, looked up once per file (all its units share it)."""
+        if file_index not in self._starts:
+            self._starts[file_index] = start_time_from_name(self.files[file_index])
+        return self._starts[file_index]
 
     def _table_for(self, file_index: int) -> RavenTable:
         if self._table is not None and self._table_file == file_index:
@@ -175,7 +189,7 @@ class AnalysisWriter:
         detections = list(result.detections)
         raven = None
         if result.error is None:
-            self.csv.write(unit.path, detections, start_time_from_name(unit.path))
+            self.csv.write(unit.path, detections, self._start_utc(unit.file_index))
             table = self._table_for(unit.file_index)
             table.write(detections)
             raven = {"file": unit.file_index, "bytes": table.position(), "rows": table.selections}

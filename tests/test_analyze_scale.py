@@ -15,7 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.analysis_writer import WORKLOG_NAME
+from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.cli import app
+from edge.unit_analysis import UnitResult
+from edge.workunits import WorkUnit
 from tests.conftest import NIGHT, REPO
 
 runner = CliRunner()
@@ -115,3 +118,39 @@ def test_resume_refuses_a_different_job(archive: Path, example_bundle: Path, exa
     code, output = analyze(archive / "unit01", example_bundle, labels, tmp_path, "--workers", "1", "--hop", "2.5",
                            "--resume")
     assert code == 2 and "belongs to a different job" in output and "Traceback" not in output
+
+
+class CountingSink:
+    """An extra output that counts windows; its checkpoint is the units written so far."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.resumed_from: object = "never called"
+        self.windows: list[int] = []
+
+    def resume(self, state: object) -> None:
+        self.resumed_from = state
+
+    def write(self, unit: WorkUnit, result: UnitResult) -> None:
+        assert result.embeddings is not None and result.embeddings.shape[0] == len(result.window_starts)
+        self.windows.append(len(result.window_starts))
+
+    def checkpoint(self) -> int:
+        return len(self.windows)
+
+    def close(self) -> None:
+        pass
+
+
+def test_extra_sinks_get_every_window_embedding_and_their_checkpoint_on_resume(
+        toad_in_night: Path, example_bundle: Path, example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    first = CountingSink()
+    run = RunOptions(workers=1, unit_s=20)
+    analyze_paths([toad_in_night], example_labels[0], example_bundle, tmp_path, AnalyzeOptions(), run=run,
+                  sinks=[first], keep_embeddings=True)
+    assert first.resumed_from is None and first.windows == [4, 4, 3]
+    again = CountingSink()
+    result = analyze_paths([toad_in_night], example_labels[0], example_bundle, tmp_path, AnalyzeOptions(),
+                           run=RunOptions(workers=1, unit_s=20, resume=True), sinks=[again], keep_embeddings=True)
+    assert again.resumed_from == 3 and again.windows == [] and result.units_resumed == 3

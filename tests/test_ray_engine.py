@@ -53,6 +53,9 @@ class ListeningSockets:
         self.pids: set[int] = set()
         self.embedding_rows: list[int] = []
 
+    def resume(self, state: Any) -> None:
+        assert state is None  # a fresh run
+
     def write(self, unit: WorkUnit, result: UnitResult) -> None:
         self.embedding_rows.append(0 if result.embeddings is None else result.embeddings.shape[0])
         if self.pids:
