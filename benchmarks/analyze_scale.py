@@ -63,6 +63,21 @@ def analyze_run(recording: Path, bundle: Path, labels: Path, out: Path, *flags: 
             "csv": (out / "detections.csv").read_bytes()}
 
 
+def bench_inputs(workdir: Path, audio: Path, minutes: float) -> tuple[Path, Path, Path]:
+    """(INT8 bundle, its labels, the long recording), built once into ``workdir``."""
+    from daemon_fast import ensure_labels, long_recording
+    from precision_cpu import prepare
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    bundle = prepare(workdir, audio, "full")
+    labels = workdir / "daemon-labels.txt"
+    ensure_labels(bundle, workdir / "checkpoint", labels)
+    recording = workdir / "ten-minutes.wav"
+    if not recording.exists():
+        long_recording(audio, minutes, recording)
+    return bundle, labels, recording
+
+
 def projection(seconds_per_window_per_core: float, overhead: float) -> list[dict[str, Any]]:
     """Wall-clock days for a season on N nodes of C cores, from the measured per-window core cost."""
     windows = SEASON_UNITS * SEASON_DAYS * SECONDS_PER_DAY / HOP_S
@@ -87,18 +102,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from compare_baseline import in_child, reference_run
-    from daemon_fast import ensure_labels, long_recording
-    from precision_cpu import prepare
 
     from edge.analysis_pool import available_cores
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    bundle = prepare(args.workdir, args.audio, "full")
-    labels = args.workdir / "daemon-labels.txt"
-    ensure_labels(bundle, args.workdir / "checkpoint", labels)
-    recording = args.workdir / "ten-minutes.wav"
-    if not recording.exists():
-        long_recording(args.audio, args.minutes, recording)
+    bundle, labels, recording = bench_inputs(args.workdir, args.audio, args.minutes)
     audio_s = args.minutes * 60
     windows = int((audio_s - WINDOW_S) // HOP_S) + 1
     cores = available_cores()

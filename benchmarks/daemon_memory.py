@@ -70,16 +70,10 @@ def main() -> None:
         return
 
     import soundfile as sf
-    from daemon_fast import daemon_run, ensure_labels, long_recording
-    from precision_cpu import prepare
+    from analyze_scale import bench_inputs
+    from daemon_fast import daemon_run
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    bundle = prepare(args.workdir, args.audio, "full")
-    labels = args.workdir / "daemon-labels.txt"
-    ensure_labels(bundle, args.workdir / "checkpoint", labels)
-    recording = args.workdir / "ten-minutes.wav"
-    if not recording.exists():
-        long_recording(args.audio, 10, recording)
+    bundle, labels, recording = bench_inputs(args.workdir, args.audio, 10)
     minute = args.workdir / "one-minute.wav"
     samples, rate = sf.read(recording, frames=MINUTE_S * RATE, dtype="float32")
     sf.write(minute, samples, rate, subtype="PCM_16")

@@ -48,7 +48,9 @@ class ListeningSockets:
 
     name = "listening"
 
-    def __init__(self) -> None:
+    def __init__(self, already_running: set[int]) -> None:
+        self.already_running = already_running
+        """Our child processes before the job (e.g. multiprocessing's resource tracker): not Ray's."""
         self.sockets: list[tuple[str, int]] = []
         self.pids: set[int] = set()
         self.embedding_rows: list[int] = []
@@ -60,11 +62,11 @@ class ListeningSockets:
         self.embedding_rows.append(0 if result.embeddings is None else result.embeddings.shape[0])
         if self.pids:
             return
-        self.pids = descendants(os.getpid())
+        self.pids = descendants(os.getpid()) - self.already_running
         listing = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
         for line in listing.splitlines():
             pids = {int(p) for p in LISTEN_PID.findall(line)}
-            if pids & (self.pids | {os.getpid()}):
+            if pids & (self.pids | {os.getpid()}):  # the driver (this process) listens too
                 self.sockets.append((line.split()[3], min(pids)))
 
     def checkpoint(self) -> Any:
@@ -83,7 +85,7 @@ def test_ray_job_equals_local_pool_on_loopback_only(toad_in_night: Path, shared_
     options = AnalyzeOptions(top_k=2)
     local = analyze_paths([archive], example_labels[0], example_bundle, tmp_path / "local", options,
                           run=RunOptions(workers=1, unit_s=20))
-    sink = ListeningSockets()
+    sink = ListeningSockets(descendants(os.getpid()))
     remote = analyze_paths([archive], example_labels[0], example_bundle, tmp_path / "ray", options,
                            run=RunOptions(workers=2, unit_s=20, engine="ray"), sinks=[sink], keep_embeddings=True)
     assert (remote.detections, remote.units, remote.failures) == (local.detections, 5, [])

@@ -32,17 +32,35 @@ def _reopen(path: Path, resume_at: int | None) -> TextIO:
     return handle
 
 
-class DetectionsCsv:
+class _AppendedTable:
+    """A text table written row by row, made durable after each piece, cut back to a checkpoint on resume."""
+
+    def __init__(self, path: Path, resume_at: int | None, delimiter: str, lineterminator: str) -> None:
+        self.path = path
+        self._handle: TextIO = _reopen(path, resume_at)
+        self._writer = csv.writer(self._handle, delimiter=delimiter, lineterminator=lineterminator)
+
+    def _sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def position(self) -> int:
+        """Bytes written so far (all durable after ``write``)."""
+        return self._handle.tell()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class DetectionsCsv(_AppendedTable):
     """Appends one row per detection to ``detections.csv``; flushed after every recording.
 
     ``resume_at``: continue an interrupted run's file, cut back to this many bytes (a work-log checkpoint).
     """
 
     def __init__(self, out_dir: Path, sample_rate: int, resume_at: int | None = None) -> None:
-        self.path = out_dir / DETECTIONS_CSV
+        super().__init__(out_dir / DETECTIONS_CSV, resume_at, ",", "\r\n")
         self.sample_rate = sample_rate
-        self._handle: TextIO = _reopen(self.path, resume_at)
-        self._writer = csv.writer(self._handle)
         if resume_at is None:
             self._writer.writerow(CSV_COLUMNS)
 
@@ -52,18 +70,10 @@ class DetectionsCsv:
             self._writer.writerow([str(recording), seconds(d.start_sample, self.sample_rate),
                                    seconds(d.end_sample, self.sample_rate), d.label, f"{d.score:.6g}",
                                    f"{d.cosine:.6g}", d.rank, utc])
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def position(self) -> int:
-        """Bytes written so far (all durable after :meth:`write`)."""
-        return self._handle.tell()
-
-    def close(self) -> None:
-        self._handle.close()
+        self._sync()
 
 
-class RavenTable:
+class RavenTable(_AppendedTable):
     """A Raven Pro selection table (tab-separated, one selection per detection), appended to in pieces.
 
     ``resume_at`` = (bytes, selections) continues an interrupted table cut back to that checkpoint.
@@ -71,12 +81,10 @@ class RavenTable:
 
     def __init__(self, path: Path, sample_rate: int, low_hz: float, high_hz: float,
                  resume_at: tuple[int, int] | None = None) -> None:
-        self.path = path
+        super().__init__(path, None if resume_at is None else resume_at[0], "\t", "\n")
         self.sample_rate = sample_rate
         self.low_hz = low_hz
         self.high_hz = high_hz
-        self._handle = _reopen(path, None if resume_at is None else resume_at[0])
-        self._writer = csv.writer(self._handle, delimiter="\t", lineterminator="\n")
         self.selections = 0 if resume_at is None else resume_at[1]
         if resume_at is None:
             self._writer.writerow(RAVEN_COLUMNS)
@@ -87,12 +95,5 @@ class RavenTable:
             self._writer.writerow([self.selections, "Spectrogram 1", 1, seconds(d.start_sample, self.sample_rate),
                                    seconds(d.end_sample, self.sample_rate), f"{self.low_hz:g}", f"{self.high_hz:g}",
                                    d.label, f"{d.score:.6g}", d.rank])
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def position(self) -> int:
-        return self._handle.tell()
-
-    def close(self) -> None:
-        self._handle.close()
+        self._sync()
 
