@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ def analyze_run(recording: Path, bundle: Path, labels: Path, out: Path, *flags: 
     """One ``biolingual-edge analyze`` subprocess: wall time and when the first unit reached the work log."""
     from edge.analysis_writer import WORKLOG_NAME
 
+    if out.exists():
+        shutil.rmtree(out)  # a work log left by an earlier run would read as this run's first unit
     command = [sys.executable, "-m", "edge", "analyze", str(recording), "--labels", str(labels), "--bundle",
                str(bundle), "--out", str(out), "--precision", "int8", "--force-precision", *flags]
     started = time.perf_counter()
