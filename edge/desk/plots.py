@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from edge.desk.database import CollectError
+from edge.desk.report.season import HOURS_PER_DAY, Season, hour_of_day, per_analysed_hour
 
-HOURS_PER_DAY = 24
 MAX_ANNOTATED_CELLS = 24 * 40
 """Heat-map cells get their count written in them up to this many cells (beyond that it is unreadable)."""
 DAILY_BINS_AFTER = timedelta(days=21)
 """Effort is plotted per hour for shorter collections, per day for longer ones."""
 DPI = 120
+NOT_LISTENED_COLOUR = "#cfcfcf"
 
 
 def _pyplot() -> Any:
@@ -29,31 +30,40 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_detections_by_hour(counts: list[tuple[str, int, int]], path: Path) -> Path:
-    """Heat map: one row per label, one column per UTC hour of day, colour and number = detections."""
+def plot_detections_by_hour(season: Season, path: Path) -> Path:
+    """One panel per unit: label x local hour of day, colour = detections per analysed hour; grey = not listened."""
     plt = _pyplot()
-    labels = sorted({label for label, _, _ in counts})
-    grid = np.zeros((max(len(labels), 1), HOURS_PER_DAY), dtype=np.int64)
-    row = {label: i for i, label in enumerate(labels)}
-    for label, hour, n in counts:
-        grid[row[label], hour] = n
-    fig, ax = plt.subplots(figsize=(11, 1.5 + 0.4 * max(len(labels), 1)), dpi=DPI)
-    image = ax.imshow(grid, aspect="auto", cmap="magma_r", interpolation="nearest", vmin=0)
-    ax.set_xticks(range(HOURS_PER_DAY))
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("hour of day (UTC)")
-    ax.set_title("Detections per label by hour of day" if labels else "No detections collected")
-    if grid.size <= MAX_ANNOTATED_CELLS and labels:
-        threshold = grid.max() / 2
-        for (r, c), n in np.ndenumerate(grid):
-            if n:
-                ax.text(c, r, str(n), ha="center", va="center", fontsize=7,
-                        color="white" if n > threshold else "black")
-    fig.colorbar(image, ax=ax, label="detections", pad=0.01)
+    units = max(len(season.units), 1)
+    rows = max(len(season.species), 1)
+    fig, axes = plt.subplots(units, 1, figsize=(11, units * (1.2 + 0.35 * rows)), dpi=DPI, squeeze=False)
+    cmap = plt.get_cmap("magma_r").with_extremes(bad=NOT_LISTENED_COLOUR)
+    for unit, ax in enumerate(axes[:, 0]):
+        if not season.units:
+            ax.set_title("No units collected")
+            break
+        rates = per_analysed_hour(*hour_of_day(season, unit))
+        grid = np.ma.masked_invalid(rates if season.species else np.full((1, HOURS_PER_DAY), np.nan))
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0)
+        ax.set_xticks(range(HOURS_PER_DAY))
+        ax.set_yticks(range(len(season.species)), season.species)
+        zone = season.zones[unit] + ("" if season.zone_from_config[unit] else ", not in its config")
+        ax.set_xlabel(f"hour of day ({zone})")
+        ax.set_title(f"{season.units[unit]}: detections per analysed hour (grey = not listened)")
+        if grid.size <= MAX_ANNOTATED_CELLS and season.species:
+            _annotate(ax, grid)
+        fig.colorbar(image, ax=ax, label="per analysed h", pad=0.01)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _annotate(ax: Any, grid: np.ma.MaskedArray) -> None:
+    threshold = float(grid.max() or 0) / 2
+    for (r, c), rate in np.ndenumerate(grid.filled(np.nan)):
+        if rate > 0:
+            ax.text(c, r, f"{rate:.2g}", ha="center", va="center", fontsize=6,
+                    color="white" if rate > threshold else "black")
 
 
 def plot_effort(rows: list[tuple[str, datetime, float]], path: Path) -> Path:
