@@ -98,14 +98,14 @@ def load_season(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> 
     effort = np.zeros((len(units), hours * MINUTES_PER_HOUR), dtype=np.float32)
     rows = con.execute("""
         SELECT list_position(?::VARCHAR[], unit_id) - 1 AS u,
-               CAST((epoch(minute_utc) - epoch(?::TIMESTAMP)) // 60 AS BIGINT) AS m,
+               CAST(floor((epoch(minute_utc) - epoch(?::TIMESTAMP)) / 60) AS BIGINT) AS m,
                least(sum(analysed_s), 60) AS s
         FROM effort WHERE minute_utc BETWEEN ? AND ? GROUP BY ALL""", params).fetchnumpy()
     effort[rows["u"], rows["m"]] = rows["s"]
     counts = np.zeros((len(units), len(species), hours), dtype=np.uint16)
     rows = con.execute("""
         SELECT list_position(?::VARCHAR[], unit_id) - 1 AS u, list_position(?::VARCHAR[], label) - 1 AS s,
-               CAST((epoch(utc) - epoch(?::TIMESTAMP)) // 3600 AS BIGINT) AS h, count(*) AS n
+               CAST(floor((epoch(utc) - epoch(?::TIMESTAMP)) / 3600) AS BIGINT) AS h, count(*) AS n
         FROM detections WHERE utc BETWEEN ? AND ? AND label IS NOT NULL GROUP BY ALL""",
                        [units, species, start, low, high]).fetchnumpy()
     counts[rows["u"], rows["s"], rows["h"]] = np.minimum(rows["n"], MAX_COUNT)
