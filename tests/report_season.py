@@ -21,7 +21,7 @@ DAY0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 DAYS = 3
 SPECIES_HOURS = {"toad": range(20, 24), "barred owl": range(0, 4), "wood frog": range(0, 24)}
 """Local hours each species calls in (wood frog: all day, a little)."""
-CLIP_AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "audio" / "kahst__BirdNET-Analyzer" / "soundscape.wav"
+CLIP_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio" / "kahst__BirdNET-Analyzer" / "soundscape.wav"
 
 
 def config(zone: str | None, threshold: float = 0.3) -> dict[str, Any]:

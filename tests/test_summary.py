@@ -57,7 +57,8 @@ def test_hour_of_day_is_per_unit_in_local_time_and_unlistened_hours_are_not_zero
     assert len(toad) == 2 * 24, "one row per unit and hour, not pooled"
     chicago = toad[("AM-01", 16)]
     assert chicago["time_zone"] == "America/Chicago" and float(chicago["analysed_h"]) == pytest.approx(1 / 6, abs=1e-3)
-    assert int(chicago["detections"]) == 40 and float(chicago["detections_per_analysed_h"]) == pytest.approx(240, rel=1e-3)
+    assert int(chicago["detections"]) == 40
+    assert float(chicago["detections_per_analysed_h"]) == pytest.approx(240, rel=1e-3)
     assert toad[("AM-01", 21)]["detections_per_analysed_h"] == "", "21 UTC is not a local hour it listened in"
     assert toad[("AM-01", 3)]["detections_per_analysed_h"] == "", "not listened, not 0"
     assert toad[("AM-02", 0)]["time_zone"] == "UTC" and int(toad[("AM-02", 0)]["detections"]) == 40

@@ -11,12 +11,17 @@ import numpy as np
 from edge.desk.database import CollectError
 from edge.desk.report.season import HOURS_PER_DAY, Season, hour_of_day, per_analysed_hour
 
-MAX_ANNOTATED_CELLS = 24 * 40
+MAX_ANNOTATED_CELLS = 24 * 12
 """Heat-map cells get their count written in them up to this many cells (beyond that it is unreadable)."""
 DAILY_BINS_AFTER = timedelta(days=21)
 """Effort is plotted per hour for shorter collections, per day for longer ones."""
 DPI = 120
 NOT_LISTENED_COLOUR = "#cfcfcf"
+PANEL_COLUMNS = 4
+PANEL_WIDTH_IN = 4.5
+PANEL_BASE_IN = 1.3
+PANEL_ROW_IN = 0.16
+"""Height per label row of each unit's panel, in inches."""
 
 
 def _pyplot() -> Any:
@@ -33,25 +38,29 @@ def _pyplot() -> Any:
 def plot_detections_by_hour(season: Season, path: Path) -> Path:
     """One panel per unit: label x local hour of day, colour = detections per analysed hour; grey = not listened."""
     plt = _pyplot()
-    units = max(len(season.units), 1)
-    rows = max(len(season.species), 1)
-    fig, axes = plt.subplots(units, 1, figsize=(11, units * (1.2 + 0.35 * rows)), dpi=DPI, squeeze=False)
+    columns = min(max(len(season.units), 1), PANEL_COLUMNS)
+    rows = -(-max(len(season.units), 1) // columns)
+    panel_h = PANEL_BASE_IN + PANEL_ROW_IN * max(len(season.species), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_WIDTH_IN * columns + 2, rows * panel_h), dpi=DPI,
+                             squeeze=False, sharey=True)
     cmap = plt.get_cmap("magma_r").with_extremes(bad=NOT_LISTENED_COLOUR)
-    for unit, ax in enumerate(axes[:, 0]):
-        if not season.units:
-            ax.set_title("No units collected")
-            break
-        rates = per_analysed_hour(*hour_of_day(season, unit))
+    for index, ax in enumerate(axes.flat):
+        if index >= len(season.units):
+            ax.set_visible(bool(index == 0))
+            ax.set_title("No units collected" if index == 0 else "")
+            continue
+        rates = per_analysed_hour(*hour_of_day(season, index))
         grid = np.ma.masked_invalid(rates if season.species else np.full((1, HOURS_PER_DAY), np.nan))
         image = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest", vmin=0)
-        ax.set_xticks(range(HOURS_PER_DAY))
+        ax.set_xticks(range(0, HOURS_PER_DAY, 3))
         ax.set_yticks(range(len(season.species)), season.species)
-        zone = season.zones[unit] + ("" if season.zone_from_config[unit] else ", not in its config")
+        zone = season.zones[index] + ("" if season.zone_from_config[index] else ", not in its config")
         ax.set_xlabel(f"hour of day ({zone})")
-        ax.set_title(f"{season.units[unit]}: detections per analysed hour (grey = not listened)")
+        ax.set_title(f"{season.units[index]}: per analysed hour", fontsize=9)
         if grid.size <= MAX_ANNOTATED_CELLS and season.species:
             _annotate(ax, grid)
-        fig.colorbar(image, ax=ax, label="per analysed h", pad=0.01)
+        fig.colorbar(image, ax=ax, pad=0.01)
+    fig.suptitle("Detections per analysed hour by local hour of day (grey = not listened)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -32,30 +32,37 @@ BOOT_ENDS = """
 
 EXACT_TIMES = """
     rates AS (SELECT unit_id, boot_id, nullif(any_value(sample_rate), 0) AS rate FROM boots GROUP BY ALL),
-    anchors AS (
-        SELECT unit_id, boot_id, stream, anchor_utc, anchor_sample FROM (
-            SELECT unit_id, boot_id, stream, utc AS anchor_utc, sample AS anchor_sample, 0 AS pref
-            FROM events WHERE kind = 'stream_open' AND sample IS NOT NULL AND utc IS NOT NULL UNION ALL
-            SELECT unit_id, boot_id, stream, utc, start_sample, 1 FROM detections WHERE utc IS NOT NULL)
-        QUALIFY row_number() OVER (PARTITION BY unit_id, boot_id, stream ORDER BY pref, anchor_sample) = 1),
+    opened AS (SELECT unit_id, boot_id, stream, arg_min(utc, seq) AS anchor_utc, arg_min(sample, seq) AS anchor_sample
+               FROM events WHERE kind = 'stream_open' AND sample IS NOT NULL AND utc IS NOT NULL GROUP BY ALL),
+    detected AS (SELECT unit_id, boot_id, stream, arg_min(utc, start_sample) AS anchor_utc,
+                        min(start_sample) AS anchor_sample, min(utc) AS first_t, max(end_utc) AS last_t
+                 FROM detections WHERE utc IS NOT NULL GROUP BY ALL),
+    analysed AS (SELECT unit_id, boot_id, stream, min(first_sample) AS first_sample, max(last_sample) AS last_sample,
+                        min(minute_utc) AS first_minute, max(minute_utc) AS last_minute FROM effort GROUP BY ALL),
+    anchored AS (
+        SELECT e.*, r.rate, coalesce(o.anchor_utc, d.anchor_utc) AS anchor_utc,
+               CASE WHEN o.anchor_utc IS NOT NULL THEN o.anchor_sample ELSE d.anchor_sample END AS anchor_sample
+        FROM analysed e LEFT JOIN opened o USING (unit_id, boot_id, stream)
+             LEFT JOIN detected d USING (unit_id, boot_id, stream) LEFT JOIN rates r USING (unit_id, boot_id)),
     effort_spans AS (
-        SELECT e.unit_id, e.boot_id,
-               coalesce(a.anchor_utc + to_microseconds(CAST((e.first_sample - a.anchor_sample) * 1000000 // r.rate
-                                                             AS BIGINT)), e.minute_utc) AS t0,
-               coalesce(a.anchor_utc + to_microseconds(CAST((e.last_sample - a.anchor_sample) * 1000000 // r.rate
-                                                             AS BIGINT)), e.minute_utc + INTERVAL 1 MINUTE) AS t1
-        FROM effort e LEFT JOIN anchors a USING (unit_id, boot_id, stream) LEFT JOIN rates r USING (unit_id, boot_id)),
+        SELECT unit_id, boot_id,
+               coalesce(anchor_utc + to_microseconds(CAST((first_sample - anchor_sample) * 1000000 // rate AS BIGINT)),
+                        first_minute) AS t0,
+               coalesce(anchor_utc + to_microseconds(CAST((last_sample - anchor_sample) * 1000000 // rate AS BIGINT)),
+                        last_minute + INTERVAL 1 MINUTE) AS t1
+        FROM anchored),
     times AS (
-        SELECT unit_id, boot_id, utc AS t FROM events UNION ALL SELECT unit_id, boot_id, utc FROM health UNION ALL
-        SELECT unit_id, boot_id, t0 FROM effort_spans UNION ALL SELECT unit_id, boot_id, t1 FROM effort_spans
-        UNION ALL SELECT unit_id, boot_id, utc FROM detections UNION ALL SELECT unit_id, boot_id, end_utc FROM detections)"""
+        SELECT unit_id, boot_id, min(utc) AS t0, max(utc) AS t1 FROM events GROUP BY ALL UNION ALL
+        SELECT unit_id, boot_id, min(utc), max(utc) FROM health GROUP BY ALL UNION ALL
+        SELECT unit_id, boot_id, t0, t1 FROM effort_spans UNION ALL
+        SELECT unit_id, boot_id, first_t, last_t FROM detected)"""
 """Record times at sample precision: an effort row's span from its first/last sample and the stream's anchor
 (its ``stream_open`` event, else a detection), falling back to the whole minute only when neither exists."""
 
 SUMMARY_QUERY = f"""(
     WITH {EXACT_TIMES},
-    boot_spans AS (SELECT unit_id, boot_id, min(t) AS first_t, max(t) AS last_t FROM times
-                   WHERE t IS NOT NULL GROUP BY ALL),
+    boot_spans AS (SELECT unit_id, boot_id, min(t0) AS first_t, max(t1) AS last_t FROM times
+                   WHERE t0 IS NOT NULL GROUP BY ALL),
     ordered AS (SELECT *, max(last_t) OVER (PARTITION BY unit_id ORDER BY first_t, boot_id
                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_end
                 FROM boot_spans),
@@ -67,15 +74,13 @@ SUMMARY_QUERY = f"""(
     boot_counts AS (SELECT unit_id, count(*) AS boots,
                            count(*) FILTER (WHERE NOT coalesce(ends.clean, false)) AS crashes
                     FROM boot_spans LEFT JOIN ({BOOT_ENDS}) ends USING (unit_id, boot_id) GROUP BY unit_id),
-    minutes AS (SELECT DISTINCT unit_id, minute_utc FROM effort),
+    minutes AS MATERIALIZED (SELECT unit_id, minute_utc, least(sum(analysed_s), 60) AS s FROM effort GROUP BY ALL),
     effort_gaps AS (
         SELECT unit_id, count(*) FILTER (WHERE next_minute - minute_utc > INTERVAL 1 MINUTE) AS effort_gaps
         FROM (SELECT unit_id, minute_utc,
                      lead(minute_utc) OVER (PARTITION BY unit_id ORDER BY minute_utc) AS next_minute FROM minutes)
         GROUP BY unit_id),
-    effort_sum AS (SELECT unit_id, sum(s) / 3600 AS effort_h FROM (
-                       SELECT unit_id, minute_utc, least(sum(analysed_s), 60) AS s FROM effort GROUP BY ALL)
-                   GROUP BY unit_id),
+    effort_sum AS (SELECT unit_id, sum(s) / 3600 AS effort_h FROM minutes GROUP BY unit_id),
     det AS (SELECT unit_id, count(*) AS detections,
                    count(*) FILTER (WHERE clock_sync = 'unsynchronised') AS unsynchronised_detections
             FROM detections GROUP BY unit_id),
@@ -111,8 +116,9 @@ SUMMARY_QUERY = f"""(
          LEFT JOIN effort_gaps USING (unit_id) LEFT JOIN det USING (unit_id)
          LEFT JOIN ev USING (unit_id) LEFT JOIN hl USING (unit_id)
     ORDER BY u.unit_id)"""
-"""One row per unit. Uptime: the union of its boots' first-to-last record spans (sample-exact, overlapping boots
-counted once); effort: audio actually analysed (a minute counts at most 60 s); crashes: boots that did not end cleanly."""
+"""One row per unit. Uptime: the union of its boots' first-to-last record spans (sample-exact, overlapping
+boots counted once); effort: audio actually analysed (a minute counts at most 60 s); crashes: boots that did
+not end cleanly."""
 
 
 def summarise(con: duckdb.DuckDBPyConnection, folder: Path) -> list[Path]:

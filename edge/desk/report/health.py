@@ -56,7 +56,7 @@ def _clock_sync(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
 def daily_health(con: duckdb.DuckDBPyConnection, season: Season) -> dict[str, list[list[float | None]]]:
     """Per unit, per UTC day of the season: [max temperature C, min free disk MiB] (None without heartbeats)."""
     days = season.hours // 24
-    series = {unit: [[None, None] for _ in range(days)] for unit in season.units}
+    series: dict[str, list[list[float | None]]] = {unit: [[None, None] for _ in range(days)] for unit in season.units}
     start = season.start_utc.replace(tzinfo=None)
     for unit, day, temperature, disk in con.execute("""
             SELECT unit_id, CAST(floor((epoch(utc) - epoch(?::TIMESTAMP)) / 86400) AS BIGINT) AS day,

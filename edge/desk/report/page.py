@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import duckdb
 
 SCORE_BINS = 40
-GZIP_LEVEL = 9
+GZIP_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def _score_histograms(con: duckdb.DuckDBPyConnection) -> tuple[float, float, dic
     hi = hi if hi > lo else lo + 1.0
     hist: dict[str, list[int]] = {}
     for label, index, n in con.execute(f"""
-            SELECT label, least(CAST(floor((score - ?) / (? - ?) * {SCORE_BINS}) AS INTEGER), {SCORE_BINS - 1}), count(*)
+            SELECT label, least(CAST(floor((score - ?) / (? - ?) * {SCORE_BINS}) AS INTEGER), {SCORE_BINS - 1}),
+                   count(*)
             FROM detections WHERE score IS NOT NULL AND label IS NOT NULL GROUP BY ALL""", [lo, hi, lo]).fetchall():
         hist.setdefault(label, [0] * SCORE_BINS)[index] = n
     return float(lo), float(hi), hist

@@ -8,7 +8,7 @@ distinguishable from an hour with no detections.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
