@@ -236,3 +236,31 @@ def assert_not_blank(png: Path) -> None:
     assert pixels.shape[0] > 1000 and pixels.shape[1] > 800
     colours = len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3)[::7], axis=0))
     assert pixels.std() > 0.05 and colours > 50, "screenshot looks blank"
+
+
+def test_an_empty_collection_is_one_clear_line(tmp_path: Path) -> None:
+    connect(tmp_path / "empty.duckdb").close()
+    result = runner.invoke(app, ["logs", "report", "--db", str(tmp_path / "empty.duckdb"),
+                                 "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "no effort or detections" in result.output and "logs collect" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_unit_that_heard_nothing_renders_without_errors(browser: Any, tmp_path: Path) -> None:
+    from edge.desk.collect import collect
+    from edge.sinks.cardlog import CardLog, UnitIdentity
+    from tests.cardlog_support import T0
+
+    log = CardLog(tmp_path / "card", UnitIdentity("AM-09", "quiet"), 48_000, {})
+    log.open_stream(T0, 0, "ntp")
+    log.effort(0, 48_000 * 600)
+    log.close()
+    collect([tmp_path / "card"], tmp_path / "db.duckdb")
+    invoke("report", "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "quiet.html"))
+    page = Page(browser, tmp_path / "quiet.html")
+    try:
+        assert page.problems == [] and page.network == []
+        assert page.rows("species-table") == 0 and "0 detections in 0.2 analysed hours" in page.text("#f-summary")
+        assert [c["marks"] for c in page.charts() if c["id"] == "chart strip"] == [1], "its 10 listened minutes"
+    finally:
+        page.close()

@@ -87,7 +87,10 @@ def load_season(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> 
         ORDER BY unit_id""").fetchall()]
     species = [r[0] for r in con.execute(
         "SELECT DISTINCT label FROM detections WHERE label IS NOT NULL ORDER BY label").fetchall()]
-    first, last = bounds if bounds[0] is not None else (datetime(2000, 1, 1), datetime(2000, 1, 1))
+    if bounds[0] is None or not units:
+        raise ReportError("the collection database holds no effort or detections to report",
+                          "run `biolingual-edge logs collect CARD... --into DB` first (or check the clock findings)")
+    first, last = bounds
     start = datetime(first.year, first.month, first.day)
     days = (last - start).days + 1
     if days > MAX_SEASON_DAYS:
