@@ -14,6 +14,7 @@ import numpy as np
 
 from edge.desk.checks import scheduled_off_spans
 from edge.desk.report.season import SECONDS_PER_MINUTE, Season
+from edge.desk.summary import BOOT_ENDS
 
 if TYPE_CHECKING:
     import duckdb
@@ -25,16 +26,12 @@ STATE_NAMES = ("no record", "listened", "partly listened", "scheduled off", "gap
 LISTENED_MIN_S = SECONDS_PER_MINUTE / 2
 """A minute counts as listened when at least half of it was analysed."""
 
-BOOT_SPANS = """
+BOOT_SPANS = f"""
     WITH times AS (
         SELECT unit_id, boot_id, utc AS t FROM events UNION ALL SELECT unit_id, boot_id, utc FROM health UNION ALL
-        SELECT unit_id, boot_id, minute_utc FROM effort UNION ALL SELECT unit_id, boot_id, end_utc FROM detections),
-    ends AS (SELECT unit_id, boot_id,
-                    bool_or(kind = 'log_close' OR (kind = 'stop' AND coalesce(TRY_CAST(
-                        json_extract_string(fields, '$.exit_code') AS INTEGER), 0) = 0)) AS clean
-             FROM events GROUP BY ALL)
+        SELECT unit_id, boot_id, minute_utc FROM effort UNION ALL SELECT unit_id, boot_id, end_utc FROM detections)
     SELECT unit_id, boot_id, min(t) AS first_t, max(t) AS last_t, coalesce(any_value(ends.clean), false) AS clean
-    FROM times LEFT JOIN ends USING (unit_id, boot_id) WHERE t BETWEEN ? AND ? GROUP BY ALL
+    FROM times LEFT JOIN ({BOOT_ENDS}) ends USING (unit_id, boot_id) WHERE t BETWEEN ? AND ? GROUP BY ALL
     ORDER BY unit_id, first_t"""
 """Each boot's first and last record, and whether it ended cleanly (``log_close``, or ``stop`` with exit 0)."""
 

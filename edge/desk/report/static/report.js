@@ -255,6 +255,9 @@ function drawHeatmaps(v) {
     for (let d = 0; d < v.nd; d++) days[r * v.nd + d] = rate(v.cntDay[s * v.nd + d], v.effDay[d]);
     for (let h = 0; h < 24; h++) hours[r * 24 + h] = rate(v.cntHod[s * 24 + h], v.effHod[h]);
   });
+  const zones = v.f.local ? v.f.units.map((u) => `${DATA.units[u].id} ${DATA.units[u].zone}` +
+    (DATA.units[u].zone_from_config ? "" : " (none recorded)")).join(", ") : "UTC";
+  for (const span of document.querySelectorAll("figcaption .zones")) span.textContent = `(time: ${zones})`;
   const labels = dayLabels(v);
   heatmap($("heat-days"), names, v.nd, days, (c) => labels[c], every(v.nd, 15));
   heatmap($("heat-hours"), names, 24, hours, (c) => String(c).padStart(2, "0"), 1);
