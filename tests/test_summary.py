@@ -62,3 +62,19 @@ def test_hour_of_day_is_per_unit_in_local_time_and_unlistened_hours_are_not_zero
     assert toad[("AM-01", 21)]["detections_per_analysed_h"] == "", "21 UTC is not a local hour it listened in"
     assert toad[("AM-01", 3)]["detections_per_analysed_h"] == "", "not listened, not 0"
     assert toad[("AM-02", 0)]["time_zone"] == "UTC" and int(toad[("AM-02", 0)]["detections"]) == 40
+
+
+def colours_in(png: Path) -> set[tuple[int, int, int]]:
+    from matplotlib import image
+
+    pixels = (image.imread(str(png))[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    return {tuple(p) for p in pixels.tolist()}
+
+
+def test_effort_plot_tells_scheduled_off_from_gaps(tmp_path: Path) -> None:
+    """Today's plot paints both white; a gap (no audio while on) and the schedule's off time must differ."""
+    write_card(tmp_path / "a", "AM-01", minutes=60, streams=2, pause_minutes=120)
+    write_card(tmp_path / "b", "AM-02", minutes=60, streams=2, pause_minutes=120, scheduled_pauses=True)
+    colours = colours_in(summarise(tmp_path, tmp_path / "a", tmp_path / "b") / "effort_over_time.png")
+    gap, scheduled_off, listened = (253, 174, 97), (198, 219, 239), (26, 152, 80)
+    assert {gap, scheduled_off, listened} <= colours

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,15 @@ import numpy as np
 
 from edge.desk.database import copy_table
 from edge.desk.plots import plot_detections_by_hour, plot_effort
-from edge.desk.report.season import HOURS_PER_DAY, Season, hour_of_day, load_season, per_analysed_hour
+from edge.desk.report.effort_strip import BOOT_ENDS, boot_spans, minute_states
+from edge.desk.report.season import (
+    HOURS_PER_DAY,
+    Season,
+    hour_of_day,
+    load_season,
+    per_analysed_hour,
+    plausible_range,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -22,13 +31,6 @@ HOUR_OF_DAY_CSV = "detections_by_hour.csv"
 HOUR_OF_DAY_COLUMNS = ("unit_id", "time_zone", "label", "local_hour", "analysed_h", "detections",
                        "detections_per_analysed_h")
 """``detections_per_analysed_h`` is empty (not 0) for hours of day the unit never listened to."""
-
-BOOT_ENDS = """
-    SELECT unit_id, boot_id,
-           bool_or(kind = 'log_close' OR (kind = 'stop' AND coalesce(TRY_CAST(
-               json_extract_string(fields, '$.exit_code') AS INTEGER), 0) = 0)) AS clean
-    FROM events GROUP BY ALL"""
-"""Per boot: whether it ended cleanly (``log_close``, or ``stop`` with exit code 0); a boot without is a crash."""
 
 EXACT_TIMES = """
     rates AS (SELECT unit_id, boot_id, nullif(any_value(sample_rate), 0) AS rate FROM boots GROUP BY ALL),
@@ -126,13 +128,12 @@ def summarise(con: duckdb.DuckDBPyConnection, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / SUMMARY_CSV
     copy_table(con, SUMMARY_QUERY, table, "csv")
-    season = load_season(con)
+    now = datetime.now(timezone.utc)
+    season = load_season(con, now)
     by_hour = write_hour_of_day_table(season, folder / HOUR_OF_DAY_CSV)
-    effort = con.execute("""
-        SELECT unit_id, date_trunc('hour', minute_utc) AS hour_utc, sum(analysed_s) / 3600 AS fraction
-        FROM effort GROUP BY ALL ORDER BY unit_id, hour_utc""").fetchall()
     heatmap = plot_detections_by_hour(season, folder / HEATMAP_PNG)
-    effort_png = plot_effort(effort, folder / EFFORT_PNG)
+    states = minute_states(con, season, boot_spans(con, *plausible_range(now)))
+    effort_png = plot_effort(season, states, folder / EFFORT_PNG)
     return [table, by_hour, heatmap, effort_png]
 
 

@@ -14,7 +14,6 @@ import numpy as np
 
 from edge.desk.checks import scheduled_off_spans
 from edge.desk.report.season import SECONDS_PER_MINUTE, Season
-from edge.desk.summary import BOOT_ENDS
 
 if TYPE_CHECKING:
     import duckdb
@@ -23,8 +22,17 @@ SLOT_MIN = 15
 """Strip resolution in minutes (every real UTC offset is a multiple of 15 minutes)."""
 NO_RECORD, LISTENED, PARTLY, SCHEDULED_OFF, GAP, CRASHED = range(6)
 STATE_NAMES = ("no record", "listened", "partly listened", "scheduled off", "gap", "down after crash")
+STATE_COLOURS = ("#ffffff", "#1a9850", "#a6d96a", "#c6dbef", "#fdae61", "#d73027")
+"""The same colours in the report page (report.css/report.js) and the summary PNG."""
 LISTENED_MIN_S = SECONDS_PER_MINUTE / 2
 """A minute counts as listened when at least half of it was analysed."""
+
+BOOT_ENDS = """
+    SELECT unit_id, boot_id,
+           bool_or(kind = 'log_close' OR (kind = 'stop' AND coalesce(TRY_CAST(
+               json_extract_string(fields, '$.exit_code') AS INTEGER), 0) = 0)) AS clean
+    FROM events GROUP BY ALL"""
+"""Per boot: whether it ended cleanly (``log_close``, or ``stop`` with exit code 0); a boot without is a crash."""
 
 BOOT_SPANS = f"""
     WITH times AS (
