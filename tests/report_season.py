@@ -13,6 +13,7 @@ import soundfile as sf
 from edge.detect import DetectionEvent
 from edge.sinks.cardlog import CardLog, UnitIdentity
 from edge.sinks.governor import StoragePolicy
+from tests.conftest import SHARED_AUDIO
 
 RATE = 48_000
 HOUR = 3600 * RATE
@@ -21,7 +22,7 @@ DAY0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 DAYS = 3
 SPECIES_HOURS = {"toad": range(20, 24), "barred owl": range(0, 4), "wood frog": range(0, 24)}
 """Local hours each species calls in (wood frog: all day, a little)."""
-CLIP_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio" / "kahst__BirdNET-Analyzer" / "soundscape.wav"
+CLIP_AUDIO = SHARED_AUDIO / "kahst__BirdNET-Analyzer" / "soundscape.wav"
 
 
 def config(zone: str | None, threshold: float = 0.3) -> dict[str, Any]:

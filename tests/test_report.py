@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from edge.cli import app
 from edge.desk.database import connect
 from edge.desk.report.season import load_season
+from tests.conftest import SHARED_AUDIO
 from tests.report_season import write_season
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -268,3 +269,36 @@ def test_a_unit_that_heard_nothing_renders_without_errors(browser: Any, tmp_path
         assert [c["marks"] for c in page.charts() if c["id"] == "chart strip"] == [1], "its 10 listened minutes"
     finally:
         page.close()
+
+
+def test_detections_without_a_card_clip_take_their_audio_from_the_archived_recording(tmp_path: Path) -> None:
+    """Offline analysis keeps no clips; the archive's ``windows`` table (agreed interface) names the recording."""
+    from edge.desk.collect import collect
+    from edge.desk.report.clips import select_clips
+    from edge.detect import DetectionEvent
+    from edge.sinks.cardlog import CardLog, UnitIdentity
+    from tests.cardlog_support import T0
+    from tests.report_season import RATE, WINDOW
+
+    recording = SHARED_AUDIO / "Nachtzuster__BirdNET-Pi" / "Pica pica_30s.wav"
+    log = CardLog(tmp_path / "card", UnitIdentity("AM-05", "offline"), RATE, {})
+    log.open_stream(T0, 0, "ntp")
+    log.effort(0, 30 * RATE)
+    log.detections([DetectionEvent(10 * RATE, 10 * RATE + WINDOW, "magpie", 0.8, 0.1, 10 * RATE, 1)])
+    boot = log.boot_id
+    log.close()
+    db = tmp_path / "db.duckdb"
+    collect([tmp_path / "card"], db)
+    con = connect(db)
+    try:
+        assert select_clips(con) == {}, "no clip on the card and no archive: nothing to show"
+        con.execute("""CREATE TABLE windows (window_id BIGINT, unit_id VARCHAR, deployment_id VARCHAR,
+            boot_id VARCHAR, stream INTEGER, start_sample BIGINT, end_sample BIGINT, sample_rate INTEGER,
+            start_utc TIMESTAMP, end_utc TIMESTAMP, source_path VARCHAR, source_offset BIGINT, model_sha256 VARCHAR)""")
+        con.execute("INSERT INTO windows VALUES (1, 'AM-05', 'offline', ?, 1, ?, ?, ?, NULL, NULL, ?, ?, 'x')",
+                    [boot, 10 * RATE, 10 * RATE + WINDOW, RATE, str(recording), 10 * RATE])
+        (clip,) = select_clips(con)["magpie"]
+    finally:
+        con.close()
+    assert clip["source"] == "recording" and clip["kind"] == "top" and clip["unit"] == "AM-05"
+    assert clip["audio"].startswith("data:audio/mpeg;base64,") and len(clip["audio"]) > 5_000

@@ -1,5 +1,9 @@
-"""``--clips``: per species, the top-scoring and a few random detection clips from the cards, as a small
-spectrogram (JPEG) and a short, downsampled MP3, both inlined as ``data:`` URIs."""
+"""``--clips``: per species, the top-scoring and a few random detections' audio, as a small spectrogram (JPEG)
+and a short, downsampled MP3, both inlined as ``data:`` URIs.
+
+The audio comes from the clips on the cards (``clips/<label>/*.wav``, matched to detections by boot and start
+sample in the file name) or, for detections without one, from the recording the season archive's ``windows``
+table traces the detection's best window to (``source_path`` / ``source_offset``, offline analysis)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import random
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,22 +65,30 @@ def card_clips(cards: list[str]) -> list[ClipFile]:
     return found
 
 
+@dataclass(frozen=True)
+class ClipSource:
+    """Where one detection's audio is: a clip on a card, or the recording the archive says it came from."""
+
+    unit: str
+    label: str
+    score: float
+    utc: datetime
+    path: Path
+    offset_s: float | None
+    """Seconds into ``path`` where the detection's best window starts; None: read it from the clip's GUANO."""
+    peak_sample: int
+
+
 def select_clips(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Per species (label), the clips to show in order: top-scoring first, then random ones, within the budget."""
-    cards = [r[0] for r in con.execute("SELECT DISTINCT card FROM card_boots ORDER BY card").fetchall()]
-    files = {(c.boot_id, c.start_sample, c.path.parent.name): c for c in card_clips(cards)}
-    if not files:
-        return {}
-    boots = sorted({boot for boot, _, _ in files})
-    rows = con.execute("""
-        SELECT unit_id, boot_id, start_sample, peak_start_sample, label, score, utc FROM detections
-        WHERE list_contains(?::VARCHAR[], boot_id) ORDER BY label, score DESC, utc""", [boots]).fetchall()
-    candidates: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in rows:
-        key = (row[1], row[2], safe_name(row[4]))
-        if key in files:
-            candidates[row[4]].append((*row, files[key].path))
-    queues = {label: _order(found, random.Random(f"{seed}:{label}")) for label, found in candidates.items()}
+    candidates: dict[str, list[ClipSource]] = defaultdict(list)
+    seen: set[tuple[str, str, int, str]] = set()
+    for key, source in [*_card_sources(con), *_recording_sources(con)]:
+        if key not in seen:
+            seen.add(key)
+            candidates[source.label].append(source)
+    queues = {label: _order(sorted(found, key=lambda c: (-c.score, c.utc)), random.Random(f"{seed}:{label}"))
+              for label, found in candidates.items()}
     chosen: dict[str, list[dict[str, Any]]] = defaultdict(list)
     spent = 0
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # the MP3 encoder and FFTs release the GIL
@@ -90,7 +103,42 @@ def select_clips(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict[str, lis
     return dict(chosen)
 
 
-def _order(found: list[tuple[Any, ...]], rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
+SourceKey = tuple[str, str, int, str]
+"""(unit, boot, detection start sample, label): one detection."""
+
+
+def _card_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipSource]]:
+    cards = [r[0] for r in con.execute("SELECT DISTINCT card FROM card_boots ORDER BY card").fetchall()]
+    files = {(c.boot_id, c.start_sample, c.path.parent.name): c for c in card_clips(cards)}
+    if not files:
+        return []
+    rows = con.execute("""
+        SELECT unit_id, boot_id, start_sample, peak_start_sample, label, score, utc FROM detections
+        WHERE list_contains(?::VARCHAR[], boot_id)""", [sorted({boot for boot, _, _ in files})]).fetchall()
+    sources = []
+    for unit, boot, start, peak, label, score, utc in rows:
+        clip = files.get((boot, start, safe_name(label)))
+        if clip is not None:
+            sources.append(((unit, boot, start, label),
+                            ClipSource(unit, label, score, utc, clip.path, None, start if peak is None else peak)))
+    return sources
+
+
+def _recording_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipSource]]:
+    """Detections whose best window the season archive (``windows`` table) traces to a recording on disk."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'").fetchall()[0][0]:
+        return []
+    rows = con.execute("""
+        SELECT d.unit_id, d.boot_id, d.start_sample, d.label, d.score, d.utc, w.source_path,
+               w.source_offset / w.sample_rate, w.start_sample
+        FROM detections d JOIN windows w ON w.unit_id = d.unit_id AND w.boot_id = d.boot_id AND w.stream = d.stream
+             AND w.start_sample = coalesce(d.peak_start_sample, d.start_sample)
+        WHERE w.source_path IS NOT NULL AND w.source_offset IS NOT NULL AND w.sample_rate > 0""").fetchall()
+    return [((unit, boot, start, label), ClipSource(unit, label, score, utc, Path(path), offset, peak))
+            for unit, boot, start, label, score, utc, path, offset, peak in rows if Path(path).is_file()]
+
+
+def _order(found: list[ClipSource], rng: random.Random) -> list[tuple[str, ClipSource]]:
     """Top-scoring first, then random others, interleaved so a tight budget still shows both kinds."""
     top = found[:TOP_PER_SPECIES]
     rest = found[TOP_PER_SPECIES:]
@@ -100,24 +148,28 @@ def _order(found: list[tuple[Any, ...]], rng: random.Random) -> list[tuple[str, 
     return ordered
 
 
-def render_clip(row: tuple[Any, ...], kind: str) -> dict[str, Any] | None:
+def render_clip(source: ClipSource, kind: str) -> dict[str, Any] | None:
     """One clip as ``{"unit", "utc", "score", "kind", "image", "audio"}`` (data URIs); None if unreadable."""
-    unit, _, start_sample, peak_sample, _, score, utc, path = row
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        clip_start = int(read_guano(path).get("BIOL|Clip Start Sample", start_sample))
+        info = sf.info(str(source.path))
+        if source.offset_s is None:
+            clip_start = int(read_guano(source.path).get("BIOL|Clip Start Sample", source.peak_sample))
+            begin = max(0, source.peak_sample - clip_start)
+        else:
+            begin = max(0, round(source.offset_s * info.samplerate))
+        audio, rate = sf.read(source.path, start=begin, frames=int(CLIP_S * info.samplerate), dtype="float32",
+                              always_2d=True)
     except (OSError, RuntimeError, ValueError):
         return None
-    begin = max(0, int(peak_sample if peak_sample is not None else start_sample) - clip_start)
-    mono = audio[begin:begin + int(CLIP_S * rate)].mean(axis=1)
-    if mono.size == 0:
+    if audio.shape[0] == 0:
         return None
-    mono = soxr.resample(mono, rate, PLAY_RATE).astype(np.float32)
+    mono = soxr.resample(audio.mean(axis=1), rate, PLAY_RATE).astype(np.float32)
     peak = float(np.abs(mono).max())
     if peak > 0:
         mono *= PEAK_LEVEL / peak
-    return {"unit": unit, "utc": utc.isoformat(timespec="seconds") + "Z", "score": round(float(score), 4),
-            "kind": kind, "image": _spectrogram_jpeg(mono), "audio": _mp3(mono)}
+    return {"unit": source.unit, "utc": source.utc.isoformat(timespec="seconds") + "Z",
+            "score": round(float(source.score), 4), "kind": kind, "source": "card clip" if source.offset_s is None
+            else "recording", "image": _spectrogram_jpeg(mono), "audio": _mp3(mono)}
 
 
 def _spectrogram_jpeg(audio: np.ndarray) -> str:

@@ -28,11 +28,9 @@ LISTENED_MIN_S = SECONDS_PER_MINUTE / 2
 """A minute counts as listened when at least half of it was analysed."""
 
 BOOT_ENDS = """
-    SELECT unit_id, boot_id,
-           bool_or(kind = 'log_close' OR (kind = 'stop' AND coalesce(TRY_CAST(
-               json_extract_string(fields, '$.exit_code') AS INTEGER), 0) = 0)) AS clean
-    FROM events GROUP BY ALL"""
-"""Per boot: whether it ended cleanly (``log_close``, or ``stop`` with exit code 0); a boot without is a crash."""
+    SELECT unit_id, boot_id, bool_or(kind IN ('stop', 'log_close')) AS clean FROM events GROUP BY ALL"""
+"""Per boot: whether its log ended (``stop`` or ``log_close``); one without ended by a crash, kill or power loss
+(as `logs collect` reports such runs)."""
 
 BOOT_SPANS = f"""
     WITH times AS (

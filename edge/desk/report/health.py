@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import duckdb
 
 MIB = 1024 * 1024
+CONFIG_COPIES = ("config", "config_hash", "thresholds", "hysteresis", "confirm", "window_s", "hop_s", "backend")
+"""Boot-record keys that repeat parts of the resolved config (the same list `logs collect`'s drift check uses)."""
 DRIFT_VALUE_CHARS = 80
 """Long setting values (label lists, checksum maps) are shortened in the drift table."""
 
@@ -75,6 +77,15 @@ def _flat(value: Any, prefix: str = "") -> dict[str, str]:
     return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}.{key}".lstrip(".")).items()}
 
 
+def _settings(info: dict[str, Any]) -> dict[str, str]:
+    """A boot's settings by dotted key; where the whole resolved config is recorded (``boot_info["config"]``),
+    its keys stand for the top-level copies of the same settings."""
+    config = info.get("config")
+    if not isinstance(config, dict):
+        return _flat(info)
+    return {**_flat({k: v for k, v in info.items() if k not in CONFIG_COPIES}), **_flat(config, "config")}
+
+
 def config_drift(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Settings (dotted keys of each unit's latest boot manifest) whose values differ between units."""
     rows = con.execute("""
@@ -84,7 +95,7 @@ def config_drift(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     settings = {}
     for unit, info in rows:
         try:
-            settings[unit] = _flat(json.loads(info or "{}"))
+            settings[unit] = _settings(json.loads(info or "{}"))
         except ValueError:
             settings[unit] = {}
     keys = sorted({key for flat in settings.values() for key in flat})
@@ -101,10 +112,9 @@ def _short(text: str) -> str:
 
 
 def last_findings(con: duckdb.DuckDBPyConnection) -> list[dict[str, str]]:
-    """Findings recorded by the most recent ``logs collect`` (errors first)."""
+    """The findings ``logs collect`` recorded (each once; errors first)."""
     rows = con.execute("""
         SELECT DISTINCT severity, "check", message FROM findings
-        WHERE collected_utc = (SELECT max(collected_utc) FROM findings)
         ORDER BY CASE severity WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, "check", message""").fetchall()
     return [{"severity": s, "check": c, "message": m} for s, c, m in rows]
 

@@ -434,7 +434,7 @@ function drawClips(name) {
   box.textContent = "";
   const clips = DATA.clips[name] || [];
   if (!clips.length) {
-    box.textContent = DATA.clips_requested ? "No clips of this species on the cards." :
+    box.textContent = DATA.clips_requested ? "No clips or recordings of this species were found." :
       "Clips not included (render with --clips).";
     return;
   }
@@ -447,7 +447,7 @@ function drawClips(name) {
     audio.controls = true; audio.preload = "metadata"; audio.src = c.audio;
     const p = document.createElement("p");
     p.textContent = `${c.kind === "top" ? "top-scoring" : "random"} · ${c.unit} · ${c.utc} · score ${c.score} ` +
-      "(0–8 kHz, peak-normalised)";
+      `· ${c.source} (0–8 kHz, peak-normalised)`;
     div.append(img, audio, p);
     box.append(div);
   }
