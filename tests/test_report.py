@@ -302,3 +302,14 @@ def test_detections_without_a_card_clip_take_their_audio_from_the_archived_recor
         con.close()
     assert clip["source"] == "recording" and clip["kind"] == "top" and clip["unit"] == "AM-05"
     assert clip["audio"].startswith("data:audio/mpeg;base64,") and len(clip["audio"]) > 5_000
+
+
+def test_local_offsets_follow_daylight_saving_within_the_day() -> None:
+    from datetime import datetime, timezone
+
+    from edge.desk.report.timezones import hourly_offsets_min
+
+    offsets = hourly_offsets_min("Europe/Berlin", datetime(2024, 3, 30, tzinfo=timezone.utc), 72)
+    assert list(offsets[24:27]) == [60, 120, 120], "clocks go forward at 01:00 UTC on 31 March"
+    assert set(offsets[:24]) == {60} and set(offsets[48:]) == {120}
+    assert set(hourly_offsets_min("Asia/Kolkata", datetime(2024, 3, 30, tzinfo=timezone.utc), 24)) == {330}
