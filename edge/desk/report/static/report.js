@@ -328,7 +328,9 @@ function drawSpeciesTable(v) {
     return [speciesLink(s), n, Number.isNaN(r) ? "not listened" : r.toFixed(3), units,
       hourText(v.firstHour[s], oneUnit), hourText(v.lastHour[s], oneUnit)];
   }).filter((row) => row[1] > 0).sort((a, b) => b[1] - a[1]);
-  table($("species-table"), ["species", "detections", "per analysed hour", "units", "first (hour)", "last (hour)"], rows);
+  const zone = oneUnit !== null && v.f.local ? DATA.units[oneUnit].zone : "UTC";
+  table($("species-table"), ["species", "detections", "per analysed hour", "units", `first (hour, ${zone})`,
+    `last (hour, ${zone})`], rows);
   return { effort, detections: rows.reduce((a, r) => a + r[1], 0) };
 }
 
