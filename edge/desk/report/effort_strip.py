@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.desk.checks import scheduled_off_spans
+from edge.desk.checks import CLEAN_END_EVENTS, scheduled_off_spans
 from edge.desk.report.season import SECONDS_PER_MINUTE, Season
 
 if TYPE_CHECKING:
@@ -27,8 +27,9 @@ STATE_COLOURS = ("#ffffff", "#1a9850", "#a6d96a", "#c6dbef", "#fdae61", "#d73027
 LISTENED_MIN_S = SECONDS_PER_MINUTE / 2
 """A minute counts as listened when at least half of it was analysed."""
 
-BOOT_ENDS = """
-    SELECT unit_id, boot_id, bool_or(kind IN ('stop', 'log_close')) AS clean FROM events GROUP BY ALL"""
+BOOT_ENDS = f"""
+    SELECT unit_id, boot_id, bool_or(kind IN ({", ".join(f"'{k}'" for k in CLEAN_END_EVENTS)})) AS clean
+    FROM events GROUP BY ALL"""
 """Per boot: whether its log ended (``stop`` or ``log_close``); one without ended by a crash, kill or power loss
 (as `logs collect` reports such runs)."""
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.desk.checks import CONFIG_COPIES
 from edge.desk.report.effort_strip import CRASHED, GAP, LISTENED, SCHEDULED_OFF
 from edge.desk.report.season import MINUTES_PER_HOUR, Season
 from edge.desk.summary import SUMMARY_QUERY
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
     import duckdb
 
 MIB = 1024 * 1024
-CONFIG_COPIES = ("config", "config_hash", "thresholds", "hysteresis", "confirm", "window_s", "hop_s", "backend")
-"""Boot-record keys that repeat parts of the resolved config (the same list `logs collect`'s drift check uses)."""
 DRIFT_VALUE_CHARS = 80
 """Long setting values (label lists, checksum maps) are shortened in the drift table."""
 
@@ -83,7 +82,7 @@ def _settings(info: dict[str, Any]) -> dict[str, str]:
     config = info.get("config")
     if not isinstance(config, dict):
         return _flat(info)
-    return {**_flat({k: v for k, v in info.items() if k not in CONFIG_COPIES}), **_flat(config, "config")}
+    return {**_flat({k: v for k, v in info.items() if k != "config" and k not in CONFIG_COPIES}), **_flat(config)}
 
 
 def config_drift(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
