@@ -83,7 +83,12 @@ class UnitActor:
 def _start(ray: Any, address: str | None, cpus: int) -> None:
     common = {"configure_logging": False, "log_to_driver": False, "include_dashboard": False}
     if address is not None:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]})",
+                              "check the address with `ray status` on the head node; with Ray's token "
+                              "authentication the same RAY_AUTH_TOKEN must be set here") from e
         return
     context = ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
     node_ip = context.address_info.get("node_ip_address")
@@ -92,6 +97,12 @@ def _start(ray: Any, address: str | None, cpus: int) -> None:
         raise BackendError(f"the local Ray instance took {node_ip} instead of {LOOPBACK}",
                            f"this Ray version ignores {LOOPBACK_ONLY_VARIABLE}=0; start a cluster bound to "
                            "127.0.0.1 yourself (ray start --head --node-ip-address 127.0.0.1) and pass --ray-address")
+
+
+def _is_loopback(address: str) -> bool:
+    """A cluster on this machine's loopback (Ray would otherwise rewrite 127.0.0.1 to the external address)."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in (LOOPBACK, "localhost", "::1")
 
 
 def _edge_cause(error: BaseException) -> EdgeError | None:
@@ -107,7 +118,7 @@ def _edge_cause(error: BaseException) -> EdgeError | None:
 def run_ray(spec: AnalysisSpec, units: list[WorkUnit], actors: int | None, address: str | None,
             cpus: int | None = None) -> Iterator[UnitResult]:
     """Results of ``units`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads)."""
-    ray = _import_ray(local=address is None)
+    ray = _import_ray(local=address is None or _is_loopback(address))
     _start(ray, address, cpus or (actors or 1) * spec.threads)
     try:
         if actors is None:
