@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from edge.bundle import Bundle, ModelEntry, open_bundle
 from edge.errors import BackendError, BundleError
-from edge.text_tokenizer import BundleTokenizer
+from edge.text_tokenizer import BundleTokenizer, reject_empty
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class TextEncoder:
         """``N`` texts -> ``(N, D)`` float32, L2-normalised, as ``get_text_features`` + normalise."""
         if not texts:
             raise ValueError("embed() needs at least one text")
+        reject_empty(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         rows: list[np.ndarray] = [np.empty(0)] * len(texts)
         for start in range(0, len(texts), EMBED_BATCH):

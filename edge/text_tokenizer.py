@@ -26,6 +26,13 @@ class TokenBatch:
     attention_mask: np.ndarray
 
 
+def reject_empty(texts: list[str]) -> None:
+    """Raise :class:`LabelError` naming the first text that is empty after stripping whitespace."""
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise LabelError(f"text {empty[0] + 1} of {len(texts)} is empty", "give every label or query some words")
+
+
 def _load(path: Path) -> Any:
     try:
         from tokenizers import Tokenizer
@@ -59,9 +66,7 @@ class BundleTokenizer:
 
     def encode(self, texts: list[str]) -> TokenBatch:
         """Tokenise a batch; texts empty after stripping whitespace raise :class:`LabelError`."""
-        empty = [i for i, t in enumerate(texts) if not t.strip()]
-        if empty:
-            raise LabelError(f"text {empty[0] + 1} of {len(texts)} is empty", "give every label or query some words")
+        reject_empty(texts)
         encodings = self._batch.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)

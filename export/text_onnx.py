@@ -88,13 +88,13 @@ def export_text_onnx(model: Any, pad_id: int, out_path: Path) -> tuple[TensorSpe
     return (TensorSpec(OUTPUT_NAME, (BATCH_AXIS, int(model.config.projection_dim)), "float32"),)
 
 
-def save_tokenizer(checkpoint: Checkpoint, out_path: Path) -> None:
-    """The checkpoint's fast tokenizer as one ``tokenizer.json``, without call-time truncation or padding."""
+def save_tokenizer(tokenizer: Any, out_path: Path) -> None:
+    """A transformers (fast) tokenizer as one ``tokenizer.json``, without call-time truncation or padding."""
     from tokenizers import Tokenizer
 
-    backend = getattr(checkpoint.processor.tokenizer, "backend_tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise ExportError(f"the tokenizer of {checkpoint.model_id} has no `tokenizers` backend",
+        raise ExportError(f"the checkpoint's tokenizer ({type(tokenizer).__name__}) has no `tokenizers` backend",
                           "use a checkpoint with a fast tokenizer (tokenizer.json or vocab.json + merges.txt)")
     clean = Tokenizer.from_str(backend.to_str())
     clean.no_truncation()
@@ -102,10 +102,9 @@ def save_tokenizer(checkpoint: Checkpoint, out_path: Path) -> None:
     clean.save(str(out_path))
 
 
-def tokenizer_mismatches(checkpoint: Checkpoint, tokenizer: BundleTokenizer, texts: list[str]) -> list[str]:
-    """Texts whose ids or mask from ``tokenizer`` differ from the checkpoint's transformers tokenizer."""
-    reference = checkpoint.processor.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS,
-                                               return_tensors="np")
+def tokenizer_mismatches(reference_tokenizer: Any, tokenizer: BundleTokenizer, texts: list[str]) -> list[str]:
+    """Texts whose ids or mask from ``tokenizer`` differ from the transformers tokenizer's (as the labels use it)."""
+    reference = reference_tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
     ours = tokenizer.encode(texts)
     if ours.input_ids.shape != reference["input_ids"].shape:
         return list(texts)
@@ -170,12 +169,12 @@ def export_text_fp32(checkpoint: Checkpoint, bundle_dir: Path) -> Manifest:
 
 def _export_text_fp32(checkpoint: Checkpoint, bundle: Bundle) -> Manifest:
     tokenizer = checkpoint.processor.tokenizer
-    save_tokenizer(checkpoint, bundle.root / TOKENIZER_FILE)
+    save_tokenizer(tokenizer, bundle.root / TOKENIZER_FILE)
     outputs = export_text_onnx(checkpoint.model, int(tokenizer.pad_token_id), bundle.root / TEXT_FILES["fp32"])
     manifest = register_text_encoder(bundle, "fp32", _text_entry(checkpoint, bundle, "fp32", outputs, {}))
     encoder = TextEncoder.from_bundle(Bundle(bundle.root, manifest))
     texts = list(parity_texts())
-    mismatched = tokenizer_mismatches(checkpoint, encoder.tokenizer, texts)
+    mismatched = tokenizer_mismatches(tokenizer, encoder.tokenizer, texts)
     if mismatched:
         raise ExportError(f"the tokenizers pipeline gives other ids than transformers for {len(mismatched)} "
                           f"text(s), e.g. {mismatched[0]!r}", "report the transformers/tokenizers versions")
