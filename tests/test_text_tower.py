@@ -195,3 +195,36 @@ def test_label_set_of_another_checkpoint_is_refused(text_copy: Path, tmp_path: P
     with pytest.raises(LabelError, match="computed by checkpoint sha256:fedcba9876543210") as error:
         load_label_set(open_bundle(text_copy), read_labels(labels))
     assert "labels add" in error.value.hint
+
+
+def test_int8_text_encoder_gated_on_label_rankings(text_copy: Path, shared_audio: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The random tiny tower's real agreement is whatever it is; the gate is moved to each side of it."""
+    import export.text_int8 as text_int8
+    from export.errors import ExportError
+
+    before = open_bundle(text_copy).manifest
+    monkeypatch.setattr(text_int8, "MIN_TOP5", 1.01)
+    with pytest.raises(ExportError, match=r"ranks labels differently from fp32: .* top-5 .* \(gate 1.01\)"):
+        text_int8.add_text_int8(text_copy, shared_audio)
+    after = open_bundle(text_copy).manifest  # every checksum still matches
+    assert after.text_encoders == before.text_encoders and not (text_copy / "text_encoder.int8.onnx").exists()
+    stage = json.loads((text_copy / "parity.json").read_text())["stages"][text_int8.PARITY_STAGE]
+    assert stage["passed"] is False and stage["gates"]["min_top5"] == 1.01
+
+    monkeypatch.setattr(text_int8, "MIN_TOP5", 0.0)
+    monkeypatch.setattr(text_int8, "MIN_TOP1", 0.0)
+    manifest = text_int8.add_text_int8(text_copy, shared_audio)
+    entry = manifest.text_encoders["int8"]
+    gate = entry.details[PARITY_KEY]
+    assert gate["passed"] and gate["windows"] == text_int8.GATE_WINDOWS and gate["labels"] >= len(parity_texts())
+    assert 0 < gate["top1_agreement"] <= 1 and 0 < gate["top5_overlap"] <= 1
+    fp32_size = (text_copy / manifest.text_encoders["fp32"].path).stat().st_size
+    assert (text_copy / entry.path).stat().st_size < fp32_size
+    texts = list(parity_texts())
+    int8 = TextEncoder.from_bundle(text_copy, "int8").embed(texts)
+    fp32 = TextEncoder.from_bundle(text_copy, "fp32").embed(texts)
+    assert 0 < np.abs(int8 - fp32).max() < 0.1
+    added = runner.invoke(edge_app, ["labels", "add", "--bundle", str(text_copy), "--labels",
+                                     str(_labels_file(tmp_path)), "--precision", "int8"])
+    assert added.exit_code == 0 and "(int8 text encoder)" in added.output, added.output
