@@ -25,12 +25,14 @@ def labels_add(
         help="Prompt template with {common}/{scientific}; repeat to average several.")] = None,
     precision: Annotated[str, typer.Option(help=f"Text encoder precision: {', '.join(TEXT_PRECISIONS)}.")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="CPU threads for the text encoder.")] = None,
+    force_precision: Annotated[bool, typer.Option(
+        help="Use an int8 text encoder that has not passed its gate against fp32.")] = False,
 ) -> None:
     """Embed a label list with the bundle's ONNX text tower (no torch) and store it like `biolingual-export labels`."""
     label_list = read_labels(labels)
     opened = open_bundle(bundle)
     templates = tuple(template or [DEFAULT_TEMPLATE])
-    encoder = TextEncoder.from_bundle(opened, precision, threads)
+    encoder = TextEncoder.from_bundle(opened, precision, threads, force_precision)
     with stderr.status(f"embedding {len(label_list.names)} label(s) × {len(templates)} template(s)"):
         embeddings = template_embeddings(encoder, label_list, templates)
     manifest = store_label_set(opened, label_list, embeddings, TEXT_SOURCE, templates)

@@ -32,6 +32,8 @@ TOKENIZER_SHA_KEY = "tokenizer_sha256"
 MAX_TOKENS_KEY = "max_tokens"
 PAD_ID_KEY = "pad_id"
 PAD_TOKEN_KEY = "pad_token"
+PARITY_KEY = "parity"
+"""Its parity numbers and verdict (``passed``) against torch (fp32) or fp32 (int8)."""
 
 
 def add_command(bundle: Bundle, precision: str = "fp32") -> str:
@@ -81,15 +83,22 @@ class TextEncoder:
         self._session = session
 
     @classmethod
-    def from_bundle(cls, bundle_dir: Bundle | Path | str, precision: str = "fp32",
-                    threads: int | None = None) -> TextEncoder:
-        """Open the bundle's text encoder; :class:`BundleError` with the command to run when it has none."""
+    def from_bundle(cls, bundle_dir: Bundle | Path | str, precision: str = "fp32", threads: int | None = None,
+                    force_precision: bool = False) -> TextEncoder:
+        """Open the bundle's text encoder; :class:`BundleError` with the command to run when it has none.
+
+        A reduced precision must have passed its gate against fp32 (``force_precision`` skips that).
+        """
         if precision not in TEXT_PRECISIONS:
             raise BundleError(f"unknown text encoder precision '{precision}'",
                               f"choose one of: {', '.join(TEXT_PRECISIONS)}")
         bundle = bundle_dir if isinstance(bundle_dir, Bundle) else open_bundle(bundle_dir)
         entry = text_entry(bundle, precision)
         details = entry.details
+        verdict = details.get(PARITY_KEY)
+        if precision != "fp32" and not force_precision and not (isinstance(verdict, dict) and verdict.get("passed")):
+            raise BundleError(f"the {precision} text encoder of {bundle.root} has not passed its gate against fp32",
+                              f"re-run {add_command(bundle, precision)}, or pass --force-precision")
         tokenizer = BundleTokenizer(bundle.root / bundle.manifest.tokenizer, int(details[MAX_TOKENS_KEY]),
                                     int(details[PAD_ID_KEY]), str(details[PAD_TOKEN_KEY]))
         _check_matches(bundle, entry, tokenizer)

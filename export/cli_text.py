@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli_support import report_errors, stderr
-from edge.text_encoder import TEXT_PRECISIONS
+from edge.text_encoder import PARITY_KEY, TEXT_PRECISIONS
 from export.checkpoint import DEFAULT_MODEL, load_checkpoint
 
 DEFAULT_PARITY_AUDIO = Path("../shared/audio")
@@ -26,7 +26,7 @@ def text_onnx(
 ) -> None:
     """Export the text tower (ONNX) and tokenizer.json into the bundle, checked against torch."""
     from export.text_int8 import add_text_int8
-    from export.text_onnx import PARITY_KEY, export_text_fp32
+    from export.text_onnx import export_text_fp32
 
     if precision not in TEXT_PRECISIONS:
         raise typer.BadParameter(f"choose one of: {', '.join(TEXT_PRECISIONS)}", param_hint="--precision")

@@ -18,12 +18,12 @@ import numpy as np
 from edge.backends.ort import OrtBackend
 from edge.bundle import Bundle, Manifest, open_bundle, sha256_file
 from edge.frontend import LogMelFrontend
-from edge.text_encoder import TextEncoder, text_entry
+from edge.text_encoder import PARITY_KEY, TextEncoder, text_entry
 from export.errors import ExportError
 from export.fidelity import ranking_agreement
 from export.parity import real_windows, write_report
 from export.text_corpus import parity_texts
-from export.text_onnx import PARITY_KEY, TEXT_FILES, register_text_encoder, restored_on_failure
+from export.text_onnx import TEXT_FILES, register_text_encoder, restored_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def add_text_int8(bundle_dir: Path, audio_dir: Path) -> Manifest:
         staged = Bundle(bundle.root, manifest)
         texts = gate_texts(staged)
         reference = TextEncoder.from_bundle(staged, "fp32").embed(texts)
-        candidate = TextEncoder.from_bundle(staged, "int8").embed(texts)
+        candidate = TextEncoder.from_bundle(staged, "int8", force_precision=True).embed(texts)
         gate = compare(audio_embeddings(staged, audio_dir), reference, candidate)
         gates = {"min_top1": MIN_TOP1, "min_top5": MIN_TOP5, "min_centred_cosine": MIN_CENTRED_COSINE}
         write_report(bundle.root, PARITY_STAGE, None, gates, gate.passed,

@@ -24,6 +24,7 @@ from edge.text_encoder import (
     OUTPUT_NAME,
     PAD_ID_KEY,
     PAD_TOKEN_KEY,
+    PARITY_KEY,
     TOKENIZER_SHA_KEY,
     VOCAB_SIZE_KEY,
     TextEncoder,
@@ -44,8 +45,6 @@ MAX_EXPORT_BATCH = 4096
 TRACE_SHAPE = (3, 12)
 """Trace with several texts of a length that is neither 1 nor the maximum, so neither axis is specialised."""
 PARITY_STAGE = "torch_text_fp32->ort_text_fp32"
-PARITY_KEY = "parity"
-"""Key of a text encoder's ``details`` holding its parity numbers and verdict."""
 
 
 def text_tower(model: Any) -> Any:

@@ -20,12 +20,12 @@ from edge.cli import app as edge_app
 from edge.errors import BundleError, LabelError
 from edge.labels import read_labels
 from edge.scoring import load_label_set
-from edge.text_encoder import EMBED_BATCH, TextEncoder
+from edge.text_encoder import EMBED_BATCH, PARITY_KEY, TextEncoder
 from edge.text_tokenizer import BundleTokenizer
 from export.checkpoint import load_checkpoint
 from export.labels import TorchTextEmbedder
 from export.text_corpus import LONG_NAME, parity_texts
-from export.text_onnx import PARITY_KEY, PARITY_STAGE, save_tokenizer, tokenizer_mismatches
+from export.text_onnx import PARITY_STAGE, save_tokenizer, tokenizer_mismatches
 from tests.conftest import REPO
 from tests.test_analyze_cli import BLOCK_TORCH
 
@@ -228,3 +228,32 @@ def test_int8_text_encoder_gated_on_label_rankings(text_copy: Path, shared_audio
     added = runner.invoke(edge_app, ["labels", "add", "--bundle", str(text_copy), "--labels",
                                      str(_labels_file(tmp_path)), "--precision", "int8"])
     assert added.exit_code == 0 and "(int8 text encoder)" in added.output, added.output
+
+
+def test_labels_add_without_the_tokenizers_package_names_the_extra(text_bundle: Path, tmp_path: Path) -> None:
+    script = BLOCK_TORCH.replace("('torch', 'transformers')", "('torch', 'transformers', 'tokenizers')")
+    result = subprocess.run(
+        [sys.executable, "-c", script, "labels", "add", "--bundle", str(text_bundle), "--labels",
+         str(_labels_file(tmp_path))], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "`tokenizers` package is not installed" in result.stderr
+    assert "pip install 'biolingual-edge[text]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int8_text_encoder_without_a_passed_gate_is_refused(text_copy: Path, tmp_path: Path) -> None:
+    from export.text_int8 import quantize_text_dynamic
+    from export.text_onnx import TEXT_FILES, register_text_encoder
+
+    bundle = open_bundle(text_copy)
+    quantize_text_dynamic(text_copy / TEXT_FILES["fp32"], text_copy / TEXT_FILES["int8"])
+    unchecked = dataclasses.replace(bundle.manifest.text_encoders["fp32"], path=TEXT_FILES["int8"],
+                                    precision="int8", details={**bundle.manifest.text_encoders["fp32"].details,
+                                                               PARITY_KEY: {"passed": False}})
+    register_text_encoder(bundle, "int8", unchecked)
+    args = ["labels", "add", "--bundle", str(text_copy), "--labels", str(_labels_file(tmp_path)), "--precision", "int8"]
+    refused = runner.invoke(edge_app, args)
+    assert refused.exit_code == 2 and "has not passed its gate against fp32" in refused.output
+    assert "--force-precision" in refused.output
+    forced = runner.invoke(edge_app, [*args, "--force-precision"])
+    assert forced.exit_code == 0, forced.output
