@@ -92,10 +92,10 @@ def prepare(workdir: Path, size: str, audio: Path) -> tuple[Path, Path, str]:
 
     existing = open_bundle(bundle).manifest.text_encoders.get("int8")
     if existing is not None:
-        return str(existing.details.get(PARITY_KEY))
+        return checkpoint, bundle, str(existing.details.get(PARITY_KEY))
     try:
         gate = add_text_int8(bundle, audio).text_encoders["int8"].details[PARITY_KEY]
-        return f"passed: {gate}"
+        return checkpoint, bundle, f"passed: {gate}"
     except ExportError as e:
         opened = open_bundle(bundle)
         quantize_text_dynamic(bundle / TEXT_FILES["fp32"], bundle / TEXT_FILES["int8"])
@@ -103,7 +103,7 @@ def prepare(workdir: Path, size: str, audio: Path) -> tuple[Path, Path, str]:
         entry = dataclasses.replace(fp32, path=TEXT_FILES["int8"], precision="int8",
                                     details={**fp32.details, PARITY_KEY: {"passed": False, "reason": e.message}})
         register_text_encoder(opened, "int8", entry)
-        return f"FAILED (measured anyway): {e.message}"
+        return checkpoint, bundle, f"FAILED (measured anyway): {e.message}"
 
 
 def static_int8(bundle: Path, out: Path, texts: list[str]) -> None:

@@ -55,6 +55,10 @@ def text_entry(bundle: Bundle, precision: str) -> ModelEntry:
                           add_hint(bundle, precision))
     if not bundle.manifest.tokenizer:
         raise BundleError(f"bundle {bundle.root} has a text encoder but no tokenizer.json", add_hint(bundle))
+    missing = [k for k in (MAX_TOKENS_KEY, PAD_ID_KEY, PAD_TOKEN_KEY, VOCAB_SIZE_KEY) if k not in entry.details]
+    if missing:
+        raise BundleError(f"the {precision} text encoder entry of {bundle.root} lacks {', '.join(missing)}",
+                          f"re-export it: {add_command(bundle, precision)}")
     return entry
 
 
@@ -65,7 +69,7 @@ def _check_matches(bundle: Bundle, entry: ModelEntry, tokenizer: BundleTokenizer
     if revision != bundle.manifest.model_revision:
         raise BundleError(f"the text encoder {entry.path} is from checkpoint {revision}, the bundle's audio "
                           f"encoder from {bundle.manifest.model_revision}", add_hint(bundle, entry.precision))
-    rows = int(details.get(VOCAB_SIZE_KEY, 0))
+    rows = int(details[VOCAB_SIZE_KEY])
     tokenizer_sha = bundle.manifest.files.get(bundle.manifest.tokenizer)
     if tokenizer.vocab_size > rows or details.get(TOKENIZER_SHA_KEY) != tokenizer_sha:
         raise BundleError(
