@@ -1,10 +1,11 @@
 """INT8 text tower: dynamic quantization of the fp32 ONNX, gated on label rankings of real audio windows.
 
 Dynamic (weights int8 per channel, activations quantized per call) rather than static Q/DQ: the text
-tower runs on CPU only (ONNX Runtime, never TensorRT), its activations change with every prompt so there
-is no field data to calibrate on, and ``benchmarks/text_encoder.py`` measured it (file size, speed,
-agreement). The token-embedding table (Gather) is quantized too: it is a third of RoBERTa's weights, and
-without it the full-size file stays above 150 MB.
+tower runs on CPU only (ONNX Runtime, never TensorRT), and ``benchmarks/text_encoder.py --compare-static``
+measured dynamic smaller (120.9 vs 124.7 MiB full-size), faster (11.2 vs 13.7 s for 300 prompts) and 2.7x
+closer to fp32 (max abs 4.1e-3 vs 1.1e-2) than static calibrated on label prompts. The token-embedding
+table (Gather) is quantized too: it is a third of RoBERTa's weights, and without it the full-size file is
+232 MiB. The projection head (Gemm) stays fp32 (ORT's dynamic quantizer leaves Gemm alone).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from export.text_onnx import TEXT_FILES, register_text_encoder, restored_on_fail
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Gather")
+QUANTIZED_OP_TYPES = ("MatMul", "Gather")
 GATE_WINDOWS = 48
 """Real 10 s windows whose label rankings the INT8 text encoder must reproduce."""
 AUDIO_BATCH = 8
@@ -59,7 +60,7 @@ class TextGate:
 
 
 def quantize_text_dynamic(fp32_path: Path, out_path: Path) -> None:
-    """Weights of MatMul/Gemm/Gather to int8 (per channel); activations quantized at run time."""
+    """Weights of MatMul/Gather to int8 (per channel); activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
