@@ -27,9 +27,8 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except EdgeError as e:
-            # escaped: a message naming `biolingual-edge[text]` or a label with brackets is not rich markup
             stderr.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
-            if e.hint:
+            if e.hint:  # escaped: a hint like pip install 'pkg[extra]' is text, not rich markup
                 stderr.print(f"[yellow]hint:[/] {escape(e.hint)}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
