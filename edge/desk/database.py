@@ -65,7 +65,7 @@ HEALTH_SELECT = RECORD_SELECT + ", TRY_CAST(temperature_c AS DOUBLE), TRY_CAST(d
 
 KEYS = {
     "detections": ("unit_id", "boot_id", "stream", "start_sample", "label"),
-    "effort": ("unit_id", "boot_id", "stream", "minute_utc"),
+    "effort": ("unit_id", "boot_id", "stream", "minute_utc", "first_sample"),
     "events": ("unit_id", "boot_id", "seq"),
     "health": ("unit_id", "boot_id", "seq"),
     "boots": ("unit_id", "boot_id"),
