@@ -277,3 +277,13 @@ def test_boot_record_holds_the_whole_resolved_config_and_the_power_outcome(
     assert config["analysis"]["cooldown_s"] == 7.5 and config["analysis"]["score_mode"] == "softmax"
     assert config["audio"]["highpass_hz"] == 0.0 and config["schedule"]["mode"] == "always"
     assert config["power"]["jetson_clocks"] is True
+
+
+def test_a_high_pass_the_precision_gates_never_saw_is_refused(example_bundle: Path,
+                                                              example_labels: tuple[Path, Path],
+                                                              toad_in_night: Path, tmp_path: Path) -> None:
+    command = run_command(example_bundle, example_labels[0], tmp_path / "log", toad_in_night, "--fast",
+                          "--set", "audio.highpass_hz=100")
+    done = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "audio.highpass_hz is 100 Hz" in done.stderr and "hint: set audio.highpass_hz: 0" in done.stderr
