@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.daemon import EXIT_CARD_INCOMPLETE, EXIT_PIPELINE
+from edge.daemon import EXIT_CARD_INCOMPLETE, EXIT_NO_AUDIO, EXIT_PIPELINE
 from edge.desk.cards import CardContents, read_card
 from edge.sinks.guano import read_guano
 from edge.sinks.reserve import FALLBACK_SUFFIX
@@ -287,3 +290,41 @@ def test_a_high_pass_the_precision_gates_never_saw_is_refused(example_bundle: Pa
     done = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "audio.highpass_hz is 100 Hz" in done.stderr and "hint: set audio.highpass_hz: 0" in done.stderr
+
+
+class OffUntilReleased:
+    """A schedule (the daemon's is_on/next_change contract) that turns off at ``off_from`` until released."""
+
+    def __init__(self, off_from: datetime) -> None:
+        self.off_from = off_from
+        self.released = threading.Event()
+
+    def is_on(self, now: datetime) -> bool:
+        return now < self.off_from or self.released.is_set()
+
+    def next_change(self, now: datetime) -> datetime:
+        return max(now, self.off_from) + timedelta(seconds=0.2)
+
+
+def test_microphone_failing_to_reopen_when_the_schedule_turns_on_is_recorded_and_non_zero(
+        example_bundle: Path, example_labels: tuple[Path, Path], toad_in_night: Path, tmp_path: Path) -> None:
+    recording = tmp_path / "input.wav"
+    shutil.copy(toad_in_night, recording)
+    daemon = build_daemon(unit_config(example_bundle, example_labels, tmp_path / "log"),
+                          InputOptions(recording, fast=False))
+    schedule = OffUntilReleased(datetime.now(timezone.utc) + timedelta(seconds=1))
+    daemon.schedule = schedule  # type: ignore[assignment]
+    daemon.options = replace(daemon.options, reopen_give_up_s=1.0)
+
+    def unplug_while_off() -> None:
+        wait_for_card(tmp_path / "log", lambda c: any(r["kind"] == "scheduled_off" for r, _ in c.events), 60,
+                      "scheduled_off event")
+        recording.unlink()  # the device is gone when the schedule turns it back on
+        schedule.released.set()
+
+    threading.Thread(target=unplug_while_off, daemon=True).start()
+    assert daemon.run() == EXIT_NO_AUDIO
+    events = log_events(tmp_path / "log")
+    kinds = [r["kind"] for r in events]
+    assert kinds.index("scheduled_off") < kinds.index("stream_open_failed") < kinds.index("giving_up")
+    assert [r for r in events if r["kind"] == "stop"][0]["exit_code"] == EXIT_NO_AUDIO
