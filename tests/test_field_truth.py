@@ -328,3 +328,23 @@ def test_microphone_failing_to_reopen_when_the_schedule_turns_on_is_recorded_and
     kinds = [r["kind"] for r in events]
     assert kinds.index("scheduled_off") < kinds.index("stream_open_failed") < kinds.index("giving_up")
     assert [r for r in events if r["kind"] == "stop"][0]["exit_code"] == EXIT_NO_AUDIO
+
+
+def test_clip_buffer_keeps_an_open_event_and_says_when_it_had_to_cut() -> None:
+    from edge.audio.chunk import AudioChunk
+    from edge.clip_buffer import ClipBuffer
+
+    buffer = ClipBuffer(RATE, keep_min_samples=30 * RATE, max_clip_s=120.0)
+    for second in range(200):  # an event open since sample 0
+        buffer.push(AudioChunk(np.full(RATE, second, np.float32), RATE, second * RATE), needed_from=0)
+    clip = buffer.cut(0, 200 * RATE)
+    assert clip is not None and clip.cut_samples == 80 * RATE and clip.audio.shape[0] == 120 * RATE
+    short = ClipBuffer(RATE, keep_min_samples=30 * RATE)
+    for second in range(100):  # no open event: only the last 30 s are kept
+        short.push(AudioChunk(np.full(RATE, second, np.float32), RATE, second * RATE), needed_from=None)
+    assert short.cut(0, 100 * RATE).start_sample == 70 * RATE  # type: ignore[union-attr]
+    whole = ClipBuffer(RATE, keep_min_samples=30 * RATE)
+    for second in range(60):  # an event open since 5 s: all of it is kept, nothing cut
+        whole.push(AudioChunk(np.full(RATE, second, np.float32), RATE, second * RATE), needed_from=5 * RATE)
+    event = whole.cut(5 * RATE, 60 * RATE)
+    assert event is not None and event.cut_samples == 0 and event.start_sample == 5 * RATE
