@@ -13,7 +13,7 @@ import numpy as np
 from edge.detect import DetectionEvent
 from edge.sinks.cardformat import compact_utc, format_utc, safe_name
 from edge.sinks.guano import flac_with_guano, wav_with_guano
-from edge.sinks.segments import atomic_write
+from edge.sinks.segments import atomic_write, make_dirs
 
 GUANO_MAKE = "biolingual-edge"
 NAMESPACE = "BIOL"
@@ -73,7 +73,7 @@ def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, au
     ``cut_samples`` > 0: the clip starts that much after the requested start (event longer than memory held).
     """
     path = clip_path(clips_root, context, event, start)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     encode = flac_with_guano if context.clip_format == "flac" else wav_with_guano
     data = encode(audio, context.sample_rate,
                   guano_fields(context, event, start, audio_start_sample, int(audio.shape[0]), cut_samples))
