@@ -42,6 +42,14 @@ class Checkpoint:
         return int(self.model.config.projection_dim)
 
 
+def projected(output: Any) -> Any:
+    """The projected embedding tensor of ``get_audio_features`` / ``get_text_features``.
+
+    transformers 5 returns a ``BaseModelOutputWithPooling`` (embedding in ``pooler_output``); 4.x the tensor itself.
+    """
+    return getattr(output, "pooler_output", output)
+
+
 def frontend_params(extractor: Any) -> FrontendParams:
     """Validate an unfused CLAP feature extractor's settings and turn them into :class:`FrontendParams`."""
     problems = []

@@ -13,7 +13,7 @@ from edge.bundle import Bundle, LabelSetEntry, Manifest, write_manifest
 from edge.frontend import LogMelFrontend
 from edge.labels import LabelList
 from edge.windowing import clip_windows
-from export.checkpoint import Checkpoint
+from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 
 DEFAULT_TEMPLATE = "{common}"
@@ -50,7 +50,7 @@ def text_embeddings(checkpoint: Checkpoint, labels: LabelList, templates: tuple[
         with torch.no_grad():
             out = checkpoint.model.get_text_features(input_ids=tokens["input_ids"],
                                                      attention_mask=tokens["attention_mask"])
-        per_template.append(normalise(out.pooler_output.numpy()))
+        per_template.append(normalise(projected(out).numpy()))
     return normalise(np.mean(per_template, axis=0))
 
 
