@@ -17,6 +17,8 @@ MANIFEST_NAME = "manifest.json"
 PARITY_FILE = "parity.json"
 """Stage-by-stage agreement report written by the exporter; checksummed like every other file."""
 HASH_CHUNK_BYTES = 1 << 20
+LOCAL_REVISION_PREFIX = "sha256:"
+"""``model_revision`` of a local checkpoint: this prefix + a content hash of its weights (hub models: the commit)."""
 ORT_OPTIMIZED_KEY = "ort_optimized"
 """Key in a model entry's ``details``: the ONNX Runtime-only optimised graph of that model (path, ORT version)."""
 

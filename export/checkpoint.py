@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import FrontendParams
+from edge.bundle import LOCAL_REVISION_PREFIX, FrontendParams
 from export.errors import ExportError
 
 DEFAULT_MODEL = "davidrrobinson/BioLingual"
@@ -81,7 +81,7 @@ def _revision(model: Any, model_id: str, requested: str | None) -> str:
         digest = hashlib.sha256()
         for path in weights:
             digest.update(path.read_bytes())
-        return "sha256:" + digest.hexdigest()[:16]
+        return LOCAL_REVISION_PREFIX + digest.hexdigest()[:16]
     return requested or "unknown"
 
 

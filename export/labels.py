@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +89,17 @@ def store_label_set(bundle: Bundle, labels: LabelList, embeddings: np.ndarray, s
 
 
 def check_same_model(bundle: Bundle, checkpoint: Checkpoint) -> None:
-    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle."""
+    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle.
+
+    Compared by content (the weights' hash for a local folder, the commit for a hub model), not by the
+    path string: the same checkpoint given by an absolute path or from another folder is the same model.
+    """
     m = bundle.manifest
-    if (m.model_id, m.model_revision) != (checkpoint.model_id, checkpoint.revision):
+    known = "unknown" not in (m.model_revision, checkpoint.revision)
+    same = m.model_revision == checkpoint.revision if known else m.model_id == checkpoint.model_id
+    if not same:
         raise ExportError(
             f"bundle was exported from {m.model_id}@{m.model_revision}, labels asked from "
             f"{checkpoint.model_id}@{checkpoint.revision}",
-            "pass the same --model (and --revision) that made the bundle",
+            f"pass the checkpoint that made the bundle: --model {shlex.quote(m.model_id)}",
         )

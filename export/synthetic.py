@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from export.errors import ExportError
+
 TINY_TEXT = {"vocab_size": 512, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 64, "max_position_embeddings": 80}
 TINY_AUDIO = {"patch_embeds_hidden_size": 16, "hidden_size": 128, "depths": [1, 1, 1, 1],
@@ -27,6 +29,7 @@ TOKENIZER_CORPUS = (
     "bat echolocation whiskered bat greater horseshoe bat pipistrelle",
     "background noise wind rain human speech no animal silence",
 )
+SIZES = ("tiny", "full")
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -50,8 +53,8 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-    if size not in ("tiny", "full"):
-        raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
+    if size not in SIZES:
+        raise ExportError(f"unknown checkpoint size '{size}'", f"use --size {' or '.join(SIZES)}")
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(TINY_TEXT["vocab_size"])
     if size == "tiny":
