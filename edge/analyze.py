@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.audio.files import find_audio_files, stream_file
-from edge.audio.recorder_names import start_time_from_name
+from edge.audio.recording_time import recording_start_utc
 from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
 from edge.pipeline import DEFAULT_BATCH, analyze_chunks, build_stages
-from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, write_raven_table
+from edge.run_record import run_record, write_run_record
+from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, remove_stale_tables, write_raven_table
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class AnalyzeResult:
     """What an ``analyze`` run did."""
 
     csv_path: Path
+    run_record: Path | None = None
     files_ok: int = 0
     detections: int = 0
     failures: list[str] = field(default_factory=list)
@@ -80,6 +82,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
         raise AudioError(f"no audio files found in {', '.join(map(str, paths))}",
                          "pass WAV/FLAC/MP3/OGG files or folders that contain them")
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tables(out_dir)
     csv_sink = DetectionsCsv(out_dir, rate)
     result = AnalyzeResult(csv_sink.path)
     used_names: set[str] = set()
@@ -92,13 +95,18 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
             except AudioError as e:
                 result.failures.append(str(e))
                 continue
-            csv_sink.write(path, detections, start_time_from_name(path))
+            csv_sink.write(path, detections, recording_start_utc(path))
             write_raven_table(out_dir / _unique_table_name(path, used_names), detections, rate,
-                              frontend_params.f_min, frontend_params.f_max)
+                              frontend_params.f_min, frontend_params.f_max, path)
             result.files_ok += 1
             result.detections += len(detections)
         if on_file:
             on_file(len(files), len(files), "done")
     finally:
         csv_sink.close()
+    result.run_record = write_run_record(out_dir, run_record(
+        bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
+        top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
+        raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
+        files_failed=len(result.failures), detections=result.detections))
     return result

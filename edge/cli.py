@@ -12,6 +12,7 @@ from edge.analyze import AnalyzeOptions, analyze_paths
 from edge.bench import bench_command
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
+from edge.run_record import ALL_WINDOWS_NOTE
 from edge.desk.cli import logs_app
 
 app = typer.Typer(
@@ -67,8 +68,12 @@ def analyze(
         result = analyze_paths(paths, labels, bundle, out, options, on_file)
     for failure in result.failures:
         stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+    if threshold is None:
+        stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
+                     soft_wrap=True)
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
-                 f"{len(result.failures)} failed -> {result.csv_path}")
+                 f"{len(result.failures)} failed -> {result.csv_path} (settings in {result.run_record})",
+                 soft_wrap=True)
     if result.failures:
         raise typer.Exit(1)
 
@@ -85,7 +90,9 @@ def run(
     unit: Annotated[str | None, typer.Option(help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: analysis.hop_s=2.5")]
     = None,
-    log_dir: Annotated[Path | None, typer.Option(help="Where the detection log is written (the SD card).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Where the detection log is written (the SD card); created if missing. Default: storage.log_dir of "
+             "--config/--unit, else ./logs.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
     confirm: Annotated[str | None, typer.Option(help="N/M: hits needed in the last M windows.")] = None,
     window: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
@@ -121,7 +128,14 @@ def run(
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None
     clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")
-    code = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision).run()
+    # a folder named on the command line (or the ./logs default) is created; one from a config is the card
+    named_here = overrides.get("storage.log_dir") is not None or (config is None and unit is None)
+    daemon = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision,
+                          create_log_dir=named_here)
+    code = daemon.run()
+    audio_s = daemon.analysed_end / daemon.options.sample_rate
+    stderr.print(f"{daemon.windows_analysed} window(s) analysed ({audio_s:.0f} s of audio), "
+                 f"{daemon.detections_logged} detection(s) -> card log {resolved.storage.log_dir}", soft_wrap=True)
     if code:
         raise typer.Exit(code)
 

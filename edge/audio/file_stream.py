@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.audio.chunk import AudioChunk
 from edge.audio.files import stream_file
+from edge.audio.recording_time import recording_start_utc
 from edge.audio.mic import CaptureStats, OpenedStream
 
 DEFAULT_CHUNK_SAMPLES = 4_800
@@ -54,7 +55,9 @@ class FileStreamSource:
         self._offset = start_sample
         self._chunks = rechunk(stream_file(self.path, self.target_rate), self.chunk_samples)
         self._t0 = time.monotonic()
-        return OpenedStream(str(self.path), self.target_rate, 1, datetime.now(timezone.utc), start_sample)
+        # the recording's own start (GUANO, AudioMoth comment, file name), so detections get its real UTC times
+        started = recording_start_utc(self.path) or datetime.now(timezone.utc)
+        return OpenedStream(str(self.path), self.target_rate, 1, started, start_sample)
 
     def read(self, timeout: float) -> AudioChunk | None:
         if self._chunks is None or self.finished:

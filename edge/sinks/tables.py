@@ -13,7 +13,8 @@ from edge.detect import Detection
 DETECTIONS_CSV = "detections.csv"
 CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc")
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-                 "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank")
+                 "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank", "Begin Path")
+"""``Begin Path`` (the recording's absolute path) lets Raven open the sound with the table."""
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
 
 
@@ -45,13 +46,21 @@ class DetectionsCsv:
         self._handle.close()
 
 
+def remove_stale_tables(out_dir: Path) -> list[Path]:
+    """Delete Raven tables an earlier run left in ``out_dir`` (only ours: the BioLingual suffix)."""
+    stale = sorted(out_dir.glob("*" + RAVEN_SUFFIX))
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def write_raven_table(path: Path, detections: list[Detection], sample_rate: int,
-                      low_hz: float, high_hz: float) -> None:
-    """Raven Pro selection table (tab-separated, one selection per detection)."""
+                      low_hz: float, high_hz: float, recording: Path | None = None) -> None:
+    """Raven Pro selection table (tab-separated, one selection per detection) of ``recording``."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(RAVEN_COLUMNS)
         for number, d in enumerate(detections, start=1):
             writer.writerow([number, "Spectrogram 1", 1, seconds(d.start_sample, sample_rate),
                              seconds(d.end_sample, sample_rate), f"{low_hz:g}", f"{high_hz:g}",
-                             d.label, f"{d.score:.6g}", d.rank])
+                             d.label, f"{d.score:.6g}", d.rank, str(recording.resolve()) if recording else ""])
