@@ -12,8 +12,8 @@ from edge.analyze import AnalyzeOptions, analyze_paths
 from edge.bench import bench_command
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
-from edge.run_record import ALL_WINDOWS_NOTE
 from edge.desk.cli import logs_app
+from edge.run_record import ALL_WINDOWS_NOTE
 
 app = typer.Typer(
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",

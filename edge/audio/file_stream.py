@@ -11,8 +11,8 @@ import numpy as np
 
 from edge.audio.chunk import AudioChunk
 from edge.audio.files import stream_file
-from edge.audio.recording_time import recording_start_utc
 from edge.audio.mic import CaptureStats, OpenedStream
+from edge.audio.recording_time import recording_start_utc
 
 DEFAULT_CHUNK_SAMPLES = 4_800
 
