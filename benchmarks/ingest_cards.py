@@ -17,9 +17,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edge.detect import DetectionEvent
 from edge.desk.collect import collect
 from edge.desk.database import connect
+from edge.detect import DetectionEvent
 from edge.sinks.cardlog import CardLog, UnitIdentity
 
 RATE = 48_000

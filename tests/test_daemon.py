@@ -19,12 +19,13 @@ from edge.audio.files import stream_file
 from edge.bundle import open_bundle
 from edge.config import resolve_config
 from edge.config_schema import UnitConfig
+from edge.desk.cards import CardContents, read_card
 from edge.detect import DetectionEvent, DetectorOptions, EventDetector
 from edge.labels import read_labels
-from edge.desk.cards import CardContents, read_card
 from edge.pipeline import batched_windows, build_stages, score_windows
 from edge.unit_setup import InputOptions, build_daemon
 from edge.windowing import Windower
+from tests.card_wait import StderrLines, first_event, first_health, wait_for_card
 from tests.conftest import REPO
 
 RATE = 48_000
@@ -130,11 +131,12 @@ def test_slow_backend_builds_lag_and_the_hop_degrades_on_record(example_bundle: 
     daemon.options = replace(daemon.options, lag_bound_s=1.0)
     daemon.stages = replace(daemon.stages, backend=SlowBackend(daemon.stages.backend, 1.0))
 
-    def stop_after(seconds: float) -> None:
-        time.sleep(seconds)
+    def stop_once_lag_is_on_record() -> None:
+        wait_for_card(tmp_path, lambda c: first_event("degraded")(c) and first_health(lambda r: r["lag_s"] > 1.0)(c),
+                      120, "degraded event and a lagging heartbeat")
         daemon.stop.set()
 
-    threading.Thread(target=stop_after, args=(10.0,), daemon=True).start()
+    threading.Thread(target=stop_once_lag_is_on_record, daemon=True).start()
     assert daemon.run() == 0
     degraded = [r for r in log_events(tmp_path) if r["kind"] == "degraded"]
     assert degraded and degraded[0]["lag_s"] > 1.0 and degraded[0]["hop_to_s"] > degraded[0]["hop_from_s"]
@@ -145,10 +147,13 @@ def test_sigterm_mid_window_flushes_everything(example_bundle: Path, example_lab
                                                toad_in_night: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle",
                str(example_bundle), "--log-dir", str(tmp_path), "--input", str(toad_in_night), "--threshold",
-               "0.5", "--score-mode", "softmax", "--heartbeat", "3600", "--set", "unit.unit_id=test-unit"]
+               "0.5", "--score-mode", "softmax", "--heartbeat", "0.2", "--set", "unit.unit_id=test-unit"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(13.3)  # real-time pace: two windows done, the third half-filled
+    # Real-time pace: wait until the card shows the first window analysed and audio of the next one received.
+    mid_window = wait_for_card(tmp_path, first_health(
+        lambda r: r["analysed_until_s"] >= 10 and r["samples_received"] > r["analysed_until_s"] * RATE), 120,
+        "heartbeat after the first window")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
     stop = [r for r in log_events(tmp_path) if r["kind"] == "stop"]
@@ -156,9 +161,10 @@ def test_sigterm_mid_window_flushes_everything(example_bundle: Path, example_lab
     effort = card(tmp_path).effort
     cols = {name: i for i, name in enumerate(effort.columns)}
     effort_end = max(int(r[cols["last_sample"]]) for r in effort.rows)
-    assert effort_end >= 13 * RATE and stop[0]["sample"] - effort_end <= 1
+    # the half-filled window's audio was analysed too: effort reaches the last sample received
+    assert stop[0]["sample"] >= mid_window["samples_received"] > 10 * RATE
+    assert stop[0]["sample"] - effort_end <= 1
     assert max(e[2] for e in events_of(tmp_path)) == stop[0]["sample"]
-
 
 
 def test_full_card_mid_run_keeps_analysing_and_records_the_gap(example_bundle: Path,
@@ -178,11 +184,12 @@ def test_full_card_mid_run_keeps_analysing_and_records_the_gap(example_bundle: P
                    "--set", "unit.unit_id=full-card"]
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                    stderr=subprocess.PIPE, text=True)
-        time.sleep(5.0)
+        stderr = StderrLines(process)
+        wait_for_card(card, first_health(lambda r: r["analysed_until_s"] > 0), 120, "heartbeat with audio analysed")
         filler = fill_up(card)
-        time.sleep(5.0)
+        stderr.wait_for("disk_full", 60)
         filler.unlink()
-        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+        assert process.wait(timeout=60) == 0, stderr.text()
         kinds = [record["kind"] for record in log_events(card)]
         effort = read_card(card).effort
     assert "disk_full" in kinds and "disk_space_returned" in kinds

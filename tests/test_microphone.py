@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from edge.desk.cards import read_card
+from tests.card_wait import first_health, wait_for_card
 from tests.conftest import NIGHT, REPO, SINK, SINK_ARGS, TOAD, load_48k
 
 RATE = 48_000
@@ -75,12 +76,12 @@ def test_played_toad_is_detected_at_the_right_time_with_no_gaps(pulse: None, exa
         time.sleep(1.0)
         played_at = datetime.now(timezone.utc)
         subprocess.run(["paplay", f"--device={SINK}", str(toad_clip)], check=True, timeout=60)
-        time.sleep(2.0)
+        offset = (played_at - datetime.fromisoformat(opened["utc"])).total_seconds()
+        wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] >= (offset + 30) * RATE), 60,
+                      "heartbeat with the whole clip received")
     finally:
         stop(process)
     contents = read_card(tmp_path)
-    anchor = datetime.fromisoformat(opened["utc"])
-    offset = (played_at - anchor).total_seconds()
     toad_start, toad_end = (offset + TOAD_AT_S) * RATE, (offset + TOAD_AT_S + TOAD_LEN_S) * RATE
     cols = {name: i for i, name in enumerate(contents.detections.columns)}
     toads = [(int(r[cols["start_sample"]]), int(r[cols["end_sample"]])) for r in contents.detections.rows
@@ -104,7 +105,7 @@ def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
     process = start_daemon(example_bundle, example_labels[0], tmp_path, "--set", "health.no_audio_s=2")
     try:
         wait_for_event(tmp_path, "stream_open", 30)
-        time.sleep(2.0)
+        wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] > 0), 30, "heartbeat with audio")
         subprocess.run(["pactl", "unload-module", "module-null-sink"], check=True)
         wait_for_event(tmp_path, "stream_lost", 30)
         time.sleep(3.0)
@@ -113,7 +114,8 @@ def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
                        capture_output=True)
     try:
         gap = wait_for_event(tmp_path, "gap", 60)
-        time.sleep(2.0)
+        wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] > gap["end_sample"]), 30,
+                      "heartbeat with audio after the gap")
     finally:
         stop(process)
     assert gap["seconds"] >= 3.0

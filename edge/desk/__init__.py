@@ -1,1 +1,1 @@
-"""Desk side (never imported by the unit runtime): collect SD-card logs from many units into DuckDB, check, export, summarise."""
+"""Desk side, never imported by the unit runtime: collect SD-card logs into DuckDB, check, export, summarise."""

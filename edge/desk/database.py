@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.errors import EdgeError
 from edge.desk.cards import CardContents, Finding, Table
+from edge.errors import EdgeError
 from edge.sinks.cardformat import ENVELOPE_FIELDS
 
 if TYPE_CHECKING:

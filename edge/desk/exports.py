@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.errors import ConfigError
 from edge.desk.database import copy_table
+from edge.errors import ConfigError
 from edge.sinks.cardformat import safe_name
 
 if TYPE_CHECKING:
