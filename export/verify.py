@@ -83,6 +83,10 @@ def verify_bundle(bundle_dir: Path, audio: list[Path], model: str | None = None,
     if labels is None:
         raise ExportError(f"bundle {bundle.root} has no label embeddings to compare rankings on",
                           f"add labels first: `biolingual-export labels --bundle {bundle.root} --labels FILE`")
+    if not model and all(key == "fp32" for key in bundle.manifest.models):
+        raise ExportError(f"bundle {bundle.root} has only the fp32 model: nothing to compare",
+                          f"add a variant first (`biolingual-export quantize --bundle {bundle.root} --precision fp16`),"
+                          " or pass --model CHECKPOINT to check fp32 against torch")
     features = audio_features(audio, bundle, max_windows)
     reference = embed_all(ort_session(bundle.root / fp32.path), features)
     results = [_torch_stage(bundle, model, features, reference)] if model else []
