@@ -13,6 +13,7 @@ from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
 from edge.pipeline import DEFAULT_BATCH, analyze_chunks, build_stages
 from edge.run_record import run_record, write_run_record
+from edge.scoring import SCORE_MODES
 from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, remove_stale_tables, write_raven_table
 
 
@@ -43,6 +44,14 @@ class AnalyzeResult:
     failures: list[str] = field(default_factory=list)
 
 
+def _check_choices(options: AnalyzeOptions) -> None:
+    """Options that need no bundle, checked before anything is opened."""
+    if options.score_mode not in SCORE_MODES:
+        raise ConfigError(f"unknown --score-mode '{options.score_mode}'", f"use {' or '.join(SCORE_MODES)}")
+    if options.top_k < 1 or options.batch < 1:
+        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
+
+
 def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
     if not 0 < options.window_s <= max_window_s:
         raise ConfigError(f"--window {options.window_s:g} s is outside 0..{max_window_s:g} s",
@@ -50,8 +59,6 @@ def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
     if not 0 < options.hop_s <= options.window_s:
         raise ConfigError(f"--hop {options.hop_s:g} s must be > 0 and <= --window ({options.window_s:g} s)",
                           "use a hop no longer than the window so no audio is skipped")
-    if options.top_k < 1 or options.batch < 1:
-        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
 
 
 def _unique_table_name(path: Path, used: set[str]) -> str:
@@ -67,6 +74,7 @@ def _unique_table_name(path: Path, used: set[str]) -> str:
 def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
                   on_file: Callable[[int, int, str], None] | None = None) -> AnalyzeResult:
     """Analyse every recording under ``paths``; unreadable files are reported in ``failures``."""
+    _check_choices(options)
     bundle = open_bundle(bundle_dir)
     frontend_params = bundle.manifest.frontend
     _check_timing(options, frontend_params.max_length_s)
