@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.audio.files import find_audio_files, stream_file
+from edge.audio.files import find_audio_files, stream_file, truncation_warning
 from edge.audio.recording_time import recording_start_utc
 from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
@@ -42,6 +42,8 @@ class AnalyzeResult:
     files_ok: int = 0
     detections: int = 0
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Files analysed with a caveat (cut short), one line each naming the file."""
 
 
 def _check_choices(options: AnalyzeOptions) -> None:
@@ -98,8 +100,12 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
         for number, path in enumerate(files):
             if on_file:
                 on_file(number, len(files), path.name)
+            warning = truncation_warning(path)
+            if warning:
+                result.warnings.append(warning)
             try:
-                detections = analyze_chunks(stages, stream_file(path, rate), window, hop, options.batch)
+                detections = analyze_chunks(stages, stream_file(path, rate, warn_truncated=False), window, hop,
+                                            options.batch)
             except AudioError as e:
                 result.failures.append(str(e))
                 continue

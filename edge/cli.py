@@ -68,6 +68,8 @@ def analyze(
         result = analyze_paths(paths, labels, bundle, out, options, on_file)
     for failure in result.failures:
         stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+    for warning in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if threshold is None:
         stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
                      soft_wrap=True)

@@ -64,25 +64,26 @@ def _why_unreadable(path: Path) -> str:
     return f"is a text file, not audio, despite its {path.suffix or 'missing'} suffix"
 
 
-def warn_if_truncated(path: Path) -> bool:
-    """Log a warning naming ``path`` when its WAV header promises more audio than the file holds."""
+def truncation_warning(path: Path) -> str | None:
+    """A one-line warning naming ``path`` when its WAV header promises more audio than the file holds."""
     sizes = truncated_data(path)
     if sizes is None:
-        return False
+        return None
     declared, present = sizes
-    log.warning("%s is truncated: its header promises %d bytes of audio, the file holds %d (%.0f%%); analysing "
-                "what is there (re-copy it from the card)", path, declared, present, 100 * present / declared)
-    return True
+    return (f"{path} is truncated: its header promises {declared} bytes of audio, the file holds {present} "
+            f"({100 * present / declared:.0f}%); analysing what is there (re-copy it from the card)")
 
 
 def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
-                channel: int | None = None) -> Iterator[AudioChunk]:
+                channel: int | None = None, warn_truncated: bool = True) -> Iterator[AudioChunk]:
     """Decode, downmix and resample a file to ``target_rate``; yields contiguous chunks from sample 0.
 
     A WAV cut short (a copy interrupted, a card pulled while writing) is read up to where its data ends,
-    with a warning naming the file.
+    with a warning naming the file (logged, unless ``warn_truncated`` is False because the caller reports it).
     """
-    warn_if_truncated(path)
+    warning = truncation_warning(path) if warn_truncated else None
+    if warning:
+        log.warning("%s", warning)
     with _open(path) as handle:
         if handle.frames == 0 and handle.format != "MP3":
             raise AudioError(f"{path}: file holds no audio", "the recording is empty; check the recorder")
