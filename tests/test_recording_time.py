@@ -82,7 +82,8 @@ def test_truncated_wav_is_analysed_with_a_warning_naming_it(tmp_path: Path,
     assert not caplog.records
 
 
-def test_macos_twins_are_skipped_and_text_named_mp3_is_named_as_text(tmp_path: Path) -> None:
+def test_macos_twins_are_skipped_and_text_named_mp3_is_named_as_text(tmp_path: Path,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
     sf.write(tmp_path / "20240601_050000.WAV", tone(0.5), RATE)
     (tmp_path / "._20240601_050000.WAV").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble
     assert [p.name for p in find_audio_files([tmp_path])] == ["20240601_050000.WAV"]
@@ -91,3 +92,4 @@ def test_macos_twins_are_skipped_and_text_named_mp3_is_named_as_text(tmp_path: P
     with pytest.raises(AudioError) as info:
         list(stream_file(notes, RATE))
     assert "is a text file, not audio" in info.value.message and "pipe" not in info.value.message
+    assert "MPEG" not in capfd.readouterr().err  # the MP3 decoder never saw it, so printed nothing

@@ -38,6 +38,8 @@ def find_audio_files(paths: list[Path]) -> list[Path]:
 def _open(path: Path) -> sf.SoundFile:
     if not path.is_file():
         raise AudioError(f"{path}: no such file", "check the path")
+    if _is_text(_head(path)):  # before libsndfile/mpg123, which print their own noise for such files
+        raise AudioError(f"{path}: {_why_unreadable(path)}", "convert it to WAV or FLAC, or remove it")
     try:
         return sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -48,20 +50,35 @@ SNIFF_BYTES = 512
 """Bytes of a file inspected to say what an unreadable 'recording' actually is."""
 
 
-def _why_unreadable(path: Path) -> str:
-    """A reason a person can act on; libsndfile's own ('possibly a pipe?') names the wrong problem."""
+def _head(path: Path) -> bytes | None:
     try:
         with open(path, "rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-    except OSError as e:
-        return f"cannot be read ({e.strerror})"
-    if not head:
-        return "is empty (0 bytes)"
+            return handle.read(SNIFF_BYTES)
+    except OSError:
+        return None
+
+
+def _is_text(head: bytes | None) -> bool:
+    """Every audio container starts with binary header bytes (NULs); text has none and decodes as UTF-8."""
+    if not head or b"\0" in head:
+        return False
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:
-        return f"is not audio in a format this tool reads ({', '.join(sorted(s[1:] for s in AUDIO_SUFFIXES))})"
-    return f"is a text file, not audio, despite its {path.suffix or 'missing'} suffix"
+        return False
+    return True
+
+
+def _why_unreadable(path: Path) -> str:
+    """A reason a person can act on; libsndfile's own ('possibly a pipe?') names the wrong problem."""
+    head = _head(path)
+    if head is None:
+        return "cannot be read (permissions?)"
+    if not head:
+        return "is empty (0 bytes)"
+    if _is_text(head):
+        return f"is a text file, not audio, despite its {path.suffix or 'missing'} suffix"
+    return f"is not audio in a format this tool reads ({', '.join(sorted(s[1:] for s in AUDIO_SUFFIXES))})"
 
 
 def truncation_warning(path: Path) -> str | None:
