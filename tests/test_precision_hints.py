@@ -73,3 +73,29 @@ def test_verify_with_only_fp32_says_so(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="only the fp32 model") as info:
         verify_bundle(bundle, [tmp_path])
     assert "quantize" in info.value.hint and "--model" in info.value.hint
+
+
+def test_quantize_fp16_says_what_to_run_next(bundle_copy: Path) -> None:
+    from typer.testing import CliRunner
+
+    from export.cli import app as export_app
+
+    result = CliRunner().invoke(export_app, ["quantize", "--bundle", str(bundle_copy), "--precision", "fp16"])
+    assert result.exit_code == 0, result.output
+    assert f"next: `biolingual-export verify --bundle {bundle_copy} --audio" in result.output.replace("\n", " ")
+
+
+def test_quantize_with_verify_audio_writes_the_verdict_analyze_checks(example_bundle: Path, tmp_path: Path,
+                                                                      shared_audio: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from export.cli import app as export_app
+
+    bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
+    result = CliRunner().invoke(export_app, ["quantize", "--bundle", str(bundle), "--precision", "fp16",
+                                             "--verify-audio", str(shared_audio / "kitzeslab__opensoundscape")])
+    assert "ort_fp32->ort_fp16" in result.output, result.output
+    verdict = json.loads((bundle / PARITY_FILE).read_text())["models"]["fp16"]
+    assert verdict["sha256"] == sha256_file(bundle / "audio_encoder.fp16.onnx")
