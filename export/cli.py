@@ -16,7 +16,7 @@ from export.errors import ExportError
 from export.labels import DEFAULT_TEMPLATE, check_same_model, example_embeddings, store_label_set, text_embeddings
 from export.onnx_bundle import export_fp32_bundle
 from export.parity import PARITY_BATCHES
-from export.staging import audio_seconds, check_new_folder, staged_folder
+from export.staging import check_new_folder, staged_folder, window_count
 
 app = typer.Typer(help="Turn a BioLingual checkpoint into a bundle for recorder units.", no_args_is_help=True,
                   add_completion=False)
@@ -38,7 +38,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debu
 def onnx(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to create.")],
     parity_audio: Annotated[Path | None, typer.Option(
-        help="Field recordings (a folder; at least two minutes) for the torch-vs-ONNX parity check.")] = None,
+        help="Field recordings (a folder: 12 windows of 10 s or more) for the torch-vs-ONNX parity check.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
@@ -61,11 +61,11 @@ def check_parity_audio(parity_audio: Path | None) -> Path:
                           "pass --parity-audio DIR: a folder of field recordings (WAV/FLAC), two minutes or more")
     if not parity_audio.exists():
         raise ExportError(f"--parity-audio {parity_audio} does not exist", "pass a folder of field recordings")
-    needed_s = sum(PARITY_BATCHES) * PARITY_WINDOW_S
-    have_s = audio_seconds([parity_audio])
-    if have_s < needed_s:
-        raise ExportError(f"--parity-audio {parity_audio} holds {have_s:.0f} s of readable audio, "
-                          f"the parity check needs {needed_s:.0f} s", "add more field recordings to that folder")
+    needed = sum(PARITY_BATCHES)
+    have = window_count([parity_audio], PARITY_WINDOW_S)
+    if have < needed:
+        raise ExportError(f"--parity-audio {parity_audio} holds {have} window(s) of {PARITY_WINDOW_S:g} s of "
+                          f"readable audio, the parity check needs {needed}", "add more field recordings to it")
     return parity_audio
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -45,13 +46,15 @@ def staged_folder(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def audio_seconds(paths: list[Path]) -> float:
-    """Total duration of the readable recordings under ``paths`` from their headers (nothing decoded)."""
-    total = 0.0
+def window_count(paths: list[Path], window_s: float) -> int:
+    """Windows of ``window_s`` (tail included, as ``clip_windows`` cuts them) in the readable recordings under
+    ``paths``, from their headers: nothing is decoded."""
+    count = 0
     for path in find_audio_files(paths):
         try:
             info = sf.info(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError):
             continue
-        total += info.frames / info.samplerate if info.samplerate else 0.0
-    return total
+        if info.frames > 0 and info.samplerate > 0:
+            count += math.ceil(info.frames / info.samplerate / window_s)
+    return count

@@ -173,3 +173,15 @@ def test_wrong_preprocessor_settings_are_named(tmp_path: Path, tiny_checkpoint: 
                                         "--parity-audio", str(shared_audio)])
     assert result.exit_code != 0
     assert "truncation='fusion'" in result.output and "hop_length=320" in result.output
+
+
+def test_onnx_cli_writes_a_whole_bundle_and_keeps_an_existing_one(tiny_checkpoint: Path, shared_audio: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "bundle"
+    args = ["onnx", "--model", str(tiny_checkpoint), "--out", str(out), "--parity-audio", str(shared_audio)]
+    result = runner.invoke(export_app, args)
+    assert result.exit_code == 0, result.output
+    assert open_bundle(out).manifest.models["fp32"].path == "audio_encoder.fp32.onnx"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["bundle"]  # no staging folder left
+    again = runner.invoke(export_app, args)
+    assert again.exit_code == 2 and "already exists" in again.output and "--overwrite" in again.output
