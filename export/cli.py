@@ -110,7 +110,7 @@ def labels(
 @report_errors
 def random_checkpoint(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the checkpoint to.")],
-    size: Annotated[str, typer.Option(help="tiny (tests) or full (BioLingual architecture, for benchmarks).")]
+    size: Annotated[str, typer.Option(help="tiny (tests), swin (two blocks per stage) or full (BioLingual architecture, benchmarks).")]
     = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed for the weights.")] = 0,
 ) -> None:
@@ -118,7 +118,7 @@ def random_checkpoint(
     from export.synthetic import SIZES, build_checkpoint
 
     if size not in SIZES:
-        raise ExportError(f"unknown checkpoint size '{size}'", f"use --size {' or '.join(SIZES)}")
+        raise ExportError(f"unknown checkpoint size '{size}'", f"use --size {', '.join(SIZES)}")
     with stderr.status(f"building a {size} random checkpoint"):
         build_checkpoint(out, size, seed)
     stderr.print(f"random {size} checkpoint written to {out} (its detections are meaningless)")
