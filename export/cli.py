@@ -110,8 +110,8 @@ def labels(
 @report_errors
 def random_checkpoint(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the checkpoint to.")],
-    size: Annotated[str, typer.Option(help="tiny (tests), swin (two blocks per stage) or full (BioLingual architecture, benchmarks).")]
-    = "tiny",
+    size: Annotated[str, typer.Option(
+        help="tiny (tests), swin (two blocks per stage) or full (BioLingual architecture, benchmarks).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed for the weights.")] = 0,
 ) -> None:
     """Write a random-weight BioLingual-shaped checkpoint (for trying the tools without the real weights)."""
