@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.analyze import AnalyzeOptions, analyze_paths
@@ -67,9 +68,9 @@ def analyze(
 
         result = analyze_paths(paths, labels, bundle, out, options, on_file)
     for failure in result.failures:
-        stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(failure)}", soft_wrap=True)
     for warning in result.warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if threshold is None:
         stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
                      soft_wrap=True)
