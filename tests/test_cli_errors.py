@@ -52,6 +52,7 @@ CASES: dict[str, list[str]] = {
     "biolingual-edge logs export": ["logs", "export", "--db", "{root}/missing.duckdb", "--format", "csv",
                                     "--out", "{root}/x.csv"],
     "biolingual-edge logs summary": ["logs", "summary", "--db", "{root}/missing.duckdb", "--out", "{root}/s"],
+    "biolingual-edge logs report": ["logs", "report", "--db", "{root}/missing.duckdb", "--out", "{root}/r.html"],
     "biolingual-export onnx": ["onnx", "--out", "{root}/new-bundle"],
     "biolingual-export labels": ["labels", "--bundle", "{root}/bundle"],
     "biolingual-export random-checkpoint": ["random-checkpoint", "--out", "{root}/ckpt", "--size", "bad"],
