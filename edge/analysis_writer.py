@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.audio.recorder_names import start_time_from_name
+from edge.audio.recording_time import recording_start_utc
 from edge.errors import ConfigError
 from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, RavenTable
 from edge.unit_analysis import UnitResult
@@ -166,7 +166,7 @@ class AnalysisWriter:
     def _start_utc(self, file_index: int) -> datetime | None:
         """UTC start of a recording, looked up once per file (all its units share it)."""
         if file_index not in self._starts:
-            self._starts[file_index] = start_time_from_name(self.files[file_index])
+            self._starts[file_index] = recording_start_utc(self.files[file_index])
         return self._starts[file_index]
 
     def _table_for(self, file_index: int) -> RavenTable:
@@ -176,7 +176,8 @@ class AnalysisWriter:
             self._table.close()
         resume = self._resume_table
         at = (resume["bytes"], resume["rows"]) if resume is not None and resume["file"] == file_index else None
-        self._table = RavenTable(self.out_dir / self.names[file_index], self.rate, *self.band_hz, resume_at=at)
+        self._table = RavenTable(self.out_dir / self.names[file_index], self.rate, *self.band_hz,
+                                 recording=self.files[file_index], resume_at=at)
         self._table_file = file_index
         return self._table
 

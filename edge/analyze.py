@@ -14,12 +14,14 @@ from pathlib import Path
 
 from edge.analysis_pool import available_cores, run_local, split_threads
 from edge.analysis_writer import AnalysisWriter, UnitSink, WorkLog, job_fingerprint
-from edge.audio.files import find_audio_files
+from edge.audio.files import find_audio_files, truncation_warning
 from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
 from edge.precision_gate import check_precision, model_key
-from edge.scoring import load_label_set
+from edge.run_record import run_record, write_run_record
+from edge.scoring import SCORE_MODES, load_label_set
+from edge.sinks.tables import remove_stale_tables
 from edge.unit_analysis import AnalysisSpec, AnalyzeOptions, UnitResult
 from edge.workunits import DEFAULT_UNIT_S, WindowGrid, WorkUnit, plan_units
 
@@ -48,9 +50,12 @@ class AnalyzeResult:
     """What an ``analyze`` run did (resumed units included)."""
 
     csv_path: Path
+    run_record: Path | None = None
     files_ok: int = 0
     detections: int = 0
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Files analysed with a caveat (cut short), one line each naming the file."""
     units: int = 0
     units_resumed: int = 0
     """Units already done by an earlier, interrupted run and skipped now."""
@@ -60,6 +65,14 @@ ProgressCallback = Callable[[int, int, str], None]
 """(units done, units in total, file name) after each unit."""
 
 
+def _check_choices(options: AnalyzeOptions) -> None:
+    """Options that need no bundle, checked before anything is opened."""
+    if options.score_mode not in SCORE_MODES:
+        raise ConfigError(f"unknown --score-mode '{options.score_mode}'", f"use {' or '.join(SCORE_MODES)}")
+    if options.top_k < 1 or options.batch < 1:
+        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
+
+
 def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
     if not 0 < options.window_s <= max_window_s:
         raise ConfigError(f"--window {options.window_s:g} s is outside 0..{max_window_s:g} s",
@@ -67,8 +80,6 @@ def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
     if not 0 < options.hop_s <= options.window_s:
         raise ConfigError(f"--hop {options.hop_s:g} s must be > 0 and <= --window ({options.window_s:g} s)",
                           "use a hop no longer than the window so no audio is skipped")
-    if options.top_k < 1 or options.batch < 1:
-        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
 
 
 def _check_run(run: RunOptions) -> None:
@@ -105,6 +116,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     """
     run = run or RunOptions()
     _check_run(run)
+    _check_choices(options)
     bundle = open_bundle(bundle_dir)
     frontend_params = bundle.manifest.frontend
     _check_timing(options, frontend_params.max_length_s)
@@ -124,9 +136,12 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,
                    "options": dataclasses.asdict(dataclasses.replace(options, threads=None))}
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not run.resume:
+        remove_stale_tables(out_dir)
     worklog = WorkLog(out_dir, job_fingerprint(description, units), run.resume)
     writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks)
-    result = AnalyzeResult(writer.csv.path, units=len(units), units_resumed=worklog.done)
+    result = AnalyzeResult(writer.csv.path, units=len(units), units_resumed=worklog.done,
+                           warnings=[w for path in files if (w := truncation_warning(path))])
     try:
         todo = units[worklog.done :]
         for unit, unit_result in zip(todo, _results(spec, todo, run, workers)):
@@ -138,4 +153,9 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     result.detections = writer.totals.detections
     result.failures = list(writer.totals.failures.values())
     result.files_ok = len(files) - len(writer.totals.failures)
+    result.run_record = write_run_record(out_dir, run_record(
+        bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
+        top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
+        raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
+        files_failed=len(result.failures), detections=result.detections))
     return result

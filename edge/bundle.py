@@ -17,6 +17,10 @@ MANIFEST_NAME = "manifest.json"
 PARITY_FILE = "parity.json"
 """Stage-by-stage agreement report written by the exporter; checksummed like every other file."""
 HASH_CHUNK_BYTES = 1 << 20
+LOCAL_REVISION_PREFIX = "sha256:"
+"""``model_revision`` of a local checkpoint: this prefix + a content hash of its weights (hub models: the commit)."""
+TRT_PREFIX = "trt-"
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
 ORT_OPTIMIZED_KEY = "ort_optimized"
 """Key in a model entry's ``details``: the ONNX Runtime-only optimised graph of that model (path, ORT version)."""
 
@@ -232,13 +236,25 @@ class Bundle:
         entry = self.manifest.models.get(precision)
         if entry is None:
             have = ", ".join(sorted(self.manifest.models)) or "none"
-            raise BundleError(
-                f"bundle {self.root} has no {precision} model (it has: {have})",
-                f"create it with `biolingual-export quantize --bundle {self.root} --precision {precision}`"
-                if precision != "fp32"
-                else f"export it with `biolingual-export onnx --out {self.root}`",
-            )
+            raise BundleError(f"bundle {self.root} has no {precision} model (it has: {have})",
+                              self._how_to_make(precision, have))
         return entry
+
+
+    def _how_to_make(self, precision: str, have: str) -> str:
+        root = self.root
+        if precision == "fp32":
+            return f"export it with `biolingual-export onnx --out {root} --parity-audio DIR`"
+        if precision == "fp16":
+            return f"create it with `biolingual-export quantize --bundle {root} --precision fp16`"
+        if precision in ("int8", "int8-trt"):
+            target = "trt" if precision == "int8-trt" else "ort"
+            return (f"calibrate, then `biolingual-export quantize --bundle {root} --calibration CALIB "
+                    f"--precision int8 --target {target}`")
+        engine = precision.removeprefix(TRT_PREFIX)
+        if precision.startswith(TRT_PREFIX) and engine in TRT_PRECISIONS:
+            return f"build it on the device: `biolingual-export trt --bundle {root} --precision {engine}`"
+        return f"'{precision}' is not a precision; choose one the bundle has: {have}"
 
 
 def open_bundle(bundle_dir: Path | str, verify: bool = True) -> Bundle:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
@@ -14,6 +15,7 @@ from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.desk.cli import logs_app
+from edge.run_record import ALL_WINDOWS_NOTE
 from edge.workunits import DEFAULT_UNIT_S
 
 app = typer.Typer(
@@ -81,10 +83,16 @@ def analyze(
 
         result = analyze_paths(paths, labels, bundle, out, options, on_progress, run_options)
     for failure in result.failures:
-        stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(failure)}", soft_wrap=True)
+    for warning in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if threshold is None:
+        stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
+                     soft_wrap=True)
     resumed = f" ({result.units_resumed} of {result.units} units from the earlier run)" if result.units_resumed else ""
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
-                 f"{len(result.failures)} failed -> {result.csv_path}{resumed}")
+                 f"{len(result.failures)} failed -> {result.csv_path}{resumed} (settings in {result.run_record})",
+                 soft_wrap=True)
     if result.failures:
         raise typer.Exit(1)
 
@@ -101,7 +109,9 @@ def run(
     unit: Annotated[str | None, typer.Option(help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: analysis.hop_s=2.5")]
     = None,
-    log_dir: Annotated[Path | None, typer.Option(help="Where the detection log is written (the SD card).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Where the detection log is written (the SD card); created if missing. Default: storage.log_dir of "
+             "--config/--unit, else ./logs.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
     confirm: Annotated[str | None, typer.Option(help="N/M: hits needed in the last M windows.")] = None,
     window: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
@@ -137,7 +147,14 @@ def run(
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None
     clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")
-    code = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision).run()
+    # a folder named on the command line (or the ./logs default) is created; one from a config is the card
+    named_here = overrides.get("storage.log_dir") is not None or (config is None and unit is None)
+    daemon = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision,
+                          create_log_dir=named_here)
+    code = daemon.run()
+    audio_s = daemon.analysed_end / daemon.options.sample_rate
+    stderr.print(f"{daemon.windows_analysed} window(s) analysed ({audio_s:.0f} s of audio), "
+                 f"{daemon.detections_logged} detection(s) -> card log {resolved.storage.log_dir}", soft_wrap=True)
     if code:
         raise typer.Exit(code)
 

@@ -74,6 +74,7 @@ class Daemon:
         self.progress_at = time.monotonic()
         self.samples_received = 0
         self.windows_analysed = 0
+        self.detections_logged = 0
         self.inference_s = 0.0
         self.effort_end = 0
         self.analysed_end = 0
@@ -424,6 +425,7 @@ class Daemon:
         detections = [e for e in events if e.label not in hidden]
         if detections:
             self.sink.detections(detections)
+            self.detections_logged += len(detections)
         if self.options.save_clips:
             guard = round(self.options.privacy_guard_s * self.options.sample_rate)
             for event in detections:

@@ -6,12 +6,13 @@ list is available as an option (``mode="softmax"``), never the default.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge.bundle import Bundle
-from edge.errors import LabelError
+from edge.bundle import LOCAL_REVISION_PREFIX, Bundle
+from edge.errors import ConfigError, LabelError
 from edge.label_sets import check_label_set_model
 from edge.labels import LabelList
 
@@ -45,10 +46,20 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise LabelError(
             f"{len(missing)} label(s) have no embeddings in bundle {bundle.root}: {shown}",
-            f"run `biolingual-export labels --labels {labels_path} --bundle {bundle.root}` on the workstation",
+            f"run `{add_labels_command(bundle, labels_path)}` on the workstation",
         )
     rows = np.stack([by_name[n.casefold()] for n in labels.names]).astype(np.float32)
     return LabelSet(labels.names, rows)
+
+
+def add_labels_command(bundle: Bundle, labels_path: str) -> str:
+    """The complete ``biolingual-export labels`` command for this bundle, with the checkpoint that made it."""
+    manifest = bundle.manifest
+    words = ["biolingual-export", "labels", "--model", manifest.model_id]
+    if not manifest.model_revision.startswith(LOCAL_REVISION_PREFIX) and manifest.model_revision != "unknown":
+        words += ["--revision", manifest.model_revision]
+    words += ["--labels", labels_path, "--bundle", str(bundle.root)]
+    return shlex.join(words)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Scorer:
 
     def __init__(self, label_set: LabelSet, logit_scale: float, mode: str = "logit") -> None:
         if mode not in SCORE_MODES:
-            raise ValueError(f"score mode must be one of {SCORE_MODES}, not {mode!r}")
+            raise ConfigError(f"unknown score mode '{mode}'", f"use --score-mode {' or '.join(SCORE_MODES)}")
         self.label_set = label_set
         self.logit_scale = logit_scale
         self.mode = mode

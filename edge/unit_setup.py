@@ -19,6 +19,7 @@ from edge.daemon import Daemon, DaemonOptions, Source
 from edge.detect import DetectorOptions, EventDetector
 from edge.errors import BundleError, ConfigError
 from edge.labels import LabelList, read_labels
+from edge.log_dir import require_log_dir
 from edge.pipeline import Stages, build_stages
 from edge.power import apply_power
 from edge.precision_gate import model_key
@@ -147,8 +148,13 @@ def build_source(config: UnitConfig, rate: int, input_options: InputOptions | No
 
 
 def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
-                 clock_sync: str | None = None, force_precision: bool = False) -> Daemon:
-    """Open bundle, labels and backend, validate the detector rules, and wire the daemon."""
+                 clock_sync: str | None = None, force_precision: bool = False, create_log_dir: bool = True) -> Daemon:
+    """Open bundle, labels and backend, validate the detector rules, and wire the daemon.
+
+    The log folder must exist and be writable (an unmounted card must not start a recorder writing to the
+    system disk); ``create_log_dir`` makes a missing one first (a folder named on the command line).
+    """
+    require_log_dir(Path(config.storage.log_dir), create_log_dir)
     bundle = open_bundle(config.model.bundle)
     precision = choose_precision(config, bundle)
     rate = bundle.manifest.frontend.sampling_rate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from edge.frontend import LogMelFrontend
 from edge.label_sets import DEFAULT_TEMPLATE, MAX_TOKENS, normalise, store_label_set, template_embeddings
 from edge.labels import LabelList
 from edge.windowing import clip_windows
-from export.checkpoint import Checkpoint
+from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 
 __all__ = ["DEFAULT_TEMPLATE", "TorchTextEmbedder", "check_same_model", "example_embeddings", "store_label_set",
@@ -35,7 +36,7 @@ class TorchTextEmbedder:
         with torch.no_grad():
             out = self.checkpoint.model.get_text_features(input_ids=tokens["input_ids"],
                                                           attention_mask=tokens["attention_mask"])
-        return normalise(out.pooler_output.numpy())
+        return normalise(projected(out).numpy())
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Untruncated token count of each text (special tokens included)."""
@@ -69,11 +70,17 @@ def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) ->
 
 
 def check_same_model(bundle: Bundle, checkpoint: Checkpoint) -> None:
-    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle."""
+    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle.
+
+    Compared by content (the weights' hash for a local folder, the commit for a hub model), not by the
+    path string: the same checkpoint given by an absolute path or from another folder is the same model.
+    """
     m = bundle.manifest
-    if (m.model_id, m.model_revision) != (checkpoint.model_id, checkpoint.revision):
+    known = "unknown" not in (m.model_revision, checkpoint.revision)
+    same = m.model_revision == checkpoint.revision if known else m.model_id == checkpoint.model_id
+    if not same:
         raise ExportError(
             f"bundle was exported from {m.model_id}@{m.model_revision}, labels asked from "
             f"{checkpoint.model_id}@{checkpoint.revision}",
-            "pass the same --model (and --revision) that made the bundle",
+            f"pass the checkpoint that made the bundle: --model {shlex.quote(m.model_id)}",
         )

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from edge.analysis_writer import WORKLOG_NAME
 from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.cli import app
+from edge.run_record import RUN_RECORD
 from edge.unit_analysis import UnitResult
 from edge.workunits import WorkUnit
 from tests.conftest import NIGHT, REPO
@@ -45,8 +46,12 @@ def analyze(archive: Path, bundle: Path, labels: Path, out: Path, *extra: str) -
 
 
 def outputs(out: Path) -> dict[str, str]:
-    """Every output file's text except the work log."""
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(out.iterdir()) if p.name != WORKLOG_NAME}
+    """Every output file's text except the work log, and the run record without its finishing time."""
+    texts = {p.name: p.read_text(encoding="utf-8") for p in sorted(out.iterdir()) if p.name != WORKLOG_NAME}
+    record = json.loads(texts.pop(RUN_RECORD))
+    record.pop("finished_utc")
+    texts[RUN_RECORD] = json.dumps(record, sort_keys=True)
+    return texts
 
 
 def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundle: Path,
@@ -60,7 +65,8 @@ def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundl
     pooled = outputs(tmp_path / "pool")
     assert pooled == single  # byte for byte: same rows in the same order, same Raven tables
     assert set(single) == {"detections.csv", "20240601_050000.BioLingual.selection.table.txt",
-                           "20240601_050000_2.BioLingual.selection.table.txt", "night.BioLingual.selection.table.txt"}
+                           "20240601_050000_2.BioLingual.selection.table.txt", "night.BioLingual.selection.table.txt",
+                           RUN_RECORD}
     rows = list(csv.DictReader(single["detections.csv"].splitlines()))
     assert len(rows) == 2 * 2 * 11 + 2  # two 60 s files: 11 windows × top-2; the 10 s file: one window
     log = (tmp_path / "pool" / WORKLOG_NAME).read_text().splitlines()

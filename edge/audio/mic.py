@@ -32,7 +32,8 @@ def _sounddevice() -> Any:
         import sounddevice as sd
     except (ImportError, OSError) as e:
         raise AudioError(f"microphone support is unavailable ({e})",
-                         "install PortAudio (apt install libportaudio2) and `pip install biolingual-edge[mic]`") from e
+                         "install PortAudio's system library: `sudo apt install libportaudio2` (Debian, Raspberry Pi "
+                         "OS, JetPack), then check with `biolingual-edge devices`") from e
     return sd
 
 

@@ -13,7 +13,8 @@ from edge.detect import Detection
 DETECTIONS_CSV = "detections.csv"
 CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc")
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-                 "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank")
+                 "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank", "Begin Path")
+"""``Begin Path`` (the recording's absolute path) lets Raven open the sound with the table."""
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
 
 
@@ -79,10 +80,11 @@ class RavenTable(_AppendedTable):
     ``resume_at`` = (bytes, selections) continues an interrupted table cut back to that checkpoint.
     """
 
-    def __init__(self, path: Path, sample_rate: int, low_hz: float, high_hz: float,
+    def __init__(self, path: Path, sample_rate: int, low_hz: float, high_hz: float, recording: Path | None = None,
                  resume_at: tuple[int, int] | None = None) -> None:
         super().__init__(path, None if resume_at is None else resume_at[0], "\t", "\n")
         self.sample_rate = sample_rate
+        self.begin_path = str(recording.resolve()) if recording else ""
         self.low_hz = low_hz
         self.high_hz = high_hz
         self.selections = 0 if resume_at is None else resume_at[1]
@@ -94,6 +96,13 @@ class RavenTable(_AppendedTable):
             self.selections += 1
             self._writer.writerow([self.selections, "Spectrogram 1", 1, seconds(d.start_sample, self.sample_rate),
                                    seconds(d.end_sample, self.sample_rate), f"{self.low_hz:g}", f"{self.high_hz:g}",
-                                   d.label, f"{d.score:.6g}", d.rank])
+                                   d.label, f"{d.score:.6g}", d.rank, self.begin_path])
         self._sync()
 
+
+def remove_stale_tables(out_dir: Path) -> list[Path]:
+    """Delete Raven tables an earlier run left in ``out_dir`` (only ours: the BioLingual suffix)."""
+    stale = sorted(out_dir.glob("*" + RAVEN_SUFFIX))
+    for path in stale:
+        path.unlink()
+    return stale
