@@ -19,7 +19,8 @@ sys.meta_path.insert(0, Block())
 """
 IMPORT_ALL = BLOCKER + """
 import importlib, pkgutil, edge
-names = [m.name for m in pkgutil.walk_packages(edge.__path__, 'edge.') if not m.name.startswith('edge.desk') and m.name != 'edge.__main__']
+names = [m.name for m in pkgutil.walk_packages(edge.__path__, 'edge.')
+         if not m.name.startswith('edge.desk') and m.name != 'edge.__main__']
 for name in names:
     importlib.import_module(name)
 print(len(names), 'modules')

@@ -1,10 +1,11 @@
 """The season archive: window embeddings from cards and ``analyze --embeddings`` folders, ready to re-score and search.
 
 Embeddings live in Parquet shards (``<db>.archive/unit=<unit>/day=<UTC day>/*.parquet``: ``window_id`` and a
-``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed so a scan is a read and a matrix product);
-window metadata lives in the DuckDB table ``windows`` next to the detections. Ingest is one segment at a time
-(bounded memory) and idempotent: a window already archived (same unit, boot, stream and start sample) is
-never added twice, and a segment already taken whole is not even re-read.
+``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed), the archive of record that any Parquet tool
+reads; beside each shard a raw float16 ``.f16.npy`` copy is what scans memory-map (a matrix product, not a
+value-by-value list decode). Window metadata lives in the DuckDB table ``windows`` next to the detections.
+Ingest is one segment at a time (bounded memory) and idempotent: a window already archived (same unit, boot,
+stream and start sample) is never added twice, and a segment already taken whole is not even re-read.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ card segments were taken whole."""
 EMBEDDING_COLUMN = "embedding"
 ARCHIVE_SUFFIX = ".archive"
 UNKNOWN_DAY = "unknown"
+SCAN_COPY_SUFFIX = ".f16.npy"
 
 
 def archive_root(db_path: Path) -> Path:
@@ -93,19 +95,16 @@ def ingest_embeddings(con: duckdb.DuckDBPyConnection, card: Path, root: Path) ->
 
 def _new_rows(con: duckdb.DuckDBPyConnection, records: np.ndarray, unit: str, boot: str) -> np.ndarray:
     """Indices of records whose (unit, boot, stream, start_sample) is not archived yet (first of duplicates)."""
-    pa = _pyarrow()
-    keys = pa.table({"idx": np.arange(len(records)), "stream": records["stream"].astype(np.int32),
-                     "start_sample": records["start_sample"]})
-    con.register("segment_keys", keys)
-    try:
-        rows = run(con, """
-            SELECT min(k.idx) FROM segment_keys k WHERE NOT EXISTS (
-                SELECT 1 FROM windows w WHERE w.unit_id = ? AND w.boot_id = ? AND w.stream = k.stream
-                AND w.start_sample = k.start_sample)
-            GROUP BY k.stream, k.start_sample ORDER BY 1""", [unit, boot])
-    finally:
-        con.unregister("segment_keys")
-    return np.array([r[0] for r in rows], dtype=np.int64)
+    starts = records["start_sample"]
+    streams = records["stream"].astype(np.int64)
+    keys = streams << 40 | starts  # start samples stay below 2**40 (254 days at 48 kHz per stream)
+    _, first = np.unique(keys, return_index=True)
+    existing = run(con, "SELECT stream, start_sample FROM windows WHERE unit_id = ? AND boot_id = ? AND "
+                        "start_sample BETWEEN ? AND ?", [unit, boot, int(starts.min()), int(starts.max())])
+    if existing:
+        known = np.array([(int(s) << 40) | int(x) for s, x in existing], np.int64)
+        first = first[~np.isin(keys[first], known)]
+    return np.sort(first)
 
 
 def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header: Any, root: Path, name: str,
@@ -132,15 +131,26 @@ def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header
     return len(records)
 
 
+def scan_copy(shard: Path) -> Path:
+    """The shard's embeddings as a raw ``(N, D)`` float16 ``.npy`` beside it, memory-mapped by scans."""
+    return shard.with_suffix(SCAN_COPY_SUFFIX)
+
+
 def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """``window_id`` + ``FixedSizeList<float16, D>`` embeddings, uncompressed, through a temp file and a rename."""
+    """``window_id`` + ``FixedSizeList<float16, D>`` embeddings, uncompressed, through a temp file and a rename;
+    plus the scan copy (Parquet decodes a list column value by value, ~100× slower than mapping a matrix)."""
     pa = _pyarrow()
     path.parent.mkdir(parents=True, exist_ok=True)
+    copy = scan_copy(path)
+    temp_copy = copy.with_name(TEMP_PREFIX + copy.name)
+    with open(temp_copy, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors, np.float16))
+    temp_copy.replace(copy)
     flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
     table = pa.table({"window_id": pa.array(ids, pa.int64()),
                       EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
     temp = path.with_name(TEMP_PREFIX + path.name)
-    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False)
+    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False, write_statistics=False)
     temp.replace(path)
 
 
@@ -172,7 +182,13 @@ def _insert_windows(con: duckdb.DuckDBPyConnection, records: np.ndarray, ids: np
 
 
 def read_shard(path: Path) -> np.ndarray:
-    """A shard's embeddings as ``(N, D)`` float16 (memory-mapped read)."""
+    """A shard's embeddings as ``(N, D)`` float16: the memory-mapped scan copy, else decoded from the Parquet."""
+    copy = scan_copy(path)
+    if copy.is_file():
+        try:
+            return np.load(copy, mmap_mode="r")
+        except (OSError, ValueError):
+            pass  # damaged scan copy: the Parquet shard is the record
     pa = _pyarrow()
     try:
         column = pa.parquet.read_table(path, columns=[EMBEDDING_COLUMN], memory_map=True)[EMBEDDING_COLUMN]

@@ -27,8 +27,9 @@ from edge.sinks.segments import SegmentStream, atomic_write
 from edge.sinks.streamclock import StreamClock
 from edge.windowing import Window
 
-MAX_PENDING_EMBEDDINGS = 4096
-"""Embeddings held in memory while the card cannot be written (≈ 4 MiB at 512-d fp16); the oldest are dropped."""
+MAX_PENDING_EMBEDDINGS = 1024
+"""Batches of embeddings held in memory while the card cannot be written (≈ 4 MiB at 4 windows of 512-d fp16
+per batch); beyond this the oldest are dropped (counted like every other record kind)."""
 FILE_ARCHIVE_UNIT = "recordings"
 """``unit_id`` of windows archived by ``analyze --embeddings`` (their key is the file path and offset)."""
 FILE_BOOT_HASH_CHARS = 16
@@ -68,12 +69,16 @@ class CardEmbeddings:
                                     MAX_PENDING_EMBEDDINGS)
 
     def add(self, clock: StreamClock, starts: list[int], ends: list[int], vectors: np.ndarray) -> None:
-        """Queue one record per window (``vectors`` ``(B, dim)`` float32, L2-normalised)."""
-        for row, (start, end) in enumerate(zip(starts, ends)):
-            utc_us = clock.utc_us(start)
-            self.stream.add(from_epoch_us(utc_us).date(), encode_records(
-                self.header, clock.stream, clock.clock_sync, np.array([start]), np.array([end]),
-                np.array([utc_us]), vectors[row : row + 1]))
+        """Queue one record per window (``vectors`` ``(B, dim)`` float32, L2-normalised), one blob per UTC day."""
+        utc_us = np.array([clock.utc_us(s) for s in starts], np.int64)
+        days = [from_epoch_us(int(u)).date() for u in utc_us]
+        first = 0
+        for index in range(1, len(days) + 1):
+            if index == len(days) or days[index] != days[first]:
+                self.stream.add(days[first], encode_records(
+                    self.header, clock.stream, clock.clock_sync, np.asarray(starts[first:index]),
+                    np.asarray(ends[first:index]), utc_us[first:index], vectors[first:index]))
+                first = index
 
 
 def file_boot_id(source: Path, model_sha256: str) -> str:
