@@ -125,7 +125,30 @@ def phase_search(work: Path) -> dict[str, float]:
     started = time.perf_counter()
     search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter(unit="unit-03"))
     one_unit = time.perf_counter() - started
-    return {"first_query_s": first, "warm_median_s": float(np.median(warm)), "one_unit_s": one_unit}
+    return {"first_query_s": first, "warm_median_s": float(np.median(warm)), "one_unit_s": one_unit,
+            **prefilter_recall(work, bundle, rng)}
+
+
+def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
+    """recall@10 of the binary prefilter against the exact scan: random queries, and archived windows + noise."""
+    from edge.desk.archive import read_embeddings
+    from edge.desk.search import SearchFilter, search
+
+    db = work / "season.duckdb"
+    examples = read_embeddings(db, rng.integers(1, 1000, SEARCH_QUERIES).tolist())
+    noisy = examples + rng.standard_normal(examples.shape, dtype=np.float32) * 0.02
+    recalls: dict[str, list[float]] = {"random": [], "example": []}
+    timings = []
+    for kind, queries in (("random", unit_vectors(rng, SEARCH_QUERIES)), ("example", noisy)):
+        for query in queries:
+            exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, SearchFilter())}  # type: ignore[arg-type]
+            started = time.perf_counter()
+            fast = search(db, bundle, query, 10, SearchFilter(), prefilter=True)  # type: ignore[arg-type]
+            timings.append(time.perf_counter() - started)
+            recalls[kind].append(len(exact & {h.meta["window_id"] for h in fast}) / 10)
+    return {"prefilter_warm_median_s": float(np.median(timings)),
+            "prefilter_recall10_random": float(np.mean(recalls["random"])),
+            "prefilter_recall10_example": float(np.mean(recalls["example"]))}
 
 
 def phase_naive(work: Path) -> dict[str, float]:

@@ -111,6 +111,9 @@ def test_search_by_example_finds_its_own_window(season: dict[str, Path], example
         if start_s == 40.0:
             assert float(hits[0]["source_offset_s"]) == 40.0 and float(hits[0]["score"]) > 0.999
         assert len(list((out / "clips").glob("*.wav"))) == 3
+    cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
+        f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "prefiltered"), "--prefilter")
+    assert rows(tmp_path / "prefiltered" / "hits.csv")[0]["source_offset_s"] == "40.000"
 
 
 def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_bundle: Path,

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.desk.cards import Finding
 from edge.desk.database import CollectError, connect, run
+from edge.desk.prefilter import write_codes
 from edge.sinks.cardformat import CLOCK_SYNC_STATES, MICROSECONDS_PER_SECOND, OPEN_SUFFIX, TEMP_PREFIX, safe_name
 from edge.sinks.embedformat import EMBEDDINGS_DIR, EXTENSION, UNKNOWN_UTC_US, dequantise, read_embedding_segment
 
@@ -146,6 +147,7 @@ def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
     with open(temp_copy, "wb") as handle:
         np.save(handle, np.ascontiguousarray(vectors, np.float16))
     temp_copy.replace(copy)
+    write_codes(path, vectors)
     flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
     table = pa.table({"window_id": pa.array(ids, pa.int64()),
                       EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
@@ -208,16 +210,22 @@ class Block:
     embeddings: np.ndarray
 
 
+def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
+        list[tuple[str, np.ndarray, np.ndarray, int]]:
+    """(shard, rows in it, their window ids, rows the shard holds) of every window matching ``where``."""
+    found = run(con, f"""SELECT shard, list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row)
+                         FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""", params or [])
+    totals = dict(run(con, "SELECT shard, count(*) FROM windows GROUP BY shard"))
+    return [(shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64), int(totals[shard]))
+            for shard, rows, ids in found]
+
+
 def scan(con: duckdb.DuckDBPyConnection, root: Path, where: str = "TRUE", params: list[Any] | None = None) -> \
         Iterator[Block]:
     """Every archived window matching ``where`` (SQL over ``windows``), shard by shard, in window order."""
-    shards = run(con, f"""SELECT shard, list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row),
-                                 count(*) FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""",
-                 params or [])
-    for shard, rows, ids, _ in shards:
+    for shard, rows, ids, total in shards(con, where, params):
         matrix = read_shard(root / shard)
-        picked = matrix if len(rows) == len(matrix) else matrix[np.asarray(rows)]
-        yield Block(np.asarray(ids, np.int64), normalised(picked))
+        yield Block(ids, normalised(matrix if len(rows) == total else matrix[rows]))
 
 
 def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.ndarray:
