@@ -97,7 +97,14 @@ def test_rescore_equals_analyze_window_for_window(season: dict[str, Path], examp
         gap = abs(float(expected[index]["cosine"]) - float(expected[index + 1]["cosine"]))
         if gap > NEAR_TIE:
             assert got[index]["label"] == expected[index]["label"]
-    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["toad_at_40s.BioLingual.selection.table.txt"]
+    (raven,) = tmp_path.glob("*.txt")
+    assert raven.name == "toad_at_40s.BioLingual.selection.table.txt"
+    want_lines = (season["analyze"].parent / raven.name).read_text().splitlines()
+    have_lines = raven.read_text().splitlines()
+    assert have_lines[0] == want_lines[0] and len(have_lines) == len(want_lines)
+    for want_line, have_line in zip(want_lines[1:], have_lines[1:]):
+        want_cells, have_cells = want_line.split("\t"), have_line.split("\t")
+        assert have_cells[:7] == want_cells[:7] and have_cells[9] == want_cells[9]  # all but species and score
 
 
 def test_search_by_example_finds_its_own_window(season: dict[str, Path], example_bundle: Path,

@@ -114,9 +114,8 @@ def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header
     if not len(keep):
         return 0
     records = records[keep]
-    vectors = dequantise(records)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = (vectors / np.where(norms > 0, norms, 1)).astype(np.float16)
+    # fp16: the model's unit vectors exactly as the unit stored them (scans renormalise); int8: dequantised
+    vectors = records["vector"] if header.dtype == "fp16" else normalised(dequantise(records)).astype(np.float16)
     utc = records["start_utc_us"]
     known = utc != UNKNOWN_UTC_US
     days = np.where(known, (utc // (86_400 * MICROSECONDS_PER_SECOND)), -1)
@@ -211,21 +210,30 @@ class Block:
 
 
 def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
-        list[tuple[str, np.ndarray, np.ndarray, int]]:
-    """(shard, rows in it, their window ids, rows the shard holds) of every window matching ``where``."""
-    found = run(con, f"""SELECT shard, list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row)
+        list[tuple[str, np.ndarray | slice, np.ndarray]]:
+    """(shard, its rows that match ``where``, their window ids) in window order.
+
+    Rows are a ``slice`` when they are one contiguous run (a whole shard, or a time range of one) — the usual
+    case, answered from per-shard aggregates without moving a row id through Python.
+    """
+    found = run(con, f"""SELECT shard, count(*), min(window_id), max(window_id), min(shard_row), max(shard_row)
                          FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""", params or [])
-    totals = dict(run(con, "SELECT shard, count(*) FROM windows GROUP BY shard"))
-    return [(shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64), int(totals[shard]))
-            for shard, rows, ids in found]
+    result: list[tuple[str, np.ndarray | slice, np.ndarray]] = []
+    for shard, count, first_id, last_id, first_row, last_row in found:
+        if last_id - first_id + 1 == count and last_row - first_row + 1 == count:
+            result.append((shard, slice(first_row, last_row + 1), np.arange(first_id, last_id + 1, dtype=np.int64)))
+            continue
+        rows, ids = run(con, f"""SELECT list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row)
+                                 FROM windows WHERE shard = ? AND ({where})""", [shard, *(params or [])])[0]
+        result.append((shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)))
+    return result
 
 
 def scan(con: duckdb.DuckDBPyConnection, root: Path, where: str = "TRUE", params: list[Any] | None = None) -> \
         Iterator[Block]:
     """Every archived window matching ``where`` (SQL over ``windows``), shard by shard, in window order."""
-    for shard, rows, ids, total in shards(con, where, params):
-        matrix = read_shard(root / shard)
-        yield Block(ids, normalised(matrix if len(rows) == total else matrix[rows]))
+    for shard, rows, ids in shards(con, where, params):
+        yield Block(ids, normalised(read_shard(root / shard)[rows]))
 
 
 def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.ndarray:
@@ -255,8 +263,8 @@ def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.nda
 def normalised(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows -> float32 rows of unit length (undoes the fp16 rounding of the norm)."""
     rows = rows.astype(np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    rows /= np.where(norms > 0, norms, 1)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    rows *= 1 / np.where(norms > 0, norms, 1)
     return rows
 
 

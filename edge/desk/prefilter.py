@@ -26,9 +26,15 @@ def codes_path(shard: Path) -> Path:
     return shard.with_suffix(CODES_SUFFIX)
 
 
+FLOAT16_SIGN = np.uint16(0x8000)
+
+
 def binary_codes(vectors: np.ndarray) -> np.ndarray:
-    """``(N, D)`` -> ``(N, D/8)`` uint8: bit set where the value is positive."""
-    return np.packbits(np.asarray(vectors) > 0, axis=1)
+    """``(N, D)`` float16/float32 -> ``(N, D/8)`` uint8: bit set where the sign bit is clear (value >= +0)."""
+    vectors = np.asarray(vectors)
+    # float16: integer compare on the bits (numpy's float16 arithmetic is slow)
+    positive = vectors.view(np.uint16) < FLOAT16_SIGN if vectors.dtype == np.float16 else ~np.signbit(vectors)
+    return np.packbits(positive, axis=1)
 
 
 def write_codes(shard: Path, vectors: np.ndarray) -> None:
@@ -58,12 +64,12 @@ def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarra
     keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)
     found = shards(con, where, params)
     best: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (distance, shard index, row)
-    for number, (shard, rows, _, total) in enumerate(found):
+    for number, (shard, rows, _) in enumerate(found):
         path = codes_path(root / shard)
         # a shard archived before codes existed: derive them from its scan copy
         codes = np.load(path, mmap_mode="r") if path.is_file() else binary_codes(read_shard(root / shard))
-        distance = hamming(np.asarray(codes if len(rows) == total else codes[rows]), query_code)
-        local_rows = rows if len(rows) != total else np.arange(total)
+        distance = hamming(np.asarray(codes[rows]), query_code)
+        local_rows = np.arange(len(codes))[rows]
         if len(distance) > keep:
             part = np.argpartition(distance, keep - 1)[:keep]
             distance, local_rows = distance[part], local_rows[part]
@@ -77,11 +83,11 @@ def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarra
     shard_of = np.concatenate([b[1] for b in best]) if best else np.zeros(0, np.int64)
     row_of = np.concatenate([b[2] for b in best]) if best else np.zeros(0, np.int64)
     for number in np.unique(shard_of):
-        shard, rows, ids, total = found[number]
+        shard, rows, ids = found[number]
         picked = np.sort(row_of[shard_of == number])
         matrix = read_shard(root / shard)
         scores_out.append(normalised(matrix[picked]) @ query)
-        lookup = dict(zip((rows if len(rows) != total else np.arange(total)).tolist(), ids.tolist()))
+        lookup = dict(zip(np.arange(len(matrix))[rows].tolist(), ids.tolist()))
         ids_out.append(np.array([lookup[r] for r in picked.tolist()], np.int64))
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)

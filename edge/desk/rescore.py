@@ -20,10 +20,11 @@ import numpy as np
 from edge.bundle import Bundle, open_bundle
 from edge.desk.archive import archive_root, scan
 from edge.desk.database import CollectError, connect, run
+from edge.desk.rescore_tables import window_tables
 from edge.detect import DetectorOptions, EventDetector
 from edge.errors import LabelError
 from edge.labels import LabelList, read_labels
-from edge.scoring import LabelSet, Scorer, load_label_set, top_k
+from edge.scoring import LabelSet, Scorer, load_label_set
 from edge.sinks.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
 
 if TYPE_CHECKING:
@@ -164,20 +165,22 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     names = np.array(labels.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in labels.names])
     con = connect(db_path, read_only=True)
-    writer = TableWriter(out_dir, bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frontend = bundle.manifest.frontend
     try:
         where, params, kept, other = model_filter(con, bundle)
-        for block in scan(con, archive_root(db_path), where, params):
-            scores = scorer.score(block.embeddings)
-            meta = _meta(con, block.window_ids)
-            if options.rules is None:
-                _write_windows(writer, meta, scores.score, scores.cosine, names, shown, options)
-        if options.rules is not None:
+        if options.rules is None:
+            rows = window_tables(con, db_path, where, params, scorer, names, shown, options, out_dir,
+                                 (frontend.f_min, frontend.f_max))
+            return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
+        writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
+        try:
             _write_events(con, db_path, where, params, scorer, writer, names, shown, options.rules)
+        finally:
+            writer.close()
+        return RescoreResult(writer.path, kept, writer.rows, other)
     finally:
-        writer.close()
         con.close()
-    return RescoreResult(writer.path, kept, writer.rows, other)
 
 
 def _groups(recordings: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -187,23 +190,6 @@ def _groups(recordings: np.ndarray) -> Iterator[tuple[int, int]]:
     change = np.flatnonzero(recordings[1:] != recordings[:-1]) + 1
     edges = [0, *change.tolist(), len(recordings)]
     yield from zip(edges[:-1], edges[1:])
-
-
-def _write_windows(writer: TableWriter, meta: dict[str, np.ndarray], score: np.ndarray, cosine: np.ndarray,
-                   names: np.ndarray, shown: np.ndarray, options: RescoreOptions) -> None:
-    """Per window the ``top_k`` best labels reaching the threshold, exactly as ``analyze`` selects them."""
-    visible = np.flatnonzero(shown)
-    score, cosine = score[:, visible], cosine[:, visible]
-    best = top_k(score, options.top_k)
-    values = np.take_along_axis(score, best, axis=1)
-    keep = np.ones(values.shape, bool) if options.threshold is None else values >= options.threshold
-    cos = np.take_along_axis(cosine, best, axis=1)
-    labels = names[visible][best]
-    for lo, hi in _groups(meta["recording"]):
-        rows = [(int(meta["start"][i]), int(meta["stop"][i]), labels[i, r], float(values[i, r]), float(cos[i, r]),
-                 r + 1, _utc(meta["start_utc"][i])) for i in range(lo, hi) for r in range(best.shape[1])
-                if keep[i, r]]
-        writer.write(str(meta["recording"][lo]), int(meta["sample_rate"][lo]), rows)
 
 
 def _utc(value: Any) -> Any:

@@ -169,10 +169,10 @@ def read_embedding_segment(path: Path) -> EmbeddingSegment:
         notes.append(f"{path}: torn last record ({body % dtype.itemsize} bytes) skipped; "
                      "it was never confirmed written")
     records = np.frombuffer(data, dtype, count=whole, offset=offset)
-    raw = np.frombuffer(data, np.uint8, count=whole * dtype.itemsize, offset=offset).reshape(whole, dtype.itemsize)
-    crc_at = dtype.itemsize - 4
-    good = np.fromiter((zlib.crc32(raw[i, :crc_at].tobytes()) for i in range(whole)), np.uint32, whole) \
-        == records["crc"]
+    view = memoryview(data)
+    size, crc_at = dtype.itemsize, dtype.itemsize - 4
+    starts = range(offset, offset + whole * size, size)
+    good = np.fromiter((zlib.crc32(view[at : at + crc_at]) for at in starts), np.uint32, whole) == records["crc"]
     problems = []
     if not good.all():
         problems.append(f"{path}: {int((~good).sum())} record(s) fail their CRC (card corruption?); skipped")
