@@ -161,3 +161,16 @@ def test_rescore_with_the_unit_config_reproduces_the_units_events(example_bundle
                  round(float(r["score"]), 4)) for r in rows(tmp_path / "rescored" / "detections.csv")]
     assert [r[:3] for r in rescored] == [r[:3] for r in logged]
     np.testing.assert_allclose([r[3] for r in rescored], [r[3] for r in logged], atol=5e-3)
+
+
+def test_half_precision_cosines_match_numpy() -> None:
+    from edge.desk.half_matmul import cosines
+
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((300, 64)) * 0.1).astype(np.float16)
+    queries = rng.standard_normal((64, 5)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=0)
+    full = rows.astype(np.float32)
+    expected = (full / np.linalg.norm(full, axis=1, keepdims=True)) @ queries
+    np.testing.assert_allclose(cosines(rows, queries), expected, atol=1e-6)  # ONNX Runtime kernel
+    np.testing.assert_allclose(cosines(full, queries), expected, atol=1e-6)  # numpy path

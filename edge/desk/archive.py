@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.desk.cards import Finding
 from edge.desk.database import CollectError, connect, run
+from edge.desk.half_matmul import cosines
 from edge.desk.prefilter import write_codes
 from edge.sinks.cardformat import CLOCK_SYNC_STATES, MICROSECONDS_PER_SECOND, OPEN_SUFFIX, TEMP_PREFIX, safe_name
 from edge.sinks.embedformat import EMBEDDINGS_DIR, EXTENSION, UNKNOWN_UTC_US, dequantise, read_embedding_segment
@@ -203,10 +204,14 @@ def read_shard(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Block:
-    """Windows of one shard that pass a filter: their ids and float32 embeddings ``(n, D)``."""
+    """Windows of one shard that pass a filter: their ids and their stored float16 embeddings ``(n, D)``."""
 
     window_ids: np.ndarray
-    embeddings: np.ndarray
+    rows: np.ndarray
+
+    def cosines(self, queries: np.ndarray) -> np.ndarray:
+        """Cosines ``(n, K)`` float32 against unit ``queries`` ``(D, K)`` float32 (row norms divided out)."""
+        return cosines(self.rows, queries)
 
 
 def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
@@ -233,7 +238,7 @@ def scan(con: duckdb.DuckDBPyConnection, root: Path, where: str = "TRUE", params
         Iterator[Block]:
     """Every archived window matching ``where`` (SQL over ``windows``), shard by shard, in window order."""
     for shard, rows, ids in shards(con, where, params):
-        yield Block(ids, normalised(read_shard(root / shard)[rows]))
+        yield Block(ids, read_shard(root / shard)[rows])
 
 
 def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.ndarray:

@@ -219,7 +219,7 @@ def _write_events(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
         events = []
         stream_where = f"{where} AND unit_id = ? AND boot_id = ? AND stream = ?"
         for block in scan(con, archive_root(db_path), stream_where, [*params, unit, boot, stream]):
-            scores = scorer.score(block.embeddings)
+            scores = scorer.from_cosine(block.cosines(scorer.label_matrix))
             meta = _meta(con, block.window_ids)
             if anchor is None:
                 anchor = (_utc(meta["start_utc"][0]), int(meta["start"][0]), int(meta["sample_rate"][0]),

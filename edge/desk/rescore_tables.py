@@ -56,7 +56,7 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
     total = 0
     with pq.ParquetWriter(temp, schema, compression="none") as writer:
         for block in scan(con, archive_root(db_path), where, params):
-            scores = scorer.score(block.embeddings)
+            scores = scorer.from_cosine(block.cosines(scorer.label_matrix))
             score, cosine = scores.score[:, visible], scores.cosine[:, visible]
             best = top_k(score, options.top_k)
             values = np.take_along_axis(score, best, axis=1)

@@ -76,7 +76,7 @@ def top_windows(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, t
     best_ids = np.zeros(0, np.int64)
     best_scores = np.zeros(0, np.float32)
     for block in scan(con, root, where, params):
-        scores = block.embeddings @ query
+        scores = block.cosines(query[:, None])[:, 0]
         if len(scores) > top:
             part = np.argpartition(-scores, top - 1)[:top]
             ids, scores = block.window_ids[part], scores[part]
