@@ -1,7 +1,9 @@
 """``biolingual-edge bench``: speed and memory of the runtime on this unit, per precision and batch size.
 
-Each precision runs in its own spawned process, so its peak RSS and its time to first window are its
-own (a fresh interpreter: bundle checksums, ONNX Runtime session, first window through every stage).
+Each model runs in its own spawned process, so its peak RSS and its time to first window are its
+own (a fresh interpreter: bundle checksums, ONNX Runtime session or TensorRT engine, first window through
+every stage). Models are named by manifest key: ONNX files (``fp32``, ``int8`` …) run in ``OrtBackend``,
+engines (``trt-fp16`` …) in ``TrtBackend``, side by side in one report.
 The audio is a real recording when one is given, else seeded noise; windows follow the configured
 window/hop grid, so the streaming frontend does the work it does in the field.
 """
@@ -24,11 +26,13 @@ from rich.console import Console
 
 from edge.audio.files import read_file
 from edge.backends import create_backend
+from edge.backends.trt_api import require_tensorrt
 from edge.bundle import Bundle, open_bundle
 from edge.cli_support import report_errors
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.frontend_stream import StreamingLogMel
 from edge.health import peak_rss_mb
+from edge.precision_gate import TRT_KEY_PREFIX
 from edge.scoring import LabelSet, Scorer
 from edge.windowing import Window, clip_windows
 
@@ -48,7 +52,7 @@ class BenchOptions:
 
     bundle: Path
     precisions: tuple[str, ...] = ()
-    """Empty: every precision in the bundle."""
+    """Manifest keys (``fp32``, ``int8``, ``trt-fp16`` …). Empty: every model in the bundle this unit can run."""
     batches: tuple[int, ...] = DEFAULT_BATCHES
     windows: int = DEFAULT_WINDOWS
     window_s: float = 10.0
@@ -165,7 +169,9 @@ def bench_precision(options: BenchOptions, precision: str) -> PrecisionResult:
     params = bundle.manifest.frontend
     rate = params.sampling_rate
     window, hop = round(options.window_s * rate), round(options.hop_s * rate)
-    backend = create_backend(bundle, precision=precision, threads=options.threads, optimized=options.optimized)
+    name, model_precision = backend_for(precision)
+    backend = create_backend(bundle, backend=name, precision=model_precision, threads=options.threads,
+                             optimized=options.optimized)
     frontend = StreamingLogMel(params)
     scorer = Scorer(bench_labels(bundle), bundle.manifest.logit_scale)
     windows = clip_windows(bench_audio(options, rate, window, hop), window, hop)
@@ -194,12 +200,41 @@ def _bench_child(options: BenchOptions, precision: str) -> dict[str, Any]:
     return asdict(bench_precision(options, precision))
 
 
-def run_bench(options: BenchOptions) -> list[PrecisionResult]:
-    """Every requested precision, each in a fresh spawned process."""
+def backend_for(key: str) -> tuple[str, str]:
+    """(backend, precision) that runs the model stored under manifest ``key``: ``trt-fp16`` -> (trt, fp16)."""
+    if key.startswith(TRT_KEY_PREFIX):
+        return "trt", key.removeprefix(TRT_KEY_PREFIX)
+    return "ort", key
+
+
+def runnable_models(bundle: Bundle, requested: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(manifest keys to time, {key: why it is skipped}).
+
+    Requested keys must all run (an engine without TensorRT is an error); by default every model runs
+    except engines on a machine without TensorRT, which are listed as skipped with the reason.
+    """
+    for key in requested:
+        bundle.model(key)
+        if backend_for(key)[0] == "trt":
+            require_tensorrt()
+    if requested:
+        return requested, {}
+    keys, skipped = [], {}
+    for key in bundle.manifest.models:
+        if backend_for(key)[0] == "trt":
+            try:
+                require_tensorrt()
+            except EdgeError as e:
+                skipped[key] = e.message
+                continue
+        keys.append(key)
+    return tuple(keys), skipped
+
+
+def run_bench(options: BenchOptions) -> tuple[list[PrecisionResult], dict[str, str]]:
+    """Every requested model, each in a fresh spawned process; also the models skipped and why."""
     bundle = open_bundle(options.bundle)
-    precisions = options.precisions or tuple(bundle.manifest.models)
-    for precision in precisions:
-        bundle.model(precision)
+    precisions, skipped = runnable_models(bundle, options.precisions)
     context = multiprocessing.get_context("spawn")
     results = []
     for precision in precisions:
@@ -207,7 +242,7 @@ def run_bench(options: BenchOptions) -> list[PrecisionResult]:
             raw = pool.apply(_bench_child, (options, precision))
         raw["batches"] = [BatchResult(**b) for b in raw["batches"]]
         results.append(PrecisionResult(**raw))
-    return results
+    return results, skipped
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -243,7 +278,8 @@ def print_tables(info: dict[str, str], options: BenchOptions, results: list[Prec
 @report_errors
 def bench_command(
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")],
-    precision: Annotated[list[str] | None, typer.Option(help="Precision(s) to time; default: all in the bundle.")]
+    precision: Annotated[list[str] | None, typer.Option(
+        help="Model(s) to time by manifest key (fp32, int8, trt-fp16 …); default: every one this unit can run.")]
     = None,
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,4,8",
     windows: Annotated[int, typer.Option(help="Windows timed per batch size.")] = DEFAULT_WINDOWS,
@@ -262,11 +298,13 @@ def bench_command(
     options = BenchOptions(bundle=bundle, precisions=tuple(precision or ()), batches=parse_batches(batch),
                            windows=windows, window_s=window, hop_s=hop, threads=threads, audio=audio,
                            optimized=optimized)
-    results = run_bench(options)
+    results, skipped = run_bench(options)
     info = machine_info()
     if json_out:
         print(json.dumps({"machine": info, "options": {**asdict(options), "bundle": str(bundle),
                                                        "audio": str(audio) if audio else None},
-                          "results": [asdict(r) for r in results]}, indent=2))
+                          "results": [asdict(r) for r in results], "skipped": skipped}, indent=2))
     else:
         print_tables(info, options, results)
+        for key, reason in skipped.items():
+            stdout.print(f"[yellow]{key} skipped:[/] {reason}")

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edge.errors import EdgeError
 
@@ -26,9 +27,9 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except EdgeError as e:
-            stderr.print(f"[bold red]error:[/] {e.message}", soft_wrap=True)
-            if e.hint:
-                stderr.print(f"[yellow]hint:[/] {e.hint}", soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
+            if e.hint:  # escaped: a hint like pip install 'pkg[extra]' is text, not rich markup
+                stderr.print(f"[yellow]hint:[/] {escape(e.hint)}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper

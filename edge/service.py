@@ -17,6 +17,12 @@ SERVICE_FILE = "biolingual-edge.service"
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_USER = "biolingual"
 AUDIO_GROUP = "audio"
+GPU_GROUPS = ("video", "render")
+"""Owners of the GPU device nodes on L4T (/dev/nvhost-*, /dev/nvmap: video; /dev/dri/renderD*: render)."""
+STATE_DIRECTORY = "biolingual-edge"
+"""``StateDirectory=``: /var/lib/biolingual-edge, writable under ProtectSystem=strict and exported to the
+daemon as $STATE_DIRECTORY; runtime caches (ONNX Runtime's TensorRT engine cache) live there, not in the
+read-only bundle (edge/backends/cache_dirs.py)."""
 START_TIMEOUT_S = 300
 """Bundle checks, model load (a TensorRT engine can take a minute) and the first window before READY=1."""
 STOP_TIMEOUT_S = 30
@@ -48,6 +54,11 @@ def _check_user(user: str) -> None:
                           f"create an unprivileged user: sudo useradd --system --groups {AUDIO_GROUP} {DEFAULT_USER}")
 
 
+def supplementary_groups(config: UnitConfig) -> tuple[str, ...]:
+    """``audio`` for the microphone, plus the GPU device groups when the model runs on TensorRT."""
+    return (AUDIO_GROUP, *GPU_GROUPS) if config.model.backend == "trt" else (AUDIO_GROUP,)
+
+
 def render_unit(config: UnitConfig, config_path: Path, user: str = DEFAULT_USER,
                 python: str = sys.executable) -> str:
     """The unit file text for running ``biolingual-edge run --config config_path`` as ``user``."""
@@ -72,7 +83,7 @@ NotifyAccess=main
 ExecStart={exec_start}
 WorkingDirectory={str(config_path.parent).replace("%", "%%")}
 User={user}
-SupplementaryGroups={AUDIO_GROUP}
+SupplementaryGroups={" ".join(supplementary_groups(config))}
 Environment=PYTHONUNBUFFERED=1
 Restart=always
 RestartSec={RESTART_DELAY_S}
@@ -87,6 +98,8 @@ NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
 ReadWritePaths={log_dir}
+# Writable caches that survive restarts ($STATE_DIRECTORY); the bundle stays read-only.
+StateDirectory={STATE_DIRECTORY}
 PrivateTmp=yes
 ProtectKernelModules=yes
 ProtectControlGroups=yes
@@ -103,7 +116,8 @@ def install_unit(config: UnitConfig, config_path: Path, user: str, unit_dir: Pat
         account = pwd.getpwnam(user)
     except KeyError:
         raise ConfigError(f"user '{user}' does not exist on this machine",
-                          f"create it: sudo useradd --system --groups {AUDIO_GROUP} --no-create-home {user}") from None
+                          f"create it: sudo useradd --system --groups {','.join(supplementary_groups(config))} "
+                          f"--no-create-home {user}") from None
     if not unit_dir.is_dir():
         raise ConfigError(f"unit folder {unit_dir} does not exist", "pass --unit-dir with an existing folder")
     path = unit_dir / SERVICE_FILE

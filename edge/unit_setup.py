@@ -55,13 +55,20 @@ def labels_with_prompts(config: UnitConfig) -> LabelList:
 
 
 def choose_precision(config: UnitConfig, bundle: Bundle) -> str:
-    """The first precision of the preference list that the bundle has."""
+    """The first precision of the preference list whose model the bundle has for the configured backend.
+
+    Looked up by manifest key (``model_key``): the trt backend's ``int8`` is the ``trt-int8`` engine, never
+    the ONNX Runtime ``int8`` file.
+    """
+    backend = config.model.backend
     for precision in config.model.precision:
-        if precision in bundle.manifest.models:
+        if model_key(backend, precision) in bundle.manifest.models:
             return precision
-    raise BundleError(f"bundle {bundle.root} has none of {', '.join(config.model.precision)} "
+    wanted = ", ".join(model_key(backend, p) for p in config.model.precision)
+    raise BundleError(f"bundle {bundle.root} has none of {wanted} for backend {backend} "
                       f"(it has {', '.join(bundle.manifest.models) or 'none'})",
-                      "export the missing precision or change model.precision")
+                      "build the missing engine (`biolingual-export trt`) or model, or change model.precision"
+                      if backend == "trt" else "export the missing precision or change model.precision")
 
 
 def stages_for(config: UnitConfig, bundle: Bundle, precision: str, force_precision: bool = False) -> Stages:

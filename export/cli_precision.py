@@ -84,14 +84,18 @@ def trt(
     bundle: BundleOpt,
     precision: Annotated[str, typer.Option(help="fp16, int8 (from int8-trt) or fp32.")] = "fp16",
     max_batch: Annotated[int, typer.Option(help="Largest batch of the optimisation profile.")] = 8,
+    opt_batch: Annotated[int, typer.Option(help="Batch the profile is tuned for (the daemon mostly runs 1).")] = 1,
     workspace_mb: Annotated[int, typer.Option(help="Builder workspace limit in MiB.")] = 1024,
-    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file (default: in the bundle).")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(
+        help="Folder of timing caches, one per GPU and TensorRT version (default: trt_timing/ in the bundle).")]
+    = None,
 ) -> None:
     """Build a strongly typed TensorRT engine on this machine (run it on the Jetson)."""
     from export.trt_build import TrtBuildOptions, build_engine
 
+    options = TrtBuildOptions(precision, max_batch, workspace_mb, timing_cache, opt_batch=opt_batch)
     with stderr.status(f"building the {precision} engine"):
-        entry = build_engine(bundle, TrtBuildOptions(precision, max_batch, workspace_mb, timing_cache))
+        entry = build_engine(bundle, options)
     stderr.print(f"engine {bundle / entry.path} (TensorRT {entry.details['tensorrt_version']}, "
                  f"{entry.details['gpu_name']})")
 

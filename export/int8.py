@@ -4,6 +4,12 @@ Two flavours from one fp32 graph: ``ort`` (uint8 activations, int8 per-channel w
 Runtime's CPU kernels accelerate) and ``trt`` (symmetric int8 activations and weights, zero points 0:
 what TensorRT's explicit-quantization builder accepts). Only Conv/MatMul/Gemm are quantized; sensitive
 groups of nodes can be kept in fp32 by name.
+
+For ``trt`` the Q/DQ pairs sit on the *inputs* of Conv/MatMul/Gemm only, as TensorRT's Q/DQ placement
+guidance asks (it fuses DQ -> op -> Q itself and picks int8 or float for everything in between); a Q/DQ on
+every output would force int8 round trips between layers. The exact bicubic-stretch MatMul
+(``*_as_matmul``, see :mod:`export.optimize`) is never quantized: its constant is the first operand, where a
+per-channel scale would run along the contraction axis, and it is an exact interpolation, not a learnt weight.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ DEFAULT_KEEP_FP32 = ("head",)
 """Measured on the trained tiny model: keeping the projection head in fp32 cuts the max abs error ~3x;
 the patch embedding, softmax and attention groups gave no measurable gain."""
 CALIBRATION_METHODS = ("minmax", "percentile")
+QDQ_PLACEMENT = {"ort": "inputs and outputs of Conv/MatMul/Gemm (ONNX Runtime QDQ)",
+                 "trt": "inputs of Conv/MatMul/Gemm only (TensorRT placement)"}
+EXACT_MATMUL_SUFFIX = "_as_matmul"
+"""Name suffix of the exact interpolation MatMuls written by :func:`export.optimize.resize_to_matmul`."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,25 @@ def sensitive_nodes(model: onnx.ModelProto, groups: tuple[str, ...]) -> list[str
     return sorted(set(names), key=[n.name for n in nodes].index)
 
 
+def exact_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the ``*_as_matmul`` interpolation MatMuls (never quantized)."""
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(EXACT_MATMUL_SUFFIX)]
+
+
+def higher_precision_nodes(model: onnx.ModelProto) -> list[str]:
+    """Conv/MatMul/Gemm nodes of a Q/DQ model with no dequantized input: they run in float (fp32/fp16).
+
+    Every other operator (LayerNorm, Softmax, GELU, adds …) also computes in float; TensorRT may run it in
+    int8 only where it fuses it into a quantized Conv/MatMul.
+    """
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in model.graph.node
+            if n.op_type in QUANTIZED_OP_TYPES and not set(n.input) & dequantized]
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options: Int8Options) -> list[str]:
-    """Write a Q/DQ INT8 model for ``options.target``; returns the node names kept in fp32."""
+    """Write a Q/DQ INT8 model for ``options.target``; returns the node names excluded from quantization
+    (the requested sensitive groups and the exact interpolation MatMuls)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -104,7 +131,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options
         prepared = Path(tmp) / "prepared.onnx"
         # Symbolic shape inference crashes on the dynamo-exported graph; ONNX shape inference suffices.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        excluded = sensitive_nodes(onnx.load(str(prepared)), options.keep_fp32)
+        prepared_model = onnx.load(str(prepared))
+        excluded = sensitive_nodes(prepared_model, options.keep_fp32) + exact_matmuls(prepared_model)
         quantize_static(
             str(prepared), str(out_path), _Reader(data, options.batch),
             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -112,7 +140,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options
             op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=excluded,
             calibrate_method=method[options.calibration_method],
             # TensorRT takes float biases (it fuses them itself); int32 bias Q/DQ is for ORT's kernels.
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric,
+                           # TensorRT: Q/DQ on the inputs of Conv/MatMul/Gemm only, never on their outputs.
+                           "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES) if symmetric else []},
         )
     log.info("INT8 (%s) written to %s; %d node(s) kept in fp32", options.target, out_path, len(excluded))
     return excluded

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from calibration.dataset import DEFAULT_BATCH, CalibrationSet
@@ -22,7 +23,7 @@ from edge.bundle import ModelEntry, open_bundle, sha256_file, write_manifest
 from export.errors import ExportError
 from export.fidelity import Fidelity, bundle_label_embeddings, fidelity
 from export.fp16 import convert_fp16
-from export.int8 import DEFAULT_KEEP_FP32, Int8Options, quantize_int8
+from export.int8 import DEFAULT_KEEP_FP32, QDQ_PLACEMENT, Int8Options, higher_precision_nodes, quantize_int8
 from export.trt_compat import KNOWN_UNSUPPORTED, check_file
 
 PRECISIONS = ("int8", "fp16")
@@ -66,10 +67,8 @@ def embed_all(session: ort.InferenceSession, features: np.ndarray, batch: int = 
 
 
 def _forbidden_for_ort(path: Path) -> list[str]:
-    import onnx
-
     return [f"{n.name} ({n.op_type})" for n in onnx.load(str(path)).graph.node if n.op_type in KNOWN_UNSUPPORTED
-            and n.op_type not in ("STFT", "DFT", "MelWeightMatrix")]
+            and n.op_type not in ("DFT", "MelWeightMatrix")]
 
 
 def add_precision(bundle_dir: Path, calibration: CalibrationSet | None, options: QuantizeOptions) -> ModelEntry:
@@ -92,6 +91,8 @@ def add_precision(bundle_dir: Path, calibration: CalibrationSet | None, options:
                 target=options.target, keep_fp32=options.keep_fp32,
                 calibration_method=options.calibration_method, batch=options.batch))
             details.update(target=options.target, kept_fp32_groups=list(options.keep_fp32), kept_fp32_nodes=kept,
+                           higher_precision_nodes=higher_precision_nodes(onnx.load(str(tmp_path))),
+                           qdq_placement=QDQ_PLACEMENT[options.target],
                            calibration_method=options.calibration_method,
                            calibration={"windows": len(calibrate), "seed": calibration.seed})
         else:

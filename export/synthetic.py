@@ -1,6 +1,7 @@
 """Random-weight BioLingual-shaped checkpoints for tests and benchmarks (no weights can be downloaded).
 
-``tiny``: small hidden sizes, same HTS-AT/RoBERTa classes, seconds to build and export.
+``tiny``: small hidden sizes, same HTS-AT/RoBERTa classes, seconds to build and export (one block per stage).
+``swin``: narrower still but two blocks per stage, so the shifted-window blocks are exported too.
 ``full``: the default ``ClapConfig`` (the BioLingual architecture) for speed and memory figures.
 The tokenizer is a byte-level BPE trained on the spot; the feature extractor carries BioLingual's settings.
 """
@@ -14,6 +15,10 @@ TINY_TEXT = {"vocab_size": 512, "hidden_size": 32, "num_hidden_layers": 1, "num_
              "intermediate_size": 64, "max_position_embeddings": 80}
 TINY_AUDIO = {"patch_embeds_hidden_size": 16, "hidden_size": 128, "depths": [1, 1, 1, 1],
               "num_attention_heads": [1, 1, 2, 2]}
+SWIN_AUDIO = {"patch_embeds_hidden_size": 8, "hidden_size": 64, "depths": [2, 2, 2, 2],
+              "num_attention_heads": [1, 1, 1, 1]}
+"""Narrowest HTS-AT with two blocks per stage, so shifted windows (attention masks, rolls) are in the graph."""
+AUDIO_CONFIGS = {"tiny": TINY_AUDIO, "swin": SWIN_AUDIO}
 TINY_PROJECTION = 32
 BIOLINGUAL_EXTRACTOR = {"feature_size": 64, "sampling_rate": 48_000, "hop_length": 480, "max_length_s": 10,
                         "fft_window_size": 1024, "frequency_min": 50, "frequency_max": 14_000,
@@ -50,14 +55,14 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-    if size not in ("tiny", "full"):
-        raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
+    if size not in (*AUDIO_CONFIGS, "full"):
+        raise ValueError(f"size must be one of {', '.join(AUDIO_CONFIGS)} or 'full', not {size!r}")
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(TINY_TEXT["vocab_size"])
-    if size == "tiny":
+    if size in AUDIO_CONFIGS:
         config = ClapConfig(text_config={**TINY_TEXT, "vocab_size": len(tokenizer),
                                          "projection_dim": TINY_PROJECTION},
-                            audio_config={**TINY_AUDIO, "projection_dim": TINY_PROJECTION},
+                            audio_config={**AUDIO_CONFIGS[size], "projection_dim": TINY_PROJECTION},
                             projection_dim=TINY_PROJECTION)
     else:
         config = ClapConfig(text_config={"vocab_size": max(len(tokenizer), 50265)})

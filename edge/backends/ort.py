@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
+from edge.backends.cache_dirs import trt_ep_cache_dir
 from edge.bundle import ORT_OPTIMIZED_KEY, Bundle, ModelEntry
 from edge.errors import BackendError
 
@@ -14,14 +15,12 @@ log = logging.getLogger(__name__)
 
 
 TRT_EP = "TensorrtExecutionProvider"
-TRT_EP_CACHE_DIR = "ort_trt_cache"
-"""Engine cache of ONNX Runtime's TensorRT provider, kept inside the bundle so builds survive restarts."""
 
 
 def _with_options(provider: str, bundle: Bundle) -> str | tuple[str, dict[str, str]]:
     if provider != TRT_EP:
         return provider
-    cache = bundle.root / TRT_EP_CACHE_DIR
+    cache = trt_ep_cache_dir(bundle)  # outside the bundle: the service mounts it read-only
     return provider, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
                       "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}
 

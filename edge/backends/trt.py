@@ -1,7 +1,8 @@
 """TensorRT backend: a strongly typed engine from the bundle, name-based I/O, device buffers allocated once.
 
 CUDA through cuda-python (never torch). An engine built by another TensorRT version or on another GPU
-model is refused with a hint to rebuild it on this unit.
+model, or from an ONNX file the bundle no longer holds (re-exported or re-quantised since), is refused with
+a hint to rebuild it on this unit.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.trt_api import cuda_call, gpu_identity, load_cudart, require_tensorrt, version
+from edge.backends.device_buffers import DeviceBuffers
+from edge.backends.trt_api import gpu_identity, load_cudart, require_tensorrt, version
 from edge.bundle import Bundle
 from edge.errors import BackendError
 from edge.precision_gate import model_key
 
 log = logging.getLogger(__name__)
-
-FLOAT32_BYTES = 4
-
 
 def engine_mismatch(details: Mapping[str, Any], trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
     """Why an engine recorded with ``details`` cannot run here, or ``None`` when it matches."""
@@ -30,6 +29,17 @@ def engine_mismatch(details: Mapping[str, Any], trt_version: str, gpu_name: str,
     if built[1] != gpu_name or built[2] != compute_capability:
         return (f"engine was built on {built[1]} (compute {built[2]}), this unit has {gpu_name} "
                 f"(compute {compute_capability})")
+    return None
+
+
+def stale_engine(bundle: Bundle, details: Mapping[str, Any]) -> str | None:
+    """Why an engine's recorded source ONNX is not the bundle's current one, or ``None`` when it is."""
+    source_key = details.get("source_model")
+    source = bundle.manifest.models.get(str(source_key))
+    if source is None:
+        return f"the engine was built from the {source_key} model, which the bundle no longer has"
+    if details.get("source_onnx_sha256") != bundle.manifest.files.get(source.path):
+        return f"the engine was built from another version of {source.path} (re-exported or re-quantised since)"
     return None
 
 
@@ -43,6 +53,10 @@ class TrtBackend:
         entry = bundle.model(key)
         if entry.runtime != "tensorrt":
             raise BackendError(f"the {key} model is for {entry.runtime}, not TensorRT", "pick another precision")
+        rebuild = f"rebuild it on this unit: `biolingual-export trt --bundle {bundle.root} --precision {precision}`"
+        stale = stale_engine(bundle, entry.details)
+        if stale:
+            raise BackendError(f"{key}: {stale}", rebuild)
         require_tensorrt()
         import tensorrt as trt
 
@@ -50,8 +64,7 @@ class TrtBackend:
         gpu_name, capability = gpu_identity(cudart)
         problem = engine_mismatch(entry.details, version(), gpu_name, capability)
         if problem:
-            raise BackendError(problem, f"rebuild it on this unit: `biolingual-export trt --bundle {bundle.root} "
-                                        f"--precision {precision}`")
+            raise BackendError(problem, rebuild)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine((bundle.root / entry.path).read_bytes())
@@ -66,13 +79,10 @@ class TrtBackend:
         for name in (self._input, self._output):
             if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 raise BackendError(f"engine tensor {name} is not float32", "rebuild from a bundle with float32 I/O")
-        self._host_out = np.empty((self.max_batch, self._dim), dtype=np.float32)
-        in_bytes = self.max_batch * int(np.prod(self._frame_shape)) * FLOAT32_BYTES
-        self._device_in = cuda_call(cudart, cudart.cudaMalloc(in_bytes))
-        self._device_out = cuda_call(cudart, cudart.cudaMalloc(self._host_out.nbytes))
-        self._stream = cuda_call(cudart, cudart.cudaStreamCreate())
-        self._context.set_tensor_address(self._input, int(self._device_in))
-        self._context.set_tensor_address(self._output, int(self._device_out))
+        self._buffers = DeviceBuffers(cudart, (self.max_batch, *self._frame_shape), (self.max_batch, self._dim))
+        device_in, device_out = self._buffers.addresses()
+        self._context.set_tensor_address(self._input, int(device_in))
+        self._context.set_tensor_address(self._output, int(device_out))
         log.info("TensorRT %s engine %s on %s", precision, entry.path, gpu_name)
 
     def embed(self, features: np.ndarray) -> np.ndarray:
@@ -81,29 +91,21 @@ class TrtBackend:
                                for i in range(0, features.shape[0], self.max_batch)])
 
     def _run(self, features: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        batch = np.ascontiguousarray(features, dtype=np.float32)
-        if batch.shape[1:] != self._frame_shape:
-            raise BackendError(f"features of shape {batch.shape[1:]}, engine expects {self._frame_shape}",
+        if features.shape[1:] != self._frame_shape:
+            raise BackendError(f"features of shape {features.shape[1:]}, engine expects {self._frame_shape}",
                                "use the bundle's frontend parameters")
-        n = batch.shape[0]
-        self._context.set_input_shape(self._input, batch.shape)
-        cuda_call(cudart, cudart.cudaMemcpyAsync(self._device_in, batch.ctypes.data, batch.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
-        if not self._context.execute_async_v3(int(self._stream)):
+        buffers = self._buffers
+        host = buffers.upload(features)
+        self._context.set_input_shape(self._input, host.shape)
+        if not self._context.execute_async_v3(buffers.stream_handle):
             raise BackendError("TensorRT inference failed", "see the TensorRT log above; rebuild the engine")
-        out = self._host_out[:n]
-        cuda_call(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._device_out, out.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
-        cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream))
+        out = buffers.download(host.shape[0])
+        buffers.synchronize()
         return out.copy()
 
     def close(self) -> None:
         """Free the device buffers and stream (also done by the context manager)."""
-        cudart = self._cudart
-        for pointer in (self._device_in, self._device_out):
-            cuda_call(cudart, cudart.cudaFree(pointer))
-        cuda_call(cudart, cudart.cudaStreamDestroy(self._stream))
+        self._buffers.close()
 
     def __enter__(self) -> TrtBackend:
         return self

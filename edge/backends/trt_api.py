@@ -30,6 +30,8 @@ def require_tensorrt() -> None:
         import tensorrt
     except ImportError as e:
         raise BackendError("TensorRT is not installed", INSTALL_HINT) from e
+    except OSError as e:  # the Python package is there, its libnvinfer is not (or is for another CUDA)
+        raise BackendError(f"TensorRT is installed but cannot load its libraries ({e})", INSTALL_HINT) from e
     if not hasattr(tensorrt, "Builder"):
         raise BackendError("TensorRT is not installed (only type stubs were found)", INSTALL_HINT)
 
