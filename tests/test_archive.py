@@ -174,3 +174,14 @@ def test_half_precision_cosines_match_numpy() -> None:
     expected = (full / np.linalg.norm(full, axis=1, keepdims=True)) @ queries
     np.testing.assert_allclose(cosines(rows, queries), expected, atol=1e-6)  # ONNX Runtime kernel
     np.testing.assert_allclose(cosines(full, queries), expected, atol=1e-6)  # numpy path
+
+
+def test_a_database_without_embeddings_is_a_one_line_error(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    connect(db).close()  # a collection database from before the archive: no windows table
+    for command in (["rescore", "--labels", str(example_labels[0])], ["search", "--example", f"{db}@0"]):
+        result = CliRunner().invoke(app, ["logs", *command, "--db", str(db), "--bundle", str(example_bundle),
+                                          "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and "holds no window embeddings" in result.output, result.output
+        assert "Traceback" not in result.output

@@ -273,6 +273,17 @@ def normalised(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
+def require_windows(con: duckdb.DuckDBPyConnection) -> int:
+    """Archived windows in the database; a typed error when there are none (or the database predates them)."""
+    has_table = run(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0]
+    total = int(run(con, "SELECT count(*) FROM windows")[0][0]) if has_table else 0
+    if total == 0:
+        raise CollectError("the archive holds no window embeddings",
+                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
+                           "and `logs collect DIR`")
+    return total
+
+
 def model_counts(con: duckdb.DuckDBPyConnection) -> Counter[str]:
     """Archived windows per model sha256."""
     return Counter({str(sha): int(n) for sha, n in run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1")})

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.bundle import Bundle, open_bundle
-from edge.desk.archive import archive_root, scan
+from edge.desk.archive import archive_root, require_windows, scan
 from edge.desk.database import CollectError, connect, run
 from edge.desk.rescore_tables import window_tables
 from edge.detect import DetectorOptions, EventDetector
-from edge.errors import LabelError
+from edge.errors import EdgeError, LabelError
 from edge.labels import LabelList, read_labels
 from edge.scoring import LabelSet, Scorer, load_label_set
 from edge.sinks.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
@@ -69,7 +69,7 @@ def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> Label
             raise missing from None
         try:
             encoder = TextEncoder.from_bundle(bundle.root)
-        except LabelError:
+        except EdgeError:  # no text encoder in this bundle: the missing labels' message says what to run
             raise missing from None
         return LabelSet(labels.names, np.asarray(encoder.embed(list(labels.names)), np.float32))
 
@@ -84,11 +84,8 @@ def model_filter(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> tuple[str, l
     shas = bundle_model_shas(bundle)
     marks = ", ".join("?" * len(shas)) or "NULL"
     where = f"model_sha256 IN ({marks})"
+    require_windows(con)
     kept, total = run(con, f"SELECT count(*) FILTER (WHERE {where}), count(*) FROM windows", shas)[0]
-    if total == 0:
-        raise CollectError("the archive holds no window embeddings",
-                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
-                           "and `logs collect DIR`")
     if kept == 0:
         raise CollectError(f"none of the {total} archived windows was computed by a model of bundle {bundle.root}",
                            "pass the bundle the units ran (embeddings from different models are not comparable)")

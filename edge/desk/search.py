@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.desk.archive import archive_root, normalised, scan
+from edge.desk.archive import archive_root, normalised, require_windows, scan
 from edge.desk.database import CollectError, connect, run
 from edge.desk.prefilter import prefiltered_top
 from edge.desk.rescore import META_COLUMNS, model_filter
@@ -123,6 +123,7 @@ def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
     """(precision key, window length in samples) of the bundle model that computed most archived windows."""
     con = connect(db_path, read_only=True)
     try:
+        require_windows(con)
         by_sha = dict(run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1"))
         length = run(con, "SELECT end_sample - start_sample FROM windows GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
     finally:
