@@ -10,7 +10,6 @@ stream and start sample) is never added twice, and a segment already taken whole
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,8 +281,3 @@ def require_windows(con: duckdb.DuckDBPyConnection) -> int:
                            "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
                            "and `logs collect DIR`")
     return total
-
-
-def model_counts(con: duckdb.DuckDBPyConnection) -> Counter[str]:
-    """Archived windows per model sha256."""
-    return Counter({str(sha): int(n) for sha, n in run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1")})

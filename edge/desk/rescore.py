@@ -9,7 +9,6 @@ the rows are the events a unit with that list would have logged.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -178,15 +177,6 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
         return RescoreResult(writer.path, kept, writer.rows, other)
     finally:
         con.close()
-
-
-def _groups(recordings: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(start, stop) of runs of equal recordings."""
-    if not len(recordings):
-        return
-    change = np.flatnonzero(recordings[1:] != recordings[:-1]) + 1
-    edges = [0, *change.tolist(), len(recordings)]
-    yield from zip(edges[:-1], edges[1:])
 
 
 def _utc(value: Any) -> Any:
