@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,8 @@ from edge.cli import app
 from edge.desk.cards import Finding
 from edge.desk.collect import collect
 from edge.desk.database import connect
-from tests.cardlog_support import T0, write_card
+from edge.sinks.cardlog import CardLog, UnitIdentity
+from tests.cardlog_support import HOP, RATE, T0, WINDOW, event_at, write_card
 
 COLLECTED = datetime(2024, 6, 1, tzinfo=timezone.utc)
 
@@ -179,3 +181,136 @@ def test_cli_reports_a_missing_database_in_one_line(tmp_path: Path) -> None:
                                       "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no collection database" in result.output
     assert "Traceback" not in result.output
+
+
+# --- the desk side reports what happened (issue 10) -------------------------------------------------------------
+
+
+def unfinished_card(root: Path, unit_id: str, *, stop_exit: int | None = None, gaps: tuple[float, ...] = ()) -> str:
+    """A boot that logged for a minute and then died (no stop, log never closed), or stopped with ``stop_exit``."""
+    log = CardLog(root, UnitIdentity(unit_id, "marsh-2024"), RATE, {"config_hash": "cfg-1"},
+                  wall_clock=lambda: T0)
+    log.open_stream(T0, 0, "ntp")
+    log.event("start", sample=0)
+    for hop in range(0, 60 * RATE - WINDOW + 1, HOP):
+        log.effort(hop, hop + WINDOW)
+        log.detections([event_at(hop, "toad")])
+    for number, seconds in enumerate(gaps):
+        start = (number + 1) * 10 * RATE
+        log.event("gap", sample=start, end_sample=start + int(seconds * RATE), seconds=seconds)
+    if stop_exit is None:
+        log.flush(final=True)
+    else:
+        log.event("pipeline_failed", sample=HOP, reason="onnxruntime: bad input")
+        log.event("stop", sample=60 * RATE, exit_code=stop_exit)
+        log.close()
+    return log.boot_id
+
+
+def test_runs_that_ended_without_a_stop_or_on_a_failure_are_reported(tmp_path: Path) -> None:
+    crashed = unfinished_card(tmp_path / "a", "AM-01")
+    failed = unfinished_card(tmp_path / "b", "AM-02", stop_exit=3)
+    write_card(tmp_path / "c", "AM-03", minutes=1)
+    result = collect([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "db.duckdb", now=COLLECTED)
+    runs = messages(result.findings, "runs", "warning")
+    assert len(runs) == 2, runs
+    assert any("AM-01" in m and "without a stop" in m and crashed in m and "last record 2024-05-01 21:01:00" in m
+               for m in runs)
+    assert any("AM-02" in m and "exit code 3" in m and "pipeline_failed" in m and failed in m for m in runs)
+    assert not any("AM-03" in m for m in runs), "a log closed normally is not a crash"
+
+
+def test_gap_events_become_effort_findings(tmp_path: Path) -> None:
+    unfinished_card(tmp_path / "a", "AM-01", gaps=(12.5, 30.0))
+    result = collect([tmp_path / "a"], tmp_path / "db.duckdb", now=COLLECTED)
+    (gap,) = messages(result.findings, "effort", "warning")
+    assert "AM-01" in gap and "2 gap(s)" in gap and "42.5 s" in gap and "largest 30.0 s at 2024-05-01 21:00:20" in gap
+
+
+def test_a_unit_id_that_is_not_utf8_is_a_card_error_not_a_phantom_unit(tmp_path: Path) -> None:
+    write_card(tmp_path / "card", "AM-01", minutes=2)
+    (segment,) = (tmp_path / "card" / "detections").glob("*.csv")
+    lines = segment.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b"AM-01", b"AM-\xff1")
+    segment.write_bytes(b"\n".join(lines))
+    db = tmp_path / "db.duckdb"
+    result = collect([tmp_path / "card"], db, now=COLLECTED)
+    (error,) = [m for m in messages(result.findings, "card", "error") if "not UTF-8" in m]
+    assert segment.name in error and "1 row(s)" in error
+    assert count(db, "SELECT count(DISTINCT unit_id) FROM card_boots") == 1
+    assert count(db, "SELECT count(*) FROM detections") == 22, "the corrupt row is dropped, the others kept"
+
+
+def test_a_damaged_file_name_is_a_card_error_not_a_crash(tmp_path: Path) -> None:
+    log = write_card(tmp_path / "card", "AM-01", minutes=2)
+    (segment,) = (tmp_path / "card" / "detections").glob("*.csv")
+    damaged = os.fsencode(tmp_path / "card" / "detections") + f"/2024-05-01_{log.boot_id}_00".encode() + b"\xff.csv"
+    with open(damaged, "wb") as handle:
+        handle.write(segment.read_bytes())
+    db = tmp_path / "db.duckdb"
+    result = collect([tmp_path / "card"], db, now=COLLECTED)
+    assert any("file name damaged" in m for m in messages(result.findings, "card", "error"))
+    assert count(db, "SELECT count(*) FROM detections") == 23
+
+
+def test_back_to_back_boots_of_one_unit_on_two_cards_are_not_two_recorders(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-07", minutes=3)
+    write_card(tmp_path / "b", "AM-07", minutes=3, start=T0 + timedelta(minutes=3))
+    result = collect([tmp_path / "a", tmp_path / "b"], tmp_path / "db.duckdb", now=COLLECTED)
+    assert not messages(result.findings, "unit ids", "error")
+    assert any("different times" in m for m in messages(result.findings, "unit ids", "info"))
+
+
+def test_overlapping_boots_never_count_more_than_the_minute_as_analysed(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-07", minutes=3)
+    write_card(tmp_path / "b", "AM-07", minutes=3)
+    db = tmp_path / "db.duckdb"
+    collect([tmp_path / "a", tmp_path / "b"], db, now=COLLECTED)
+    assert count(db, "SELECT max(s) FROM (SELECT sum(analysed_s) AS s FROM effort GROUP BY minute_utc)") == 120
+    assert count(db, "SELECT max(analysed_s) FROM unit_effort") == 60
+    assert count(db, "SELECT sum(analysed_s) FROM unit_effort WHERE unit_id = 'AM-07'") == 3 * 60
+
+
+def test_re_collecting_does_not_grow_the_findings_table(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-01", minutes=3, streams=2, pause_minutes=30)
+    write_card(tmp_path / "b", "AM-02", minutes=3, clock_sync="unsynchronised")
+    db = tmp_path / "db.duckdb"
+    collect([tmp_path / "a", tmp_path / "b"], db, now=COLLECTED)
+    first = count(db, "SELECT count(*) FROM findings")
+    assert first > 0
+    collect([tmp_path / "a", tmp_path / "b"], db, now=COLLECTED)
+    collect([tmp_path / "b"], db, now=COLLECTED)
+    assert count(db, "SELECT count(*) FROM findings") == first
+
+
+def resolved_config(unit_id: str, highpass_hz: int, hop_s: float) -> dict[str, object]:
+    """What the per-boot manifest carries in ``boot_info["config"]`` (the whole resolved unit config)."""
+    return {"unit": {"unit_id": unit_id, "deployment_id": "marsh-2024"},
+            "audio": {"highpass_hz": highpass_hz, "device": "pulse"}, "analysis": {"hop_s": hop_s, "cooldown_s": 30},
+            "schedule": {"mode": "always"}}
+
+
+def test_config_drift_names_the_setting_that_differs_between_units_and_boots(tmp_path: Path) -> None:
+    write_card(tmp_path / "a", "AM-01", minutes=2,
+               boot_info={"config_hash": "h1", "hop_s": 5.0, "config": resolved_config("AM-01", 100, 5.0)})
+    write_card(tmp_path / "b", "AM-02", minutes=2,
+               boot_info={"config_hash": "h2", "hop_s": 5.0, "config": resolved_config("AM-02", 0, 5.0)})
+    write_card(tmp_path / "b", "AM-02", minutes=2, start=T0 + timedelta(days=1), boot_id="20240502T210000Z-00000b",
+               boot_info={"config_hash": "h3", "hop_s": 2.5, "config": resolved_config("AM-02", 0, 2.5)})
+    result = collect([tmp_path / "a", tmp_path / "b"], tmp_path / "db.duckdb", now=COLLECTED)
+    drift = messages(result.findings, "config drift")
+    assert any("'audio.highpass_hz'" in m and "100 on AM-01" in m and "0 on AM-02" in m for m in drift), drift
+    assert any("AM-02" in m and "20240502T210000Z-00000b" in m and "analysis.hop_s 5.0 -> 2.5" in m for m in drift)
+    assert not any("config_hash" in m for m in drift), "the hash only repeats what the settings already say"
+    assert not any("'hop_s'" in m for m in drift), "a copy of a config key is not reported twice"
+    assert not any("unit_id" in m for m in drift), "each unit's own id is not drift"
+
+
+def test_a_gap_event_without_a_length_is_still_reported(tmp_path: Path) -> None:
+    log = CardLog(tmp_path / "a", UnitIdentity("AM-01", "marsh-2024"), RATE, {}, wall_clock=lambda: T0)
+    log.open_stream(T0, 0, "ntp")
+    log.event("gap", sample=HOP)
+    log.close()
+    result = collect([tmp_path / "a"], tmp_path / "db.duckdb", now=COLLECTED)
+    (gap,) = messages(result.findings, "effort", "warning")
+    assert "1 gap(s)" in gap and "length not recorded" in gap

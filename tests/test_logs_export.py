@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -97,3 +98,24 @@ def test_summary_table_and_plots(two_stream_db: Path, tmp_path: Path) -> None:
     for name in ("detections_by_hour.png", "effort_over_time.png"):
         data = (tmp_path / "summary" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_raven_begin_file_names_the_clip_on_the_card_when_there_is_one(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    log = CardLog(card, UnitIdentity("AM-05", "marsh-2024"), RATE, {})
+    log.open_stream(T0, 0, "ntp")
+    clipped, plain = event_at(3 * HOP, "toad"), event_at(6 * HOP, "wood frog")
+    log.effort(0, 8 * HOP)
+    log.detections([clipped, plain])
+    pre_roll = RATE // 2
+    saved = log.save_clip(clipped, np.zeros(2 * HOP + 2 * pre_roll, np.float32), clipped.start_sample - pre_roll)
+    log.close()
+    assert saved is not None
+    db = tmp_path / "db.duckdb"
+    collect([card], db)
+    invoke("export", "--db", str(db), "--format", "raven", "--out", str(tmp_path / "raven"))
+    with_clip, without = read_tsv(tmp_path / "raven" / "AM-05.BioLingual.selection.table.txt")
+    assert Path(with_clip["Begin Path"]) == saved.resolve() and with_clip["Begin File"] == saved.name
+    assert float(with_clip["File Offset (s)"]) == pytest.approx(0.5), "the detection starts after the pre-roll"
+    assert float(with_clip["Begin Time (s)"]) == pytest.approx(15.0)
+    assert without["Begin Path"] == "" and without["Begin File"].endswith("_s1")

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from edge.sinks.cardformat import (
     BOOTS_DIR,
+    CLIPS_DIR,
     DETECTION_COLUMNS,
     DETECTIONS_DIR,
     EFFORT_COLUMNS,
@@ -20,11 +21,18 @@ from edge.sinks.cardformat import (
     SCHEMA_VERSION,
     TEMP_PREFIX,
 )
+from edge.sinks.guano import read_guano
 from edge.sinks.segments import read_csv_segment, read_jsonl_segment
 
 SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(?P<boot>[^_/]+)_(\d{3})\.(csv|jsonl)(\.part)?$")
 DETECTION_KEY = ("unit_id", "boot_id", "stream", "start_sample", "label")
 EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc")
+NOT_UTF8 = "\ufffd"
+"""What the segment reader puts in place of bytes that are not UTF-8: such a row's ids cannot be trusted."""
+CLIP_SUFFIXES = (".wav", ".flac")
+"""Clip files whose GUANO metadata says where they lie in their stream."""
+CLIP_COLUMNS = ("unit_id", "boot_id", "label", "event_start_sample", "clip_start_sample", "sample_rate",
+                "length_s", "path")
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class CardContents:
     effort: Table = field(default_factory=lambda: Table(EFFORT_COLUMNS))
     events: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     health: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    clips: Table = field(default_factory=lambda: Table(CLIP_COLUMNS))
     findings: list[Finding] = field(default_factory=list)
     files_read: int = 0
 
@@ -73,6 +82,7 @@ def read_card(folder: Path) -> CardContents:
     _read_csv_kind(folder / EFFORT_DIR, contents.effort, contents, versions, EFFORT_KEY)
     _read_json_kind(folder / EVENTS_DIR, contents.events, contents, versions)
     _read_json_kind(folder / HEALTH_DIR, contents.health, contents, versions)
+    _read_clips(folder / CLIPS_DIR, contents)
     if not contents.files_read and not contents.boots:
         contents.note("warning", "card", f"{folder} holds no biolingual-edge card log (no {BOOTS_DIR}/ or segments)")
     return contents
@@ -106,6 +116,10 @@ def _segments(folder: Path, extension: str, contents: CardContents,
               versions: dict[str, int]) -> list[Path]:
     paths = []
     for path in sorted(folder.glob(f"*.{extension}")) + sorted(folder.glob(f"*.{extension}{OPEN_SUFFIX}")):
+        if not path.name.isascii():  # the writer names segments in ASCII: anything else is a damaged entry
+            contents.note("error", "card", f"{ascii(str(path))}: file name damaged (not ASCII; card corruption); "
+                          "skipped: copy the card again or check it with fsck")
+            continue
         match = SEGMENT_NAME.match(path.name)
         if match is None:
             contents.note("info", "files", f"{path}: not a card-log segment name; ignored")
@@ -135,8 +149,9 @@ def _read_csv_kind(folder: Path, table: Table, contents: CardContents, versions:
             continue
         if missing:
             contents.note("warning", "schema", f"{path}: columns {', '.join(missing)} missing; left empty")
-        table.rows.extend(_reorder(segment.header, table.columns, segment.rows))
-        table.files.extend([str(path)] * len(segment.rows))
+        rows = _drop_not_utf8(path, segment.rows, contents)
+        table.rows.extend(_reorder(segment.header, table.columns, rows))
+        table.files.extend([str(path)] * len(rows))
 
 
 def _reorder(header: tuple[str, ...], columns: tuple[str, ...],
@@ -160,4 +175,33 @@ def _read_json_kind(folder: Path, records: list[tuple[dict[str, Any], str]], con
     for path in _segments(folder, "jsonl", contents, versions):
         segment = read_jsonl_segment(path)
         _note_lines(contents, segment.notes, segment.problems)
-        records.extend((record, str(path)) for record in segment.records)
+        kept = _drop_not_utf8(path, segment.records, contents)
+        records.extend((record, str(path)) for record in kept)
+
+
+def _drop_not_utf8(path: Path, rows: list[Any], contents: CardContents) -> list[Any]:
+    """Rows holding bytes that were not UTF-8 are corrupt: dropped and reported, never filed under a phantom id."""
+    kept = [row for row in rows if NOT_UTF8 not in (str(row) if isinstance(row, dict) else "".join(row))]
+    if len(kept) < len(rows):
+        contents.note("error", "card", f"{path}: {len(rows) - len(kept)} row(s) with bytes that are not UTF-8 "
+                      "(card corruption) skipped; copy the card again or check it with fsck")
+    return kept
+
+
+def _read_clips(folder: Path, contents: CardContents) -> None:
+    """Each clip with GUANO metadata, so exports can point at a real audio file."""
+    for path in sorted(p for p in folder.glob("*/*") if p.suffix in CLIP_SUFFIXES and
+                       not p.name.startswith(TEMP_PREFIX)):
+        if not str(path.relative_to(folder)).isascii():
+            contents.note("error", "card", f"{ascii(str(path))}: clip name damaged (not ASCII); skipped")
+            continue
+        try:
+            guano = read_guano(path)
+            row: list[str | None] = [guano["Serial"], guano["BIOL|Boot"], guano["Species Auto ID"],
+                                     guano["BIOL|Event Start Sample"], guano["BIOL|Clip Start Sample"],
+                                     guano["Samplerate"], guano["Length"], str(path.resolve())]
+        except (OSError, UnicodeDecodeError, KeyError) as e:
+            contents.note("info", "clips", f"{path}: no readable GUANO metadata ({e}); not linked to a detection")
+            continue
+        contents.clips.rows.append(row)
+        contents.clips.files.append(str(path))

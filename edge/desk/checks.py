@@ -20,6 +20,25 @@ LARGEST_GAPS_LISTED = 3
 UNITS_LISTED = 6
 SECONDS_PER_HOUR = 3600
 
+CONCURRENT_TOLERANCE = timedelta(minutes=1)
+"""Two boots of one unit must overlap by more than this to count as two recorders (a clock step at boot, from
+the RTC to NTP, can put a new boot's first record a little before the previous boot's last)."""
+CLEAN_END_EVENTS = ("stop", "log_close")
+"""A boot whose log has neither ended by a crash, ``kill -9`` or power loss (or was still running)."""
+FAILURE_EVENTS = ("stream_open_failed", "pipeline_failed", "giving_up", "inference_stalled")
+BOOTS_LISTED = 5
+CONFIG_COPIES = ("config_hash", "thresholds", "hysteresis", "confirm", "window_s", "hop_s", "backend")
+"""Boot-record keys derived from the resolved config: compared through ``boot_info["config"]`` when it is there."""
+ABSENT = "<absent>"
+IDENTITY_SECTION = "unit"
+"""The config section naming the recorder (unit_id, deployment_id): different on every unit, not a setting."""
+
+EXACT_TIMES = """
+    SELECT unit_id, boot_id, utc AS t FROM detections UNION ALL
+    SELECT unit_id, boot_id, end_utc FROM detections UNION ALL
+    SELECT unit_id, boot_id, utc FROM events UNION ALL
+    SELECT unit_id, boot_id, utc FROM health"""
+"""Times of records that happened at that moment (effort minutes are floored to the minute, so not here)."""
 ALL_TIMES = """
     SELECT unit_id, boot_id, utc AS t FROM detections UNION ALL
     SELECT unit_id, boot_id, minute_utc FROM effort UNION ALL
@@ -30,12 +49,16 @@ ALL_TIMES = """
 def run_checks(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Finding]:
     """All checks over the whole database; ``now`` is the collection time (naive UTC)."""
     return [*shared_unit_ids(con), *unsynchronised_clocks(con), *clock_out_of_range(con, now),
-            *effort_gaps(con), *config_drift(con)]
+            *unfinished_runs(con), *effort_gaps(con), *gap_events(con), *config_drift(con)]
 
 
 def _spans(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-    rows = con.execute(f"SELECT unit_id, boot_id, min(t), max(t) FROM ({ALL_TIMES}) GROUP BY ALL").fetchall()
-    return {(unit, boot): (first, last) for unit, boot, first, last in rows if first is not None}
+    """Per (unit, boot): first and last moment it logged anything (exact times; effort minutes only as a fallback)."""
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for times in (ALL_TIMES, EXACT_TIMES):
+        rows = con.execute(f"SELECT unit_id, boot_id, min(t), max(t) FROM ({times}) GROUP BY ALL").fetchall()
+        spans.update({(unit, boot): (first, last) for unit, boot, first, last in rows if first is not None})
+    return spans
 
 
 def shared_unit_ids(con: duckdb.DuckDBPyConnection) -> list[Finding]:
@@ -60,7 +83,8 @@ def _compare_cards(unit: str, card_a: str, boots_a: set[str], card_b: str, boots
                        "(a copy or a re-collection of one card); duplicates were ignored")
     only_a = [spans[(unit, b)] for b in boots_a - boots_b if (unit, b) in spans]
     only_b = [spans[(unit, b)] for b in boots_b - boots_a if (unit, b) in spans]
-    overlap = [(max(a[0], b[0]), min(a[1], b[1])) for a in only_a for b in only_b if a[0] <= b[1] and b[0] <= a[1]]
+    overlap = [(max(a[0], b[0]), min(a[1], b[1])) for a in only_a for b in only_b
+               if min(a[1], b[1]) - max(a[0], b[0]) > CONCURRENT_TOLERANCE]
     if overlap:
         start, end = min(o[0] for o in overlap), max(o[1] for o in overlap)
         return Finding("error", "unit ids", f"unit id {unit} is used by two recorders: cards {card_a} and {card_b} "
@@ -99,6 +123,62 @@ def clock_out_of_range(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Fi
         if past:
             findings.append(Finding("error", "clock", f"unit {unit}: {past} record(s) dated before "
                                     f"{EARLIEST_PLAUSIBLE:%Y} (earliest {earliest:%Y-%m-%d}): the clock was reset"))
+    return findings
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - BOOTS_LISTED
+    return ", ".join(items[:BOOTS_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
+def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Runs that ended without a ``stop`` (crash, kill, power loss) and runs that stopped on a failure."""
+    clean, failures = ", ".join(f"'{k}'" for k in CLEAN_END_EVENTS), ", ".join(f"'{k}'" for k in FAILURE_EVENTS)
+    rows = con.execute(f"""
+        SELECT b.unit_id, b.boot_id, count(e.kind) FILTER (WHERE e.kind IN ({clean})),
+               max(TRY_CAST(json_extract_string(e.fields, '$.exit_code') AS INTEGER)) FILTER (WHERE e.kind = 'stop'),
+               string_agg(DISTINCT e.kind, ', ' ORDER BY e.kind) FILTER (WHERE e.kind IN ({failures}))
+        FROM (SELECT DISTINCT unit_id, boot_id FROM card_boots) b LEFT JOIN events e USING (unit_id, boot_id)
+        GROUP BY ALL ORDER BY b.unit_id, b.boot_id""").fetchall()
+    spans = _spans(con)
+    crashed: dict[str, list[str]] = defaultdict(list)
+    failed: dict[str, list[str]] = defaultdict(list)
+    for unit, boot, ends, exit_code, failure in rows:
+        if not ends:
+            last = spans.get((unit, boot))
+            crashed[unit].append(f"{boot} (last record {last[1]:%Y-%m-%d %H:%M:%S} UTC)" if last else
+                                 f"{boot} (nothing logged)")
+        elif exit_code or failure:
+            failed[unit].append(f"{boot} (" + "; ".join(
+                part for part in (f"exit code {exit_code}" if exit_code else "", failure or "") if part) + ")")
+    findings = [Finding("warning", "runs", f"unit {unit}: {len(boots)} run(s) ended without a stop (crash, kill or "
+                        f"power loss, or still running when the card was copied): {_listed(boots)}; whatever "
+                        "was not yet written then is missing")
+                for unit, boots in sorted(crashed.items())]
+    findings += [Finding("warning", "runs", f"unit {unit}: {len(boots)} run(s) stopped on a failure: "
+                         f"{_listed(boots)}; see their events") for unit, boots in sorted(failed.items())]
+    return findings
+
+
+def gap_events(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Audio the unit lost while recording (``gap`` events: stream lost, ring overwritten): never analysed."""
+    rows = con.execute("""
+        SELECT unit_id, count(*), count(s), sum(s), max(s), arg_max(utc, s) FROM (
+            SELECT unit_id, utc, coalesce(TRY_CAST(json_extract_string(fields, '$.seconds') AS DOUBLE),
+                                          (TRY_CAST(json_extract_string(fields, '$.end_sample') AS BIGINT) - sample)
+                                          / b.sample_rate) AS s
+            FROM events LEFT JOIN (SELECT DISTINCT unit_id, boot_id, sample_rate FROM boots) b
+                 USING (unit_id, boot_id)
+            WHERE kind = 'gap')
+        GROUP BY unit_id ORDER BY unit_id""").fetchall()
+    findings = []
+    for unit, gaps, measured, total, largest, at in rows:
+        length = (f"{total:.1f} s in all (largest {largest:.1f} s at {at:%Y-%m-%d %H:%M:%S} UTC)" if measured else
+                  "length not recorded")
+        unknown = f", {gaps - measured} of unknown length" if measured and measured < gaps else ""
+        findings.append(Finding("warning", "effort", f"unit {unit}: {gaps} gap(s) in the audio while recording, "
+                                f"{length}{unknown}; nothing was analysed there, so absences in those spans are "
+                                "unknown"))
     return findings
 
 
@@ -172,23 +252,47 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(value, sort_keys=True)}
 
 
-def config_drift(con: duckdb.DuckDBPyConnection) -> list[Finding]:
-    """Settings (from each unit's latest boot manifest) that differ between units."""
-    rows = con.execute("""
-        SELECT unit_id, boot_info FROM boots
-        QUALIFY row_number() OVER (PARTITION BY unit_id ORDER BY wall_utc_at_boot DESC, boot_id DESC) = 1
-        ORDER BY unit_id""").fetchall()
-    settings = {unit: _flatten(json.loads(info)) for unit, info in rows}
-    keys = sorted({key for flat in settings.values() for key in flat})
-    findings = []
-    for key in keys:
-        by_value: dict[str, list[str]] = defaultdict(list)
-        for unit, flat in settings.items():
-            by_value[flat.get(key, "<absent>")].append(unit)
-        if len(by_value) > 1:
-            parts = [f"{value} on {', '.join(units[:UNITS_LISTED])}"
+def _settings(info: dict[str, Any]) -> dict[str, str]:
+    """A boot's settings by dotted key; with the whole resolved config recorded, its keys replace the copies."""
+    config = info.get("config")
+    if not isinstance(config, dict):
+        return _flatten(info)
+    flat = _flatten({k: v for k, v in info.items() if k != "config" and k not in CONFIG_COPIES})
+    flat.update(_flatten({k: v for k, v in config.items() if k != IDENTITY_SECTION}))
+    return flat
+
+
+def _values(by_value: dict[str, list[str]]) -> str:
+    return "; ".join(f"{value} on {', '.join(units[:UNITS_LISTED])}"
                      + (f" and {len(units) - UNITS_LISTED} more" if len(units) > UNITS_LISTED else "")
-                     for value, units in sorted(by_value.items(), key=lambda item: -len(item[1]))]
-            findings.append(Finding("warning", "config drift", f"setting {key!r} differs between units: "
-                                    + "; ".join(parts)))
+                     for value, units in sorted(by_value.items(), key=lambda item: -len(item[1])))
+
+
+def config_drift(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Settings that differ between units (latest boot of each), and settings a unit changed between boots."""
+    rows = con.execute("""
+        SELECT DISTINCT ON (unit_id, boot_id) unit_id, boot_id, wall_utc_at_boot, boot_info FROM boots
+        ORDER BY unit_id, wall_utc_at_boot, boot_id""").fetchall()
+    history: dict[str, list[tuple[str, datetime | None, dict[str, str]]]] = defaultdict(list)
+    for unit, boot, at, info in rows:
+        history[unit].append((boot, at, _settings(json.loads(info))))
+    latest = {unit: boots[-1][2] for unit, boots in history.items()}
+    findings = []
+    for key in sorted({key for flat in latest.values() for key in flat}):
+        by_value: dict[str, list[str]] = defaultdict(list)
+        for unit, flat in latest.items():
+            by_value[flat.get(key, ABSENT)].append(unit)
+        if len(by_value) > 1:
+            findings.append(Finding("warning", "config drift",
+                                    f"setting {key!r} differs between units: {_values(by_value)}"))
+    for unit, boots in sorted(history.items()):
+        for (_, _, before), (boot, at, after) in zip(boots, boots[1:]):
+            changed = [f"{key} {before.get(key, ABSENT)} -> {after.get(key, ABSENT)}"
+                       for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+            if changed:
+                when = f" ({at:%Y-%m-%d %H:%M} UTC)" if at else ""
+                findings.append(Finding("warning", "config drift", f"unit {unit}: settings changed at boot {boot}"
+                                        f"{when}: {'; '.join(changed[:UNITS_LISTED * 2])}"
+                                        + (f" and {len(changed) - UNITS_LISTED * 2} more" if
+                                           len(changed) > UNITS_LISTED * 2 else "")))
     return findings

@@ -166,3 +166,25 @@ def search(
     for path in write_hits(hits, out, opened, clips):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")
+
+
+@logs_app.command()
+@report_errors
+def report(
+    db: DbOpt,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, opens offline).")],
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="calibration.json: show each species' calibration curve and threshold.")] = None,
+    clips: Annotated[bool, typer.Option("--clips", help="Inline top-scoring and random clips from the cards.")]
+    = False,
+) -> None:
+    """One self-contained HTML page: effort, detections per analysed hour, species pages, unit health."""
+    from edge.desk.report.page import ReportOptions, write_report
+
+    con = connect(db, read_only=True)
+    try:
+        result = write_report(con, out, ReportOptions(calibration=calibration, clips=clips))
+    finally:
+        con.close()
+    stderr.print(f"wrote {out}: {result.units} unit(s), {result.species} species, {result.detections} detections, "
+                 f"{result.clips} clip(s), {result.bytes / 1e6:.2f} MB in {result.seconds:.1f} s")

@@ -17,7 +17,7 @@ from edge.desk.database import connect, copy_table, ingest, record_findings
 if TYPE_CHECKING:
     import duckdb
 
-TABLES = ("detections", "effort", "events", "health", "boots", "card_boots", "findings")
+TABLES = ("detections", "effort", "events", "health", "boots", "card_boots", "clips", "findings")
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,13 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
     added: Counter[str] = Counter()
     findings: list[Finding] = []
     con = connect(db_path)
+    cards: list[str] = []
     try:
         for folder in card_dirs:
             if on_card is not None:
                 on_card(folder)
             contents = read_card(folder)
+            cards.append(contents.card)
             counts = ingest(con, contents)
             read.update(counts.read)
             added.update(counts.added)
@@ -53,7 +55,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
                                     contents.card) for table, n in counts.unusable.items() if n)
             findings.extend(archived.findings)
         findings.extend(run_checks(con, collected_at))
-        record_findings(con, findings)
+        record_findings(con, findings, cards)
         if parquet_dir is not None:
             write_parquet(con, parquet_dir)
     finally:

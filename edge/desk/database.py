@@ -42,9 +42,17 @@ CREATE TABLE IF NOT EXISTS boots (
     unit_id VARCHAR, deployment_id VARCHAR, boot_id VARCHAR, schema_version INTEGER, sample_rate INTEGER,
     settings_hash VARCHAR, wall_utc_at_boot TIMESTAMP, boot_info VARCHAR, card VARCHAR);
 CREATE TABLE IF NOT EXISTS card_boots (card VARCHAR, unit_id VARCHAR, boot_id VARCHAR);
+CREATE TABLE IF NOT EXISTS clips (
+    unit_id VARCHAR, boot_id VARCHAR, label VARCHAR, event_start_sample BIGINT, clip_start_sample BIGINT,
+    sample_rate INTEGER, length_s DOUBLE, path VARCHAR, card VARCHAR, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS findings (
     collected_utc TIMESTAMP, severity VARCHAR, "check" VARCHAR, message VARCHAR, card VARCHAR);
+CREATE OR REPLACE VIEW unit_effort AS
+    SELECT unit_id, minute_utc, least(sum(analysed_s), 60.0) AS analysed_s, count(DISTINCT boot_id) AS boots
+    FROM effort GROUP BY unit_id, minute_utc;
 """
+"""``unit_effort``: seconds analysed per unit and UTC minute, whatever the boots: overlapping boots (a restart
+within the minute, two recorders sharing an id) never add up to more than the minute."""
 
 UTC = "CAST({} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
 """ISO-8601 text with any offset -> naive UTC TIMESTAMP (unparseable -> NULL via TRY_CAST)."""
@@ -62,6 +70,9 @@ RECORD_SELECT = f"""
     unit_id, deployment_id, boot_id, TRY_CAST(seq AS BIGINT), TRY_CAST(stream AS INTEGER), clock_sync,
     TRY_CAST(sample AS BIGINT), TRY_{UTC.format('utc')}, kind, fields, card, source_file"""
 HEALTH_SELECT = RECORD_SELECT + ", TRY_CAST(temperature_c AS DOUBLE), TRY_CAST(disk_free_bytes AS BIGINT)"
+CLIP_SELECT = """
+    unit_id, boot_id, label, TRY_CAST(event_start_sample AS BIGINT), TRY_CAST(clip_start_sample AS BIGINT),
+    TRY_CAST(sample_rate AS INTEGER), TRY_CAST(length_s AS DOUBLE), path, card, source_file"""
 
 KEYS = {
     "detections": ("unit_id", "boot_id", "stream", "start_sample", "label"),
@@ -70,6 +81,7 @@ KEYS = {
     "health": ("unit_id", "boot_id", "seq"),
     "boots": ("unit_id", "boot_id"),
     "card_boots": ("card", "unit_id", "boot_id"),
+    "clips": ("unit_id", "boot_id", "label", "event_start_sample"),
 }
 """What makes a record unique: re-reading a card, or a copy of it, adds nothing."""
 
@@ -181,13 +193,14 @@ def ingest(con: duckdb.DuckDBPyConnection, contents: CardContents) -> IngestCoun
         "events": (_record_staging(contents.events, card, ()), RECORD_SELECT),
         "health": (_record_staging(contents.health, card, ("temperature_c", "disk_free_bytes")), HEALTH_SELECT),
         "boots": (_boot_staging(contents.boots, card), BOOT_SELECT),
+        "clips": (_table_staging(contents.clips, card), CLIP_SELECT),
     }
     read, added, unusable = {}, {}, {}
     run(con, "BEGIN TRANSACTION")
     try:
         for table, (staging, select) in stagings.items():
             read[table] = len(next(iter(staging.values()))) if staging else 0
-            added[table], unusable[table] = _insert(con, table, staging, select)
+            added[table], unusable[table] = _insert(con, table, staging, select) if read[table] else (0, 0)
         pairs = _unit_boots(contents)
         if pairs:
             added["card_boots"], _ = _insert(con, "card_boots", _object_columns(
@@ -216,11 +229,22 @@ def _unit_boots(contents: CardContents) -> set[tuple[str, str]]:
     return pairs
 
 
-def record_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> None:
-    if not findings:
-        return
-    con.executemany("INSERT INTO findings VALUES (now() AT TIME ZONE 'UTC', ?, ?, ?, ?)",
-                    [[f.severity, f.check, f.message, f.card] for f in findings])
+def record_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], cards: list[str]) -> None:
+    """Replace the findings of the database-wide checks and of the cards just read; others' stay as they were.
+
+    Re-collecting the same cards leaves the table as it was (apart from the collection time).
+    """
+    run(con, "BEGIN TRANSACTION")
+    try:
+        con.executemany("DELETE FROM findings WHERE card = ?", [[card] for card in ["", *cards]])
+        unique = list(dict.fromkeys((f.severity, f.check, f.message, f.card) for f in findings))
+        if unique:
+            con.executemany("INSERT INTO findings VALUES (now() AT TIME ZONE 'UTC', ?, ?, ?, ?)",
+                            [list(f) for f in unique])
+        run(con, "COMMIT")
+    except Exception:
+        run(con, "ROLLBACK")
+        raise
 
 
 def copy_table(con: duckdb.DuckDBPyConnection, query: str, path: Path, file_format: str = "parquet") -> None:

@@ -19,8 +19,8 @@ FORMATS = ("csv", "parquet", "raven", "audacity")
 DEFAULT_SAMPLE_RATE = 48_000
 """Model rate, used for boots whose manifest is missing."""
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                 "High Freq (Hz)", "Begin File", "File Offset (s)", "Begin Date Time (UTC)", "Species", "Score",
-                 "Cosine", "Clock Sync")
+                 "High Freq (Hz)", "Begin Path", "Begin File", "File Offset (s)", "Begin Date Time (UTC)", "Species",
+                 "Score", "Cosine", "Clock Sync")
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
 AUDACITY_SUFFIX = ".audacity-labels.txt"
 
@@ -89,18 +89,35 @@ def _detections(con: duckdb.DuckDBPyConnection) -> list[tuple]:  # type: ignore[
         FROM detections ORDER BY unit_id, utc, start_sample, label""").fetchall()
 
 
+def _clips(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str, int], tuple[str, int]]:
+    """Clip of each detection that has one: (unit, boot, label, event start sample) -> (path, clip start sample)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'clips'").fetchall()[0][0]:
+        return {}  # a database collected before clips were
+    rows = con.execute("""SELECT unit_id, boot_id, label, event_start_sample, path, clip_start_sample FROM clips
+                          WHERE clip_start_sample IS NOT NULL""").fetchall()
+    return {(unit, boot, label, start): (path, clip_start) for unit, boot, label, start, path, clip_start in rows}
+
+
 def write_raven(con: duckdb.DuckDBPyConnection, streams: dict[tuple[str, str, int], StreamExtent],
                 folder: Path) -> list[Path]:
-    """One Raven Pro selection table per unit; its streams form one file sequence (cumulative Begin Time)."""
+    """One Raven Pro selection table per unit; its streams form one file sequence (cumulative Begin Time).
+
+    A detection with a clip on the card names that WAV (Begin Path / Begin File, File Offset into it);
+    the others name their stream, which has no audio file of its own.
+    """
+    clips = _clips(con)
     by_unit: dict[str, list[list[object]]] = defaultdict(list)
     for unit, boot, stream_no, start, end, label, score, cosine, sync, when in _detections(con):
         stream = streams[(unit, boot, stream_no)]
         offset = (start - stream.first_sample) / stream.sample_rate
         duration = (end - start) / stream.sample_rate
+        clip = clips.get((unit, boot, label, start))
+        audio, name, file_offset = ("", stream.name, offset) if clip is None else \
+            (clip[0], Path(clip[0]).name, (start - clip[1]) / stream.sample_rate)
         rows = by_unit[unit]
         rows.append([len(rows) + 1, "Spectrogram 1", 1, f"{stream.offset_s + offset:.3f}",
-                     f"{stream.offset_s + offset + duration:.3f}", 0, stream.sample_rate // 2, stream.name,
-                     f"{offset:.3f}", when, label, f"{score:.6g}", f"{cosine:.6g}", sync])
+                     f"{stream.offset_s + offset + duration:.3f}", 0, stream.sample_rate // 2, audio, name,
+                     f"{file_offset:.3f}", when, label, f"{score:.6g}", f"{cosine:.6g}", sync])
     paths = []
     for unit, rows in sorted(by_unit.items()):
         path = folder / f"{safe_name(unit)}{RAVEN_SUFFIX}"

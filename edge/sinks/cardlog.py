@@ -46,7 +46,7 @@ from edge.sinks.clips import ClipContext, remove_stale_temp_files, write_clip
 from edge.sinks.effort import EffortCounter
 from edge.sinks.embeddings import CardEmbeddings, EmbeddingSpec
 from edge.sinks.governor import StorageGovernor, StoragePolicy
-from edge.sinks.segments import SegmentStream, atomic_write, csv_line, json_line
+from edge.sinks.segments import SegmentStream, atomic_write, csv_line, json_line, make_dirs
 from edge.sinks.streamclock import StreamClock
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class CardLog:
         self.policy = storage or StoragePolicy()
         self._wall_clock = wall_clock
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root)
         except OSError as e:
             raise CardLogError(f"cannot create the card log folder {self.root}: {e.strerror}",
                                "check that the SD card is mounted and writable") from e
@@ -290,7 +290,7 @@ class CardLog:
             return
         folder = self.root / BOOTS_DIR
         try:
-            folder.mkdir(exist_ok=True)
+            make_dirs(folder)
             atomic_write(folder / f"{self.boot_id}.json",
                          json.dumps(self._manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         except OSError as e:

@@ -14,7 +14,7 @@ from edge.detect import DetectionEvent
 from edge.sinks.cardformat import compact_utc, format_utc, safe_name
 from edge.sinks.governor import CLIP_SUFFIX
 from edge.sinks.guano import wav_with_guano
-from edge.sinks.segments import atomic_write
+from edge.sinks.segments import atomic_write, make_dirs
 
 GUANO_MAKE = "biolingual-edge"
 NAMESPACE = "BIOL"
@@ -67,7 +67,7 @@ def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, au
                audio_start_sample: int, start: datetime) -> Path:
     """Write the clip (``audio``: (N,) float32 at ``context.sample_rate``); raises ``OSError`` leaving no file."""
     path = clip_path(clips_root, context, event, start)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     data = wav_with_guano(audio, context.sample_rate,
                           guano_fields(context, event, start, audio_start_sample, int(audio.shape[0])))
     atomic_write(path, data)

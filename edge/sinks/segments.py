@@ -33,6 +33,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` that survives power loss: every folder it creates is fsync'd into its parent.
+
+    A folder whose parent could not be fsync'd is removed again, so that the next try redoes both.
+    """
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    try:
+        fsync_dir(path.parent)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        raise
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsync'd temp file and an atomic rename; no partial file on failure."""
     temp = path.with_name(TEMP_PREFIX + path.name)
@@ -147,7 +167,7 @@ class SegmentStream:
         if self._segment is not None and (self._day != day or self._segment.size >= MAX_SEGMENT_BYTES):
             self.seal()
         if self._segment is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.folder)
             part = self._next_part.get(day, 0)
             self._next_part[day] = part + 1
             self._segment = AppendSegment(self.folder / segment_name(day, self.boot_id, part, self.extension),

@@ -1,0 +1,23 @@
+"""``python -m tests.powercut.acked_run JOURNAL ARGS...``: the real ``biolingual-edge ARGS...`` with a ledger.
+
+Every write the card writer acknowledges is journaled to JOURNAL (outside the card) as it happens, so the test
+can cut the power, ``kill -9`` this process, and still know what was promised durable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.powercut.harness import Ledger
+
+
+def main() -> None:
+    Ledger(Path(sys.argv[1])).install(setattr)
+    from edge.cli import app
+
+    app(sys.argv[2:], prog_name="biolingual-edge")
+
+
+if __name__ == "__main__":
+    main()
