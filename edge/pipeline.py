@@ -11,6 +11,7 @@ from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle
 from edge.detect import Detection, WindowSelector
+from edge.errors import ConfigError
 from edge.frontend_stream import StreamingLogMel
 from edge.labels import LabelList
 from edge.precision_gate import check_precision, model_key
@@ -88,9 +89,15 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
                  force_precision: bool = False, low_memory: bool = False) -> Stages:
     """Open the backend and label embeddings once and wire them with the frontend.
 
-    A model whose parity report is missing or failed is refused unless ``force_precision``.
+    A model whose parity report is missing or failed is refused unless ``force_precision``; so is a high-pass
+    filter, which calibration, ``verify``, parity and example labels never apply (the model must see what its
+    precision gates measured).
     """
     check_precision(bundle, model_key(backend, precision), force_precision)
+    if highpass_hz > 0 and not force_precision:
+        raise ConfigError(f"audio.highpass_hz is {highpass_hz:g} Hz, but the bundle's calibration, verify and "
+                          "parity gates ran without a high-pass filter",
+                          "set audio.highpass_hz: 0, or pass --force-precision to run features the gates never saw")
     manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
     return Stages(

@@ -37,6 +37,9 @@ def test_every_profile_validates(path: Path) -> None:
     assert config.analysis.labels.is_file()
     assert config.analysis.labels.is_relative_to(REPO / "firmware_configs")
     assert config.model.bundle.is_absolute() and config.storage.log_dir.is_absolute()
+    assert config.storage.fallback_dir.is_absolute()
+    assert not config.storage.fallback_dir.is_relative_to(config.storage.log_dir), "the fallback is off the card"
+    assert config.audio.highpass_hz == 0, "the precision gates (calibration, verify, parity) run without a high-pass"
 
 
 @pytest.mark.parametrize("path", PROFILE_FILES, ids=[p.stem for p in PROFILE_FILES])

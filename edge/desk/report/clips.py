@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from edge.sinks.cardformat import CLIPS_DIR, safe_name
-from edge.sinks.governor import CLIP_SUFFIX
+from edge.sinks.governor import CLIP_SUFFIXES
 from edge.sinks.guano import read_guano
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def card_clips(cards: list[str]) -> list[ClipFile]:
     """Every clip on the collected cards, identified by boot and event start sample from its file name."""
     found = []
     for card in cards:
-        for path in sorted(Path(card, CLIPS_DIR).glob(f"*/*{CLIP_SUFFIX}")):
-            parts = path.name[: -len(CLIP_SUFFIX)].rsplit("_", 2)
+        for path in sorted(p for suffix in CLIP_SUFFIXES for p in Path(card, CLIPS_DIR).glob(f"*/*{suffix}")):
+            parts = path.stem.rsplit("_", 2)
             if len(parts) == 3 and parts[2].isdigit():
                 found.append(ClipFile(path, parts[1], int(parts[2])))
     return found
