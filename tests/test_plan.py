@@ -67,8 +67,7 @@ def test_window_embeddings_grow_the_card_by_their_record_size(dtype: str, record
     plan = plan_for({"storage.embeddings": dtype, "storage.clips.mode": "off"})
     # 17 280 windows a day x one record each (36 B key + 512 values + 4 B CRC)
     assert plan.embeddings_mb_per_day == pytest.approx(17_280 * record / 1e6)
-    log_mb = (288 * 200 + 1_440 * 400) / 1e6
-    assert plan.days_until_full == pytest.approx((24_000 - 1_000) / (log_mb + plan.embeddings_mb_per_day))
+    assert plan.days_until_full == pytest.approx((24_000 - 1_000) / (plan.log_mb_per_day + plan.embeddings_mb_per_day))
 
 
 def test_clip_cap_and_hourly_limit() -> None:
