@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edge.analyze import AnalyzeOptions, analyze_paths
 from edge.bench import bench_command
+from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.desk.cli import logs_app
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 register_ops(app)
 app.add_typer(logs_app, name="logs")
+app.add_typer(labels_app, name="labels")
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]

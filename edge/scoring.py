@@ -12,6 +12,7 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.errors import LabelError
+from edge.label_sets import check_label_set_model
 from edge.labels import LabelList
 
 SCORE_MODES = ("logit", "softmax")
@@ -30,10 +31,12 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
     sets = bundle.manifest.label_sets
     if labels.key in sets:
         stored = sets[labels.key]
+        check_label_set_model(bundle, stored)
         data = np.load(bundle.root / stored.path)
         return LabelSet(stored.names, data["embeddings"].astype(np.float32))
     by_name: dict[str, np.ndarray] = {}
     for entry in sets.values():
+        check_label_set_model(bundle, entry)
         embeddings = np.load(bundle.root / entry.path)["embeddings"]
         for name, row in zip(entry.names, embeddings):
             by_name.setdefault(name.casefold(), row)

@@ -94,3 +94,7 @@ def random_checkpoint(
 from export.cli_precision import register as register_precision_commands  # noqa: E402
 
 register_precision_commands(app)
+
+from export.cli_text import register as register_text_commands  # noqa: E402
+
+register_text_commands(app)

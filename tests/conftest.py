@@ -219,3 +219,16 @@ def precision_bundle(tmp_path_factory: pytest.TempPathFactory, trained_tiny_chec
     add_precision(out, data, QuantizeOptions(precision="int8", target="trt"))
     verify_bundle(out, [precision_audio[1]])
     return out
+
+
+# --- text tower fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_checkpoint: Path) -> Path:
+    """The tiny bundle plus its fp32 text encoder and tokenizer.json. Read-only: copy it before changing it."""
+    from export.checkpoint import load_checkpoint
+    from export.text_onnx import export_text_fp32
+
+    out = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("textbundle") / "bundle"))
+    export_text_fp32(load_checkpoint(str(tiny_checkpoint)), out)
+    return out
