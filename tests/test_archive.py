@@ -133,6 +133,30 @@ def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_
     assert scores == sorted(scores, reverse=True)
 
 
+def test_search_by_text_through_the_bundles_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                         tiny_checkpoint: Path, tmp_path: Path) -> None:
+    for route, extra in (("tower", []), ("checkpoint", ["--model", str(tiny_checkpoint)])):
+        cli("logs", "search", "--db", str(season["db"]), "--bundle", str(text_bundle), "--text", "toad trill",
+            "--top", "4", "--out", str(tmp_path / route), *extra)
+    tower, checkpoint = rows(tmp_path / "tower" / "hits.csv"), rows(tmp_path / "checkpoint" / "hits.csv")
+    assert [h["window_id"] for h in tower] == [h["window_id"] for h in checkpoint]
+    for a, b in zip(tower, checkpoint):
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-3)
+
+
+def test_rescore_embeds_labels_the_bundle_lacks_with_its_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                                      example_bundle: Path, tmp_path: Path) -> None:
+    new = tmp_path / "new.txt"
+    new.write_text("frog chorus\nwind in reeds\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle),
+                                      "--labels", str(new), "--out", str(tmp_path / "no-tower")])
+    assert result.exit_code == 2 and "biolingual-export labels" in result.output  # one line naming the command
+    cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(text_bundle), "--labels", str(new),
+        "--out", str(tmp_path / "tower"))
+    assert {r["label"] for r in rows(tmp_path / "tower" / "detections.csv")} <= {"frog chorus", "wind in reeds"}
+    assert len(rows(tmp_path / "tower" / "detections.csv")) == 11
+
+
 def test_search_needs_exactly_one_query(season: dict[str, Path], example_bundle: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle),
                                       "--out", str(tmp_path)])

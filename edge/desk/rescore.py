@@ -63,7 +63,7 @@ def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> Label
         return load_label_set(bundle, labels, str(labels_path))
     except LabelError as missing:
         try:
-            from edge.text_encoder import TextEncoder  # type: ignore[import-not-found]
+            from edge.text_encoder import TextEncoder
         except ImportError:
             raise missing from None
         try:

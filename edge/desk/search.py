@@ -169,7 +169,7 @@ def example_query(db_path: Path, bundle: Bundle, spec: str) -> np.ndarray:
 def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray:
     """The text embedding of ``text``: the bundle's text encoder, else the checkpoint (``export`` extra)."""
     try:
-        from edge.text_encoder import TextEncoder  # type: ignore[import-not-found]
+        from edge.text_encoder import TextEncoder
 
         return np.asarray(TextEncoder.from_bundle(bundle.root).embed([text]), np.float32)[0]
     except (ImportError, EdgeError) as e:
