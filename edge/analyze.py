@@ -15,12 +15,14 @@ from pathlib import Path
 from edge.analysis_pool import available_cores, run_local, split_threads
 from edge.analysis_writer import AnalysisWriter, UnitSink, WorkLog, job_fingerprint
 from edge.audio.files import find_audio_files, truncation_warning
+from edge.audio.recording_time import recording_start_utc
 from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
 from edge.precision_gate import check_precision, model_key
 from edge.run_record import run_record, write_run_record
 from edge.scoring import SCORE_MODES, load_label_set
+from edge.sinks.embeddings import FileEmbeddingArchive, embedding_spec
 from edge.sinks.tables import remove_stale_tables
 from edge.unit_analysis import AnalysisSpec, AnalyzeOptions, UnitResult
 from edge.workunits import DEFAULT_UNIT_S, WindowGrid, WorkUnit, plan_units
@@ -131,6 +133,10 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     grid = WindowGrid(round(options.window_s * rate), round(options.hop_s * rate), options.batch)
     units = plan_units(files, rate, grid, round(run.unit_s * rate))
     workers, threads = _workers_and_threads(run, options.threads)
+    archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    if options.embeddings_dir is not None and archive_spec is not None:
+        sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc)]
+        keep_embeddings = True
     spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
                         verify_bundle=run.engine == "ray")
     description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,

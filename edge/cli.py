@@ -68,11 +68,13 @@ def analyze(
     = DEFAULT_UNIT_S,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT instead of starting over.")]
     = False,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
-                             force_precision=force_precision)
+                             force_precision=force_precision, embeddings_dir=embeddings)
     run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address, unit_s=unit, resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:

@@ -123,6 +123,7 @@ def plan(
         ("clips", f"{result.clips_per_day:.0f} /day"),
         ("logs", f"{result.log_mb_per_day:.2f} MB/day"),
         ("clips", f"{result.clips_mb_per_day:.1f} MB/day"),
+        ("embeddings", f"{result.embeddings_mb_per_day:.1f} MB/day ({resolved.storage.embeddings})"),
         ("clips stop after", _number(result.days_until_clips_stop, ".0f", " days")),
         ("card full after", _number(result.days_until_full, ".0f", " days")),
         ("energy", _number(result.wh_per_day, ".1f", " Wh/day")),

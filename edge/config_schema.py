@@ -162,6 +162,13 @@ class StorageSection(StrictModel):
     log_dir: LoosePath = Field(default=Path("logs"), validate_default=True)
     fallback_dir: LoosePath = Field(default=Path("unwritten"), validate_default=True)
     """Folder off the card (the unit's own disk) for rows that did not fit on a full card at stop."""
+    embeddings: Literal["fp16", "int8", "off"] = "fp16"
+    """Every analysed window's embedding on the card (≈ 1 KiB fp16, ≈ 0.5 KiB int8): re-score and search later."""
+
+    @field_validator("embeddings", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
     clips: ClipPolicy = ClipPolicy()
     governor: Governor = Governor()
 

@@ -42,7 +42,7 @@ from edge.daemon_contract import (
 from edge.detect import DetectionEvent, EventDetector
 from edge.errors import AudioError, BackendError
 from edge.health import SignalMonitor, process_health
-from edge.pipeline import Stages, score_windows
+from edge.pipeline import Stages, embed_and_score
 from edge.schedule import Schedule
 from edge.scoring import Scores
 from edge.sinks import RunLog
@@ -344,7 +344,7 @@ class Daemon:
 
     def _process(self, windows: list[Window]) -> None:
         started = time.perf_counter()
-        scores = self._score(windows)
+        embeddings, scores = self._score(windows)
         self.inference_s += time.perf_counter() - started
         self.windows_analysed += len(windows)
         events = self.detector.update([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
@@ -355,22 +355,24 @@ class Daemon:
                 self.sink.effort(start, w.end_sample)
                 self.effort_end = w.end_sample
         self.analysed_end = windows[-1].end_sample
+        self.sink.embeddings([w.start_sample for w in windows], [w.end_sample for w in windows], embeddings)
         self.sink.flush()
         if not self._ready_sent:
             notify.ready(f"analysing, first window at sample {windows[0].start_sample}")
             self._ready_sent = True
         notify.watchdog()
 
-    def _score(self, windows: list[Window]) -> Scores:
-        """Score a batch; tier 2 on any failure or NaN output: rebuild the stages and retry the same windows."""
+    def _score(self, windows: list[Window]) -> tuple[np.ndarray, Scores]:
+        """Embed and score a batch; tier 2 on any failure or NaN output: rebuild the stages and retry the same
+        windows. Returns the ``(B, D)`` embeddings (for the card) and the scores."""
         while True:
             try:
-                scores = score_windows(self.stages, windows)
+                embeddings, scores = embed_and_score(self.stages, windows)
             except Exception as e:  # ONNX Runtime, TensorRT, CUDA and our own errors alike
                 self._restart_pipeline(windows[0].start_sample, "pipeline_failed", describe_error(e))
                 continue
             if np.isfinite(scores.cosine).all():
-                return scores
+                return embeddings, scores
             self._restart_pipeline(windows[0].start_sample, "nan_embeddings", "inference returned NaN embeddings")
 
     def _restart_pipeline(self, sample: int, kind: str, reason: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle
@@ -29,10 +31,15 @@ class Stages:
     selector: WindowSelector
 
 
+def embed_and_score(stages: Stages, windows: list[Window]) -> tuple[np.ndarray, Scores]:
+    """Log-mel, embed and score a batch of consecutive windows: (``(B, D)`` float32 embeddings, scores)."""
+    embeddings = stages.backend.embed(stages.frontend.batch(windows))
+    return embeddings, stages.scorer.score(embeddings)
+
+
 def score_windows(stages: Stages, windows: list[Window]) -> Scores:
     """Log-mel, embed and score a batch of consecutive windows of one stream."""
-    features = stages.frontend.batch(windows)
-    return stages.scorer.score(stages.backend.embed(features))
+    return embed_and_score(stages, windows)[1]
 
 
 def detect_windows(stages: Stages, windows: list[Window]) -> list[Detection]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from edge.config import UnitConfig
 from edge.schedule import build_schedule
+from edge.sinks.embedformat import record_bytes
 
 SECONDS_PER_DAY = 86_400
 MS_PER_SECOND = 1_000
@@ -21,6 +22,8 @@ FLAC_SIZE_RATIO = 0.6
 """FLAC size / WAV size for field recordings (background noise compresses poorly); an estimate."""
 DETECTION_RECORD_BYTES = 200
 """One detection row in the SD-card log (ids, times, label, scores); an estimate."""
+EMBEDDING_DIM = 512
+"""BioLingual's embedding size, for the on-card embedding records."""
 HEARTBEAT_RECORD_BYTES = 700
 """One health row (counters, lag, RSS, temperature, disk); an estimate checked against a real card by the tests."""
 EFFORT_RECORD_BYTES = 140
@@ -55,6 +58,8 @@ class DeploymentPlan:
     clips_per_day: float
     log_mb_per_day: float
     clips_mb_per_day: float
+    embeddings_mb_per_day: float
+    """Window embeddings on the card (``storage.embeddings``); 0 when off."""
     days_until_clips_stop: float
     """When clips stop (cap or free-space percentage reached); ``inf`` if never."""
     days_until_full: float
@@ -101,9 +106,11 @@ def make_plan(config: UnitConfig, inputs: PlanInputs) -> DeploymentPlan:
     log_mb = (detections * DETECTION_RECORD_BYTES + effort_rows * EFFORT_RECORD_BYTES
               + SECONDS_PER_DAY / config.health.heartbeat_s * HEARTBEAT_RECORD_BYTES) / MB
     clips_mb = clips * clip_bytes(config) / MB
-    clips_stop, full = _fill_days(config, inputs, log_mb, clips_mb)
+    dtype = config.storage.embeddings
+    embeddings_mb = 0.0 if dtype == "off" else windows * record_bytes(EMBEDDING_DIM, dtype) / MB
+    clips_stop, full = _fill_days(config, inputs, log_mb + embeddings_mb, clips_mb)
     return DeploymentPlan(on_hours, windows, busy_on, busy_day, detections, clips, log_mb, clips_mb,
-                          clips_stop, full, wh)
+                          embeddings_mb, clips_stop, full, wh)
 
 
 def _fill_days(config: UnitConfig, inputs: PlanInputs, log_mb: float, clips_mb: float) -> tuple[float, float]:

@@ -85,7 +85,15 @@ class Scorer:
 
     def score(self, audio_embeddings: np.ndarray) -> Scores:
         """``(B, D)`` L2-normalised embeddings -> :class:`Scores`."""
-        cosine = audio_embeddings @ self._label_matrix
+        return self.from_cosine(audio_embeddings @ self._label_matrix)
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """``(D, L)`` float32: the label embeddings as columns."""
+        return self._label_matrix
+
+    def from_cosine(self, cosine: np.ndarray) -> Scores:
+        """``(B, L)`` cosines (computed elsewhere, e.g. over an archive) -> :class:`Scores`."""
         logits = cosine * np.float32(self.logit_scale)
         if self.mode == "softmax":
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

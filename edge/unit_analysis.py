@@ -34,6 +34,8 @@ class AnalyzeOptions:
     batch: int = DEFAULT_BATCH
     force_precision: bool = False
     """Use a precision even if its parity report is missing or failed."""
+    embeddings_dir: Path | None = None
+    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from edge.power import apply_power
 from edge.precision_gate import model_key
 from edge.schedule import build_schedule
 from edge.sinks.cardlog import CardLog, UnitIdentity
+from edge.sinks.embeddings import embedding_spec
 from edge.sinks.governor import StoragePolicy
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         clock_sync=clock_sync or "unsynchronised")
     identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
     sink = CardLog(Path(config.storage.log_dir), identity, rate,
-                   boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config))
+                   boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config),
+                   embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
+                                             config.storage.embeddings))
     schedule = None if input_options is not None else build_schedule(config.schedule)
 
     def rebuild() -> Stages:

@@ -21,7 +21,7 @@ BASE = {
     "health.heartbeat_s": 60, "storage.clips.mode": "detections", "storage.clips.pre_s": 2,
     "storage.clips.post_s": 3, "storage.clips.format": "flac", "storage.clips.max_per_hour": 0,
     "storage.governor.min_free_mb": 1000, "storage.governor.clips_min_free_percent": 10,
-    "power.off_w": 1.0, "power.listen_w": 2.0, "power.infer_w": 6.0,
+    "power.off_w": 1.0, "power.listen_w": 2.0, "power.infer_w": 6.0, "storage.embeddings": "off",
 }
 
 
@@ -60,6 +60,14 @@ def test_daily_periods_without_clips() -> None:
     assert plan.clips_mb_per_day == 0 and math.isinf(plan.days_until_clips_stop)
     log_mb = (40 * 200 + (240 + 40) * 140 + 1_440 * 700) / 1e6
     assert plan.days_until_full == pytest.approx((24_000 - 1_000) / log_mb)
+
+
+@pytest.mark.parametrize(("dtype", "record"), [("fp16", 1064), ("int8", 552)])
+def test_window_embeddings_grow_the_card_by_their_record_size(dtype: str, record: int) -> None:
+    plan = plan_for({"storage.embeddings": dtype, "storage.clips.mode": "off"})
+    # 17 280 windows a day x one record each (36 B key + 512 values + 4 B CRC)
+    assert plan.embeddings_mb_per_day == pytest.approx(17_280 * record / 1e6)
+    assert plan.days_until_full == pytest.approx((24_000 - 1_000) / (plan.log_mb_per_day + plan.embeddings_mb_per_day))
 
 
 def test_clip_cap_and_hourly_limit() -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edge.bundle import open_bundle
 from edge.cli_support import report_errors, stderr
 from edge.desk.collect import collect as collect_cards
 from edge.desk.database import connect
 from edge.desk.exports import FORMATS
 from edge.desk.exports import export as export_detections
 from edge.desk.summary import summarise
+from edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge.desk.rescore import RescoreOptions
 
 logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export and summarise them.",
                        no_args_is_help=True, add_completion=False)
@@ -74,6 +80,92 @@ def summary(
         con.close()
     for path in paths:
         stderr.print(f"wrote {path}")
+
+
+def _utc_option(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{name} '{value}' is not an ISO date/time", "e.g. 2024-05-01 or 2024-05-01T21:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@logs_app.command()
+@report_errors
+def rescore(
+    db: DbOpt,
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran (its label embeddings).")],
+    labels: Annotated[Path, typer.Option("--labels", "-l", help="The new species list.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for detections.csv and Raven tables.")],
+    threshold: Annotated[float | None, typer.Option(help="Keep labels scoring at least this.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels kept per window.")] = 1,
+    score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config: re-run its detector rules "
+                                                 "(thresholds, hysteresis, N-of-M, cooldown) per stream.")] = None,
+) -> None:
+    """Score every archived window against a new label list; writes what `analyze` writes."""
+    from edge.desk.rescore import RescoreOptions
+    from edge.desk.rescore import rescore as rescore_archive
+
+    if top_k < 1:
+        raise ConfigError("--top-k must be at least 1", "pass a positive integer")
+    options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode)
+    if config is not None:
+        options = _config_rules(config, bundle, labels)
+    result = rescore_archive(db, bundle, labels, out, options)
+    if result.other_model:
+        stderr.print(f"[yellow]warning:[/] {result.other_model} archived window(s) from another model skipped")
+    stderr.print(f"{result.windows} window(s) re-scored, {result.rows} row(s) -> {result.csv_path}")
+
+
+def _config_rules(config: Path, bundle: Path, labels: Path) -> RescoreOptions:
+    from edge.config import resolve_config
+    from edge.desk.rescore import RescoreOptions
+    from edge.unit_setup import detector_options
+
+    resolved = resolve_config(config, None, {"model.bundle": str(bundle.resolve()),
+                                             "analysis.labels": str(labels.resolve())})
+    analysis = resolved.analysis
+    rate = open_bundle(bundle).manifest.frontend.sampling_rate
+    rules = detector_options(resolved, rate)
+    rules.validate(round(analysis.window_s * rate), round(analysis.hop_s * rate))
+    prompts = tuple(analysis.background_prompts + analysis.privacy_prompts)
+    return RescoreOptions(score_mode=analysis.score_mode, rules=rules, hidden_labels=prompts, extra_prompts=prompts)
+
+
+@logs_app.command()
+@report_errors
+def search(
+    db: DbOpt,
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for hits.csv, a Raven table and clips.")],
+    text: Annotated[str | None, typer.Option(help='What to find, e.g. "frog chorus at night".')] = None,
+    example: Annotated[str | None, typer.Option(help="A recording like the sound wanted: FILE[@START_S].")] = None,
+    top: Annotated[int, typer.Option(help="Hits to keep.")] = 20,
+    unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Only windows starting at/after (UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Only windows starting before (UTC).")] = None,
+    clips: Annotated[bool, typer.Option(help="Cut each hit's audio where its recording is on disk.")] = False,
+    model: Annotated[Path | None, typer.Option(help="Checkpoint for --text when the bundle has no text encoder "
+                                                    "(needs the export extra).")] = None,
+    prefilter: Annotated[bool, typer.Option(help="Binary-code prefilter + exact re-rank (very large archives; "
+                                                 "approximate).")] = False,
+) -> None:
+    """Rank archived windows by cosine to a text query or an example sound."""
+    from edge.desk.search import SearchFilter, example_query, text_query, write_hits
+    from edge.desk.search import search as search_archive
+
+    if (text is None) == (example is None):
+        raise ConfigError("give exactly one of --text and --example", 'e.g. --text "barred owl calling"')
+    opened = open_bundle(bundle)
+    query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
+    hits = search_archive(db, opened, query, top, SearchFilter(unit, _utc_option(since, "--from"),
+                                                               _utc_option(until, "--to")), prefilter)
+    for path in write_hits(hits, out, opened, clips):
+        stderr.print(f"wrote {path}")
+    stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")
 
 
 @logs_app.command()

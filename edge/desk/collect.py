@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.desk.archive import archive_root, ingest_embeddings
 from edge.desk.cards import Finding, read_card
 from edge.desk.checks import run_checks
 from edge.desk.database import connect, copy_table, ingest, record_findings
@@ -45,9 +46,14 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
             counts = ingest(con, contents)
             read.update(counts.read)
             added.update(counts.added)
-            findings.extend(contents.findings)
+            archived = ingest_embeddings(con, folder, archive_root(db_path))
+            read["windows"] += archived.read
+            added["windows"] += archived.added
+            # an `analyze --embeddings` folder holds window embeddings only: not a card missing its log
+            findings.extend(f for f in contents.findings if not (archived.read and f.check == "card"))
             findings.extend(Finding("warning", "rows", f"{n} {table} row(s) with unparseable key fields skipped",
                                     contents.card) for table, n in counts.unusable.items() if n)
+            findings.extend(archived.findings)
         findings.extend(run_checks(con, collected_at))
         record_findings(con, findings, cards)
         if parquet_dir is not None:

@@ -45,6 +45,7 @@ from edge.sinks.cardformat import (
 )
 from edge.sinks.clips import ClipContext, remove_stale_temp_files, write_clip
 from edge.sinks.effort import EffortCounter
+from edge.sinks.embeddings import CardEmbeddings, EmbeddingSpec
 from edge.sinks.governor import StorageGovernor, StoragePolicy
 from edge.sinks.reserve import FALLBACK_SUFFIX, ReservedSpace, spill
 from edge.sinks.segments import SegmentStream, atomic_write, csv_line, json_line, make_dirs
@@ -103,7 +104,7 @@ class CardLog:
 
     def __init__(self, root: Path, unit: UnitIdentity, sample_rate: int, boot_info: dict[str, Any],
                  storage: StoragePolicy | None = None, *, boot_id: str | None = None,
-                 wall_clock: Callable[[], datetime] = utc_now) -> None:
+                 wall_clock: Callable[[], datetime] = utc_now, embeddings: EmbeddingSpec | None = None) -> None:
         self.root = Path(root)
         self.unit = unit
         self.sample_rate = sample_rate
@@ -126,6 +127,10 @@ class CardLog:
             "events": SegmentStream(self.root / EVENTS_DIR, self.boot_id, "jsonl", b"", limit),
             "health": SegmentStream(self.root / HEALTH_DIR, self.boot_id, "jsonl", b"", limit),
         }
+        self._embeddings = None if embeddings is None else CardEmbeddings(
+            self.root, unit.unit_id, unit.deployment_id, self.boot_id, sample_rate, embeddings)
+        if self._embeddings is not None:
+            self._kinds["embeddings"] = self._embeddings.stream  # last: written after the records it ranks below
         self._effort = EffortCounter()
         self._clock: StreamClock | None = None
         self._seq = 0
@@ -180,6 +185,12 @@ class CardLog:
         """Samples ``[start_sample, end_sample)`` were analysed (overlapping spans are counted once)."""
         self._effort.add(self._require_clock(), start_sample, end_sample)
         self._last_sample = max(self._last_sample or end_sample, end_sample)
+
+    def embeddings(self, starts: Sequence[int], ends: Sequence[int], vectors: np.ndarray) -> None:
+        """Queue each window's embedding ``(B, D)`` (``storage.embeddings``); paused while the card runs low."""
+        clock = self._require_clock()
+        if self._embeddings is not None and self.governor.allow_embeddings():
+            self._embeddings.add(clock, list(starts), list(ends), vectors)
 
     def event(self, kind: str, sample: int | None = None, **fields: Any) -> None:
         """Queue a lifecycle event (start, stop, xrun, gap, degraded, ...); ``fields`` must be JSON-friendly."""

@@ -26,6 +26,10 @@ class StoragePolicy:
     """Below this, the oldest clips are deleted (keeping the newest ``keep_clips_per_label`` of every label)
     until free space is back at ``stop_clips_below_bytes``."""
     keep_clips_per_label: int = 10
+    stop_embeddings_below_bytes: int | None = None
+    """Below this much free space no window embeddings are written. None: halfway between where new clips stop
+    and where everything but health waits (``min_free_bytes``, else the thinning threshold), so clips stop
+    first, embeddings next, and detections, effort and events last."""
     clip_format: str = "flac"
     """``flac`` or ``wav``."""
     max_clips_per_hour: int = 0
@@ -64,6 +68,7 @@ class StorageGovernor:
         self.policy = policy
         self._report = report
         self.clips_paused = False
+        self.embeddings_paused = False
         self._hour: datetime | None = None
         self._clips_this_hour = 0
         self._skipped_this_hour = 0
@@ -110,6 +115,23 @@ class StorageGovernor:
             self.clips_paused = paused
             self._report("clips_paused" if paused else "clips_resumed", disk_free_bytes=free,
                          threshold_bytes=self.policy.stop_clips_below_bytes)
+        return not paused
+
+    def allow_embeddings(self) -> bool:
+        """Whether window embeddings may still be written (state changes are reported as events)."""
+        policy = self.policy
+        floor = max(policy.min_free_bytes, policy.thin_clips_below_bytes)
+        limit = ((policy.stop_clips_below_bytes + floor) // 2 if policy.stop_embeddings_below_bytes is None
+                 else policy.stop_embeddings_below_bytes)
+        try:
+            free = self.free_bytes()
+        except OSError:
+            return True  # cannot tell: try, and let the write path report the failure
+        paused = free < limit
+        if paused != self.embeddings_paused:
+            self.embeddings_paused = paused
+            self._report("embeddings_paused" if paused else "embeddings_resumed", disk_free_bytes=free,
+                         threshold_bytes=limit)
         return not paused
 
     def check(self) -> int:
