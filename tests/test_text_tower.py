@@ -231,7 +231,8 @@ def test_int8_text_encoder_gated_on_label_rankings(text_copy: Path, shared_audio
 
 
 def test_labels_add_without_the_tokenizers_package_names_the_extra(text_bundle: Path, tmp_path: Path) -> None:
-    script = BLOCK_TORCH.replace("('torch', 'transformers')", "('torch', 'transformers', 'tokenizers')")
+    script = BLOCK_TORCH.replace("('torch', ", "('torch', 'tokenizers', ")
+    assert script != BLOCK_TORCH
     result = subprocess.run(
         [sys.executable, "-c", script, "labels", "add", "--bundle", str(text_bundle), "--labels",
          str(_labels_file(tmp_path))], capture_output=True, text=True, cwd=REPO,
