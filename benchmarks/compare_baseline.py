@@ -85,6 +85,8 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
     import torch
     from transformers import ClapFeatureExtractor, ClapModel
 
+    from export.checkpoint import projected
+
     if threads:
         torch.set_num_threads(threads)
 
@@ -98,7 +100,7 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
         features = extractor(windows, sampling_rate=RATE, return_tensors="np")["input_features"]
         t1 = time.perf_counter()
         with torch.no_grad():
-            out = model.get_audio_features(input_features=torch.from_numpy(features)).pooler_output.numpy()
+            out = projected(model.get_audio_features(input_features=torch.from_numpy(features))).numpy()
         stages["frontend"] += t1 - t0
         stages["inference"] += time.perf_counter() - t1
         return out

@@ -1,49 +1,79 @@
-"""``analyze``: recordings on disk -> detections.csv + Raven tables, one bad file never stopping the rest."""
+"""``analyze``: recordings on disk -> detections.csv + Raven tables, one bad file never stopping the rest.
+
+The archive is cut into work units (``edge/workunits.py``), analysed by a local process pool
+(``edge/analysis_pool.py``) or Ray (``edge/desk/ray_engine.py``), and written by one writer with a work log
+(``edge/analysis_writer.py``) so a killed run can ``--resume``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.audio.files import find_audio_files, stream_file
-from edge.audio.recorder_names import start_time_from_name
+from edge.analysis_pool import available_cores, run_local, split_threads
+from edge.analysis_writer import AnalysisWriter, UnitSink, WorkLog, job_fingerprint
+from edge.audio.files import find_audio_files, truncation_warning
+from edge.audio.recording_time import recording_start_utc
 from edge.bundle import open_bundle
 from edge.errors import AudioError, ConfigError
 from edge.labels import read_labels
-from edge.pipeline import DEFAULT_BATCH, analyze_chunks, build_stages
+from edge.pipeline import label_rules
+from edge.precision_gate import check_precision, model_key
+from edge.run_record import run_record, write_run_record
+from edge.scoring import SCORE_MODES
 from edge.sinks.embeddings import FileEmbeddingArchive, embedding_spec
-from edge.sinks.tables import RAVEN_SUFFIX, DetectionsCsv, write_raven_table
+from edge.sinks.tables import remove_stale_tables
+from edge.unit_analysis import AnalysisSpec, AnalyzeOptions, UnitResult
+from edge.workunits import DEFAULT_UNIT_S, WindowGrid, WorkUnit, plan_units
+
+ENGINES = ("local", "ray")
+
+__all__ = ["AnalyzeOptions", "AnalyzeResult", "RunOptions", "analyze_paths"]
 
 
 @dataclass(frozen=True)
-class AnalyzeOptions:
-    """Analysis settings; durations in seconds, converted to samples at the model rate."""
+class RunOptions:
+    """How the work is spread: engine, workers, unit size, resume."""
 
-    window_s: float = 10.0
-    hop_s: float = 5.0
-    threshold: float | None = None
-    top_k: int = 1
-    precision: str = "fp32"
-    score_mode: str = "logit"
-    threads: int | None = None
-    batch: int = DEFAULT_BATCH
-    force_precision: bool = False
-    """Use a precision even if its parity report is missing or failed."""
-    heads: tuple[str, ...] = ()
-    """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
-    embeddings_dir: Path | None = None
-    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
+    workers: int | None = None
+    """Processes (local) or actors (Ray); None: as many as the cores allow with ``threads`` each."""
+    engine: str = "local"
+    ray_address: str | None = None
+    """Join this Ray cluster instead of starting a private local instance."""
+    unit_s: float = DEFAULT_UNIT_S
+    """Audio per work unit, seconds (rounded up to whole inference batches)."""
+    resume: bool = False
+    """Continue the run logged in the output folder instead of starting over."""
 
 
 @dataclass
 class AnalyzeResult:
-    """What an ``analyze`` run did."""
+    """What an ``analyze`` run did (resumed units included)."""
 
     csv_path: Path
+    run_record: Path | None = None
     files_ok: int = 0
     detections: int = 0
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Files analysed with a caveat (cut short), one line each naming the file."""
+    units: int = 0
+    units_resumed: int = 0
+    """Units already done by an earlier, interrupted run and skipped now."""
+
+
+ProgressCallback = Callable[[int, int, str], None]
+"""(units done, units in total, file name) after each unit."""
+
+
+def _check_choices(options: AnalyzeOptions) -> None:
+    """Options that need no bundle, checked before anything is opened."""
+    if options.score_mode not in SCORE_MODES:
+        raise ConfigError(f"unknown --score-mode '{options.score_mode}'", f"use {' or '.join(SCORE_MODES)}")
+    if options.top_k < 1 or options.batch < 1:
+        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
 
 
 def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
@@ -53,64 +83,86 @@ def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
     if not 0 < options.hop_s <= options.window_s:
         raise ConfigError(f"--hop {options.hop_s:g} s must be > 0 and <= --window ({options.window_s:g} s)",
                           "use a hop no longer than the window so no audio is skipped")
-    if options.top_k < 1 or options.batch < 1:
-        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
 
 
-def _unique_table_name(path: Path, used: set[str]) -> str:
-    name = path.stem + RAVEN_SUFFIX
-    counter = 2
-    while name in used:
-        name = f"{path.stem}_{counter}{RAVEN_SUFFIX}"
-        counter += 1
-    used.add(name)
-    return name
+def _check_run(run: RunOptions) -> None:
+    if run.engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{run.engine}'", f"choose one of: {', '.join(ENGINES)}")
+    if run.unit_s <= 0:
+        raise ConfigError(f"--unit {run.unit_s:g} s must be > 0", "units of a few minutes suit most archives")
+    if run.ray_address is not None and run.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
+
+
+def _workers_and_threads(run: RunOptions, threads: int | None) -> tuple[int | None, int]:
+    """Workers (None: let the Ray cluster's CPUs decide) and ONNX Runtime threads per worker."""
+    if run.ray_address is not None:
+        return run.workers, threads or 1  # the cluster's cores are not this machine's
+    return split_threads(run.workers, threads, available_cores())
+
+
+def _results(spec: AnalysisSpec, units: list[WorkUnit], run: RunOptions, workers: int | None) -> Iterator[UnitResult]:
+    if run.engine == "ray":
+        from edge.desk.ray_engine import run_ray
+
+        return run_ray(spec, units, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
+    return run_local(spec, units, workers or 1)
 
 
 def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
-                  on_file: Callable[[int, int, str], None] | None = None) -> AnalyzeResult:
-    """Analyse every recording under ``paths``; unreadable files are reported in ``failures``."""
+                  on_progress: ProgressCallback | None = None, run: RunOptions | None = None,
+                  sinks: Sequence[UnitSink] = (), keep_embeddings: bool = False) -> AnalyzeResult:
+    """Analyse every recording under ``paths``; unreadable files are reported in ``failures``.
+
+    ``sinks`` are extra outputs fed by the single writer (``keep_embeddings`` sends each window's embedding
+    back from the workers for them).
+    """
+    run = run or RunOptions()
+    _check_run(run)
+    _check_choices(options)
     bundle = open_bundle(bundle_dir)
     frontend_params = bundle.manifest.frontend
     _check_timing(options, frontend_params.max_length_s)
     labels = read_labels(labels_path)
-    stages = build_stages(bundle, labels, str(labels_path), precision=options.precision,
-                          threads=options.threads, score_mode=options.score_mode, top_k=options.top_k,
-                          threshold=options.threshold, force_precision=options.force_precision,
-                          heads=options.heads)
-    rate = frontend_params.sampling_rate
-    window = round(options.window_s * rate)
-    hop = round(options.hop_s * rate)
+    check_precision(bundle, model_key("ort", options.precision), options.force_precision)
+    label_rules(bundle, labels, str(labels_path), options.heads, options.score_mode)  # fails here, not in workers
     files = find_audio_files(paths)
     if not files:
         raise AudioError(f"no audio files found in {', '.join(map(str, paths))}",
                          "pass WAV/FLAC/MP3/OGG files or folders that contain them")
+    rate = frontend_params.sampling_rate
+    grid = WindowGrid(round(options.window_s * rate), round(options.hop_s * rate), options.batch)
+    units = plan_units(files, rate, grid, round(run.unit_s * rate))
+    workers, threads = _workers_and_threads(run, options.threads)
+    archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    if options.embeddings_dir is not None and archive_spec is not None:
+        sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc)]
+        keep_embeddings = True
+    spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
+                        verify_bundle=run.engine == "ray")
+    description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,
+                   "options": dataclasses.asdict(dataclasses.replace(options, threads=None))}
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_sink = DetectionsCsv(out_dir, rate)
-    result = AnalyzeResult(csv_sink.path)
-    used_names: set[str] = set()
-    spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
-    archive = FileEmbeddingArchive(options.embeddings_dir, rate, spec) if options.embeddings_dir and spec else None
+    if not run.resume:
+        remove_stale_tables(out_dir)
+    worklog = WorkLog(out_dir, job_fingerprint(description, units), run.resume)
+    writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks)
+    result = AnalyzeResult(writer.csv.path, units=len(units), units_resumed=worklog.done,
+                           warnings=[w for path in files if (w := truncation_warning(path))])
     try:
-        for number, path in enumerate(files):
-            if on_file:
-                on_file(number, len(files), path.name)
-            kept = archive.recording() if archive else None
-            try:
-                detections = analyze_chunks(stages, stream_file(path, rate), window, hop, options.batch,
-                                            kept.add if kept else None)
-            except AudioError as e:
-                result.failures.append(str(e))
-                continue
-            if archive and kept:
-                kept.write(archive, path, start_time_from_name(path))
-            csv_sink.write(path, detections, start_time_from_name(path))
-            write_raven_table(out_dir / _unique_table_name(path, used_names), detections, rate,
-                              frontend_params.f_min, frontend_params.f_max)
-            result.files_ok += 1
-            result.detections += len(detections)
-        if on_file:
-            on_file(len(files), len(files), "done")
+        todo = units[worklog.done :]
+        for unit, unit_result in zip(todo, _results(spec, todo, run, workers)):
+            writer.write(unit, unit_result)
+            if on_progress:
+                on_progress(unit.index + 1, len(units), unit.path.name)
     finally:
-        csv_sink.close()
+        writer.close()
+    result.detections = writer.totals.detections
+    result.failures = list(writer.totals.failures.values())
+    result.files_ok = len(files) - len(writer.totals.failures)
+    result.run_record = write_run_record(out_dir, run_record(
+        bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
+        top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
+        raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
+        files_failed=len(result.failures), detections=result.detections))
     return result

@@ -17,6 +17,10 @@ MANIFEST_NAME = "manifest.json"
 PARITY_FILE = "parity.json"
 """Stage-by-stage agreement report written by the exporter; checksummed like every other file."""
 HASH_CHUNK_BYTES = 1 << 20
+LOCAL_REVISION_PREFIX = "sha256:"
+"""``model_revision`` of a local checkpoint: this prefix + a content hash of its weights (hub models: the commit)."""
+TRT_PREFIX = "trt-"
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
 ORT_OPTIMIZED_KEY = "ort_optimized"
 """Key in a model entry's ``details``: the ONNX Runtime-only optimised graph of that model (path, ORT version)."""
 
@@ -91,6 +95,8 @@ class LabelSetEntry:
     """``text`` (prompt templates through the text tower) or ``examples`` (mean audio embedding)."""
     templates: tuple[str, ...] = ()
     scientific_names: tuple[str, ...] = ()
+    model_revision: str = ""
+    """Content hash (revision) of the checkpoint that computed the embeddings; ``""`` in older bundles."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,10 @@ class Manifest:
     """``exp(logit_scale_a)``: multiplies the cosine to give the model's audio-text logit."""
     models: dict[str, ModelEntry] = field(default_factory=dict)
     label_sets: dict[str, LabelSetEntry] = field(default_factory=dict)
+    text_encoders: dict[str, ModelEntry] = field(default_factory=dict)
+    """Text tower ONNX files by precision (``fp32``, ``int8``): labels are added without torch."""
+    tokenizer: str = ""
+    """Path of the checkpoint's ``tokenizer.json`` (``""``: no text tower in the bundle)."""
     files: dict[str, str] = field(default_factory=dict)
     """Relative path -> sha256 of every file the manifest refers to."""
     tool_versions: dict[str, str] = field(default_factory=dict)
@@ -118,18 +128,13 @@ class Manifest:
         def tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
             return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
 
-        models = {
-            key: ModelEntry(
-                path=m["path"],
-                precision=m["precision"],
-                runtime=m["runtime"],
-                inputs=tensors(m["inputs"]),
-                outputs=tensors(m["outputs"]),
-                opset=m.get("opset"),
-                details=m.get("details", {}),
-            )
-            for key, m in raw.get("models", {}).items()
-        }
+        def model_entries(items: dict[str, dict[str, Any]]) -> dict[str, ModelEntry]:
+            return {key: ModelEntry(path=m["path"], precision=m["precision"], runtime=m["runtime"],
+                                    inputs=tensors(m["inputs"]), outputs=tensors(m["outputs"]),
+                                    opset=m.get("opset"), details=m.get("details", {}))
+                    for key, m in items.items()}
+
+        models = model_entries(raw.get("models", {}))
         label_sets = {
             key: LabelSetEntry(
                 key=s["key"],
@@ -138,6 +143,7 @@ class Manifest:
                 source=s["source"],
                 templates=tuple(s.get("templates", ())),
                 scientific_names=tuple(s.get("scientific_names", ())),
+                model_revision=s.get("model_revision", ""),
             )
             for key, s in raw.get("label_sets", {}).items()
         }
@@ -149,6 +155,8 @@ class Manifest:
             logit_scale=float(raw["logit_scale"]),
             models=models,
             label_sets=label_sets,
+            text_encoders=model_entries(raw.get("text_encoders", {})),
+            tokenizer=raw.get("tokenizer", ""),
             files=dict(raw.get("files", {})),
             tool_versions=dict(raw.get("tool_versions", {})),
             schema_version=int(raw["schema_version"]),
@@ -167,6 +175,8 @@ def sha256_file(path: Path) -> str:
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
     """Recompute the checksum of every referenced file and write ``manifest.json`` atomically."""
     referenced = [m.path for m in manifest.models.values()] + [s.path for s in manifest.label_sets.values()]
+    referenced += [m.path for m in manifest.text_encoders.values()]
+    referenced += [manifest.tokenizer] if manifest.tokenizer else []
     known = [*manifest.files, PARITY_FILE]
     extra = [p for p in known if p not in referenced and (bundle_dir / p).exists()]
     files = {rel: sha256_file(bundle_dir / rel) for rel in sorted(set(referenced + extra))}
@@ -226,13 +236,25 @@ class Bundle:
         entry = self.manifest.models.get(precision)
         if entry is None:
             have = ", ".join(sorted(self.manifest.models)) or "none"
-            raise BundleError(
-                f"bundle {self.root} has no {precision} model (it has: {have})",
-                f"create it with `biolingual-export quantize --bundle {self.root} --precision {precision}`"
-                if precision != "fp32"
-                else f"export it with `biolingual-export onnx --out {self.root}`",
-            )
+            raise BundleError(f"bundle {self.root} has no {precision} model (it has: {have})",
+                              self._how_to_make(precision, have))
         return entry
+
+
+    def _how_to_make(self, precision: str, have: str) -> str:
+        root = self.root
+        if precision == "fp32":
+            return f"export it with `biolingual-export onnx --out {root} --parity-audio DIR`"
+        if precision == "fp16":
+            return f"create it with `biolingual-export quantize --bundle {root} --precision fp16`"
+        if precision in ("int8", "int8-trt"):
+            target = "trt" if precision == "int8-trt" else "ort"
+            return (f"calibrate, then `biolingual-export quantize --bundle {root} --calibration CALIB "
+                    f"--precision int8 --target {target}`")
+        engine = precision.removeprefix(TRT_PREFIX)
+        if precision.startswith(TRT_PREFIX) and engine in TRT_PRECISIONS:
+            return f"build it on the device: `biolingual-export trt --bundle {root} --precision {engine}`"
+        return f"'{precision}' is not a precision; choose one the bundle has: {have}"
 
 
 def open_bundle(bundle_dir: Path | str, verify: bool = True) -> Bundle:

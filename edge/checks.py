@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import shutil
 import subprocess
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from edge.bundle import Bundle, open_bundle
 from edge.config import UnitConfig
 from edge.errors import EdgeError
+from edge.log_dir import log_dir_problem
 from edge.pipeline import score_windows
 from edge.schedule import build_schedule
 from edge.unit_setup import choose_precision, stages_for
@@ -137,11 +137,12 @@ def check_microphone(capture: MicCapture | None, config: UnitConfig) -> CheckRow
 
 
 def check_storage(config: UnitConfig) -> CheckRow:
-    """Free space on the volume that holds the log folder against the governor's limits."""
+    """The log folder exists and is writable (FAIL otherwise: an unmounted card), then its free space."""
     log_dir = config.storage.log_dir
+    problem = log_dir_problem(log_dir)
+    if problem is not None:
+        return CheckRow("storage", Status.FAIL, problem)
     probe = log_dir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     usage = shutil.disk_usage(probe)
     free_mb = usage.free / 1e6
     percent = 100 * usage.free / usage.total if usage.total else 0.0
@@ -151,8 +152,6 @@ def check_storage(config: UnitConfig) -> CheckRow:
         return CheckRow("storage", Status.FAIL, f"{detail}; below min_free_mb ({governor.min_free_mb:g})")
     if percent < governor.clips_min_free_percent:
         return CheckRow("storage", Status.WARN, f"{detail}; clips stop below {governor.clips_min_free_percent:g}%")
-    if not os.access(probe, os.W_OK):
-        return CheckRow("storage", Status.WARN, f"{detail}; {probe} is not writable by this user")
     return CheckRow("storage", Status.PASS, detail)
 
 

@@ -6,13 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from edge.analyze import AnalyzeOptions, analyze_paths
+from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.bench import bench_command
+from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.desk.cli import logs_app
+from edge.run_record import ALL_WINDOWS_NOTE
+from edge.workunits import DEFAULT_UNIT_S
 
 app = typer.Typer(
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",
@@ -21,6 +25,7 @@ app = typer.Typer(
 )
 register_ops(app)
 app.add_typer(logs_app, name="logs")
+app.add_typer(labels_app, name="labels")
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Species list: one label per line.")]
@@ -48,31 +53,51 @@ def analyze(
     top_k: Annotated[int, typer.Option("--top-k", help="Labels kept per window.")] = 1,
     precision: Annotated[str, typer.Option(help="Model precision in the bundle: fp32, fp16, int8.")] = "fp32",
     score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads per worker (default: cores / workers).")]
+    = None,
     batch: Annotated[int, typer.Option(help="Windows per inference call.")] = 4,
     force_precision: Annotated[bool, typer.Option(help="Use a precision whose parity report is missing/failed.")]
     = False,
-    head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
-                                                   "(repeatable; made by `logs train-head`).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (Ray: actors); default: one per core.")]
+    = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (pip install 'biolingual-edge[ray]').")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one).")]
+    = None,
+    unit: Annotated[float, typer.Option(help="Seconds of audio per work unit (long files are split).")]
+    = DEFAULT_UNIT_S,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT instead of starting over.")]
+    = False,
     embeddings: Annotated[Path | None, typer.Option(
         help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
+    head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
+                                                   "(repeatable; made by `logs train-head`).")] = None,
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
-                             force_precision=force_precision, heads=tuple(head or ()), embeddings_dir=embeddings)
+                             force_precision=force_precision, embeddings_dir=embeddings,
+                             heads=tuple(head or ()))
+    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address, unit_s=unit, resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)
 
-        def on_file(done: int, total: int, name: str) -> None:
+        def on_progress(done: int, total: int, name: str) -> None:
             progress.update(task, completed=done, total=total, description=name[-40:])
 
-        result = analyze_paths(paths, labels, bundle, out, options, on_file)
+        result = analyze_paths(paths, labels, bundle, out, options, on_progress, run_options)
     for failure in result.failures:
-        stderr.print(f"[bold red]error:[/] {failure}", soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(failure)}", soft_wrap=True)
+    for warning in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if threshold is None:
+        stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
+                     soft_wrap=True)
+    resumed = f" ({result.units_resumed} of {result.units} units from the earlier run)" if result.units_resumed else ""
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
-                 f"{len(result.failures)} failed -> {result.csv_path}")
+                 f"{len(result.failures)} failed -> {result.csv_path}{resumed} (settings in {result.run_record})",
+                 soft_wrap=True)
     if result.failures:
         raise typer.Exit(1)
 
@@ -89,7 +114,9 @@ def run(
     unit: Annotated[str | None, typer.Option(help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: analysis.hop_s=2.5")]
     = None,
-    log_dir: Annotated[Path | None, typer.Option(help="Where the detection log is written (the SD card).")] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Where the detection log is written (the SD card); created if missing. Default: storage.log_dir of "
+             "--config/--unit, else ./logs.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
     confirm: Annotated[str | None, typer.Option(help="N/M: hits needed in the last M windows.")] = None,
     window: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
@@ -125,7 +152,14 @@ def run(
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None
     clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")
-    code = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision).run()
+    # a folder named on the command line (or the ./logs default) is created; one from a config is the card
+    named_here = overrides.get("storage.log_dir") is not None or (config is None and unit is None)
+    daemon = build_daemon(resolved, source, clock_sync=clock, force_precision=force_precision,
+                          create_log_dir=named_here)
+    code = daemon.run()
+    audio_s = daemon.analysed_end / daemon.options.sample_rate
+    stderr.print(f"{daemon.windows_analysed} window(s) analysed ({audio_s:.0f} s of audio), "
+                 f"{daemon.detections_logged} detection(s) -> card log {resolved.storage.log_dir}", soft_wrap=True)
     if code:
         raise typer.Exit(code)
 

@@ -9,13 +9,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from edge.checks import Status, run_checks
 from edge.cli_support import report_errors, stderr
-from edge.config import UnitConfig, parse_override, profile_names, resolve_config
+from edge.config import UnitConfig, parse_override, profile_names, profile_path, resolve_config
+from edge.config_show import render_config
 from edge.errors import ConfigError
 from edge.plan import PlanInputs, make_plan
 from edge.service import DEFAULT_UNIT_DIR, DEFAULT_USER, install_unit, render_unit
@@ -40,9 +40,16 @@ def _load(config: Path | None, unit: str | None, sets: list[str] | None) -> Unit
 @config_app.command("show")
 @report_errors
 def config_show(config: ConfigOpt = None, unit: UnitOpt = None, set_: SetOpt = None) -> None:
-    """Print the config after defaults, file and --set overrides are applied (as YAML)."""
+    """Print the config after defaults, file and --set overrides are applied, as a commented YAML file.
+
+    Save it with `config show --unit PROFILE > unit.yaml`: its relative paths are relative to that file.
+    """
     resolved = _load(config, unit, set_)
-    stdout.print(yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False, allow_unicode=True), end="")
+    source = config if config is not None else profile_path(unit) if unit is not None else None
+    text = source.read_text(encoding="utf-8") if source is not None else ""
+    origin = f"profile {unit}" if config is None else str(config)
+    profile_dir = source.resolve().parent if config is None and source is not None else None
+    stdout.print(render_config(resolved, text, profile_dir, Path.cwd(), origin), end="", markup=False)
 
 
 @config_app.command("profiles")

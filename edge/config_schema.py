@@ -160,6 +160,8 @@ class Governor(StrictModel):
 
 class StorageSection(StrictModel):
     log_dir: LoosePath = Field(default=Path("logs"), validate_default=True)
+    fallback_dir: LoosePath = Field(default=Path("unwritten"), validate_default=True)
+    """Folder off the card (the unit's own disk) for rows that did not fit on a full card at stop."""
     embeddings: Literal["fp16", "int8", "off"] = "fp16"
     """Every analysed window's embedding on the card (≈ 1 KiB fp16, ≈ 0.5 KiB int8): re-score and search later."""
 
@@ -170,7 +172,7 @@ class StorageSection(StrictModel):
     clips: ClipPolicy = ClipPolicy()
     governor: Governor = Governor()
 
-    @field_validator("log_dir")
+    @field_validator("log_dir", "fallback_dir")
     @classmethod
     def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
         return resolve_path(value, info)
@@ -207,6 +209,7 @@ class PowerSection(StrictModel):
     nvpmodel_mode: Annotated[int, Field(ge=0)] | None = None
     """Jetson ``nvpmodel -m`` id the unit should run in; None: not a Jetson or leave as is."""
     jetson_clocks: bool = False
+    """Run ``jetson_clocks`` at start (clocks pinned at maximum); the outcome is in the boot record."""
     off_w: Annotated[float, Field(ge=0)] = 1.0
     """Whole-unit draw while scheduled off (stream closed), in watts."""
     listen_w: Annotated[float, Field(ge=0)] = 2.0

@@ -2,7 +2,9 @@
 
 Threads: PortAudio's callback fills the ring; one analysis thread reads, windows, infers and logs;
 the main thread handles signals, heartbeats and the stall watchdog. Recovery is tiered: reopen the
-stream with backoff -> rebuild the inference stages -> exit non-zero so systemd restarts the unit.
+stream (polling for the device, short capped backoff) -> rebuild the inference stages (any exception while
+analysing, or NaN embeddings) -> exit non-zero so systemd restarts the unit. Every failure is an event on the
+card first (``stream_lost``, ``pipeline_failed``, ``giving_up``); nothing that failed ends as exit 0.
 """
 
 from __future__ import annotations
@@ -12,87 +14,44 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Protocol
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
 
 from edge import notify
 from edge.audio.chunk import AudioChunk
-from edge.audio.mic import CaptureStats, OpenedStream
+from edge.audio.mic import OpenedStream
+from edge.clip_buffer import ClipBuffer
+from edge.daemon_contract import (
+    DEVICE_POLL_S,
+    EXIT_CARD_INCOMPLETE,
+    EXIT_NO_AUDIO,
+    EXIT_OK,
+    EXIT_PIPELINE,
+    EXIT_STALLED,
+    PAUSE_DETECT_S,
+    PRIVACY_MEMORY,
+    READ_TIMEOUT_S,
+    SCHEDULE_POLL_S,
+    DaemonOptions,
+    SerialisedLog,
+    Source,
+    describe_error,
+)
 from edge.detect import DetectionEvent, EventDetector
 from edge.errors import AudioError, BackendError
 from edge.health import SignalMonitor, process_health
 from edge.pipeline import Stages, embed_and_score
 from edge.schedule import Schedule
+from edge.scoring import Scores
 from edge.sinks import RunLog
 from edge.windowing import Window, Windower
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_NO_AUDIO = 3
-EXIT_STALLED = 4
-EXIT_PIPELINE = 5
-SCHEDULE_POLL_S = 30.0
-PRIVACY_MEMORY = 16
-"""Recent privacy hits remembered for the clip guard."""
-
-
-class Source(Protocol):
-    """A capture stream (microphone or paced file) delivering model-rate chunks."""
-
-    stats: CaptureStats
-
-    def open(self, start_sample: int) -> OpenedStream: ...
-
-    def read(self, timeout: float) -> AudioChunk | None: ...
-
-    @property
-    def active(self) -> bool: ...
-
-    def pending_seconds(self) -> float: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class DaemonOptions:
-    """Lifecycle settings; durations in seconds."""
-
-    window_samples: int
-    hop_samples: int
-    sample_rate: int
-    max_batch: int = 4
-    heartbeat_s: float = 60.0
-    no_data_s: float = 5.0
-    """No samples for this long: the stream is reopened."""
-    reopen_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
-    max_reopen_failures: int = 20
-    """Consecutive failed reopens before exiting non-zero (systemd restarts us)."""
-    stall_s: float = 120.0
-    """Analysis thread making no progress for this long: exit non-zero."""
-    lag_bound_s: float = 30.0
-    """Audio waiting beyond this: widen the hop (logged); back to normal below a quarter of it."""
-    max_pipeline_restarts: int = 3
-    stop_budget_s: float = 10.0
-    """On stop, keep analysing the backlog for at most this long (systemd's stop timeout is 90 s)."""
-    flatline_s: float = 60.0
-    """Digital silence this long is reported, then the stream is reopened."""
-    clip_pre_roll_s: float = 2.0
-    clip_post_roll_s: float = 2.0
-    save_clips: bool = False
-    background_labels: tuple[str, ...] = ()
-    """Prompts (wind, rain, "no animal") that are scored but never reported as detections."""
-    privacy_labels: tuple[str, ...] = ()
-    """Prompts (human speech) whose hits are logged as privacy events and block clips around them."""
-    privacy_guard_s: float = 30.0
-    is_file: bool = False
-    """The source is a finite file: stop at its end instead of reopening."""
-    thermal_paths: tuple[Path, ...] = ()
-    clock_sync: str = "unsynchronised"
+__all__ = ["EXIT_CARD_INCOMPLETE", "EXIT_NO_AUDIO", "EXIT_OK", "EXIT_PIPELINE", "EXIT_STALLED", "Daemon",
+           "DaemonOptions", "Source"]
 
 
 class Daemon:
@@ -105,7 +64,7 @@ class Daemon:
         self.stages_factory = stages_factory
         self.stages = stages or stages_factory()
         self.detector = detector
-        self.sink: RunLog = _Serialised(sink)  # type: ignore[assignment]
+        self.sink: RunLog = SerialisedLog(sink)  # type: ignore[assignment]
         self.options = options
         self.schedule = schedule
         self.windower = Windower(options.window_samples, options.hop_samples)
@@ -115,12 +74,15 @@ class Daemon:
         self.progress_at = time.monotonic()
         self.samples_received = 0
         self.windows_analysed = 0
+        self.detections_logged = 0
         self.inference_s = 0.0
         self.effort_end = 0
         self.analysed_end = 0
         self.degraded = False
         self._pipeline_restarts = 0
-        self._clip_audio: list[AudioChunk] = []
+        self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples)
+        self._anchor: tuple[datetime, int] | None = None
+        """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
         self._privacy_hits: list[DetectionEvent] = []
         self._xruns_logged = 0
         self._ready_sent = False
@@ -133,7 +95,7 @@ class Daemon:
         """Open, analyse until stopped (signal, end of file, fatal error), flush everything, return exit code."""
         self._install_signals()
         try:
-            self._open(0)
+            self._open_stream(None)
         except AudioError as e:
             # e.g. the USB microphone is missing at boot: say so on the card, then exit non-zero (systemd retries)
             self.sink.event("stream_open_failed", 0, reason=e.message)
@@ -142,10 +104,15 @@ class Daemon:
         worker = threading.Thread(target=self._analyse_loop, name="analysis", daemon=True)
         worker.start()
         next_heartbeat = time.monotonic() + self.options.heartbeat_s
-        started = time.monotonic()
+        started = last_tick = time.monotonic()
         while worker.is_alive():
             worker.join(timeout=0.25)
             now = time.monotonic()
+            if now - last_tick > PAUSE_DETECT_S:
+                # the whole process was not running (SIGSTOP, swap): not a stalled analysis, not a lost stream
+                self.sink.event("process_paused", self.analysed_end, paused_s=round(now - last_tick, 1))
+                self.progress_at = now
+            last_tick = now
             if now >= next_heartbeat:
                 self._heartbeat(now - started)
                 next_heartbeat = now + self.options.heartbeat_s
@@ -158,8 +125,12 @@ class Daemon:
         notify.stopping()
         self._heartbeat(time.monotonic() - started)
         self.source.close()
-        self.sink.event("stop", self.source_end(), exit_code=self.exit_code)
-        self.sink.flush()
+        not_on_card = self.sink.settle(self.options.stop_budget_s)
+        if any(not_on_card.values()) and self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_CARD_INCOMPLETE
+        fallback = self.sink.fallback_file() if any(not_on_card.values()) else None
+        self.sink.event("stop", self.source_end(), exit_code=self.exit_code, rows_not_on_card=not_on_card,
+                        fallback_file=str(fallback) if fallback else None)
         self.sink.close()
         return self.exit_code
 
@@ -175,71 +146,111 @@ class Daemon:
     def source_end(self) -> int:
         return self.windower.buffered_end
 
-    def _open(self, start_sample: int) -> None:
-        opened = self.source.open(start_sample)
-        self.sink.open_stream(opened.anchor_utc, opened.anchor_sample, self.options.clock_sync)
-        self.sink.event("audio_device", start_sample, device=opened.device, rate=opened.rate,
-                        channels=opened.channels)
-        self.windower.reset(start_sample)
+    def utc_of(self, sample: int) -> datetime:
+        """Wall-clock time of ``sample`` by the current stream's anchor."""
+        assert self._anchor is not None
+        anchor_utc, anchor_sample = self._anchor
+        return anchor_utc + timedelta(seconds=(sample - anchor_sample) / self.options.sample_rate)
 
-    def _reopen_with_backoff(self, since: float) -> bool:
-        """Tier 1: close and reopen the stream until it delivers again; False when we should give up."""
+    def _open_stream(self, previous_end: int | None) -> int:
+        """Open the source; after an outage its timeline continues at the wall-clock time since ``previous_end``."""
+        provisional = previous_end or 0
+        opened: OpenedStream = self.source.open(provisional)
+        start = provisional
+        if previous_end is not None and self._anchor is not None:
+            elapsed = (opened.anchor_utc - self.utc_of(previous_end)).total_seconds()
+            start = previous_end + max(0, round(elapsed * self.options.sample_rate))
+            self.source.renumber(start)
+        self._anchor = (opened.anchor_utc, start)
+        self.sink.open_stream(opened.anchor_utc, start, self.options.clock_sync)
+        self.sink.event("audio_device", start, device=opened.device, rate=opened.rate, channels=opened.channels)
+        self.sink.flush()
+        self.windower.reset(start)
+        self._clips.reset()
+        return start
+
+    def _record_gap(self, end: int, start: int, **fields: Any) -> None:
+        rate = self.options.sample_rate
+        self.sink.event("gap", end, end_sample=start, seconds=round((start - end) / rate, 3),
+                        from_utc=self.utc_of(end).isoformat(), to_utc=self.utc_of(start).isoformat(), **fields)
+
+    def _reopen_after_loss(self, starved_s: float, reason: str = "no audio") -> bool:
+        """Tier 1: analyse what was captured, close, poll for the device and reopen; False when we give up."""
+        self._finish_stream()
         end = self.source_end()
-        self.sink.event("stream_lost", end, silent_s=round(time.monotonic() - since, 1))
-        self._close_events()
+        self.sink.event("stream_lost", end, silent_s=round(starved_s, 1), reason=reason)
+        self.sink.flush()
         self.source.close()
+        return self._reconnect(end)
+
+    def _reconnect(self, end: int) -> bool:
+        """Reopen as soon as the device is back (polled), with short capped waits between failed opens."""
+        lost_at = time.monotonic()
         failures = 0
+        last_error = "device not present"
         while not self.stop.is_set():
-            delay = self.options.reopen_backoff_s[min(failures, len(self.options.reopen_backoff_s) - 1)]
             self.progress_at = time.monotonic()
-            if self.stop.wait(delay):
+            notify.watchdog()
+            wait = DEVICE_POLL_S
+            if self.source.available():
+                try:
+                    start = self._open_stream(end)
+                except AudioError as e:
+                    failures += 1
+                    last_error = e.message
+                    log.warning("reopen %d failed: %s", failures, e.message)
+                    backoff = self.options.reopen_backoff_s
+                    wait = backoff[min(failures - 1, len(backoff) - 1)]
+                else:
+                    self._record_gap(end, start, reason="stream_lost", reopen_failures=failures)
+                    return True
+            if time.monotonic() - lost_at > self.options.reopen_give_up_s:
+                self.sink.event("giving_up", end, reopen_failures=failures, reason=last_error,
+                                lost_s=round(time.monotonic() - lost_at, 1))
+                return False
+            if self.stop.wait(wait):
                 return True
-            start = end + round((time.monotonic() - since) * self.options.sample_rate)
-            try:
-                self._open(start)
-            except AudioError as e:
-                failures += 1
-                log.warning("reopen %d failed: %s", failures, e.message)
-                if failures >= self.options.max_reopen_failures:
-                    self.sink.event("giving_up", end, reopen_failures=failures, reason=e.message)
-                    return False
-                continue
-            self.sink.event("gap", end, end_sample=start, seconds=round((start - end) / self.options.sample_rate, 3))
-            return True
         return True
 
     # ---------------------------------------------------------------- analysis thread
 
     def _analyse_loop(self) -> None:
-        last_data = time.monotonic()
+        starved_s = 0.0
+        """Time spent waiting in reads that returned nothing (a paused process does not count)."""
         pending: list[Window] = []
         try:
             while not self.stop.is_set():
                 self.progress_at = time.monotonic()
                 if self.schedule is not None and not self.schedule.is_on(datetime.now(timezone.utc)):
-                    pending.extend(self._drain())
-                    for batch_start in range(0, len(pending), self.options.max_batch):
-                        self._process(pending[batch_start : batch_start + self.options.max_batch])
+                    self._process_all(pending + self._drain())
                     pending = []
-                    self._sleep_off_schedule()
-                    last_data = time.monotonic()
+                    if not self._sleep_off_schedule():
+                        self.exit_code = EXIT_NO_AUDIO
+                        return
+                    starved_s = 0.0
                     continue
-                chunk = self.source.read(timeout=0.2)
+                asked = time.monotonic()
+                chunk = self.source.read(timeout=READ_TIMEOUT_S)
                 if chunk is None:
                     if self.options.is_file and not self.source.active:
                         break
-                    if time.monotonic() - last_data > self.options.no_data_s or not self.source.active:
-                        if not self._reopen_with_backoff(last_data):
+                    starved_s += min(time.monotonic() - asked, READ_TIMEOUT_S)
+                    if starved_s > self.options.no_data_s or not self.source.active:
+                        self._process_all(pending)
+                        pending = []
+                        if not self._reopen_after_loss(starved_s):
                             self.exit_code = EXIT_NO_AUDIO
                             return
-                        last_data = time.monotonic()
+                        starved_s = 0.0
                     continue
-                last_data = time.monotonic()
+                starved_s = 0.0
                 pending.extend(self._accept(chunk))
                 if self.reopen_requested:
                     self.reopen_requested = False
                     self.monitor.reset()
-                    if not self._reopen_with_backoff(last_data):
+                    self._process_all(pending)
+                    pending = []
+                    if not self._reopen_after_loss(0.0, reason="flatline"):
                         self.exit_code = EXIT_NO_AUDIO
                         return
                 while pending and not self.stop.is_set():
@@ -254,14 +265,30 @@ class Daemon:
             if pending:
                 self.sink.event("unanalysed_at_stop", pending[0].start_sample, end_sample=pending[-1].end_sample,
                                 windows=len(pending))
-        except BackendError as e:
-            self.sink.event("pipeline_failed", self.analysed_end, reason=e.message)
-            self.exit_code = EXIT_PIPELINE
+        except Exception as e:  # any failure of the analysis thread is on the card and a non-zero exit
+            reason = describe_error(e)
+            log.error("analysis stopped: %s", reason)
+            log.debug("analysis failure", exc_info=True)
+            self.sink.event("pipeline_failed", self.analysed_end, reason=reason, action="exit",
+                            restarts=self._pipeline_restarts)
+            self.exit_code = EXIT_NO_AUDIO if isinstance(e, AudioError) else EXIT_PIPELINE
         finally:
             self._close_events()
 
-    def _sleep_off_schedule(self) -> None:
-        """Close the stream while the schedule is off (saves power), then reopen on the same timeline."""
+    def _process_all(self, windows: list[Window]) -> None:
+        for batch_start in range(0, len(windows), self.options.max_batch):
+            self._process(windows[batch_start : batch_start + self.options.max_batch])
+
+    def _finish_stream(self) -> None:
+        """Before closing a stream: analyse the audio already captured, the unfinished last hop included."""
+        self._process_all(self._drain())
+        self._close_events()
+
+    def _sleep_off_schedule(self) -> bool:
+        """Close the stream while the schedule is off (saves power), then reopen on the same timeline.
+
+        False when the microphone cannot be reopened (recorded; the caller exits non-zero).
+        """
         assert self.schedule is not None
         end = self.source_end()
         until = self.schedule.next_change(datetime.now(timezone.utc))
@@ -269,17 +296,21 @@ class Daemon:
         self.source.close()
         self.sink.event("scheduled_off", end, until=until.isoformat() if until else None)
         self.sink.flush()
-        off_since = time.monotonic()
         while not self.stop.is_set() and not self.schedule.is_on(datetime.now(timezone.utc)):
             self.progress_at = time.monotonic()
             notify.watchdog()
             self.stop.wait(min(SCHEDULE_POLL_S, max(0.0, (until - datetime.now(timezone.utc)).total_seconds()))
                            if until else SCHEDULE_POLL_S)
         if self.stop.is_set():
-            return
-        start = end + round((time.monotonic() - off_since) * self.options.sample_rate)
-        self._open(start)
+            return True
+        try:
+            start = self._open_stream(end)
+        except AudioError as e:
+            self.sink.event("stream_open_failed", end, reason=e.message, when="schedule on")
+            self.sink.flush()
+            return self._reconnect(end)
         self.sink.event("scheduled_on", start, off_s=round((start - end) / self.options.sample_rate, 1))
+        return True
 
     def _drain(self) -> list[Window]:
         """On stop or end of file: take the audio already captured (the ring), then the tail window."""
@@ -306,15 +337,14 @@ class Daemon:
             self.sink.event("xrun", chunk.start_sample, count=overflows - self._xruns_logged)
             self._xruns_logged = overflows
         if self.options.save_clips:
-            self._keep_for_clips(chunk)
+            needed = self.detector.earliest_pending_start()
+            pre = round(self.options.clip_pre_roll_s * self.options.sample_rate)
+            self._clips.push(chunk, None if needed is None else needed - pre)
         return self.windower.push(chunk)
 
     def _process(self, windows: list[Window]) -> None:
         started = time.perf_counter()
-        embeddings, scores = embed_and_score(self.stages, windows)
-        if not np.isfinite(scores.cosine).all():
-            self._restart_pipeline(windows[0].start_sample)
-            return
+        embeddings, scores = self._score(windows)
         self.inference_s += time.perf_counter() - started
         self.windows_analysed += len(windows)
         events = self.detector.update([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
@@ -332,12 +362,29 @@ class Daemon:
             self._ready_sent = True
         notify.watchdog()
 
-    def _restart_pipeline(self, sample: int) -> None:
-        """Tier 2: NaN/inf embeddings — rebuild the stages; too many rebuilds is fatal."""
+    def _score(self, windows: list[Window]) -> tuple[np.ndarray, Scores]:
+        """Embed and score a batch; tier 2 on any failure or NaN output: rebuild the stages and retry the same
+        windows. Returns the ``(B, D)`` embeddings (for the card) and the scores."""
+        while True:
+            try:
+                embeddings, scores = embed_and_score(self.stages, windows)
+            except Exception as e:  # ONNX Runtime, TensorRT, CUDA and our own errors alike
+                self._restart_pipeline(windows[0].start_sample, "pipeline_failed", describe_error(e))
+                continue
+            if np.isfinite(scores.cosine).all():
+                return embeddings, scores
+            self._restart_pipeline(windows[0].start_sample, "nan_embeddings", "inference returned NaN embeddings")
+
+    def _restart_pipeline(self, sample: int, kind: str, reason: str) -> None:
+        """Record the failure, then rebuild the stages; too many rebuilds is fatal (exit non-zero)."""
         self._pipeline_restarts += 1
-        self.sink.event("nan_embeddings", sample, restarts=self._pipeline_restarts)
-        if self._pipeline_restarts > self.options.max_pipeline_restarts:
-            raise BackendError("inference keeps returning NaN embeddings", "check the bundle and the model file")
+        fatal = self._pipeline_restarts > self.options.max_pipeline_restarts
+        self.sink.event(kind, sample, reason=reason, restarts=self._pipeline_restarts,
+                        action="exit" if fatal else "rebuild_stages")
+        self.sink.flush()
+        if fatal:
+            raise BackendError(f"inference failed {self._pipeline_restarts} times, last: {reason}",
+                               "check the bundle and the model file; the journal has the details")
         self.stages = self.stages_factory()
 
     def _adapt_hop(self) -> None:
@@ -380,32 +427,21 @@ class Daemon:
         detections = [e for e in events if e.label not in hidden]
         if detections:
             self.sink.detections(detections)
+            self.detections_logged += len(detections)
         if self.options.save_clips:
             guard = round(self.options.privacy_guard_s * self.options.sample_rate)
             for event in detections:
                 if any(_overlap(event, p, guard) for p in self._privacy_hits):
                     continue
-                clip = self._clip_for(event)
-                if clip is not None:
-                    self.sink.save_clip(event, clip[0], clip[1])
-
-    def _keep_for_clips(self, chunk: AudioChunk) -> None:
-        self._clip_audio.append(chunk)
-        keep_from = chunk.end_sample - 3 * self.options.window_samples
-        while self._clip_audio and self._clip_audio[0].end_sample < keep_from:
-            self._clip_audio.pop(0)
-
-    def _clip_for(self, event: DetectionEvent) -> tuple[np.ndarray, int] | None:
-        rate = self.options.sample_rate
-        start = max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate))
-        end = event.end_sample + round(self.options.clip_post_roll_s * rate)
-        parts = [c for c in self._clip_audio if c.end_sample > start and c.start_sample < end]
-        if not parts:
-            return None
-        audio = np.concatenate([c.samples for c in parts])
-        first = parts[0].start_sample
-        lo, hi = max(0, start - first), min(audio.shape[0], end - first)
-        return audio[lo:hi], first + lo
+                rate = self.options.sample_rate
+                clip = self._clips.cut(max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate)),
+                                       event.end_sample + round(self.options.clip_post_roll_s * rate))
+                if clip is None:
+                    continue
+                if clip.cut_samples:
+                    self.sink.event("clip_cut", event.start_sample, label=event.label,
+                                    clip_start_sample=clip.start_sample, missing_s=round(clip.cut_samples / rate, 3))
+                self.sink.save_clip(event, clip.audio, clip.start_sample, cut_samples=clip.cut_samples)
 
     def _heartbeat(self, uptime_s: float) -> None:
         stats = self.source.stats
@@ -428,20 +464,3 @@ class Daemon:
 
 def _overlap(a: DetectionEvent, b: DetectionEvent, margin: int = 0) -> bool:
     return a.start_sample < b.end_sample + margin and b.start_sample - margin < a.end_sample
-
-
-class _Serialised:
-    """Serialises calls to the run log, which the analysis thread and the main thread both use."""
-
-    def __init__(self, sink: RunLog) -> None:
-        self._sink = sink
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._sink, name)
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return method(*args, **kwargs)
-
-        return locked

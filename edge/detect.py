@@ -153,6 +153,12 @@ class EventDetector:
                     closed.append(event)
         return closed
 
+    def earliest_pending_start(self) -> int | None:
+        """Start sample of the oldest event still open or being confirmed (audio before it is no longer needed)."""
+        starts = [s.open_event.start_sample for s in self._states if s.open_event is not None]
+        starts += [s.recent[0][0] for s in self._states if s.recent]
+        return min(starts, default=None)
+
     def flush(self) -> list[DetectionEvent]:
         """Close every open event and clear the confirmation history."""
         closed = []

@@ -13,6 +13,10 @@ class EdgeError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self) -> tuple[type[EdgeError], tuple[str, str]]:
+        # keeps the hint when a worker process sends the error back to the parent
+        return type(self), (self.message, self.hint)
+
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 

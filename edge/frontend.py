@@ -14,6 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.bundle import FrontendParams
 
+RFFT_TAKES_OUT = int(np.__version__.split(".")[0]) >= 2
+"""``np.fft.rfft(..., out=)`` exists from numpy 2.0; numpy 1.x (still pinned by Jetson wheels) lacks it."""
 POWER_FLOOR = 1e-10
 """Mel power below this is clamped before the log (the reference's ``mel_floor`` and ``min_value``)."""
 SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3.0
@@ -160,7 +162,10 @@ class LogMelFrontend:
         windowed = self._frames[:k]
         np.multiply(frames, self._window, out=windowed)
         spectrum = self._spectrum[:k]
-        np.fft.rfft(windowed, axis=-1, out=spectrum)
+        if RFFT_TAKES_OUT:
+            np.fft.rfft(windowed, axis=-1, out=spectrum)
+        else:  # numpy 1.x (Jetson wheels): one temporary per call
+            spectrum[:] = np.fft.rfft(windowed, axis=-1)
         # (k, bins, 2) float64 view of re/im pairs: squaring and adding the pair is one pass each
         pairs = spectrum.view(np.float64).reshape(k, -1, 2)[:, self._bins]
         squares, power, weighted = self._squares[:k], self._power[:k], self._weighted[:k]

@@ -14,6 +14,8 @@ from edge.errors import LabelError
 
 SCIENTIFIC_SEPARATOR = ";"
 COMMENT = "#"
+BYTE_ORDER_MARK = "\ufeff"
+"""Windows Notepad and Excel's "CSV UTF-8" start files with it; it is not part of the first label."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def parse_labels(text: str, source: str = "labels") -> LabelList:
     names: list[str] = []
     scientific: list[str] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix(BYTE_ORDER_MARK).splitlines(), start=1):
         line = raw.split(COMMENT, 1)[0].strip()
         if not line:
             continue
@@ -61,7 +63,7 @@ def read_labels(path: Path | str) -> LabelList:
     """Read and parse a label file; unreadable or non-UTF-8 files raise :class:`LabelError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as e:
         raise LabelError(f"label file {path} does not exist", "pass --labels with the path to your list") from e
     except UnicodeDecodeError as e:
@@ -70,3 +72,15 @@ def read_labels(path: Path | str) -> LabelList:
     except OSError as e:
         raise LabelError(f"cannot read label file {path}: {e.strerror}", "check the path and permissions") from e
     return parse_labels(text, source=str(path))
+
+
+def labels_from_folders(examples_dir: Path) -> LabelList:
+    """One label per sub-folder of ``examples_dir`` (sorted; hidden folders skipped): ``EXAMPLES/<label>/*.wav``."""
+    if not examples_dir.is_dir():
+        raise LabelError(f"examples folder {examples_dir} does not exist",
+                         "pass --examples DIR with one sub-folder of recordings per label")
+    names = sorted(p.name for p in examples_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise LabelError(f"examples folder {examples_dir} has no sub-folders",
+                         "make one folder per label, named as the label, holding its example recordings")
+    return parse_labels("\n".join(names), source=f"folder names in {examples_dir}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,14 +10,14 @@ import numpy as np
 from edge.audio.chunk import AudioChunk
 from edge.backends import Backend, create_backend
 from edge.bundle import Bundle
-from edge.calibrated import load_calibrations
+from edge.calibrated import Calibration, load_calibrations
 from edge.detect import Detection, WindowSelector
 from edge.errors import ConfigError
 from edge.frontend_stream import StreamingLogMel
 from edge.heads import HEAD_THRESHOLD, head_key, load_head
 from edge.labels import LabelList
 from edge.precision_gate import check_precision, model_key
-from edge.scoring import Scorer, Scores, load_label_set
+from edge.scoring import LabelSet, Scorer, Scores, load_label_set
 from edge.windowing import Window, Windower
 
 DEFAULT_BATCH = 4
@@ -66,38 +66,24 @@ def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int
 
 
 def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples: int, hop_samples: int,
-                   batch: int = DEFAULT_BATCH,
-                   on_embeddings: Callable[[list[Window], np.ndarray], None] | None = None) -> list[Detection]:
-    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0.
-
-    ``on_embeddings(windows, (B, D) embeddings)`` sees every batch (``analyze --embeddings``).
-    """
+                   batch: int = DEFAULT_BATCH) -> list[Detection]:
+    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
     windower = Windower(window_samples, hop_samples)
     stages.frontend.reset()
     detections: list[Detection] = []
     for windows in batched_windows(chunks, windower, batch):
-        embeddings, scores = embed_and_score(stages, windows)
-        if on_embeddings is not None:
-            on_embeddings(windows, embeddings)
-        detections.extend(stages.selector([w.start_sample for w in windows], [w.end_sample for w in windows],
-                                          scores))
+        detections.extend(detect_windows(stages, windows))
     return detections
 
 
-def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
-                 backend: str = "ort", threads: int | None = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
-                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
-                 force_precision: bool = False, low_memory: bool = False, heads: tuple[str, ...] = (),
-                 label_thresholds: dict[str, float] | None = None) -> Stages:
-    """Open the backend and label embeddings once and wire them with the frontend.
+def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tuple[str, ...] = (),
+                score_mode: str = "logit", label_thresholds: dict[str, float] | None = None,
+                ) -> tuple[LabelSet, dict[str, float], Calibration | None]:
+    """The label set (list + heads), per-label thresholds and installed calibration a run scores with.
 
-    A model whose parity report is missing or failed is refused unless ``force_precision``. ``heads`` adds the
-    bundle's trained heads to the label list. Thresholds per label: ``label_thresholds`` (configured), else the
-    bundle's installed calibration, else the head default (P = 0.5) for heads, else ``threshold``.
+    Thresholds per label: ``label_thresholds`` (configured), else the bundle's installed calibration, else the
+    head default (P = 0.5) for heads; labels not listed keep the run's global threshold.
     """
-    check_precision(bundle, model_key(backend, precision), force_precision)
-    manifest = bundle.manifest
     label_set = load_label_set(bundle, labels, labels_path)
     for name in heads:
         label_set = label_set.merged(load_head(bundle, name))
@@ -108,6 +94,28 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
     per_label = {name: HEAD_THRESHOLD for name, head in zip(label_set.names, label_set.head_mask) if head}
     per_label.update(calibration.thresholds() if calibration else {})
     per_label.update(label_thresholds or {})
+    return label_set, per_label, calibration
+
+
+def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
+                 backend: str = "ort", threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
+                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
+                 force_precision: bool = False, low_memory: bool = False, heads: tuple[str, ...] = (),
+                 label_thresholds: dict[str, float] | None = None) -> Stages:
+    """Open the backend and label embeddings once and wire them with the frontend.
+
+    A model whose parity report is missing or failed is refused unless ``force_precision``; so is a high-pass
+    filter, which calibration, ``verify``, parity and example labels never apply (the model must see what its
+    precision gates measured). ``heads`` and ``label_thresholds``: see :func:`label_rules`.
+    """
+    check_precision(bundle, model_key(backend, precision), force_precision)
+    if highpass_hz > 0 and not force_precision:
+        raise ConfigError(f"audio.highpass_hz is {highpass_hz:g} Hz, but the bundle's calibration, verify and "
+                          "parity gates ran without a high-pass filter",
+                          "set audio.highpass_hz: 0, or pass --force-precision to run features the gates never saw")
+    manifest = bundle.manifest
+    label_set, per_label, calibration = label_rules(bundle, labels, labels_path, heads, score_mode, label_thresholds)
     return Stages(
         frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
         backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers,

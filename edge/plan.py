@@ -24,8 +24,11 @@ DETECTION_RECORD_BYTES = 200
 """One detection row in the SD-card log (ids, times, label, scores); an estimate."""
 EMBEDDING_DIM = 512
 """BioLingual's embedding size, for the on-card embedding records."""
-HEARTBEAT_RECORD_BYTES = 400
-"""One health row (counters, lag, RSS, temperature); an estimate."""
+HEARTBEAT_RECORD_BYTES = 700
+"""One health row (counters, lag, RSS, temperature, disk); an estimate checked against a real card by the tests."""
+EFFORT_RECORD_BYTES = 140
+"""One effort row; the runtime writes one per analysed minute plus one per detection batch (effort is written
+with, and before, the detections it covers)."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,12 @@ class DeploymentPlan:
 
 
 def clip_bytes(config: UnitConfig) -> float:
-    """Size of one clip: one window plus the pre/post margins, compressed when FLAC."""
+    """Size of one clip of the shortest event (confirm_n windows, one hop apart) plus the pre/post margins,
+    compressed when FLAC."""
     clips = config.storage.clips
-    seconds = config.analysis.window_s + clips.pre_s + clips.post_s
+    analysis = config.analysis
+    event_s = analysis.window_s + (analysis.confirm_n - 1) * analysis.hop_s
+    seconds = event_s + clips.pre_s + clips.post_s
     ratio = FLAC_SIZE_RATIO if clips.format == "flac" else 1.0
     return seconds * CLIP_RATE_HZ * CLIP_BYTES_PER_SAMPLE * ratio
 
@@ -96,7 +102,8 @@ def make_plan(config: UnitConfig, inputs: PlanInputs) -> DeploymentPlan:
         if clips_cfg.max_per_hour:
             per_hour = min(per_hour, clips_cfg.max_per_hour)
         clips = per_hour * on_hours
-    log_mb = (detections * DETECTION_RECORD_BYTES
+    effort_rows = on_s / 60 + detections
+    log_mb = (detections * DETECTION_RECORD_BYTES + effort_rows * EFFORT_RECORD_BYTES
               + SECONDS_PER_DAY / config.health.heartbeat_s * HEARTBEAT_RECORD_BYTES) / MB
     clips_mb = clips * clip_bytes(config) / MB
     dtype = config.storage.embeddings

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 
-from edge.bundle import PARITY_FILE, Bundle
+from edge.bundle import PARITY_FILE, TRT_PREFIX, Bundle
 from edge.errors import BundleError
 
 log = logging.getLogger(__name__)
 
-TRT_KEY_PREFIX = "trt-"
+TRT_KEY_PREFIX = TRT_PREFIX
 """Manifest keys of TensorRT engines: ``trt-fp16``, ``trt-int8``, ``trt-fp32``."""
 
 
@@ -40,6 +40,10 @@ def check_precision(bundle: Bundle, key: str, force: bool = False) -> None:
         problem = f"the {key} model failed its parity gates (stage {verdict.get('stage')} in {PARITY_FILE})"
     if problem is None:
         return
+    if isinstance(verdict, dict) and verdict.get("sha256") == bundle.manifest.files.get(entry.path):
+        # measured and failed: verifying again gives the same numbers
+        verify_hint = (f"use a precision that passed (see {path}), or re-quantize with more calibration windows "
+                       "or more --keep-fp32 groups; --force-precision runs it anyway")
     if force:
         log.warning("%s; using it anyway (--force-precision)", problem)
         return

@@ -7,12 +7,14 @@ linear head (``edge.heads``): its score is the head's logit ``w·x + b`` instead
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge.bundle import Bundle
-from edge.errors import LabelError
+from edge.bundle import LOCAL_REVISION_PREFIX, Bundle
+from edge.errors import ConfigError, LabelError
+from edge.label_sets import check_label_set_model
 from edge.labels import LabelList
 
 SCORE_MODES = ("logit", "softmax")
@@ -58,12 +60,14 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
     sets = bundle.manifest.label_sets
     if labels.key in sets:
         stored = sets[labels.key]
+        check_label_set_model(bundle, stored)
         data = np.load(bundle.root / stored.path)
         return LabelSet(stored.names, data["embeddings"].astype(np.float32))
     by_name: dict[str, np.ndarray] = {}
     for entry in sets.values():
         if entry.source == HEAD_SOURCE:
             continue  # a head's weights are not an embedding
+        check_label_set_model(bundle, entry)
         embeddings = np.load(bundle.root / entry.path)["embeddings"]
         for name, row in zip(entry.names, embeddings):
             by_name.setdefault(name.casefold(), row)
@@ -72,10 +76,20 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise LabelError(
             f"{len(missing)} label(s) have no embeddings in bundle {bundle.root}: {shown}",
-            f"run `biolingual-export labels --labels {labels_path} --bundle {bundle.root}` on the workstation",
+            f"run `{add_labels_command(bundle, labels_path)}` on the workstation",
         )
     rows = np.stack([by_name[n.casefold()] for n in labels.names]).astype(np.float32)
     return LabelSet(labels.names, rows)
+
+
+def add_labels_command(bundle: Bundle, labels_path: str) -> str:
+    """The complete ``biolingual-export labels`` command for this bundle, with the checkpoint that made it."""
+    manifest = bundle.manifest
+    words = ["biolingual-export", "labels", "--model", manifest.model_id]
+    if not manifest.model_revision.startswith(LOCAL_REVISION_PREFIX) and manifest.model_revision != "unknown":
+        words += ["--revision", manifest.model_revision]
+    words += ["--labels", labels_path, "--bundle", str(bundle.root)]
+    return shlex.join(words)
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,7 @@ class Scorer:
 
     def __init__(self, label_set: LabelSet, logit_scale: float, mode: str = "logit") -> None:
         if mode not in SCORE_MODES:
-            raise ValueError(f"score mode must be one of {SCORE_MODES}, not {mode!r}")
+            raise ConfigError(f"unknown score mode '{mode}'", f"use --score-mode {' or '.join(SCORE_MODES)}")
         heads = label_set.head_mask
         if mode == "softmax" and heads.any():
             raise LabelError("a softmax across the list cannot mix trained heads with text labels",
@@ -112,10 +126,18 @@ class Scorer:
 
     def score(self, audio_embeddings: np.ndarray) -> Scores:
         """``(B, D)`` L2-normalised embeddings -> :class:`Scores`."""
-        raw = audio_embeddings @ self._label_matrix
+        return self.from_cosine(audio_embeddings @ self._label_matrix)
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """``(D, L)`` float32: the label vectors as columns (a head's weights are not unit length)."""
+        return self._label_matrix
+
+    def from_cosine(self, cosine: np.ndarray) -> Scores:
+        """``(B, L)`` products of unit audio embeddings with :attr:`label_matrix` (computed here or elsewhere,
+        e.g. over an archive) -> :class:`Scores`; for text labels these products are the cosines."""
         if self._has_heads:
-            return Scores(raw / self._cosine_divisor, raw * self._scale + self._offset)
-        cosine = raw
+            return Scores(cosine / self._cosine_divisor, cosine * self._scale + self._offset)
         logits = cosine * np.float32(self.logit_scale)
         if self.mode == "softmax":
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

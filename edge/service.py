@@ -67,7 +67,7 @@ def render_unit(config: UnitConfig, config_path: Path, user: str = DEFAULT_USER,
     exec_start = " ".join(_quote(a) for a in (python, "-m", "edge", "run", "--config", str(config_path)))
     unit = config.unit
     name = unit.unit_id + (f" ({unit.deployment_id})" if unit.deployment_id else "")
-    log_dir = _quote(str(config.storage.log_dir))
+    log_dir = " ".join(_quote(str(folder)) for folder in (config.storage.log_dir, config.storage.fallback_dir))
     return f"""\
 # Written by `biolingual-edge service install`; regenerate rather than edit.
 [Unit]
@@ -128,10 +128,10 @@ def install_unit(config: UnitConfig, config_path: Path, user: str, unit_dir: Pat
         os.replace(tmp, path)
     except PermissionError as e:
         raise ConfigError(f"cannot write {path} (permission denied)", "run it with sudo") from e
-    log_dir = config.storage.log_dir
     created = False
-    if not log_dir.exists() and os.geteuid() == 0:
-        log_dir.mkdir(parents=True, mode=0o750)
-        shutil.chown(log_dir, account.pw_uid, account.pw_gid)
-        created = True
+    for folder in (config.storage.log_dir, config.storage.fallback_dir):  # ReadWritePaths must exist
+        if not folder.exists() and os.geteuid() == 0:
+            folder.mkdir(parents=True, mode=0o750)
+            shutil.chown(folder, account.pw_uid, account.pw_gid)
+            created |= folder == config.storage.log_dir
     return InstallResult(path, created)

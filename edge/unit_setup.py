@@ -19,7 +19,9 @@ from edge.daemon import Daemon, DaemonOptions, Source
 from edge.detect import DetectorOptions, EventDetector
 from edge.errors import BundleError, ConfigError
 from edge.labels import LabelList, read_labels
+from edge.log_dir import require_log_dir
 from edge.pipeline import Stages, build_stages
+from edge.power import apply_power
 from edge.precision_gate import model_key
 from edge.schedule import build_schedule
 from edge.sinks.cardlog import CardLog, UnitIdentity
@@ -100,11 +102,19 @@ def storage_policy(config: UnitConfig) -> StoragePolicy:
         folder = folder.parent
     total = disk_usage(folder).total
     stop = max(int(total * governor.clips_min_free_percent / 100), int(governor.min_free_mb * MIB))
-    return StoragePolicy(stop_clips_below_bytes=stop, thin_clips_below_bytes=int(governor.min_free_mb * MIB))
+    clips = config.storage.clips
+    return StoragePolicy(stop_clips_below_bytes=stop, thin_clips_below_bytes=int(governor.min_free_mb * MIB),
+                         min_free_bytes=int(governor.min_free_mb * MIB), clip_format=clips.format,
+                         max_clips_per_hour=clips.max_per_hour, max_clips_bytes=int(governor.max_clips_mb * MIB),
+                         fallback_dir=Path(config.storage.fallback_dir))
 
 
-def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: str) -> dict[str, Any]:
-    """Settings that explain every row of this run (no timestamps: equal settings, equal hash)."""
+def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: str,
+              power: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings that explain every row of this run (no timestamps: equal settings, equal hash).
+
+    ``config`` is the whole resolved unit config, so the desk can name the setting that differs between units.
+    """
     resolved = json.dumps(config.to_yaml_dict(), sort_keys=True, default=str)
     label_sets = [s for s in bundle.manifest.label_sets.values() if set(s.names) & set(labels.names)]
     return {
@@ -122,6 +132,8 @@ def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: 
         "window_s": config.analysis.window_s,
         "hop_s": config.analysis.hop_s,
         "runtime": {"biolingual-edge": __version__, "python": platform.python_version()},
+        "power": power or {},
+        "config": config.model_dump(mode="json"),
     }
 
 
@@ -137,8 +149,13 @@ def build_source(config: UnitConfig, rate: int, input_options: InputOptions | No
 
 
 def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
-                 clock_sync: str | None = None, force_precision: bool = False) -> Daemon:
-    """Open bundle, labels and backend, validate the detector rules, and wire the daemon."""
+                 clock_sync: str | None = None, force_precision: bool = False, create_log_dir: bool = True) -> Daemon:
+    """Open bundle, labels and backend, validate the detector rules, and wire the daemon.
+
+    The log folder must exist and be writable (an unmounted card must not start a recorder writing to the
+    system disk); ``create_log_dir`` makes a missing one first (a folder named on the command line).
+    """
+    require_log_dir(Path(config.storage.log_dir), create_log_dir)
     bundle = open_bundle(config.model.bundle)
     precision = choose_precision(config, bundle)
     rate = bundle.manifest.frontend.sampling_rate
@@ -162,8 +179,8 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         is_file=input_options is not None, thermal_paths=tuple(health.thermal_paths),
         clock_sync=clock_sync or "unsynchronised")
     identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
-    sink = CardLog(Path(config.storage.log_dir), identity, rate, boot_info(config, bundle, labels, precision),
-                   storage_policy(config),
+    sink = CardLog(Path(config.storage.log_dir), identity, rate,
+                   boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config),
                    embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
                                              config.storage.embeddings))
     schedule = None if input_options is not None else build_schedule(config.schedule)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import FrontendParams
+from edge.bundle import LOCAL_REVISION_PREFIX, FrontendParams
 from export.errors import ExportError
 
 DEFAULT_MODEL = "davidrrobinson/BioLingual"
@@ -42,6 +42,14 @@ class Checkpoint:
         return int(self.model.config.projection_dim)
 
 
+def projected(output: Any) -> Any:
+    """The projected embedding tensor of ``get_audio_features`` / ``get_text_features``.
+
+    transformers 5 returns a ``BaseModelOutputWithPooling`` (embedding in ``pooler_output``); 4.x the tensor itself.
+    """
+    return getattr(output, "pooler_output", output)
+
+
 def frontend_params(extractor: Any) -> FrontendParams:
     """Validate an unfused CLAP feature extractor's settings and turn them into :class:`FrontendParams`."""
     problems = []
@@ -73,7 +81,7 @@ def _revision(model: Any, model_id: str, requested: str | None) -> str:
         digest = hashlib.sha256()
         for path in weights:
             digest.update(path.read_bytes())
-        return "sha256:" + digest.hexdigest()[:16]
+        return LOCAL_REVISION_PREFIX + digest.hexdigest()[:16]
     return requested or "unknown"
 
 

@@ -9,7 +9,11 @@ import typer
 
 from edge.bundle import open_bundle
 from edge.cli_support import report_errors, stderr
+from export.errors import ExportError
 
+TARGETS = ("ort", "trt")
+DEFAULT_MAX_WINDOWS = 256
+"""Windows `verify` compares at most (10 s each)."""
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder.")]
 
 
@@ -42,10 +46,19 @@ def quantize(
     keep_fp32: Annotated[str, typer.Option(
         help="Comma-separated node groups kept fp32: patch_embed, head, softmax, attention ('' for none).")] = "head",
     method: Annotated[str, typer.Option(help="Calibration method: minmax or percentile.")] = "minmax",
+    verify_audio: Annotated[list[Path] | None, typer.Option(
+        "--verify-audio", help="Recordings NOT used for calibration: run `verify` on them right away.")] = None,
 ) -> None:
-    """Add an FP16 or calibrated INT8 (explicit Q/DQ) encoder to the bundle with its parity numbers."""
+    """Add an FP16 or calibrated INT8 (explicit Q/DQ) encoder to the bundle with its parity numbers.
+
+    analyze/run accept the new model once `verify` has passed it: pass --verify-audio to do that here.
+    """
     from calibration.dataset import load_calibration_set
     from export.quantize import QuantizeOptions, add_precision, model_key
+
+    key = model_key(precision, target)
+    if target not in TARGETS:
+        raise ExportError(f"unknown --target '{target}'", f"use --target {' or '.join(TARGETS)}")
 
     options = QuantizeOptions(precision=precision, target=target, calibration_method=method,
                               keep_fp32=tuple(g.strip() for g in keep_fp32.split(",") if g.strip()))
@@ -55,7 +68,12 @@ def quantize(
     parity = entry.details.get("parity_vs_fp32", {})
     numbers = (f": centred cosine {parity['mean_centred_cosine']:.5f}, top-1 {parity['top1_agreement']}"
                if parity else "")
-    stderr.print(f"{model_key(precision, target)} -> {bundle / entry.path}{numbers}")
+    stderr.print(f"{key} -> {bundle / entry.path}{numbers}")
+    if not verify_audio:
+        stderr.print(f"next: `biolingual-export verify --bundle {bundle} --audio HELD_OUT_RECORDINGS` (analyze and "
+                     f"run use {key} only once it passes there)", soft_wrap=True)
+        return
+    _verify_and_report(bundle, verify_audio, None, DEFAULT_MAX_WINDOWS)
 
 
 @report_errors
@@ -63,9 +81,13 @@ def verify(
     bundle: BundleOpt,
     audio: Annotated[list[Path], typer.Option("--audio", "-a", help="Recordings NOT used for calibration.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint for the torch stage.")] = None,
-    max_windows: Annotated[int, typer.Option(help="At most this many 10 s windows.")] = 256,
+    max_windows: Annotated[int, typer.Option(help="At most this many 10 s windows.")] = DEFAULT_MAX_WINDOWS,
 ) -> None:
     """Compare every model of the bundle stage by stage; writes parity.json (checked by analyze/run)."""
+    _verify_and_report(bundle, audio, model, max_windows)
+
+
+def _verify_and_report(bundle: Path, audio: list[Path], model: str | None, max_windows: int) -> None:
     from export.verify import verify_bundle
 
     with stderr.status("verifying"):
@@ -76,6 +98,8 @@ def verify(
                    if f else r.note)
         stderr.print(f"{'PASS' if r.passed else 'FAIL'} {r.stage}: {numbers}")
     if not all(r.passed for r in results):
+        stderr.print("[yellow]hint:[/] a failed model stays refused by analyze/run: re-quantize it (more calibration "
+                     "windows, more --keep-fp32 groups) or use a precision that passed", soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -81,6 +81,19 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
+def ranking_agreement(ref_scores: np.ndarray, cand_scores: np.ndarray) -> tuple[float, float, float]:
+    """(tie-aware top-1, exact top-1, top-5 overlap) of two ``(N, L)`` score matrices over the same labels."""
+    k = min(TOP_K, ref_scores.shape[1])
+    ref_top, cand_top = _top_k(ref_scores, k), _top_k(cand_scores, k)
+    rows = np.arange(ref_scores.shape[0])
+    gap = ref_scores[rows, ref_top[:, 0]] - ref_scores[rows, cand_top[:, 0]]
+    spread = ref_scores.max(axis=1) - ref_scores.min(axis=1)
+    top1 = float((gap <= TOP1_TIE_FRACTION * spread).mean())
+    top1_exact = float((ref_top[:, 0] == cand_top[:, 0]).mean())
+    top5 = float(np.mean([len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top)]))
+    return top1, top1_exact, top5
+
+
 def fidelity(reference: np.ndarray, candidate: np.ndarray, label_embeddings: np.ndarray | None) -> Fidelity:
     """Compare embeddings row by row; label rankings from ``(L, D)`` label embeddings when given."""
     ref = reference.astype(np.float64)
@@ -93,15 +106,7 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, label_embeddings: np.
     if label_embeddings is not None and label_embeddings.shape[0] > 0:
         labels = label_embeddings.astype(np.float64).T
         n_labels = int(labels.shape[1])
-        k = min(TOP_K, n_labels)
-        ref_scores = ref @ labels
-        ref_top, cand_top = _top_k(ref_scores, k), _top_k(cand @ labels, k)
-        rows = np.arange(ref_scores.shape[0])
-        gap = ref_scores[rows, ref_top[:, 0]] - ref_scores[rows, cand_top[:, 0]]
-        spread = ref_scores.max(axis=1) - ref_scores.min(axis=1)
-        top1 = float((gap <= TOP1_TIE_FRACTION * spread).mean())
-        top1_exact = float((ref_top[:, 0] == cand_top[:, 0]).mean())
-        top5 = float(np.mean([len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top)]))
+        top1, top1_exact, top5 = ranking_agreement(ref @ labels, cand @ labels)
     return Fidelity(windows=int(ref.shape[0]), max_abs=float(np.abs(ref - cand).max()),
                     min_cosine=float(cosine.min()), mean_cosine=float(cosine.mean()),
                     min_centred_cosine=float(centred.min()), mean_centred_cosine=float(centred.mean()),

@@ -2,56 +2,50 @@
 
 from __future__ import annotations
 
-import dataclasses
+import shlex
 from pathlib import Path
 
 import numpy as np
 
 from edge.audio.files import find_audio_files, read_file
 from edge.backends.ort import OrtBackend
-from edge.bundle import Bundle, LabelSetEntry, Manifest, write_manifest
+from edge.bundle import Bundle
 from edge.frontend import LogMelFrontend
+from edge.label_sets import DEFAULT_TEMPLATE, MAX_TOKENS, normalise, store_label_set, template_embeddings
 from edge.labels import LabelList
 from edge.windowing import clip_windows
-from export.checkpoint import Checkpoint
+from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 
-DEFAULT_TEMPLATE = "{common}"
-"""The authors' zero-shot setup: the bare common name."""
-MAX_TOKENS = 77
-LABELS_DIR = "labels"
+__all__ = ["DEFAULT_TEMPLATE", "TorchTextEmbedder", "check_same_model", "example_embeddings", "store_label_set",
+           "text_embeddings"]
 
 
-def prompts(labels: LabelList, template: str) -> list[str]:
-    """Fill ``{common}`` / ``{scientific}`` (falling back to the common name where none was given)."""
-    try:
-        return [template.format(common=c, scientific=s or c)
-                for c, s in zip(labels.names, labels.scientific_names)]
-    except (KeyError, IndexError, ValueError) as e:
-        raise ExportError(f"template {template!r} is invalid ({e})",
-                          "use only {common} and {scientific} placeholders") from e
+class TorchTextEmbedder:
+    """The checkpoint's transformers tokenizer + ``get_text_features`` (the reference route, needs torch)."""
 
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
 
-def normalise(rows: np.ndarray) -> np.ndarray:
-    """L2-normalise each row (float32)."""
-    rows = rows.astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """``N`` texts -> ``(N, D)`` float32, L2-normalised (one padded batch)."""
+        import torch
+
+        tokens = self.checkpoint.processor.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS,
+                                                     return_tensors="pt")
+        with torch.no_grad():
+            out = self.checkpoint.model.get_text_features(input_ids=tokens["input_ids"],
+                                                          attention_mask=tokens["attention_mask"])
+        return normalise(projected(out).numpy())
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Untruncated token count of each text (special tokens included)."""
+        return [len(ids) for ids in self.checkpoint.processor.tokenizer(texts, truncation=False)["input_ids"]]
 
 
 def text_embeddings(checkpoint: Checkpoint, labels: LabelList, templates: tuple[str, ...]) -> np.ndarray:
-    """Mean over templates of the normalised text embeddings, renormalised: ``(L, D)`` float32."""
-    import torch
-
-    tokenizer = checkpoint.processor.tokenizer
-    per_template = []
-    for template in templates:
-        tokens = tokenizer(prompts(labels, template), padding=True, truncation=True, max_length=MAX_TOKENS,
-                           return_tensors="pt")
-        with torch.no_grad():
-            out = checkpoint.model.get_text_features(input_ids=tokens["input_ids"],
-                                                     attention_mask=tokens["attention_mask"])
-        per_template.append(normalise(out.pooler_output.numpy()))
-    return normalise(np.mean(per_template, axis=0))
+    """Mean over templates of the normalised text embeddings through torch, renormalised: ``(L, D)`` float32."""
+    return template_embeddings(TorchTextEmbedder(checkpoint), labels, templates)
 
 
 def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) -> np.ndarray:
@@ -75,24 +69,18 @@ def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) ->
     return normalise(np.stack(rows))
 
 
-def store_label_set(bundle: Bundle, labels: LabelList, embeddings: np.ndarray, source: str,
-                    templates: tuple[str, ...]) -> Manifest:
-    """Write ``labels/<key>.npz`` and register it in the manifest (replacing an older set of the same key)."""
-    (bundle.root / LABELS_DIR).mkdir(exist_ok=True)
-    rel = f"{LABELS_DIR}/{labels.key}.npz"
-    np.savez(bundle.root / rel, embeddings=embeddings.astype(np.float32), names=np.array(labels.names))
-    entry = LabelSetEntry(key=labels.key, path=rel, names=labels.names, source=source, templates=templates,
-                          scientific_names=labels.scientific_names)
-    sets = {**bundle.manifest.label_sets, labels.key: entry}
-    return write_manifest(bundle.root, dataclasses.replace(bundle.manifest, label_sets=sets))
-
-
 def check_same_model(bundle: Bundle, checkpoint: Checkpoint) -> None:
-    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle."""
+    """Text embeddings only make sense from the checkpoint whose audio tower is in the bundle.
+
+    Compared by content (the weights' hash for a local folder, the commit for a hub model), not by the
+    path string: the same checkpoint given by an absolute path or from another folder is the same model.
+    """
     m = bundle.manifest
-    if (m.model_id, m.model_revision) != (checkpoint.model_id, checkpoint.revision):
+    known = "unknown" not in (m.model_revision, checkpoint.revision)
+    same = m.model_revision == checkpoint.revision if known else m.model_id == checkpoint.model_id
+    if not same:
         raise ExportError(
             f"bundle was exported from {m.model_id}@{m.model_revision}, labels asked from "
             f"{checkpoint.model_id}@{checkpoint.revision}",
-            "pass the same --model (and --revision) that made the bundle",
+            f"pass the checkpoint that made the bundle: --model {shlex.quote(m.model_id)}",
         )

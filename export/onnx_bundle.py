@@ -9,7 +9,7 @@ import numpy as np
 from edge.backends.ort import OrtBackend
 from edge.bundle import ORT_OPTIMIZED_KEY, Bundle, Manifest, ModelEntry, write_manifest
 from edge.frontend import LogMelFrontend
-from export.checkpoint import Checkpoint
+from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 from export.onnx_export import export_audio_onnx
 from export.optimize import add_optimized_model
@@ -35,7 +35,7 @@ def torch_embeddings(checkpoint: Checkpoint, features: np.ndarray) -> np.ndarray
 
     with torch.no_grad():
         out = checkpoint.model.get_audio_features(input_features=torch.from_numpy(features))
-    return out.pooler_output.numpy()
+    return projected(out).numpy()
 
 
 def export_fp32_bundle(checkpoint: Checkpoint, out_dir: Path, parity_audio: Path) -> Manifest:

@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.select import select_windows
 from edge.frontend import LogMelFrontend
-from export.checkpoint import load_checkpoint
+from export.checkpoint import load_checkpoint, projected
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def train_reference(checkpoint_dir: Path, audio: list[Path], out_dir: Path, opti
         pick = torch.from_numpy(rng.choice(pool.shape[0], size=min(options.batch, pool.shape[0]), replace=False))
         batch = pool[pick]
         views = torch.cat([_augment(torch, batch, generator), _augment(torch, batch, generator)])
-        embeds = model.get_audio_features(input_features=views).pooler_output
+        embeds = projected(model.get_audio_features(input_features=views))
         loss = _nt_xent(torch, embeds[: batch.shape[0]], embeds[batch.shape[0] :], options.temperature)
         optimiser.zero_grad()
         loss.backward()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from export.errors import ExportError
+
 TINY_TEXT = {"vocab_size": 512, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 64, "max_position_embeddings": 80}
 TINY_AUDIO = {"patch_embeds_hidden_size": 16, "hidden_size": 128, "depths": [1, 1, 1, 1],
@@ -19,6 +21,7 @@ SWIN_AUDIO = {"patch_embeds_hidden_size": 8, "hidden_size": 64, "depths": [2, 2,
               "num_attention_heads": [1, 1, 1, 1]}
 """Narrowest HTS-AT with two blocks per stage, so shifted windows (attention masks, rolls) are in the graph."""
 AUDIO_CONFIGS = {"tiny": TINY_AUDIO, "swin": SWIN_AUDIO}
+SIZES = (*AUDIO_CONFIGS, "full")
 TINY_PROJECTION = 32
 BIOLINGUAL_EXTRACTOR = {"feature_size": 64, "sampling_rate": 48_000, "hop_length": 480, "max_length_s": 10,
                         "fft_window_size": 1024, "frequency_min": 50, "frequency_max": 14_000,
@@ -55,8 +58,8 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-    if size not in (*AUDIO_CONFIGS, "full"):
-        raise ValueError(f"size must be one of {', '.join(AUDIO_CONFIGS)} or 'full', not {size!r}")
+    if size not in SIZES:
+        raise ExportError(f"unknown checkpoint size '{size}'", f"use --size {', '.join(SIZES)}")
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(TINY_TEXT["vocab_size"])
     if size in AUDIO_CONFIGS:

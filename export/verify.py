@@ -79,6 +79,10 @@ def verify_bundle(bundle_dir: Path, audio: list[Path], model: str | None = None,
     """Run every stage, write each into ``parity.json`` and re-write the manifest (new parity checksum)."""
     bundle = open_bundle(bundle_dir)
     fp32 = bundle.model("fp32")
+    if not model and all(key == "fp32" for key in bundle.manifest.models):
+        raise ExportError(f"bundle {bundle.root} has only the fp32 model: nothing to compare",
+                          f"add a variant first (`biolingual-export quantize --bundle {bundle.root} --precision fp16`),"
+                          " or pass --model CHECKPOINT to check fp32 against torch")
     labels = bundle_label_embeddings(bundle)
     if labels is None:
         raise ExportError(f"bundle {bundle.root} has no label embeddings to compare rankings on",

@@ -60,8 +60,15 @@ def shared_audio() -> Path:
     return SHARED_AUDIO
 
 
+TORCH_FREE = bool(os.environ.get("BIOLINGUAL_TORCH_FREE"))
+"""Set by .ci/run's floors step (a venv with only the core dependencies at their lowest declared versions):
+tests that need a checkpoint, and so torch, are skipped there instead of failing."""
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if TORCH_FREE:
+        pytest.skip("needs torch (skipped in the torch-free floors run)")
     from export.synthetic import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("checkpoint"), "tiny", seed=0)
@@ -218,4 +225,17 @@ def precision_bundle(tmp_path_factory: pytest.TempPathFactory, trained_tiny_chec
     add_precision(out, data, QuantizeOptions(precision="int8", target="ort"))
     add_precision(out, data, QuantizeOptions(precision="int8", target="trt"))
     verify_bundle(out, [precision_audio[1]])
+    return out
+
+
+# --- text tower fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_checkpoint: Path) -> Path:
+    """The tiny bundle plus its fp32 text encoder and tokenizer.json. Read-only: copy it before changing it."""
+    from export.checkpoint import load_checkpoint
+    from export.text_onnx import export_text_fp32
+
+    out = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("textbundle") / "bundle"))
+    export_text_fp32(load_checkpoint(str(tiny_checkpoint)), out)
     return out

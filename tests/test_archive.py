@@ -97,7 +97,14 @@ def test_rescore_equals_analyze_window_for_window(season: dict[str, Path], examp
         gap = abs(float(expected[index]["cosine"]) - float(expected[index + 1]["cosine"]))
         if gap > NEAR_TIE:
             assert got[index]["label"] == expected[index]["label"]
-    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["toad_at_40s.BioLingual.selection.table.txt"]
+    (raven,) = tmp_path.glob("*.txt")
+    assert raven.name == "toad_at_40s.BioLingual.selection.table.txt"
+    want_lines = (season["analyze"].parent / raven.name).read_text().splitlines()
+    have_lines = raven.read_text().splitlines()
+    assert have_lines[0] == want_lines[0] and len(have_lines) == len(want_lines)
+    for want_line, have_line in zip(want_lines[1:], have_lines[1:]):
+        want_cells, have_cells = want_line.split("\t"), have_line.split("\t")
+        assert have_cells[:7] == want_cells[:7] and have_cells[9] == want_cells[9]  # all but species and score
 
 
 def test_search_by_example_finds_its_own_window(season: dict[str, Path], example_bundle: Path,
@@ -111,6 +118,9 @@ def test_search_by_example_finds_its_own_window(season: dict[str, Path], example
         if start_s == 40.0:
             assert float(hits[0]["source_offset_s"]) == 40.0 and float(hits[0]["score"]) > 0.999
         assert len(list((out / "clips").glob("*.wav"))) == 3
+    cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
+        f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "prefiltered"), "--prefilter")
+    assert rows(tmp_path / "prefiltered" / "hits.csv")[0]["source_offset_s"] == "40.000"
 
 
 def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_bundle: Path,
@@ -121,6 +131,30 @@ def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_
     assert [h["rank"] for h in hits] == ["1", "2", "3", "4"]
     scores = [float(h["score"]) for h in hits]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_search_by_text_through_the_bundles_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                         tiny_checkpoint: Path, tmp_path: Path) -> None:
+    for route, extra in (("tower", []), ("checkpoint", ["--model", str(tiny_checkpoint)])):
+        cli("logs", "search", "--db", str(season["db"]), "--bundle", str(text_bundle), "--text", "toad trill",
+            "--top", "4", "--out", str(tmp_path / route), *extra)
+    tower, checkpoint = rows(tmp_path / "tower" / "hits.csv"), rows(tmp_path / "checkpoint" / "hits.csv")
+    assert [h["window_id"] for h in tower] == [h["window_id"] for h in checkpoint]
+    for a, b in zip(tower, checkpoint):
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-3)
+
+
+def test_rescore_embeds_labels_the_bundle_lacks_with_its_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                                      example_bundle: Path, tmp_path: Path) -> None:
+    new = tmp_path / "new.txt"
+    new.write_text("frog chorus\nwind in reeds\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle),
+                                      "--labels", str(new), "--out", str(tmp_path / "no-tower")])
+    assert result.exit_code == 2 and "biolingual-export labels" in result.output  # one line naming the command
+    cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(text_bundle), "--labels", str(new),
+        "--out", str(tmp_path / "tower"))
+    assert {r["label"] for r in rows(tmp_path / "tower" / "detections.csv")} <= {"frog chorus", "wind in reeds"}
+    assert len(rows(tmp_path / "tower" / "detections.csv")) == 11
 
 
 def test_search_needs_exactly_one_query(season: dict[str, Path], example_bundle: Path, tmp_path: Path) -> None:
@@ -151,3 +185,27 @@ def test_rescore_with_the_unit_config_reproduces_the_units_events(example_bundle
                  round(float(r["score"]), 4)) for r in rows(tmp_path / "rescored" / "detections.csv")]
     assert [r[:3] for r in rescored] == [r[:3] for r in logged]
     np.testing.assert_allclose([r[3] for r in rescored], [r[3] for r in logged], atol=5e-3)
+
+
+def test_half_precision_cosines_match_numpy() -> None:
+    from edge.desk.half_matmul import cosines
+
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((300, 64)) * 0.1).astype(np.float16)
+    queries = rng.standard_normal((64, 5)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=0)
+    full = rows.astype(np.float32)
+    expected = (full / np.linalg.norm(full, axis=1, keepdims=True)) @ queries
+    np.testing.assert_allclose(cosines(rows, queries), expected, atol=1e-6)  # ONNX Runtime kernel
+    np.testing.assert_allclose(cosines(full, queries), expected, atol=1e-6)  # numpy path
+
+
+def test_a_database_without_embeddings_is_a_one_line_error(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    connect(db).close()  # a collection database from before the archive: no windows table
+    for command in (["rescore", "--labels", str(example_labels[0])], ["search", "--example", f"{db}@0"]):
+        result = CliRunner().invoke(app, ["logs", *command, "--db", str(db), "--bundle", str(example_bundle),
+                                          "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and "holds no window embeddings" in result.output, result.output
+        assert "Traceback" not in result.output

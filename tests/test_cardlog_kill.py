@@ -160,7 +160,7 @@ def test_kill_9_at_200_random_moments_loses_no_fsynced_row(tmp_path: Path) -> No
         seen = batches_seen.get(boot, [])
         assert seen == list(range(len(seen))) and len(seen) >= batches
 
-    clips = sorted((card / "clips").rglob("*.wav"))
+    clips = sorted((card / "clips").rglob("*.flac"))
     assert len(clips) > 50
     for clip in clips:  # a clip is either complete (renamed after fsync) or absent
         audio, _ = sf.read(clip, dtype="float32")

@@ -36,6 +36,7 @@ TOAD = "kitzeslab__opensoundscape/great_plains_toad.wav"
 
 
 def config_for(tmp_path: Path, bundle: Path, labels: Path, **overrides: object) -> UnitConfig:
+    (tmp_path / "logs").mkdir(exist_ok=True)  # the mounted card
     settings = {"model.bundle": str(bundle), "analysis.labels": str(labels), "storage.log_dir": str(tmp_path / "logs"),
                 "storage.governor.min_free_mb": 1, "storage.governor.clips_min_free_percent": 0, **overrides}
     return resolve_config(None, None, settings)
@@ -51,6 +52,7 @@ def test_check_passes_on_a_good_unit_and_hears_the_null_sink_microphone(
         pulse: None, tmp_path: Path, example_bundle: Path, example_labels: tuple[Path, Path],
         shared_audio: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULSE_SOURCE", f"{SINK}.monitor")
+    (tmp_path / "logs").mkdir()  # the mounted card
     unit = {"audio": {"device": "pulse"}, "model": {"bundle": str(example_bundle)},
             "analysis": {"labels": str(example_labels[0])},
             "storage": {"log_dir": str(tmp_path / "logs"), "governor": {"min_free_mb": 1,

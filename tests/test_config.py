@@ -37,6 +37,9 @@ def test_every_profile_validates(path: Path) -> None:
     assert config.analysis.labels.is_file()
     assert config.analysis.labels.is_relative_to(REPO / "firmware_configs")
     assert config.model.bundle.is_absolute() and config.storage.log_dir.is_absolute()
+    assert config.storage.fallback_dir.is_absolute()
+    assert not config.storage.fallback_dir.is_relative_to(config.storage.log_dir), "the fallback is off the card"
+    assert config.audio.highpass_hz == 0, "the precision gates (calibration, verify, parity) run without a high-pass"
 
 
 @pytest.mark.parametrize("path", PROFILE_FILES, ids=[p.stem for p in PROFILE_FILES])
@@ -213,9 +216,16 @@ def test_config_show_prints_yaml_that_resolves_to_the_same_config(tmp_path: Path
     shown = yaml.safe_load(result.stdout)
     assert shown["analysis"]["hop_s"] == 2.5
     assert shown["schedule"]["mode"] == "daily"
+    assert shown["analysis"]["labels"] == "labels/north-america-example.txt"  # relative, as the profile has it
+    assert "# CHANGE: species list" in result.stdout  # the profile's comments come along
     again = tmp_path / "shown.yaml"
     again.write_text(result.stdout, encoding="utf-8")
-    assert resolve_config(again, None, {}) == resolve_config(None, "raspberry-pi-5", {"analysis.hop_s": 2.5})
+    shutil.copytree(REPO / "firmware_configs" / "labels", tmp_path / "labels")
+    reread = resolve_config(again, None, {})
+    assert reread.analysis.labels == tmp_path / "labels" / "north-america-example.txt"
+    expected = resolve_config(None, "raspberry-pi-5", {"analysis.hop_s": 2.5,
+                                                        "analysis.labels": str(reread.analysis.labels)})
+    assert reread == expected
 
 
 def test_profiles_ship_in_a_non_editable_install(tmp_path: Path) -> None:
@@ -234,5 +244,6 @@ def test_profiles_ship_in_a_non_editable_install(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     shown = yaml.safe_load(run.stdout)
-    assert Path(shown["analysis"]["labels"]).is_relative_to(target / "firmware_configs")
+    assert shown["analysis"]["labels"] == "labels/north-america-example.txt"  # never the install folder
+    assert str(target) not in run.stdout
     assert str(profile_path("jetson-orin-nano")).startswith(str(REPO))  # this process still uses the worktree

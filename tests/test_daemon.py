@@ -181,7 +181,8 @@ def test_full_card_mid_run_keeps_analysing_and_records_the_gap(example_bundle: P
         command = [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle",
                    str(example_bundle), "--log-dir", str(card), "--input", str(recording), "--threshold", "0.5",
                    "--score-mode", "softmax", "--heartbeat", "0.5", "--window", "4", "--hop", "2",
-                   "--set", "unit.unit_id=full-card"]
+                   "--set", "unit.unit_id=full-card", "--set", "storage.governor.min_free_mb=0",
+                   "--set", f"storage.fallback_dir={tmp_path / 'unwritten'}"]
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                    stderr=subprocess.PIPE, text=True)
         stderr = StderrLines(process)

@@ -128,25 +128,60 @@ def test_missing_label_says_how_to_add_it(example_bundle: Path, tmp_path: Path) 
     assert load_label_set(bundle, parse_labels("night\ntoad\n")).names == ("night", "toad")
     with pytest.raises(LabelError, match="'owl'") as info:
         load_label_set(bundle, parse_labels("toad\nowl\n"), "my.txt")
-    assert "biolingual-export labels --labels my.txt" in info.value.hint
+    model_id = bundle.manifest.model_id
+    assert f"biolingual-export labels --model {model_id} --labels my.txt --bundle {example_bundle}" in info.value.hint
 
 
-def test_fused_checkpoint_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_same_checkpoint_from_another_folder_is_the_same_model(tiny_checkpoint: Path, bundle_copy: Path,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    moved = Path(shutil.copytree(tiny_checkpoint, tmp_path / "elsewhere" / "ckpt"))
+    monkeypatch.chdir(tmp_path / "elsewhere")  # given as a relative path: a different string, the same weights
+    labels = tmp_path / "labels.txt"
+    labels.write_text("Bullfrog\n", encoding="utf-8")
+    result = runner.invoke(export_app, ["labels", "--model", "ckpt", "--labels", str(labels),
+                                        "--bundle", str(bundle_copy)])
+    assert result.exit_code == 0, result.output
+    assert open_bundle(bundle_copy).manifest.model_id == str(tiny_checkpoint) != str(moved)
+
+
+def test_examples_without_a_label_file_name_labels_after_folders(bundle_copy: Path,
+                                                                   example_labels: tuple[Path, Path]) -> None:
+    result = runner.invoke(export_app, ["labels", "--bundle", str(bundle_copy), "--examples", str(example_labels[1])])
+    assert result.exit_code == 0, result.output
+    sets = open_bundle(bundle_copy).manifest.label_sets
+    assert [(s.names, s.source) for s in sets.values()] == [(("night", "toad"), "examples")]
+
+
+def test_fused_checkpoint_is_refused(tmp_path: Path, tiny_checkpoint: Path, shared_audio: Path) -> None:
     fused = Path(shutil.copytree(tiny_checkpoint, tmp_path / "fused"))
     config = json.loads((fused / "config.json").read_text())
     config["audio_config"]["enable_fusion"] = True
     (fused / "config.json").write_text(json.dumps(config))
-    result = runner.invoke(export_app, ["onnx", "--model", str(fused), "--out", str(tmp_path / "b")])
+    result = runner.invoke(export_app, ["onnx", "--model", str(fused), "--out", str(tmp_path / "b"),
+                                        "--parity-audio", str(shared_audio)])
     assert result.exit_code != 0 and "fused CLAP checkpoint" in result.output
 
 
-def test_wrong_preprocessor_settings_are_named(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_wrong_preprocessor_settings_are_named(tmp_path: Path, tiny_checkpoint: Path, shared_audio: Path) -> None:
     broken = Path(shutil.copytree(tiny_checkpoint, tmp_path / "broken"))
     path = broken / "processor_config.json"
     config = json.loads(path.read_text())
     config["feature_extractor"]["truncation"] = "fusion"
     config["feature_extractor"]["hop_length"] = 320
     path.write_text(json.dumps(config))
-    result = runner.invoke(export_app, ["onnx", "--model", str(broken), "--out", str(tmp_path / "b")])
+    result = runner.invoke(export_app, ["onnx", "--model", str(broken), "--out", str(tmp_path / "b"),
+                                        "--parity-audio", str(shared_audio)])
     assert result.exit_code != 0
     assert "truncation='fusion'" in result.output and "hop_length=320" in result.output
+
+
+def test_onnx_cli_writes_a_whole_bundle_and_keeps_an_existing_one(tiny_checkpoint: Path, shared_audio: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "bundle"
+    args = ["onnx", "--model", str(tiny_checkpoint), "--out", str(out), "--parity-audio", str(shared_audio)]
+    result = runner.invoke(export_app, args)
+    assert result.exit_code == 0, result.output
+    assert open_bundle(out).manifest.models["fp32"].path == "audio_encoder.fp32.onnx"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["bundle"]  # no staging folder left
+    again = runner.invoke(export_app, args)
+    assert again.exit_code == 2 and "already exists" in again.output and "--overwrite" in again.output

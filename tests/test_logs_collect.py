@@ -51,7 +51,8 @@ def test_collect_is_idempotent_and_a_copied_card_adds_nothing(tmp_path: Path) ->
     again = collect([tmp_path / "card", tmp_path / "copy"], db, now=COLLECTED)
     assert again.read["detections"] == 2 * 59 and again.added["detections"] == 0
     assert count(db, "SELECT count(*) FROM detections") == 59
-    assert count(db, "SELECT count(*) FROM effort") == 5
+    assert count(db, "SELECT count(*) FROM effort") == first.added["effort"] and again.added["effort"] == 0
+    assert count(db, "SELECT round(sum(analysed_s)) FROM effort") == 5 * 60
     assert messages(again.findings, "unit ids", "info"), "the copy is named as such"
     assert not [f for f in again.findings if f.severity != "info"]
 

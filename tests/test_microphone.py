@@ -25,6 +25,8 @@ from tests.conftest import NIGHT, REPO, SINK, SINK_ARGS, TOAD, load_48k
 RATE = 48_000
 WINDOW_S, HOP_S = 10, 5
 TOAD_AT_S, TOAD_LEN_S = 15, 10
+OUTAGE_S = 3.0
+PAUSE_S = 7.0
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +102,18 @@ def test_played_toad_is_detected_at_the_right_time_with_no_gaps(pulse: None, exa
     assert device["rate"] == (capture_rate or RATE)
 
 
-def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
+def test_microphone_unplugged_and_replugged_resumes_within_2_s_and_the_gap_tells_the_truth(
         pulse: None, example_bundle: Path, example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     process = start_daemon(example_bundle, example_labels[0], tmp_path, "--set", "health.no_audio_s=2")
     try:
         wait_for_event(tmp_path, "stream_open", 30)
         wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] > 0), 30, "heartbeat with audio")
+        unplugged_at = datetime.now(timezone.utc)
         subprocess.run(["pactl", "unload-module", "module-null-sink"], check=True)
-        wait_for_event(tmp_path, "stream_lost", 30)
-        time.sleep(3.0)
+        lost = wait_for_event(tmp_path, "stream_lost", 30)
+        time.sleep(OUTAGE_S)  # the outage itself: a chosen duration, not a wait for state
     finally:
+        replugged_at = datetime.now(timezone.utc)
         subprocess.run(["pactl", "load-module", "module-null-sink", *SINK_ARGS.split()], check=True,
                        capture_output=True)
     try:
@@ -118,13 +122,45 @@ def test_microphone_unplugged_and_replugged_resumes_and_records_the_gap(
                       "heartbeat with audio after the gap")
     finally:
         stop(process)
-    assert gap["seconds"] >= 3.0
     contents = read_card(tmp_path)
     opens = [r for r, _ in contents.events if r["kind"] == "stream_open"]
-    assert len(opens) >= 2 and opens[-1]["sample"] == gap["end_sample"]
-    assert contents.health[-1][0]["samples_received"] > 0
+    assert len(opens) == 2 and opens[-1]["sample"] == gap["end_sample"]
+    reopened_at = datetime.fromisoformat(opens[-1]["anchor_utc"])
+    assert (reopened_at - replugged_at).total_seconds() < 2.0, "capture resumes within 2 s of the device's return"
+    # the gap is measured on the wall clock: from the last sample before the loss to the first one after it
+    gap_from, gap_to = datetime.fromisoformat(gap["from_utc"]), datetime.fromisoformat(gap["to_utc"])
+    assert gap["seconds"] == pytest.approx((gap_to - gap_from).total_seconds(), abs=0.01)
+    assert abs((gap_to - reopened_at).total_seconds()) < 0.002  # the card writes milliseconds
+    assert abs((gap_from - unplugged_at).total_seconds()) < 1.0
+    assert gap["seconds"] >= (replugged_at - unplugged_at).total_seconds() - 1.0
+    # heartbeats during the outage carry the wall-clock time, not the last analysed sample's
+    during = {r["utc"] for r, _ in contents.health
+              if datetime.fromisoformat(lost["utc"]) < datetime.fromisoformat(r["utc"]) < gap_to}
+    assert len(during) >= 2, during
+    # the unfinished hop before the loss was analysed: effort of stream 1 reaches the last sample received
+    effort = contents.effort
+    stream, last = effort.columns.index("stream"), effort.columns.index("last_sample")
+    assert max(int(str(r[last])) for r in effort.rows if r[stream] == "1") == lost["sample"]
     stopped = [r for r, _ in contents.events if r["kind"] == "stop"][0]
     assert stopped["sample"] > gap["end_sample"]
+
+
+def test_a_paused_process_is_not_a_lost_stream(pulse: None, example_bundle: Path,
+                                               example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    process = start_daemon(example_bundle, example_labels[0], tmp_path, "--set", "health.no_audio_s=2")
+    try:
+        wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] > 0), 30, "heartbeat with audio")
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(PAUSE_S)  # how long the process is frozen: a chosen duration, longer than no_audio_s
+        process.send_signal(signal.SIGCONT)
+        paused = wait_for_event(tmp_path, "process_paused", 30)
+        wait_for_card(tmp_path, first_health(lambda r: r["samples_received"] > paused["sample"] + RATE), 30,
+                      "heartbeat with audio after the pause")
+    finally:
+        process.send_signal(signal.SIGCONT)
+        stop(process)
+    kinds = [r["kind"] for r, _ in read_card(tmp_path).events]
+    assert paused["paused_s"] >= PAUSE_S - 1 and "stream_lost" not in kinds, kinds
 
 
 @pytest.mark.parametrize(("extra", "message"), [

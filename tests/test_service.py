@@ -58,7 +58,7 @@ def test_unit_runs_the_daemon_as_a_notify_service_with_the_watchdog(tmp_path: Pa
     assert unit["User"] == ["recorder"] and unit["SupplementaryGroups"] == ["audio"]
     assert unit["RestrictAddressFamilies"] == ["AF_UNIX"] and unit["IPAddressDeny"] == ["any"]
     assert unit["ExecStart"][0].endswith(f'-m edge run --config "{path.resolve()}"')
-    assert unit["ReadWritePaths"] == [f'"{tmp_path / "field logs"}"']
+    assert unit["ReadWritePaths"] == [f'"{tmp_path / "field logs"}" /var/lib/biolingual-edge/unwritten']
 
 
 def test_root_is_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ import numpy as np
 from edge.audio.chunk import AudioChunk
 from edge.audio.files import stream_file
 from edge.audio.mic import CaptureStats, OpenedStream
+from edge.audio.recording_time import recording_start_utc
 
 DEFAULT_CHUNK_SAMPLES = 4_800
 
@@ -51,10 +53,21 @@ class FileStreamSource:
         self._position = 0
 
     def open(self, start_sample: int) -> OpenedStream:
+        """Start streaming; a missing or unreadable file raises :class:`AudioError` here, not in the reader."""
         self._offset = start_sample
-        self._chunks = rechunk(stream_file(self.path, self.target_rate), self.chunk_samples)
+        chunks = rechunk(stream_file(self.path, self.target_rate), self.chunk_samples)
+        first = next(chunks, None)
+        self._chunks = chunks if first is None else itertools.chain([first], chunks)
         self._t0 = time.monotonic()
-        return OpenedStream(str(self.path), self.target_rate, 1, datetime.now(timezone.utc), start_sample)
+        # the recording's own start (GUANO, AudioMoth comment, file name), so detections get its real UTC times
+        started = recording_start_utc(self.path) or datetime.now(timezone.utc)
+        return OpenedStream(str(self.path), self.target_rate, 1, started, start_sample)
+
+    def renumber(self, start_sample: int) -> None:
+        self._offset = start_sample
+
+    def available(self) -> bool:
+        return self.path.is_file()
 
     def read(self, timeout: float) -> AudioChunk | None:
         if self._chunks is None or self.finished:

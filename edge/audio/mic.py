@@ -32,7 +32,8 @@ def _sounddevice() -> Any:
         import sounddevice as sd
     except (ImportError, OSError) as e:
         raise AudioError(f"microphone support is unavailable ({e})",
-                         "install PortAudio (apt install libportaudio2) and `pip install biolingual-edge[mic]`") from e
+                         "install PortAudio's system library: `sudo apt install libportaudio2` (Debian, Raspberry Pi "
+                         "OS, JetPack), then check with `biolingual-edge devices`") from e
     return sd
 
 
@@ -177,6 +178,34 @@ class MicrophoneSource:
             self._next_sample = start_sample
         log.info("capturing from '%s' at %d Hz, %d channel(s)", device.name, rate, channels)
         return OpenedStream(device.name, rate, channels, first_audio[0], start_sample)
+
+    def renumber(self, start_sample: int) -> None:
+        """Number the stream's samples from ``start_sample`` (call right after :meth:`open`, before reading)."""
+        with self._lock:
+            self._next_sample = start_sample
+
+    def available(self) -> bool:
+        """Whether the device is present and accepts our settings, asked of a fresh PortAudio device list.
+
+        PortAudio lists devices once per initialisation, so a replugged USB microphone is only seen after
+        re-initialising it; call this only while no stream of ours is open.
+        """
+        try:
+            sd = _sounddevice()
+            if self._stream is None:
+                sd._terminate()
+                sd._initialize()
+            device = find_device(self.device_name)
+            channels = min(max(self.channels, 1 if self.channel is None else self.channel + 1), device.channels)
+            for rate in (self.requested_rate or self.target_rate, int(device.default_rate)):
+                try:
+                    sd.check_input_settings(device=device.index, samplerate=rate, channels=channels)
+                    return True
+                except Exception:  # PortAudio reports an absent or unwilling device with its own exceptions
+                    continue
+        except (AudioError, OSError):
+            return False
+        return False
 
     @property
     def active(self) -> bool:

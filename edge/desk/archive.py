@@ -1,15 +1,15 @@
 """The season archive: window embeddings from cards and ``analyze --embeddings`` folders, ready to re-score and search.
 
 Embeddings live in Parquet shards (``<db>.archive/unit=<unit>/day=<UTC day>/*.parquet``: ``window_id`` and a
-``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed so a scan is a read and a matrix product);
-window metadata lives in the DuckDB table ``windows`` next to the detections. Ingest is one segment at a time
-(bounded memory) and idempotent: a window already archived (same unit, boot, stream and start sample) is
-never added twice, and a segment already taken whole is not even re-read.
+``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed), the archive of record that any Parquet tool
+reads; beside each shard a raw float16 ``.f16.npy`` copy is what scans memory-map (a matrix product, not a
+value-by-value list decode). Window metadata lives in the DuckDB table ``windows`` next to the detections.
+Ingest is one segment at a time (bounded memory) and idempotent: a window already archived (same unit, boot,
+stream and start sample) is never added twice, and a segment already taken whole is not even re-read.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ import numpy as np
 
 from edge.desk.cards import Finding
 from edge.desk.database import CollectError, connect, run
+from edge.desk.half_matmul import cosines
+from edge.desk.prefilter import write_codes
 from edge.sinks.cardformat import CLOCK_SYNC_STATES, MICROSECONDS_PER_SECOND, OPEN_SUFFIX, TEMP_PREFIX, safe_name
 from edge.sinks.embedformat import EMBEDDINGS_DIR, EXTENSION, UNKNOWN_UTC_US, dequantise, read_embedding_segment
 
@@ -40,6 +42,7 @@ card segments were taken whole."""
 EMBEDDING_COLUMN = "embedding"
 ARCHIVE_SUFFIX = ".archive"
 UNKNOWN_DAY = "unknown"
+SCAN_COPY_SUFFIX = ".f16.npy"
 
 
 def archive_root(db_path: Path) -> Path:
@@ -93,19 +96,16 @@ def ingest_embeddings(con: duckdb.DuckDBPyConnection, card: Path, root: Path) ->
 
 def _new_rows(con: duckdb.DuckDBPyConnection, records: np.ndarray, unit: str, boot: str) -> np.ndarray:
     """Indices of records whose (unit, boot, stream, start_sample) is not archived yet (first of duplicates)."""
-    pa = _pyarrow()
-    keys = pa.table({"idx": np.arange(len(records)), "stream": records["stream"].astype(np.int32),
-                     "start_sample": records["start_sample"]})
-    con.register("segment_keys", keys)
-    try:
-        rows = run(con, """
-            SELECT min(k.idx) FROM segment_keys k WHERE NOT EXISTS (
-                SELECT 1 FROM windows w WHERE w.unit_id = ? AND w.boot_id = ? AND w.stream = k.stream
-                AND w.start_sample = k.start_sample)
-            GROUP BY k.stream, k.start_sample ORDER BY 1""", [unit, boot])
-    finally:
-        con.unregister("segment_keys")
-    return np.array([r[0] for r in rows], dtype=np.int64)
+    starts = records["start_sample"]
+    streams = records["stream"].astype(np.int64)
+    keys = streams << 40 | starts  # start samples stay below 2**40 (254 days at 48 kHz per stream)
+    _, first = np.unique(keys, return_index=True)
+    existing = run(con, "SELECT stream, start_sample FROM windows WHERE unit_id = ? AND boot_id = ? AND "
+                        "start_sample BETWEEN ? AND ?", [unit, boot, int(starts.min()), int(starts.max())])
+    if existing:
+        known = np.array([(int(s) << 40) | int(x) for s, x in existing], np.int64)
+        first = first[~np.isin(keys[first], known)]
+    return np.sort(first)
 
 
 def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header: Any, root: Path, name: str,
@@ -114,9 +114,8 @@ def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header
     if not len(keep):
         return 0
     records = records[keep]
-    vectors = dequantise(records)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = (vectors / np.where(norms > 0, norms, 1)).astype(np.float16)
+    # fp16: the model's unit vectors exactly as the unit stored them (scans renormalise); int8: dequantised
+    vectors = records["vector"] if header.dtype == "fp16" else normalised(dequantise(records)).astype(np.float16)
     utc = records["start_utc_us"]
     known = utc != UNKNOWN_UTC_US
     days = np.where(known, (utc // (86_400 * MICROSECONDS_PER_SECOND)), -1)
@@ -132,15 +131,27 @@ def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header
     return len(records)
 
 
+def scan_copy(shard: Path) -> Path:
+    """The shard's embeddings as a raw ``(N, D)`` float16 ``.npy`` beside it, memory-mapped by scans."""
+    return shard.with_suffix(SCAN_COPY_SUFFIX)
+
+
 def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """``window_id`` + ``FixedSizeList<float16, D>`` embeddings, uncompressed, through a temp file and a rename."""
+    """``window_id`` + ``FixedSizeList<float16, D>`` embeddings, uncompressed, through a temp file and a rename;
+    plus the scan copy (Parquet decodes a list column value by value, ~100× slower than mapping a matrix)."""
     pa = _pyarrow()
     path.parent.mkdir(parents=True, exist_ok=True)
+    copy = scan_copy(path)
+    temp_copy = copy.with_name(TEMP_PREFIX + copy.name)
+    with open(temp_copy, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors, np.float16))
+    temp_copy.replace(copy)
+    write_codes(path, vectors)
     flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
     table = pa.table({"window_id": pa.array(ids, pa.int64()),
                       EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
     temp = path.with_name(TEMP_PREFIX + path.name)
-    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False)
+    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False, write_statistics=False)
     temp.replace(path)
 
 
@@ -172,7 +183,13 @@ def _insert_windows(con: duckdb.DuckDBPyConnection, records: np.ndarray, ids: np
 
 
 def read_shard(path: Path) -> np.ndarray:
-    """A shard's embeddings as ``(N, D)`` float16 (memory-mapped read)."""
+    """A shard's embeddings as ``(N, D)`` float16: the memory-mapped scan copy, else decoded from the Parquet."""
+    copy = scan_copy(path)
+    if copy.is_file():
+        try:
+            return np.load(copy, mmap_mode="r")
+        except (OSError, ValueError):
+            pass  # damaged scan copy: the Parquet shard is the record
     pa = _pyarrow()
     try:
         column = pa.parquet.read_table(path, columns=[EMBEDDING_COLUMN], memory_map=True)[EMBEDDING_COLUMN]
@@ -186,22 +203,41 @@ def read_shard(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Block:
-    """Windows of one shard that pass a filter: their ids and float32 embeddings ``(n, D)``."""
+    """Windows of one shard that pass a filter: their ids and their stored float16 embeddings ``(n, D)``."""
 
     window_ids: np.ndarray
-    embeddings: np.ndarray
+    rows: np.ndarray
+
+    def cosines(self, queries: np.ndarray) -> np.ndarray:
+        """Cosines ``(n, K)`` float32 against unit ``queries`` ``(D, K)`` float32 (row norms divided out)."""
+        return cosines(self.rows, queries)
+
+
+def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
+        list[tuple[str, np.ndarray | slice, np.ndarray]]:
+    """(shard, its rows that match ``where``, their window ids) in window order.
+
+    Rows are a ``slice`` when they are one contiguous run (a whole shard, or a time range of one) — the usual
+    case, answered from per-shard aggregates without moving a row id through Python.
+    """
+    found = run(con, f"""SELECT shard, count(*), min(window_id), max(window_id), min(shard_row), max(shard_row)
+                         FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""", params or [])
+    result: list[tuple[str, np.ndarray | slice, np.ndarray]] = []
+    for shard, count, first_id, last_id, first_row, last_row in found:
+        if last_id - first_id + 1 == count and last_row - first_row + 1 == count:
+            result.append((shard, slice(first_row, last_row + 1), np.arange(first_id, last_id + 1, dtype=np.int64)))
+            continue
+        rows, ids = run(con, f"""SELECT list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row)
+                                 FROM windows WHERE shard = ? AND ({where})""", [shard, *(params or [])])[0]
+        result.append((shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)))
+    return result
 
 
 def scan(con: duckdb.DuckDBPyConnection, root: Path, where: str = "TRUE", params: list[Any] | None = None) -> \
         Iterator[Block]:
     """Every archived window matching ``where`` (SQL over ``windows``), shard by shard, in window order."""
-    shards = run(con, f"""SELECT shard, list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row),
-                                 count(*) FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""",
-                 params or [])
-    for shard, rows, ids, _ in shards:
-        matrix = read_shard(root / shard)
-        picked = matrix if len(rows) == len(matrix) else matrix[np.asarray(rows)]
-        yield Block(np.asarray(ids, np.int64), normalised(picked))
+    for shard, rows, ids in shards(con, where, params):
+        yield Block(ids, read_shard(root / shard)[rows])
 
 
 def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.ndarray:
@@ -231,11 +267,17 @@ def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.nda
 def normalised(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows -> float32 rows of unit length (undoes the fp16 rounding of the norm)."""
     rows = rows.astype(np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    rows /= np.where(norms > 0, norms, 1)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    rows *= 1 / np.where(norms > 0, norms, 1)
     return rows
 
 
-def model_counts(con: duckdb.DuckDBPyConnection) -> Counter[str]:
-    """Archived windows per model sha256."""
-    return Counter({str(sha): int(n) for sha, n in run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1")})
+def require_windows(con: duckdb.DuckDBPyConnection) -> int:
+    """Archived windows in the database; a typed error when there are none (or the database predates them)."""
+    has_table = run(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0]
+    total = int(run(con, "SELECT count(*) FROM windows")[0][0]) if has_table else 0
+    if total == 0:
+        raise CollectError("the archive holds no window embeddings",
+                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
+                           "and `logs collect DIR`")
+    return total

@@ -26,7 +26,7 @@ from edge.sinks.segments import read_csv_segment, read_jsonl_segment
 
 SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(?P<boot>[^_/]+)_(\d{3})\.(csv|jsonl)(\.part)?$")
 DETECTION_KEY = ("unit_id", "boot_id", "stream", "start_sample", "label")
-EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc")
+EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc", "first_sample")
 NOT_UTF8 = "\ufffd"
 """What the segment reader puts in place of bytes that are not UTF-8: such a row's ids cannot be trusted."""
 CLIP_SUFFIXES = (".wav", ".flac")

@@ -153,6 +153,8 @@ def search(
     clips: Annotated[bool, typer.Option(help="Cut each hit's audio where its recording is on disk.")] = False,
     model: Annotated[Path | None, typer.Option(help="Checkpoint for --text when the bundle has no text encoder "
                                                     "(needs the export extra).")] = None,
+    prefilter: Annotated[bool, typer.Option(help="Binary-code prefilter + exact re-rank (very large archives; "
+                                                 "approximate).")] = False,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
     from edge.desk.search import SearchFilter, example_query, text_query, write_hits
@@ -163,7 +165,29 @@ def search(
     opened = open_bundle(bundle)
     query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
     hits = search_archive(db, opened, query, top, SearchFilter(unit, _utc_option(since, "--from"),
-                                                               _utc_option(until, "--to")))
+                                                               _utc_option(until, "--to")), prefilter)
     for path in write_hits(hits, out, opened, clips):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")
+
+
+@logs_app.command()
+@report_errors
+def report(
+    db: DbOpt,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, opens offline).")],
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="calibration.json: show each species' calibration curve and threshold.")] = None,
+    clips: Annotated[bool, typer.Option("--clips", help="Inline top-scoring and random clips from the cards.")]
+    = False,
+) -> None:
+    """One self-contained HTML page: effort, detections per analysed hour, species pages, unit health."""
+    from edge.desk.report.page import ReportOptions, write_report
+
+    con = connect(db, read_only=True)
+    try:
+        result = write_report(con, out, ReportOptions(calibration=calibration, clips=clips))
+    finally:
+        con.close()
+    stderr.print(f"wrote {out}: {result.units} unit(s), {result.species} species, {result.detections} detections, "
+                 f"{result.clips} clip(s), {result.bytes / 1e6:.2f} MB in {result.seconds:.1f} s")

@@ -76,7 +76,7 @@ CLIP_SELECT = """
 
 KEYS = {
     "detections": ("unit_id", "boot_id", "stream", "start_sample", "label"),
-    "effort": ("unit_id", "boot_id", "stream", "minute_utc"),
+    "effort": ("unit_id", "boot_id", "stream", "minute_utc", "first_sample"),
     "events": ("unit_id", "boot_id", "seq"),
     "health": ("unit_id", "boot_id", "seq"),
     "boots": ("unit_id", "boot_id"),

@@ -9,7 +9,6 @@ the rows are the events a unit with that list would have logged.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.bundle import Bundle, open_bundle
-from edge.desk.archive import archive_root, scan
+from edge.desk.archive import archive_root, require_windows, scan
 from edge.desk.database import CollectError, connect, run
+from edge.desk.rescore_tables import window_tables
 from edge.detect import DetectorOptions, EventDetector
-from edge.errors import LabelError
+from edge.errors import EdgeError, LabelError
 from edge.labels import LabelList, read_labels
-from edge.scoring import LabelSet, Scorer, load_label_set, top_k
+from edge.scoring import LabelSet, Scorer, load_label_set
 from edge.sinks.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
 
 if TYPE_CHECKING:
@@ -63,12 +63,12 @@ def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> Label
         return load_label_set(bundle, labels, str(labels_path))
     except LabelError as missing:
         try:
-            from edge.text_encoder import TextEncoder  # type: ignore[import-not-found]
+            from edge.text_encoder import TextEncoder
         except ImportError:
             raise missing from None
         try:
             encoder = TextEncoder.from_bundle(bundle.root)
-        except LabelError:
+        except EdgeError:  # no text encoder in this bundle: the missing labels' message says what to run
             raise missing from None
         return LabelSet(labels.names, np.asarray(encoder.embed(list(labels.names)), np.float32))
 
@@ -83,11 +83,8 @@ def model_filter(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> tuple[str, l
     shas = bundle_model_shas(bundle)
     marks = ", ".join("?" * len(shas)) or "NULL"
     where = f"model_sha256 IN ({marks})"
+    require_windows(con)
     kept, total = run(con, f"SELECT count(*) FILTER (WHERE {where}), count(*) FROM windows", shas)[0]
-    if total == 0:
-        raise CollectError("the archive holds no window embeddings",
-                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
-                           "and `logs collect DIR`")
     if kept == 0:
         raise CollectError(f"none of the {total} archived windows was computed by a model of bundle {bundle.root}",
                            "pass the bundle the units ran (embeddings from different models are not comparable)")
@@ -164,46 +161,22 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     names = np.array(labels.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in labels.names])
     con = connect(db_path, read_only=True)
-    writer = TableWriter(out_dir, bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frontend = bundle.manifest.frontend
     try:
         where, params, kept, other = model_filter(con, bundle)
-        for block in scan(con, archive_root(db_path), where, params):
-            scores = scorer.score(block.embeddings)
-            meta = _meta(con, block.window_ids)
-            if options.rules is None:
-                _write_windows(writer, meta, scores.score, scores.cosine, names, shown, options)
-        if options.rules is not None:
+        if options.rules is None:
+            rows = window_tables(con, db_path, where, params, scorer, names, shown, options, out_dir,
+                                 (frontend.f_min, frontend.f_max))
+            return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
+        writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
+        try:
             _write_events(con, db_path, where, params, scorer, writer, names, shown, options.rules)
+        finally:
+            writer.close()
+        return RescoreResult(writer.path, kept, writer.rows, other)
     finally:
-        writer.close()
         con.close()
-    return RescoreResult(writer.path, kept, writer.rows, other)
-
-
-def _groups(recordings: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(start, stop) of runs of equal recordings."""
-    if not len(recordings):
-        return
-    change = np.flatnonzero(recordings[1:] != recordings[:-1]) + 1
-    edges = [0, *change.tolist(), len(recordings)]
-    yield from zip(edges[:-1], edges[1:])
-
-
-def _write_windows(writer: TableWriter, meta: dict[str, np.ndarray], score: np.ndarray, cosine: np.ndarray,
-                   names: np.ndarray, shown: np.ndarray, options: RescoreOptions) -> None:
-    """Per window the ``top_k`` best labels reaching the threshold, exactly as ``analyze`` selects them."""
-    visible = np.flatnonzero(shown)
-    score, cosine = score[:, visible], cosine[:, visible]
-    best = top_k(score, options.top_k)
-    values = np.take_along_axis(score, best, axis=1)
-    keep = np.ones(values.shape, bool) if options.threshold is None else values >= options.threshold
-    cos = np.take_along_axis(cosine, best, axis=1)
-    labels = names[visible][best]
-    for lo, hi in _groups(meta["recording"]):
-        rows = [(int(meta["start"][i]), int(meta["stop"][i]), labels[i, r], float(values[i, r]), float(cos[i, r]),
-                 r + 1, _utc(meta["start_utc"][i])) for i in range(lo, hi) for r in range(best.shape[1])
-                if keep[i, r]]
-        writer.write(str(meta["recording"][lo]), int(meta["sample_rate"][lo]), rows)
 
 
 def _utc(value: Any) -> Any:
@@ -233,7 +206,7 @@ def _write_events(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
         events = []
         stream_where = f"{where} AND unit_id = ? AND boot_id = ? AND stream = ?"
         for block in scan(con, archive_root(db_path), stream_where, [*params, unit, boot, stream]):
-            scores = scorer.score(block.embeddings)
+            scores = scorer.from_cosine(block.cosines(scorer.label_matrix))
             meta = _meta(con, block.window_ids)
             if anchor is None:
                 anchor = (_utc(meta["start_utc"][0]), int(meta["start"][0]), int(meta["sample_rate"][0]),

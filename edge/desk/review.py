@@ -81,7 +81,7 @@ def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: 
         ids, scores = [], []
         for block in scan(con, archive_root(db), where, params):  # shard by shard: memory stays bounded
             ids.append(block.window_ids)
-            scores.append(scorer.score(block.embeddings).score.astype(np.float32))
+            scores.append(scorer.from_cosine(block.cosines(scorer.label_matrix)).score.astype(np.float32))
         window_ids = np.concatenate(ids)
         all_scores = np.concatenate(scores)
         rng = np.random.default_rng(seed)

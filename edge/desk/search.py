@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.desk.archive import archive_root, normalised, scan
+from edge.desk.archive import archive_root, normalised, require_windows, scan
 from edge.desk.database import CollectError, connect, run
+from edge.desk.prefilter import prefiltered_top
 from edge.desk.rescore import META_COLUMNS, model_filter
 from edge.errors import AudioError, ConfigError, EdgeError
 from edge.sinks.tables import seconds
@@ -75,7 +76,7 @@ def top_windows(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, t
     best_ids = np.zeros(0, np.int64)
     best_scores = np.zeros(0, np.float32)
     for block in scan(con, root, where, params):
-        scores = block.embeddings @ query
+        scores = block.cosines(query[:, None])[:, 0]
         if len(scores) > top:
             part = np.argpartition(-scores, top - 1)[:top]
             ids, scores = block.window_ids[part], scores[part]
@@ -90,8 +91,12 @@ def top_windows(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, t
     return best_ids[order], best_scores[order]
 
 
-def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where_filter: SearchFilter) -> list[Hit]:
-    """The ``top`` archived windows (of the bundle's model, within the filter) ranked by cosine to ``query``."""
+def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where_filter: SearchFilter,
+           prefilter: bool = False) -> list[Hit]:
+    """The ``top`` archived windows (of the bundle's model, within the filter) ranked by cosine to ``query``.
+
+    ``prefilter``: re-rank only the Hamming-nearest candidates (:mod:`edge.desk.prefilter`) instead of all.
+    """
     if top < 1:
         raise ConfigError(f"--top {top} must be at least 1", "ask for one or more hits")
     con = connect(db_path, read_only=True)
@@ -99,8 +104,9 @@ def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where_fil
         model_where, params, _, _ = model_filter(con, bundle)
         extra, extra_params = where_filter.sql()
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
-        ids, scores = top_windows(con, archive_root(db_path), vector, top, f"{model_where} AND {extra}",
-                                  params + extra_params)
+        ranker = prefiltered_top if prefilter else top_windows
+        ids, scores = ranker(con, archive_root(db_path), vector, top, f"{model_where} AND {extra}",
+                             params + extra_params)
         meta = {int(r[0]): dict(zip(META_NAMES, r)) for r in run(
             con, f"SELECT {META_COLUMNS}, end_utc, source_path, source_offset FROM windows WHERE window_id IN "
                  f"(SELECT unnest(?::BIGINT[]))", [ids.tolist()])}
@@ -117,6 +123,7 @@ def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
     """(precision key, window length in samples) of the bundle model that computed most archived windows."""
     con = connect(db_path, read_only=True)
     try:
+        require_windows(con)
         by_sha = dict(run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1"))
         length = run(con, "SELECT end_sample - start_sample FROM windows GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
     finally:
@@ -162,7 +169,7 @@ def example_query(db_path: Path, bundle: Bundle, spec: str) -> np.ndarray:
 def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray:
     """The text embedding of ``text``: the bundle's text encoder, else the checkpoint (``export`` extra)."""
     try:
-        from edge.text_encoder import TextEncoder  # type: ignore[import-not-found]
+        from edge.text_encoder import TextEncoder
 
         return np.asarray(TextEncoder.from_bundle(bundle.root).embed([text]), np.float32)[0]
     except (ImportError, EdgeError) as e:

@@ -27,8 +27,15 @@ class RunLog(Protocol):
 
     def health(self, fields: dict[str, Any]) -> None: ...
 
-    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int) -> Path | None: ...
+    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int,
+                  cut_samples: int = 0) -> Path | None: ...
 
     def flush(self) -> None: ...
+
+    def settle(self, budget_s: float) -> dict[str, int]:
+        """At stop: write everything (retrying for ``budget_s``); returns rows per kind not on the card."""
+
+    def fallback_file(self) -> Path | None:
+        """Where rows that did not reach the card are kept."""
 
     def close(self) -> None: ...

@@ -34,7 +34,9 @@ EFFORT_COLUMNS = (
     "minute_utc", "unit_id", "deployment_id", "boot_id", "stream", "clock_sync",
     "first_sample", "last_sample", "analysed_s",
 )
-"""One row per UTC minute and stream, written once the minute is over (the last one at close)."""
+"""Analysed samples per UTC minute and stream. A minute is one row, or several (distinct ``first_sample``) when
+detections were written before it was over: effort always reaches the card in the same batch as, and before,
+the detections it covers."""
 ENVELOPE_FIELDS = ("utc", "unit_id", "deployment_id", "boot_id", "seq", "stream", "clock_sync", "sample", "kind")
 """Fields every JSON-lines record (events and health) starts with."""
 

@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -46,6 +47,7 @@ from edge.sinks.clips import ClipContext, remove_stale_temp_files, write_clip
 from edge.sinks.effort import EffortCounter
 from edge.sinks.embeddings import CardEmbeddings, EmbeddingSpec
 from edge.sinks.governor import StorageGovernor, StoragePolicy
+from edge.sinks.reserve import FALLBACK_SUFFIX, ReservedSpace, spill
 from edge.sinks.segments import SegmentStream, atomic_write, csv_line, json_line, make_dirs
 from edge.sinks.streamclock import StreamClock
 
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 SETTINGS_HASH_CHARS = 16
+SETTLE_RETRY_S = 0.5
+"""At stop, a full card is retried this often until the stop budget is spent."""
+COVERED_BY_EFFORT = ("detections",)
+"""Kinds whose rows lie in analysed time: written in the same batch as, and after, the effort that covers them."""
 
 
 def utc_now() -> datetime:
@@ -63,6 +69,10 @@ def settings_hash(boot_info: dict[str, Any]) -> str:
     """Short sha256 of the canonical JSON of the boot settings: equal hashes mean equal settings."""
     canonical = json.dumps(boot_info, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:SETTINGS_HASH_CHARS]
+
+
+class LowSpace(OSError):
+    """Free space is below the configured floor: rows other than health wait in memory."""
 
 
 @dataclass(frozen=True)
@@ -109,12 +119,13 @@ class CardLog:
         self.settings_hash = settings_hash(boot_info)
         self._manifest: dict[str, Any] | None = self._manifest_record(boot_info)
         limit = self.policy.max_pending_records
+        # Write order of one batch: effort first, then the rows it covers, then events and health.
         self._kinds = {
+            "effort": SegmentStream(self.root / EFFORT_DIR, self.boot_id, "csv", csv_line(EFFORT_COLUMNS), limit),
             "detections": SegmentStream(self.root / DETECTIONS_DIR, self.boot_id, "csv",
                                         csv_line(DETECTION_COLUMNS), limit),
-            "effort": SegmentStream(self.root / EFFORT_DIR, self.boot_id, "csv", csv_line(EFFORT_COLUMNS), limit),
-            "health": SegmentStream(self.root / HEALTH_DIR, self.boot_id, "jsonl", b"", limit),
             "events": SegmentStream(self.root / EVENTS_DIR, self.boot_id, "jsonl", b"", limit),
+            "health": SegmentStream(self.root / HEALTH_DIR, self.boot_id, "jsonl", b"", limit),
         }
         self._embeddings = None if embeddings is None else CardEmbeddings(
             self.root, unit.unit_id, unit.deployment_id, self.boot_id, sample_rate, embeddings)
@@ -132,6 +143,9 @@ class CardLog:
         if stale:
             self.event("stale_temp_files_removed", count=stale)
         self.flush()
+        self._reserve = ReservedSpace(self.root, self.policy.reserve_bytes)
+        if self.policy.reserve_bytes and not self._reserve.claim():
+            self.event("reserve_unavailable", bytes=self.policy.reserve_bytes)
 
     # -- what the daemon calls -------------------------------------------------------------------------------
 
@@ -190,21 +204,26 @@ class CardLog:
             auto["disk_total_bytes"] = shutil.disk_usage(self.root).total
         except OSError as e:
             auto["disk_error"] = str(e)
-        self._add_record("health", "health", self._last_sample, {**auto, **fields})
+        # A heartbeat is stamped with the wall clock: during an outage no new sample exists to time it by.
+        self._add_record("health", "health", self._last_sample, {**auto, **fields}, moment=self._wall_clock())
 
-    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int) -> Path | None:
-        """Save ``audio`` ((N,) float32 at the model rate, pre/post-roll included) as a WAV with GUANO metadata.
+    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int,
+                  cut_samples: int = 0) -> Path | None:
+        """Save ``audio`` ((N,) float32 at the model rate, pre/post-roll included) with GUANO metadata.
 
+        ``cut_samples``: how much of the requested start was no longer in memory (said in the metadata).
         Returns the clip's path, or ``None`` when the storage governor says no or the write failed.
         """
         clock = self._require_clock()
         try:
-            if not self.governor.allow_clip():
+            if not self.governor.allow_clip_at(clock.utc(event.start_sample)):
                 return None
             context = ClipContext(self.unit.unit_id, self.unit.deployment_id, self.boot_id, clock.clock_sync,
-                                  self.sample_rate, self.settings_hash)
-            return write_clip(self.root / CLIPS_DIR, context, event, audio, audio_start_sample,
-                              clock.utc(audio_start_sample))
+                                  self.sample_rate, self.settings_hash, self.policy.clip_format)
+            path = write_clip(self.root / CLIPS_DIR, context, event, audio, audio_start_sample,
+                              clock.utc(audio_start_sample), cut_samples)
+            self.governor.clip_saved(path.stat().st_size)
+            return path
         except OSError as e:
             self.event("clip_failed", sample=event.start_sample, label=event.label, errno=e.errno, error=str(e))
             return None
@@ -212,27 +231,55 @@ class CardLog:
     def flush(self, *, final: bool = False) -> None:
         """Write and fsync everything queued; on failure keep it queued and record the failure (never raises).
 
-        Effort rows are written per finished minute; ``final`` also writes the minute still filling.
+        Effort rows are written per finished minute; ``final``, or detections waiting to be written, also write
+        the minute still filling, so no detection reaches the card before the effort that covers it.
         """
         self._write_manifest()
         stream = self._kinds["effort"]
-        for row in self._effort.take_rows(final):
+        covered_pending = any(self._kinds[kind].pending.lines for kind in COVERED_BY_EFFORT)
+        for row in self._effort.take_rows(final or covered_pending):
             stream.add(date.fromisoformat(row.minute_utc[:10]), csv_line((
                 row.minute_utc, self.unit.unit_id, self.unit.deployment_id, self.boot_id, row.stream,
                 row.clock_sync, row.first_sample, row.last_sample, f"{row.analysed_s:.3f}")))
-        failure = self._write_all()
+        failure = self._write_all(final)
         if failure is not None:
             self._on_write_failure(failure)
         elif self._failure is not None:
             self._on_write_recovered(self._failure)
 
+    def settle(self, budget_s: float, retry_s: float = SETTLE_RETRY_S) -> dict[str, int]:
+        """At stop: write everything, retrying for up to ``budget_s``, then into the reserved space if still full.
+
+        Returns the rows of each kind not on the card (still in memory, or dropped while it was full); the ones
+        in memory go to the fallback file at :meth:`close`.
+        """
+        deadline = time.monotonic() + budget_s
+        self.flush(final=True)
+        while self.pending_records and time.monotonic() < deadline:
+            time.sleep(min(retry_s, max(0.0, deadline - time.monotonic())))
+            self.flush(final=True)
+        if self.pending_records and self._reserve.release():
+            self.event("reserve_released", sample=self._last_sample, bytes=self.policy.reserve_bytes)
+            self.flush(final=True)
+        return self.rows_not_on_card()
+
+    def rows_not_on_card(self) -> dict[str, int]:
+        """Per kind: rows dropped from the full-card queue plus rows still waiting in memory."""
+        return {k: s.pending.dropped + len(s.pending.lines) for k, s in self._kinds.items()}
+
+    def fallback_file(self) -> Path | None:
+        """Where rows that never reached the card are kept (None: no fallback folder configured)."""
+        folder = self.policy.fallback_dir
+        return None if folder is None else folder / f"{self.boot_id}{FALLBACK_SUFFIX}"
+
     def close(self) -> None:
-        """Record ``log_close``, flush, and seal the open segments by atomic rename."""
+        """Record ``log_close``, flush, spill what the card cannot take, and seal the open segments."""
         if self._closed:
             return
         self.event("log_close", sample=self._last_sample)
         self.flush(final=True)
         self._closed = True
+        self._spill_pending()
         for stream in self._kinds.values():
             try:
                 stream.seal()
@@ -261,9 +308,11 @@ class CardLog:
                                "call open_stream(anchor_utc, anchor_sample, clock_sync) when the audio stream opens")
         return self._clock
 
-    def _add_record(self, kind: str, name: str, sample: int | None, fields: dict[str, Any]) -> None:
+    def _add_record(self, kind: str, name: str, sample: int | None, fields: dict[str, Any],
+                    moment: datetime | None = None) -> None:
         clock = self._clock
-        moment = clock.utc(sample) if clock is not None and sample is not None else self._wall_clock()
+        if moment is None:
+            moment = clock.utc(sample) if clock is not None and sample is not None else self._wall_clock()
         self._seq += 1
         envelope = dict(zip(ENVELOPE_FIELDS, (
             format_utc(moment), self.unit.unit_id, self.unit.deployment_id, self.boot_id, self._seq,
@@ -298,19 +347,52 @@ class CardLog:
             return
         self._manifest = None
 
-    def _write_all(self) -> OSError | None:
-        failure = None
-        for stream in self._kinds.values():
+    def _write_all(self, final: bool = False) -> OSError | None:
+        """The one batch write: every kind in order, each fsync'd; covered rows wait while effort cannot be written.
+
+        Below ``min_free_bytes`` only health is written (the rest waits in memory), except in the final flush.
+        """
+        failure: OSError | None = None
+        low = not final and self._below_min_free()
+        for kind, stream in self._kinds.items():
+            if kind in COVERED_BY_EFFORT and self._kinds["effort"].pending.lines:
+                continue
+            if low and kind != "health":
+                if stream.pending.lines:
+                    failure = failure or LowSpace(errno.ENOSPC, "free space below storage.governor.min_free_mb")
+                continue
             try:
                 stream.write_pending()
             except OSError as e:
                 failure = failure or e
         return failure
 
+    def _spill_pending(self) -> None:
+        """Rows the card could not take go to the fallback folder (logged); without one they are lost (counted)."""
+        rows = [(kind, day, line) for kind, s in self._kinds.items() for day, line in s.pending.lines]
+        if not rows:
+            return
+        path, spilled = spill(self.policy.fallback_dir, self.boot_id, rows) if self.policy.fallback_dir else (None, 0)
+        for stream in self._kinds.values():
+            stream.pending.lines.clear()
+        if spilled:
+            log.warning("card log: %d rows that did not fit on the card are in %s", spilled, path)
+        else:
+            log.error("card log: %d rows could not be written to the card or a fallback folder", len(rows))
+
+    def _below_min_free(self) -> bool:
+        if not self.policy.min_free_bytes:
+            return False
+        try:
+            return shutil.disk_usage(self.root).free < self.policy.min_free_bytes
+        except OSError:
+            return False
+
     def _on_write_failure(self, error: OSError) -> None:
         if self._failure is not None:
             return
-        kind = "disk_full" if error.errno in DISK_FULL_ERRNOS else "write_failed"
+        kind = ("low_space" if isinstance(error, LowSpace) else
+                "disk_full" if error.errno in DISK_FULL_ERRNOS else "write_failed")
         log.warning("card log: %s (%s); keeping up to %d records per kind in memory", kind, error,
                     self.policy.max_pending_records)
         self._failure = WriteFailure(self._wall_clock(), self._last_sample, error.errno,

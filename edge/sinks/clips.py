@@ -1,4 +1,4 @@
-"""Audio clips of detections: WAV with GUANO metadata, written atomically under ``clips/<label>/``."""
+"""Audio clips of detections: FLAC or WAV with GUANO metadata, written atomically under ``clips/<label>/``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import numpy as np
 
 from edge.detect import DetectionEvent
 from edge.sinks.cardformat import compact_utc, format_utc, safe_name
-from edge.sinks.governor import CLIP_SUFFIX
-from edge.sinks.guano import wav_with_guano
+from edge.sinks.guano import flac_with_guano, wav_with_guano
 from edge.sinks.segments import atomic_write, make_dirs
 
 GUANO_MAKE = "biolingual-edge"
@@ -31,18 +30,21 @@ class ClipContext:
     clock_sync: str
     sample_rate: int
     settings_hash: str
+    clip_format: str = "flac"
+    """``flac`` or ``wav``."""
 
 
 def clip_path(clips_root: Path, context: ClipContext, event: DetectionEvent, start: datetime) -> Path:
-    """``clips/<label>/<utc>_<unit>_<label>_<boot>_<sample>.wav``: sortable by time, unique per boot and sample."""
+    """``clips/<label>/<utc>_<unit>_<label>_<boot>_<sample>.flac``: sortable by time, unique per boot and sample."""
     label = safe_name(event.label)
     name = (f"{compact_utc(start)}_{safe_name(context.unit_id)}_{label}_{context.boot_id}_"
-            f"{event.start_sample}{CLIP_SUFFIX}")
+            f"{event.start_sample}.{context.clip_format}")
     return clips_root / label / name
 
 
 def guano_fields(context: ClipContext, event: DetectionEvent, start: datetime, audio_start_sample: int,
-                 samples: int) -> dict[str, str]:
+                 samples: int, cut_samples: int = 0) -> dict[str, str]:
+    cut = {f"{NAMESPACE}|Cut Start S": f"{cut_samples / context.sample_rate:.3f}"} if cut_samples else {}
     return {
         "Timestamp": format_utc(start),
         "Length": f"{samples / context.sample_rate:.3f}",
@@ -60,16 +62,21 @@ def guano_fields(context: ClipContext, event: DetectionEvent, start: datetime, a
         f"{NAMESPACE}|Event End Sample": str(event.end_sample),
         f"{NAMESPACE}|Windows": str(event.windows),
         f"{NAMESPACE}|Settings Hash": context.settings_hash,
+        **cut,
     }
 
 
 def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, audio: np.ndarray,
-               audio_start_sample: int, start: datetime) -> Path:
-    """Write the clip (``audio``: (N,) float32 at ``context.sample_rate``); raises ``OSError`` leaving no file."""
+               audio_start_sample: int, start: datetime, cut_samples: int = 0) -> Path:
+    """Write the clip (``audio``: (N,) float32 at ``context.sample_rate``); raises ``OSError`` leaving no file.
+
+    ``cut_samples`` > 0: the clip starts that much after the requested start (event longer than memory held).
+    """
     path = clip_path(clips_root, context, event, start)
     make_dirs(path.parent)
-    data = wav_with_guano(audio, context.sample_rate,
-                          guano_fields(context, event, start, audio_start_sample, int(audio.shape[0])))
+    encode = flac_with_guano if context.clip_format == "flac" else wav_with_guano
+    data = encode(audio, context.sample_rate,
+                  guano_fields(context, event, start, audio_start_sample, int(audio.shape[0]), cut_samples))
     atomic_write(path, data)
     return path
 

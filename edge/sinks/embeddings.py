@@ -8,9 +8,11 @@ atomic rename. The format is in :mod:`edge.sinks.embedformat`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,10 +27,14 @@ from edge.sinks.embedformat import (
 )
 from edge.sinks.segments import SegmentStream, atomic_write
 from edge.sinks.streamclock import StreamClock
-from edge.windowing import Window
 
-MAX_PENDING_EMBEDDINGS = 4096
-"""Embeddings held in memory while the card cannot be written (≈ 4 MiB at 512-d fp16); the oldest are dropped."""
+if TYPE_CHECKING:
+    from edge.unit_analysis import UnitResult
+    from edge.workunits import WorkUnit
+
+MAX_PENDING_EMBEDDINGS = 1024
+"""Batches of embeddings held in memory while the card cannot be written (≈ 4 MiB at 4 windows of 512-d fp16
+per batch); beyond this the oldest are dropped (counted like every other record kind)."""
 FILE_ARCHIVE_UNIT = "recordings"
 """``unit_id`` of windows archived by ``analyze --embeddings`` (their key is the file path and offset)."""
 FILE_BOOT_HASH_CHARS = 16
@@ -68,12 +74,16 @@ class CardEmbeddings:
                                     MAX_PENDING_EMBEDDINGS)
 
     def add(self, clock: StreamClock, starts: list[int], ends: list[int], vectors: np.ndarray) -> None:
-        """Queue one record per window (``vectors`` ``(B, dim)`` float32, L2-normalised)."""
-        for row, (start, end) in enumerate(zip(starts, ends)):
-            utc_us = clock.utc_us(start)
-            self.stream.add(from_epoch_us(utc_us).date(), encode_records(
-                self.header, clock.stream, clock.clock_sync, np.array([start]), np.array([end]),
-                np.array([utc_us]), vectors[row : row + 1]))
+        """Queue one record per window (``vectors`` ``(B, dim)`` float32, L2-normalised), one blob per UTC day."""
+        utc_us = np.array([clock.utc_us(s) for s in starts], np.int64)
+        days = [from_epoch_us(int(u)).date() for u in utc_us]
+        first = 0
+        for index in range(1, len(days) + 1):
+            if index == len(days) or days[index] != days[first]:
+                self.stream.add(days[first], encode_records(
+                    self.header, clock.stream, clock.clock_sync, np.asarray(starts[first:index]),
+                    np.asarray(ends[first:index]), utc_us[first:index], vectors[first:index]))
+                first = index
 
 
 def file_boot_id(source: Path, model_sha256: str) -> str:
@@ -83,21 +93,40 @@ def file_boot_id(source: Path, model_sha256: str) -> str:
 
 
 class FileEmbeddingArchive:
-    """``analyze --embeddings DIR``: one segment per recording, written whole (atomic rename) when it is done."""
+    """``analyze --embeddings DIR`` as a sink of the analyze writer: one segment per work unit, written whole.
 
-    def __init__(self, out_dir: Path, sample_rate: int, spec: EmbeddingSpec) -> None:
+    Segments are written by an atomic rename and keyed by file path + sample offset, so a unit written but not
+    yet in the work log when a run was killed is simply written again, identically, by ``--resume``.
+    """
+
+    name = "embeddings"
+
+    def __init__(self, out_dir: Path, sample_rate: int, spec: EmbeddingSpec,
+                 start_utc: Callable[[Path], datetime | None]) -> None:
         self.folder = out_dir / EMBEDDINGS_DIR
         self.sample_rate = sample_rate
         self.spec = spec
+        self.start_utc = start_utc
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def recording(self) -> RecordingEmbeddings:
-        """An accumulator for one recording's batches (pass its ``add`` to ``analyze_chunks``)."""
-        return RecordingEmbeddings()
+    def resume(self, state: Any) -> None:
+        """Nothing to cut back: every segment on disk is whole."""
 
-    def write(self, source: Path, start_utc: datetime | None, starts: list[int], ends: list[int],
-              vectors: np.ndarray) -> Path:
-        """Store a recording's windows (offsets into ``source`` at the model rate); returns the segment path."""
+    def write(self, unit: WorkUnit, result: UnitResult) -> None:
+        if result.error is not None or result.embeddings is None or not result.window_starts:
+            return
+        self.write_segment(unit.path, self.start_utc(unit.path), list(result.window_starts),
+                           list(result.window_ends), result.embeddings, part=unit.start_sample)
+
+    def checkpoint(self) -> Any:
+        return None
+
+    def close(self) -> None:
+        """Every segment is closed when written."""
+
+    def write_segment(self, source: Path, start_utc: datetime | None, starts: list[int], ends: list[int],
+                      vectors: np.ndarray, part: int = 0) -> Path:
+        """Store windows of ``source`` (offsets at the model rate) from sample ``part`` on; returns the segment."""
         boot = file_boot_id(source, self.spec.model_sha256)
         header = SegmentHeader(FILE_ARCHIVE_UNIT, "", boot, self.sample_rate, self.spec.dim, self.spec.dtype,
                                self.spec.model_sha256, source_path=str(source.resolve()),
@@ -108,26 +137,8 @@ class FileEmbeddingArchive:
         else:
             utc_us = epoch_us(start_utc) + offsets * 1_000_000 // self.sample_rate
         day = start_utc.date().isoformat() if start_utc else UNKNOWN_DAY
-        path = self.folder / f"{day}_{boot}_000.{EXTENSION}"
+        path = self.folder / f"{day}_{boot}_{part:012d}.{EXTENSION}"
         vectors = np.asarray(vectors, np.float32).reshape(len(starts), self.spec.dim)
         atomic_write(path, header.encode() + encode_records(header, 1, "unsynchronised", offsets,
                                                             np.asarray(ends, np.int64), utc_us, vectors))
         return path
-
-
-class RecordingEmbeddings:
-    """The windows and embeddings of one recording, batch by batch."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.vectors: list[np.ndarray] = []
-
-    def add(self, windows: list[Window], embeddings: np.ndarray) -> None:
-        self.starts.extend(w.start_sample for w in windows)
-        self.ends.extend(w.end_sample for w in windows)
-        self.vectors.append(np.asarray(embeddings, np.float32))
-
-    def write(self, archive: FileEmbeddingArchive, source: Path, start_utc: datetime | None) -> Path:
-        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, archive.spec.dim), np.float32)
-        return archive.write(source, start_utc, self.starts, self.ends, vectors)

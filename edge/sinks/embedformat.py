@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class SegmentHeader:
     """ISO-8601 UTC start of ``source_path`` when known."""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    """Header keys this reader does not know (written by a newer writer), kept rather than refused."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("fp16", "int8"):
@@ -143,7 +144,10 @@ def _read_header(data: bytes, path: Path) -> tuple[SegmentHeader, int]:
     if len(data) < start + length:
         raise EOFError
     raw = json.loads(data[start : start + length].decode("utf-8"))
-    return SegmentHeader(**raw), start + length
+    known = {f.name for f in fields(SegmentHeader)}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    return SegmentHeader(**{k: v for k, v in raw.items() if k in known and k != "extra"},
+                         extra={**raw.get("extra", {}), **extra}), start + length
 
 
 def read_embedding_segment(path: Path) -> EmbeddingSegment:
@@ -169,10 +173,10 @@ def read_embedding_segment(path: Path) -> EmbeddingSegment:
         notes.append(f"{path}: torn last record ({body % dtype.itemsize} bytes) skipped; "
                      "it was never confirmed written")
     records = np.frombuffer(data, dtype, count=whole, offset=offset)
-    raw = np.frombuffer(data, np.uint8, count=whole * dtype.itemsize, offset=offset).reshape(whole, dtype.itemsize)
-    crc_at = dtype.itemsize - 4
-    good = np.fromiter((zlib.crc32(raw[i, :crc_at].tobytes()) for i in range(whole)), np.uint32, whole) \
-        == records["crc"]
+    view = memoryview(data)
+    size, crc_at = dtype.itemsize, dtype.itemsize - 4
+    starts = range(offset, offset + whole * size, size)
+    good = np.fromiter((zlib.crc32(view[at : at + crc_at]) for at in starts), np.uint32, whole) == records["crc"]
     problems = []
     if not good.all():
         problems.append(f"{path}: {int((~good).sum())} record(s) fail their CRC (card corruption?); skipped")

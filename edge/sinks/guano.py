@@ -1,4 +1,4 @@
-"""GUANO metadata (https://github.com/riggsd/guano-spec) in a WAV file's ``guan`` chunk."""
+"""GUANO metadata (https://github.com/riggsd/guano-spec): a WAV file's ``guan`` chunk, or a FLAC file's comment."""
 
 from __future__ import annotations
 
@@ -32,19 +32,34 @@ def wav_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) 
     return bytes(wav)
 
 
+def flac_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) -> bytes:
+    """A 16-bit FLAC of ``audio`` ((N,) float32 in [-1, 1]) with the GUANO text as its Vorbis comment."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", sample_rate, 1, subtype=CLIP_SUBTYPE, format="FLAC") as handle:
+        handle.comment = guano_text(fields).decode("utf-8")
+        handle.write(np.clip(audio, -1.0, 1.0))
+    return buffer.getvalue()
+
+
+def _parse(text: str) -> dict[str, str]:
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip().replace("\\n", "\n")
+    return fields
+
+
 def read_guano(path: Path) -> dict[str, str]:
-    """The GUANO fields of a WAV file (empty when it has none)."""
+    """The GUANO fields of a WAV or FLAC clip (empty when it has none)."""
+    if path.suffix.lower() == ".flac":
+        with sf.SoundFile(path) as handle:
+            return _parse(handle.comment or "")
     data = path.read_bytes()
     offset = 12
     while offset + 8 <= len(data):
         chunk_id, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
         if chunk_id == GUANO_CHUNK:
-            text = data[offset + 8:offset + 8 + size].decode("utf-8")
-            fields = {}
-            for line in text.splitlines():
-                key, sep, value = line.partition(":")
-                if sep:
-                    fields[key.strip()] = value.strip().replace("\\n", "\n")
-            return fields
+            return _parse(data[offset + 8:offset + 8 + size].decode("utf-8"))
         offset += 8 + size + (size % 2)
     return {}

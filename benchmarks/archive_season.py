@@ -1,0 +1,243 @@
+"""Season archive at scale: a synthetic season written by the real card writer, collected, re-scored, searched.
+
+    python benchmarks/archive_season.py --windows 1000000 --units 20 --workdir /tmp/archive-bench
+
+Each phase runs in its own process (cold: interpreter start and imports included; the OS page cache is warm
+because the files were just written) and reports wall seconds and its peak RSS. The baseline measured in the
+same run is the naive route: re-running ``analyze`` on the audio (tiny random model here, a lower bound; the
+full-size fp32 figure from BENCHMARKS.md is also applied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RATE = 48_000
+WINDOW = 10 * RATE
+HOP = 5 * RATE
+DIM = 512
+WRITE_BATCH = 256
+"""Windows per flush while building the synthetic cards (a unit flushes every 4; this only saves time)."""
+T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+FULL_SIZE_MS_PER_WINDOW = 84.7
+"""Full-size BioLingual fp32 on this machine, 1 thread (BENCHMARKS.md, compare_baseline.py)."""
+SEARCH_QUERIES = 5
+RESCORE_THRESHOLD = 16.0
+"""Score (cosine × 100) that about 1 % of random windows reach for their best of 100 random labels."""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
+    rows = rng.standard_normal((count, DIM), dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def make_bundle(folder: Path, labels: int) -> tuple[Path, Path]:
+    """A bundle with a 512-d label set (the audio model is never run here, only its sha256 matters)."""
+    from edge.bundle import FrontendParams, LabelSetEntry, Manifest, ModelEntry, TensorSpec, write_manifest
+    from edge.labels import parse_labels
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audio_encoder.fp32.onnx").write_bytes(b"synthetic model for the archive benchmark")
+    names = "\n".join(f"species {i:03d}" for i in range(labels))
+    label_file = folder.parent / "labels.txt"
+    label_file.write_text(names + "\n", encoding="utf-8")
+    listed = parse_labels(names)
+    (folder / "labels").mkdir(exist_ok=True)
+    np.savez(folder / "labels" / f"{listed.key}.npz", embeddings=unit_vectors(np.random.default_rng(1), labels))
+    frontend = FrontendParams(RATE, 1024, 480, 64, 50.0, 14_000.0, 10)
+    model = ModelEntry("audio_encoder.fp32.onnx", "fp32", "onnxruntime",
+                       (TensorSpec("input_features", ("batch", 1, 1001, 64), "float32"),),
+                       (TensorSpec("audio_embeds", ("batch", DIM), "float32"),))
+    write_manifest(folder, Manifest("synthetic", "0", frontend, DIM, 100.0, models={"fp32": model},
+                                    label_sets={listed.key: LabelSetEntry(listed.key, f"labels/{listed.key}.npz",
+                                                                          listed.names, "text")}))
+    return folder, label_file
+
+
+def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
+    from edge.bundle import open_bundle
+    from edge.sinks.cardlog import CardLog, UnitIdentity
+    from edge.sinks.embeddings import embedding_spec
+
+    spec = embedding_spec(open_bundle(work / "bundle"), "fp32", "fp16")
+    rng = np.random.default_rng(0)
+    per_unit = windows // units
+    for unit in range(units):
+        log = CardLog(work / "cards" / f"unit-{unit:02d}", UnitIdentity(f"unit-{unit:02d}", "season"), RATE, {},
+                      embeddings=spec, wall_clock=lambda: T0)
+        log.open_stream(T0 + timedelta(minutes=unit), 0, "ntp")
+        for first in range(0, per_unit, WRITE_BATCH):
+            count = min(WRITE_BATCH, per_unit - first)
+            starts = [(first + i) * HOP for i in range(count)]
+            log.embeddings(starts, [s + WINDOW for s in starts], unit_vectors(rng, count))
+            log.flush()
+        log.close()
+    card_bytes = sum(p.stat().st_size for p in (work / "cards").rglob("embeddings/*.emb"))
+    return {"card_bytes_per_window": card_bytes / (per_unit * units)}
+
+
+def phase_collect(work: Path) -> dict[str, float]:
+    from edge.desk.collect import collect
+
+    result = collect(sorted((work / "cards").iterdir()), work / "season.duckdb")
+    return {"windows_added": result.added.get("windows", 0)}
+
+
+def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
+    from edge.desk.rescore import RescoreOptions, rescore
+
+    result = rescore(work / "season.duckdb", work / "bundle", work / "labels.txt", work / "rescored",
+                     RescoreOptions(threshold=threshold))
+    return {"windows": result.windows, "rows": result.rows}
+
+
+def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
+    from edge.bundle import open_bundle
+    from edge.desk.search import SearchFilter, search
+
+    bundle = open_bundle(work / "bundle")
+    rng = np.random.default_rng(7)
+    started = time.perf_counter()
+    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter())
+    first = time.perf_counter() - started
+    warm = []
+    for _ in range(SEARCH_QUERIES):
+        started = time.perf_counter()
+        search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter())
+        warm.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter(unit="unit-03"))
+    one_unit = time.perf_counter() - started
+    result = {"first_query_s": first, "warm_median_s": float(np.median(warm)), "one_unit_s": one_unit}
+    return {**result, **prefilter_recall(work, bundle, rng)} if recall else result
+
+
+def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
+    """recall@10 of the binary prefilter against the exact scan: random queries, and archived windows + noise."""
+    from edge.desk.archive import read_embeddings
+    from edge.desk.search import SearchFilter, search
+
+    db = work / "season.duckdb"
+    examples = read_embeddings(db, rng.integers(1, 1000, SEARCH_QUERIES).tolist())
+    noisy = examples + rng.standard_normal(examples.shape, dtype=np.float32) * 0.02
+    recalls: dict[str, list[float]] = {"random": [], "example": []}
+    timings = []
+    for kind, queries in (("random", unit_vectors(rng, SEARCH_QUERIES)), ("example", noisy)):
+        for query in queries:
+            exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, SearchFilter())}  # type: ignore[arg-type]
+            started = time.perf_counter()
+            fast = search(db, bundle, query, 10, SearchFilter(), prefilter=True)  # type: ignore[arg-type]
+            timings.append(time.perf_counter() - started)
+            recalls[kind].append(len(exact & {h.meta["window_id"] for h in fast}) / 10)
+    return {"prefilter_warm_median_s": float(np.median(timings)),
+            "prefilter_recall10_random": float(np.mean(recalls["random"])),
+            "prefilter_recall10_example": float(np.mean(recalls["example"]))}
+
+
+def phase_naive(work: Path) -> dict[str, float]:
+    """``analyze`` on a real 60 s recording with the tiny random model: seconds per window (a lower bound)."""
+    from edge.analyze import AnalyzeOptions, analyze_paths
+    from export.checkpoint import load_checkpoint
+    from export.onnx_bundle import export_fp32_bundle
+    from export.synthetic import build_checkpoint
+
+    audio = REPO.parent / "shared" / "audio"
+    checkpoint = build_checkpoint(work / "tiny-checkpoint", "tiny", seed=0)
+    bundle = work / "tiny-bundle"
+    export_fp32_bundle(load_checkpoint(str(checkpoint)), bundle, audio)
+    labels = work / "tiny-labels.txt"
+    labels.write_text("toad\n", encoding="utf-8")
+    from edge.bundle import open_bundle
+    from edge.labels import read_labels
+    from export.labels import DEFAULT_TEMPLATE, store_label_set, text_embeddings
+
+    listed = read_labels(labels)
+    store_label_set(open_bundle(bundle), listed, text_embeddings(load_checkpoint(str(checkpoint)), listed,
+                                                                 (DEFAULT_TEMPLATE,)), "text", (DEFAULT_TEMPLATE,))
+    recording = audio / "kitzeslab__opensoundscape" / "1min.wav"
+    started = time.perf_counter()
+    result = analyze_paths([recording], labels, bundle, work / "naive", AnalyzeOptions(threads=1))
+    seconds = time.perf_counter() - started
+    windows = max(1, result.detections)
+    return {"s_per_window_tiny": seconds / windows, "windows": windows}
+
+
+PHASES = {"write", "collect", "rescore", "rescore-threshold", "search", "naive"}
+
+
+def run_phase(name: str, args: argparse.Namespace) -> dict[str, float]:
+    command = [sys.executable, __file__, "--phase", name, "--workdir", str(args.workdir), "--windows",
+               str(args.windows), "--units", str(args.units), *(["--no-recall"] if args.no_recall else [])]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"phase {name} failed:\n{done.stderr[-4000:]}")
+    return {"wall_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, default=1_000_000)
+    parser.add_argument("--units", type=int, default=20)
+    parser.add_argument("--labels", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/archive-bench"))
+    parser.add_argument("--phase", choices=sorted(PHASES))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-recall", action="store_true", help="search phase: skip the prefilter recall runs")
+    parser.add_argument("--phases", default="write,collect,rescore,rescore-threshold,search,naive",
+                        help="comma-separated phases to run, in order")
+    args = parser.parse_args()
+    work: Path = args.workdir
+    if args.phase:
+        handlers = {"write": lambda: phase_write(work, args.windows, args.units),
+                    "collect": lambda: phase_collect(work), "rescore": lambda: phase_rescore(work, None),
+                    "rescore-threshold": lambda: phase_rescore(work, RESCORE_THRESHOLD),
+                    "search": lambda: phase_search(work, not args.no_recall), "naive": lambda: phase_naive(work)}
+        result = handlers[args.phase]()
+        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    make_bundle(work / "bundle", args.labels)
+    report: dict[str, object] = {"windows": args.windows, "units": args.units, "labels": args.labels}
+    for name in args.phases.split(","):
+        report[name] = run_phase(name, args)
+        print(name, json.dumps(report[name]), flush=True)
+    naive = report.get("naive")
+    rescore = report.get("rescore")
+    if isinstance(naive, dict) and isinstance(rescore, dict):
+        report["ratio"] = naive_ratio(naive, rescore, args.windows)
+        print("ratio", json.dumps(report["ratio"]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def naive_ratio(naive: dict[str, float], rescore: dict[str, float], windows: int) -> dict[str, float]:
+    """Re-running the model over every window (tiny random model measured; full size from BENCHMARKS.md)
+    against one rescore from a cold process."""
+    naive_tiny_s = naive["s_per_window_tiny"] * windows
+    naive_full_s = FULL_SIZE_MS_PER_WINDOW / 1000 * windows
+    return {"naive_tiny_s": naive_tiny_s, "naive_full_size_s": naive_full_s,
+            "rescore_vs_naive_tiny": naive_tiny_s / rescore["wall_s"],
+            "rescore_vs_naive_full_size": naive_full_s / rescore["wall_s"]}
+
+
+if __name__ == "__main__":
+    main()
