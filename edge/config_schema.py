@@ -92,6 +92,8 @@ class AnalysisSection(StrictModel):
     threshold: float | None = None
     """Score a label needs to start a detection; None: report the best label of every window."""
     label_thresholds: dict[str, float] = {}
+    heads: list[str] = []
+    """Trained heads of the bundle scored next to the labels (made by ``logs train-head --name``)."""
     hysteresis: Annotated[float, Field(ge=0)] = 0.0
     """An open detection continues while its label scores at least its threshold minus this."""
     confirm_n: Annotated[int, Field(ge=1)] = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -79,7 +80,7 @@ def stages_for(config: UnitConfig, bundle: Bundle, precision: str, force_precisi
                         backend=config.model.backend, threads=config.model.threads,
                         providers=tuple(config.model.providers), score_mode=config.analysis.score_mode,
                         highpass_hz=config.audio.highpass_hz, force_precision=force_precision,
-                        low_memory=config.model.low_memory)
+                        low_memory=config.model.low_memory, heads=tuple(config.analysis.heads))
 
 
 def detector_options(config: UnitConfig, rate: int) -> DetectorOptions:
@@ -165,6 +166,9 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     options.validate(window, hop)
     labels = labels_with_prompts(config)
     stages = stages_for(config, bundle, precision, force_precision)
+    # calibrated thresholds from the bundle and heads' defaults, unless the config sets a label's own
+    options = dataclasses.replace(options, per_label_enter={**stages.selector.per_label, **options.per_label_enter})
+    options.validate(window, hop)
     log.info("model %s, %s precision on %s", bundle.manifest.model_id, precision, config.model.backend)
     health = config.health
     clips = config.storage.clips
@@ -188,5 +192,6 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     def rebuild() -> Stages:
         return stages_for(config, bundle, precision, force_precision)
 
-    return Daemon(build_source(config, rate, input_options), rebuild, EventDetector(labels.names, options), sink,
-                  daemon_options, schedule=schedule, stages=stages)
+    detector = EventDetector(stages.scorer.label_set.names, options)  # the list, its prompts, then any heads
+    return Daemon(build_source(config, rate, input_options), rebuild, detector, sink, daemon_options,
+                  schedule=schedule, stages=stages)

@@ -160,3 +160,49 @@ def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
     night_before = [r["start_s"] for r in before if r["label"] == "night"]
     assert [r["start_s"] for r in after if r["label"] == "night"] == night_before  # uncalibrated: unchanged
     assert all(r["p_correct"] == "" for r in after if r["label"] == "night")
+
+
+def test_run_uses_the_installed_calibration_and_heads(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                      toad_in_night: Path, tmp_path: Path) -> None:
+    """The field daemon: a calibrated label fires only at its calibrated threshold; a head is scored too."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edge.bundle import open_bundle
+    from edge.calibrated import space_sha256
+    from edge.desk.calibrate import install_calibration
+    from edge.desk.cards import read_card
+    from edge.desk.train_head import HeadFit, install_head
+    from edge.labels import read_labels
+    from edge.scoring import load_label_set
+
+    bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
+    labels = read_labels(example_labels[0])
+    before = _analyze([str(toad_in_night), "--labels", str(example_labels[0]), "--bundle", str(bundle), "--top-k",
+                       "2", "--out", str(tmp_path / "before")])
+    toad = sorted(float(r["score"]) for r in before if r["label"] == "toad")
+    cut = toad[len(toad) // 2]
+    review = ReviewFile(tuple(Verdict("toad", s, "yes" if s >= cut else "no") for s in toad * 3), labels.key,
+                        space_sha256(open_bundle(bundle)), "logit")
+    result = calibrate(review, [0.9], replicates=50)
+    threshold = result["labels"]["toad"]["thresholds"]["0.9"]["score"]
+    install_calibration(bundle, result)
+    opened = open_bundle(bundle)
+    toad_row = load_label_set(opened, labels).embeddings[0]
+    install_head(opened, "frogs", [HeadFit("toad head", 50 * toad_row, 0.0, 10, 10, 5, 0.9, 0.9, 0.5, 0.5)], {})
+    card = tmp_path / "card"
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--labels", str(example_labels[0]), "--bundle", str(bundle),
+         "--log-dir", str(card), "--input", str(toad_in_night), "--fast", "--threshold", "-1000",
+         "--set", "analysis.heads=[frogs]"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    table = read_card(card).detections
+    cols = {name: i for i, name in enumerate(table.columns)}
+    peaks = [(r[cols["label"]], float(r[cols["score"]])) for r in table.rows]
+    assert any(label == "night" for label, _ in peaks)  # uncalibrated: the run's own (very low) threshold
+    toad_peaks = [score for label, score in peaks if label == "toad"]
+    assert toad_peaks and min(toad_peaks) >= threshold
+    head_peaks = [score for label, score in peaks if label == "toad head"]
+    assert head_peaks and min(head_peaks) >= 0  # scored next to the list; a head fires at P >= 0.5

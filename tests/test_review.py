@@ -120,3 +120,11 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
     with open(out / "detections.csv", encoding="utf-8") as handle:
         toad = [r for r in csv.DictReader(handle) if r["label"] == "toad"]
     assert toad and all(r["p_correct"] and float(r["p_correct"]) >= 0.9 - 1e-3 for r in toad)
+    rescored = tmp_path / "rescore"
+    cli("logs", "rescore", "--db", str(archive["db"]), "--bundle", str(archive["bundle"]), "--labels",
+        str(archive["labels"]), "--out", str(rescored))
+    with open(rescored / "detections.csv", encoding="utf-8") as handle:
+        rescore_rows = list(csv.DictReader(handle))
+    rescore_toad = [r for r in rescore_rows if r["label"] == "toad"]
+    assert rescore_toad and all(float(r["p_correct"]) >= 0.9 - 1e-3 for r in rescore_toad)
+    assert all(r["p_correct"] == "" for r in rescore_rows if r["label"] == "night")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.bundle import Bundle, open_bundle
+from edge.calibrated import load_calibrations
 from edge.desk.archive import archive_root, require_windows, scan
 from edge.desk.database import CollectError, connect, run
 from edge.desk.rescore_tables import window_tables
@@ -124,7 +125,7 @@ class TableWriter:
         for start, end, label, score, cosine, rank, utc in rows:
             stamp = "" if utc is None else utc.replace(tzinfo=timezone.utc).isoformat()
             self._csv.writerow([recording, seconds(start, rate), seconds(end, rate), label, f"{score:.6g}",
-                                f"{cosine:.6g}", rank, stamp])
+                                f"{cosine:.6g}", rank, stamp, ""])  # p_correct: per-window calibration only
         self._raven(recording, rate, rows)
         self.rows += len(rows)
 
@@ -138,12 +139,13 @@ class TableWriter:
             path.write_text("\t".join(RAVEN_COLUMNS) + "\n", encoding="utf-8")
             self._tables[recording] = (path, 0)
         path, number = self._tables[recording]
+        begin_path = recording if "/stream" not in recording else ""  # a unit stream is no file
         with open(path, "a", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
             for start, end, label, score, _, rank, _ in rows:
                 number += 1
                 writer.writerow([number, "Spectrogram 1", 1, seconds(start, rate), seconds(end, rate), *self.band,
-                                 label, f"{score:.6g}", rank])
+                                 label, f"{score:.6g}", rank, begin_path])
         self._tables[recording] = (path, number)
 
     def close(self) -> None:
@@ -167,7 +169,7 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
         where, params, kept, other = model_filter(con, bundle)
         if options.rules is None:
             rows = window_tables(con, db_path, where, params, scorer, names, shown, options, out_dir,
-                                 (frontend.f_min, frontend.f_max))
+                                 (frontend.f_min, frontend.f_max), load_calibrations(bundle, [listed.key]))
             return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
         writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
         try:

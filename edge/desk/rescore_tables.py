@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.calibrated import Calibration
 from edge.desk.archive import archive_root, scan
 from edge.scoring import Scorer, top_k
 from edge.sinks.cardformat import TEMP_PREFIX
@@ -33,7 +34,8 @@ SELECTED = f"""
     SELECT {RECORDING} AS recording, s.window_id, s.rank, l.label,
         printf('%.3f', {START} / w.sample_rate::DOUBLE) AS start_s,
         printf('%.3f', ({START} + w.end_sample - w.start_sample) / w.sample_rate::DOUBLE) AS end_s,
-        printf('%.6g', s.score::DOUBLE) AS score, printf('%.6g', s.cosine::DOUBLE) AS cosine, {UTC_TEXT} AS start_utc
+        printf('%.6g', s.score::DOUBLE) AS score, printf('%.6g', s.cosine::DOUBLE) AS cosine, {UTC_TEXT} AS start_utc,
+        coalesce(printf('%.4f', s.p_correct), '') AS p_correct
     FROM read_parquet(?) s JOIN windows w USING (window_id) JOIN rescore_labels l USING (label_index)"""
 
 
@@ -43,8 +45,9 @@ def _sql_text(text: str) -> str:
 
 def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, params: list[Any], scorer: Scorer,
                   names: np.ndarray, shown: np.ndarray, options: RescoreOptions, out_dir: Path,
-                  band: tuple[float, float]) -> int:
-    """Per window the ``top_k`` best shown labels reaching the threshold (as ``analyze`` selects them); returns
+                  band: tuple[float, float], calibration: Calibration | None = None) -> int:
+    """Per window the ``top_k`` best shown labels reaching their threshold (as ``analyze`` selects them: a
+    calibrated label's own threshold, else ``options.threshold``), with ``p_correct`` where calibrated; returns
     the number of rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -52,7 +55,11 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
     visible = np.flatnonzero(shown)
     temp = out_dir / (TEMP_PREFIX + SELECTIONS)
     schema = pa.schema([("window_id", pa.int64()), ("rank", pa.int32()), ("label_index", pa.int32()),
-                        ("score", pa.float32()), ("cosine", pa.float32())])
+                        ("score", pa.float32()), ("cosine", pa.float32()), ("p_correct", pa.float64())])
+    shown_names = tuple(str(n) for n in names[visible])
+    calibrated = calibration.thresholds() if calibration else {}
+    global_limit = np.nan if options.threshold is None else options.threshold
+    limits = np.array([calibrated.get(n, global_limit) for n in shown_names], np.float64)
     total = 0
     with pq.ParquetWriter(temp, schema, compression="none") as writer:
         for block in scan(con, archive_root(db_path), where, params):
@@ -60,13 +67,16 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
             score, cosine = scores.score[:, visible], scores.cosine[:, visible]
             best = top_k(score, options.top_k)
             values = np.take_along_axis(score, best, axis=1)
-            keep = np.ones(values.shape, bool) if options.threshold is None else values >= options.threshold
+            keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
             rows, ranks = np.nonzero(keep)
             total += len(rows)
+            p_correct = (np.take_along_axis(calibration.p_correct(shown_names, score), best, axis=1)[rows, ranks]
+                         if calibration else np.full(len(rows), np.nan))
             writer.write_table(pa.table({
                 "window_id": block.window_ids[rows], "rank": (ranks + 1).astype(np.int32),
                 "label_index": best[rows, ranks].astype(np.int32), "score": values[rows, ranks],
-                "cosine": np.take_along_axis(cosine, best, axis=1)[rows, ranks]}, schema=schema))
+                "cosine": np.take_along_axis(cosine, best, axis=1)[rows, ranks],
+                "p_correct": pa.array(p_correct, pa.float64(), mask=np.isnan(p_correct))}, schema=schema))
     con.register("rescore_labels", pa.table({"label_index": np.arange(len(visible), dtype=np.int32),
                                              "label": [str(n) for n in names[visible]]}))
     try:
@@ -79,7 +89,8 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
 
 
 def _write_csv(con: duckdb.DuckDBPyConnection, selections: Path, path: Path) -> None:
-    query = (f"SELECT recording AS file, start_s, end_s, label, score, cosine, rank, start_utc FROM ({SELECTED}) "
+    query = (f"SELECT recording AS file, start_s, end_s, label, score, cosine, rank, start_utc, p_correct "
+             f"FROM ({SELECTED}) "
              "ORDER BY window_id, rank")
     con.execute(f"COPY ({query.replace('?', _sql_text(str(selections)))}) TO {_sql_text(str(path))} "
                 "(FORMAT csv, HEADER true)")
