@@ -22,6 +22,7 @@ import numpy as np
 from edge.audio.files import find_audio_files
 from edge.bundle import Bundle, LabelSetEntry, sha256_file, write_manifest
 from edge.calibrated import space_sha256
+from edge.desk.calibrate import read_review
 from edge.errors import ConfigError
 from edge.heads import head_key
 from edge.scoring import HEAD_SOURCE
@@ -62,9 +63,13 @@ class TrainingSet:
 
 def read_verdict_ids(review_csv: Path) -> dict[str, dict[int, bool]]:
     """Per label, reviewed window id -> verdict is ``yes`` (``unsure`` and empty verdicts left out)."""
+    read_review(review_csv)  # the same one-line errors as `calibrate` for a missing or malformed file
     by_label: dict[str, dict[int, bool]] = {}
     with open(review_csv, newline="", encoding="utf-8-sig") as handle:
-        for row in csv.DictReader(handle):
+        rows = csv.DictReader(handle)
+        if "window_id" not in (rows.fieldnames or ()):
+            raise ConfigError(f"{review_csv} has no window_id column", "pass the review.csv written by `logs review`")
+        for row in rows:
             verdict = (row.get("verdict") or "").strip().lower()
             if verdict in ("yes", "no"):
                 by_label.setdefault(row["label"], {})[int(row["window_id"])] = verdict == "yes"
