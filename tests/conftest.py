@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,3 +241,17 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tin
     out = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("textbundle") / "bundle"))
     export_text_fp32(load_checkpoint(str(tiny_checkpoint)), out)
     return out
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by playwright (its own browser download is never used)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install 'biolingual-edge[test]'")
+    assert CHROMIUM, "no chromium on PATH: apt-get install chromium (as .ci/run does)"
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

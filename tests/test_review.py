@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from edge.cli import app
 from edge.desk.collect import collect
 from edge.desk.review import stratified_sample
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PER_LABEL = 12
 
 
@@ -62,16 +60,6 @@ def test_review_csv_samples_each_label_with_audio_references(archive: dict[str, 
         assert all(r["verdict"] == "" and r["source_path"] and r["audio"] for r in mine)
         scores = sorted(float(r["score"]) for r in mine)
         assert scores[-1] > scores[0]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install 'biolingual-edge[test]'")
-    assert CHROMIUM, "no chromium on PATH: apt-get install chromium (as .ci/run does)"
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[str, Path], browser: Any,
