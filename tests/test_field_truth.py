@@ -174,7 +174,7 @@ def test_full_card_until_stop_loses_nothing_thanks_to_the_reserve(example_bundle
     stop = [r for r in events if r["kind"] == "stop"]
     assert stop, "the stop event reached the card through the reserved space"
     assert "reserve_released" in [r["kind"] for r in events]
-    assert stop[0]["rows_not_on_card"] == {"effort": 0, "detections": 0, "events": 0, "health": 0}
+    assert stop[0]["rows_not_on_card"] == {"effort": 0, "detections": 0, "events": 0, "health": 0, "embeddings": 0}
     assert code == 0, process.stderr.read() if process.stderr else ""
     analysed = sum(float(s) for s in column(contents.effort, "analysed_s"))
     assert analysed == pytest.approx(stop[0]["sample"] / RATE, abs=1e-3), "every analysed second is on the card"

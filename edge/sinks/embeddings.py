@@ -25,7 +25,7 @@ from edge.sinks.embedformat import (
     SegmentHeader,
     encode_records,
 )
-from edge.sinks.segments import SegmentStream, atomic_write
+from edge.sinks.segments import SegmentStream, atomic_write, make_dirs
 from edge.sinks.streamclock import StreamClock
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class FileEmbeddingArchive:
         self.sample_rate = sample_rate
         self.spec = spec
         self.start_utc = start_utc
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.folder)
 
     def resume(self, state: Any) -> None:
         """Nothing to cut back: every segment on disk is whole."""

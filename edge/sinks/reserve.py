@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from edge.sinks.segments import fsync_dir
+from edge.sinks.segments import fsync_dir, make_dirs
 
 RESERVE_FILE = ".reserved-space"
 """Name of the reserve on the card root (deleted when the space is needed, recreated at the next boot)."""
@@ -74,7 +74,7 @@ def spill(folder: Path, boot_id: str, rows: Iterable[tuple[str, date, bytes]]) -
     data = b"".join(json.dumps({"kind": kind, "day": day.isoformat(), "line": line.decode("utf-8")},
                                ensure_ascii=False).encode("utf-8") + b"\n" for kind, day, line in rows)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
         with open(path, "ab") as handle:
             handle.write(data)
             handle.flush()
