@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio.files import find_audio_files, read_file
-from edge.backends.ort import OrtBackend
+from edge.audio.files import find_audio_files
 from edge.bundle import Bundle
-from edge.frontend import LogMelFrontend
+from edge.examples import embed_recordings
 from edge.label_sets import DEFAULT_TEMPLATE, MAX_TOKENS, normalise, store_label_set, template_embeddings
 from edge.labels import LabelList
-from edge.windowing import clip_windows
 from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 
@@ -50,9 +48,6 @@ def text_embeddings(checkpoint: Checkpoint, labels: LabelList, templates: tuple[
 
 def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) -> np.ndarray:
     """Per label, the mean normalised audio embedding of every window of ``examples_dir/<label>/*``."""
-    params = bundle.manifest.frontend
-    frontend = LogMelFrontend(params)
-    backend = OrtBackend(bundle, "fp32")
     rows = []
     for name in labels.names:
         folder = examples_dir / name
@@ -60,12 +55,7 @@ def example_embeddings(bundle: Bundle, labels: LabelList, examples_dir: Path) ->
         if not files:
             raise ExportError(f"no example recordings for label '{name}' in {folder}",
                               f"put WAV/FLAC files of '{name}' in {folder}/")
-        windows = []
-        for path in files:
-            samples = read_file(path, params.sampling_rate)
-            windows.extend(w.samples for w in clip_windows(samples, params.window_samples, params.window_samples))
-        embeddings = backend.embed(frontend.batch(windows))
-        rows.append(normalise(embeddings).mean(axis=0))
+        rows.append(embed_recordings(bundle, files).mean(axis=0))
     return normalise(np.stack(rows))
 
 
