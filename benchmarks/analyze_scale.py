@@ -42,7 +42,7 @@ PROJECTED_NODE_CORES = (2, 32)
 
 def analyze_run(recording: Path, bundle: Path, labels: Path, out: Path, *flags: str) -> dict[str, Any]:
     """One ``biolingual-edge analyze`` subprocess: wall time and when the first unit reached the work log."""
-    from edge.analysis_writer import WORKLOG_NAME
+    from edge.batch.writer import WORKLOG_NAME
 
     if out.exists():
         shutil.rmtree(out)  # a work log left by an earlier run would read as this run's first unit
@@ -106,7 +106,7 @@ def main() -> None:
 
     from compare_baseline import in_child, reference_run
 
-    from edge.analysis_pool import available_cores
+    from edge.batch.pool import available_cores
 
     bundle, labels, recording = bench_inputs(args.workdir, args.audio, args.minutes)
     audio_s = args.minutes * 60

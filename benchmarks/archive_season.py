@@ -50,8 +50,8 @@ def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def make_bundle(folder: Path, labels: int) -> tuple[Path, Path]:
     """A bundle with a 512-d label set (the audio model is never run here, only its sha256 matters)."""
-    from edge.bundle import FrontendParams, LabelSetEntry, Manifest, ModelEntry, TensorSpec, write_manifest
-    from edge.labels import parse_labels
+    from edge.model.bundle import FrontendParams, LabelSetEntry, Manifest, ModelEntry, TensorSpec, write_manifest
+    from edge.scoring.labels import parse_labels
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "audio_encoder.fp32.onnx").write_bytes(b"synthetic model for the archive benchmark")
@@ -72,9 +72,9 @@ def make_bundle(folder: Path, labels: int) -> tuple[Path, Path]:
 
 
 def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
-    from edge.bundle import open_bundle
-    from edge.sinks.cardlog import CardLog, UnitIdentity
-    from edge.sinks.embeddings import embedding_spec
+    from edge.card.cardlog import CardLog, UnitIdentity
+    from edge.card.embeddings import embedding_spec
+    from edge.model.bundle import open_bundle
 
     spec = embedding_spec(open_bundle(work / "bundle"), "fp32", "fp16")
     rng = np.random.default_rng(0)
@@ -94,14 +94,14 @@ def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
 
 
 def phase_collect(work: Path) -> dict[str, float]:
-    from edge.desk.collect import collect
+    from desk.collect.ingest import collect
 
     result = collect(sorted((work / "cards").iterdir()), work / "season.duckdb")
     return {"windows_added": result.added.get("windows", 0)}
 
 
 def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
-    from edge.desk.rescore import RescoreOptions, rescore
+    from desk.archive.rescore import RescoreOptions, rescore
 
     result = rescore(work / "season.duckdb", work / "bundle", work / "labels.txt", work / "rescored",
                      RescoreOptions(threshold=threshold))
@@ -109,8 +109,8 @@ def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
 
 
 def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
-    from edge.bundle import open_bundle
-    from edge.desk.search import SearchFilter, search
+    from desk.archive.search import SearchFilter, search
+    from edge.model.bundle import open_bundle
 
     bundle = open_bundle(work / "bundle")
     rng = np.random.default_rng(7)
@@ -131,8 +131,8 @@ def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
 
 def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
     """recall@10 of the binary prefilter against the exact scan: random queries, and archived windows + noise."""
-    from edge.desk.archive import read_embeddings
-    from edge.desk.search import SearchFilter, search
+    from desk.archive.search import SearchFilter, search
+    from desk.archive.store import read_embeddings
 
     db = work / "season.duckdb"
     examples = read_embeddings(db, rng.integers(1, 1000, SEARCH_QUERIES).tolist())
@@ -153,7 +153,7 @@ def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> di
 
 def phase_naive(work: Path) -> dict[str, float]:
     """``analyze`` on a real 60 s recording with the tiny random model: seconds per window (a lower bound)."""
-    from edge.analyze import AnalyzeOptions, analyze_paths
+    from edge.batch.analyze import AnalyzeOptions, analyze_paths
     from export.checkpoint import load_checkpoint
     from export.onnx_bundle import export_fp32_bundle
     from export.synthetic import build_checkpoint
@@ -164,8 +164,8 @@ def phase_naive(work: Path) -> dict[str, float]:
     export_fp32_bundle(load_checkpoint(str(checkpoint)), bundle, audio)
     labels = work / "tiny-labels.txt"
     labels.write_text("toad\n", encoding="utf-8")
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
     from export.labels import DEFAULT_TEMPLATE, store_label_set, text_embeddings
 
     listed = read_labels(labels)

@@ -25,7 +25,7 @@ DIM = 512
 
 
 def bench_calibration(labels: int, verdicts: int) -> float:
-    from edge.desk.calibrate import ReviewFile, Verdict, calibrate
+    from desk.review.calibrate import ReviewFile, Verdict, calibrate
 
     rng = np.random.default_rng(0)
     rows = []
@@ -41,7 +41,7 @@ def bench_calibration(labels: int, verdicts: int) -> float:
 
 
 def bench_heads(labels: int, windows: int) -> float:
-    from edge.desk.train_head import TrainingSet, fit_head
+    from desk.review.train_head import TrainingSet, fit_head
 
     rng = np.random.default_rng(1)
     embeddings = rng.normal(size=(windows, DIM)).astype(np.float32)
@@ -56,7 +56,7 @@ def bench_heads(labels: int, windows: int) -> float:
 
 def bench_scorer(text_labels: int, heads: int, repeats: int = 2000) -> tuple[float, float]:
     """Microseconds per window for batch-1 scoring: text labels only, and with heads added."""
-    from edge.scoring import LabelSet, Scorer
+    from edge.scoring.scorer import LabelSet, Scorer
 
     rng = np.random.default_rng(2)
     text = rng.normal(size=(text_labels, DIM)).astype(np.float32)
@@ -77,8 +77,8 @@ def bench_scorer(text_labels: int, heads: int, repeats: int = 2000) -> tuple[flo
 
 
 def model_ms_per_window(bundle: Path, windows: int = 6) -> float:
-    from edge.backends.ort import OrtBackend
-    from edge.bundle import open_bundle
+    from edge.model.backends.ort import OrtBackend
+    from edge.model.bundle import open_bundle
 
     opened = open_bundle(bundle)
     backend = OrtBackend(opened, "fp32", threads=1)

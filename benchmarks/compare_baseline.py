@@ -36,9 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.audio.files import find_audio_files, read_file, stream_file  # noqa: E402
+from edge.audio.windowing import Window, Windower, clip_windows  # noqa: E402
 from edge.errors import AudioError  # noqa: E402
-from edge.pipeline import batched_windows  # noqa: E402
-from edge.windowing import Window, Windower, clip_windows  # noqa: E402
+from edge.stream.pipeline import batched_windows  # noqa: E402
 
 DEFAULT_AUDIO = REPO.parent / "shared" / "audio"
 DEFAULT_CACHE = Path("/tmp/bench-cache")
@@ -127,10 +127,10 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
              batch: int, labels: np.ndarray, threads: int | None) -> Run:
     """Our runtime end to end: stream_file -> Windower -> StreamingLogMel -> ORT -> Scorer."""
     started = time.perf_counter()
-    from edge.backends import create_backend
-    from edge.bundle import open_bundle
-    from edge.frontend_stream import StreamingLogMel
-    from edge.scoring import LabelSet, Scorer
+    from edge.model.backends import create_backend
+    from edge.model.bundle import open_bundle
+    from edge.model.frontend_stream import StreamingLogMel
+    from edge.scoring.scorer import LabelSet, Scorer
 
     bundle = open_bundle(bundle_dir)
     backend = create_backend(bundle, precision=precision, threads=threads, optimized=optimized)
@@ -264,8 +264,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the results table as markdown here")
     args = parser.parse_args()
 
-    from edge.bench import machine_info
-    from edge.bundle import open_bundle
+    from edge.model.bundle import open_bundle
+    from edge.ops.bench import machine_info
 
     args.cache.mkdir(parents=True, exist_ok=True)
     checkpoint, bundle = ensure_bundle(args.cache, args.audio)

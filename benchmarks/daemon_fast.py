@@ -46,8 +46,8 @@ def long_recording(audio: Path, minutes: float, out: Path) -> Path:
 
 
 def ensure_labels(bundle: Path, checkpoint: Path, labels_path: Path) -> None:
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
     from export.checkpoint import load_checkpoint
     from export.labels import DEFAULT_TEMPLATE, store_label_set, text_embeddings
 
@@ -62,7 +62,7 @@ def ensure_labels(bundle: Path, checkpoint: Path, labels_path: Path) -> None:
 def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_dir: Path,
                threads: int | None, low_memory: bool = False) -> dict[str, float]:
     """One `biolingual-edge run --fast` subprocess; wall time, CPU %, and what its health records say."""
-    from edge.desk.cards import read_card
+    from desk.collect.cards import read_card
 
     command = [sys.executable, "-m", "edge", "run", "--input", str(recording), "--fast", "--labels", str(labels),
                "--bundle", str(bundle), "--log-dir", str(log_dir), "--threshold", "0", "--heartbeat", "1",
@@ -110,7 +110,7 @@ def main() -> None:
     reference_rtf = reference.audio_s / reference.total_s
     rows = [{"pipeline": "reference: ClapFeatureExtractor + torch fp32 (in-process loop)", "rtf": reference_rtf,
              "ratio": 1.0, "peak_rss_mb": reference.peak_rss_mib}]
-    from edge.bundle import open_bundle
+    from edge.model.bundle import open_bundle
 
     present = [p for p in ("fp32", "fp16", "int8") if p in open_bundle(bundle).manifest.models]
     variants = [(p, False) for p in present] + [(p, True) for p in present if p == "int8"]

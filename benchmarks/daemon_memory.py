@@ -38,10 +38,10 @@ def stages_child(bundle: str, recording: str, low_memory: bool) -> None:
 
     marks["imports (edge.cli)"] = vm_hwm_mb()
     from edge.audio.files import read_file
-    from edge.backends.ort import OrtBackend
-    from edge.bundle import open_bundle
-    from edge.frontend_stream import StreamingLogMel
-    from edge.windowing import clip_windows
+    from edge.audio.windowing import clip_windows
+    from edge.model.backends.ort import OrtBackend
+    from edge.model.bundle import open_bundle
+    from edge.model.frontend_stream import StreamingLogMel
 
     opened = open_bundle(bundle)
     marks["+ onnxruntime import"] = vm_hwm_mb()

@@ -17,10 +17,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edge.desk.collect import collect
-from edge.desk.database import connect
-from edge.detect import DetectionEvent
-from edge.sinks.cardlog import CardLog, UnitIdentity
+from desk.collect.database import connect
+from desk.collect.ingest import collect
+from edge.card.cardlog import CardLog, UnitIdentity
+from edge.stream.detector import DetectionEvent
 
 RATE = 48_000
 WINDOW = 10 * RATE

@@ -25,8 +25,8 @@ KIB = 1024
 
 def measure(bundle: Path, precision: str, windows: int, batch: int, threads: int) -> dict[str, float]:
     """Child process: load one precision, warm up, time ``windows`` windows of real-shaped features."""
-    from edge.backends.ort import OrtBackend
-    from edge.bundle import open_bundle
+    from edge.model.backends.ort import OrtBackend
+    from edge.model.bundle import open_bundle
 
     opened = open_bundle(bundle)
     backend = OrtBackend(opened, precision, threads=threads)

@@ -3,7 +3,7 @@
 The season is written straight into the collection database with DuckDB (the same schema `logs collect`
 fills), not through the card writer: writing 1 M detections and 1.7 M effort minutes through ``CardLog``
 and collecting them would take far longer than the report itself (that route is what
-``tests/test_report.py`` exercises, on a smaller season). Clips: one real recording hard-linked under 6
+``tests/desk/report/test_report.py`` exercises, on a smaller season). Clips: one real recording hard-linked under 6
 clip names per species on one card folder, so the clip budget is exercised without 100 MB of copies.
 
 Baseline, measured in the same run on the same database: ``logs summary`` (SUMMARY.csv + PNGs); the ratio
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.desk.database import connect
-from edge.desk.report.page import ReportOptions, write_report
-from edge.desk.summary import summarise
-from edge.health import peak_rss_mb
-from edge.sinks.cardformat import CLIPS_DIR, compact_utc, safe_name
+from desk.collect.database import connect
+from desk.report.page import ReportOptions, write_report
+from desk.report.summary import summarise
+from edge.card.cardformat import CLIPS_DIR, compact_utc, safe_name
+from edge.daemon.health import peak_rss_mb
 
 RATE = 48_000
 START = datetime(2024, 4, 1, tzinfo=timezone.utc)

@@ -84,8 +84,8 @@ def prepare(workdir: Path, size: str, audio: Path) -> tuple[Path, Path, str]:
             subprocess.run([sys.executable, "-m", "export", command, *args], cwd=REPO, check=True)
     import dataclasses
 
-    from edge.bundle import open_bundle
-    from edge.text_encoder import PARITY_KEY
+    from edge.model.bundle import open_bundle
+    from edge.scoring.text_encoder import PARITY_KEY
     from export.errors import ExportError
     from export.text_int8 import add_text_int8, quantize_text_dynamic
     from export.text_onnx import TEXT_FILES, register_text_encoder
@@ -110,7 +110,7 @@ def static_int8(bundle: Path, out: Path, texts: list[str]) -> None:
     """Static Q/DQ INT8 of the fp32 text encoder, calibrated (min/max) on tokenised label prompts."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edge.text_encoder import TextEncoder
+    from edge.scoring.text_encoder import TextEncoder
 
     tokenizer = TextEncoder.from_bundle(bundle).tokenizer
     batches = [tokenizer.encode(texts[i : i + 16]) for i in range(0, len(texts), 16)]
@@ -131,8 +131,8 @@ def compare_static(bundle: Path, audio: Path, texts: list[str], threads: int) ->
     """Size, embedding time for ``texts`` and label-ranking agreement with fp32 of dynamic vs static INT8."""
     import dataclasses
 
-    from edge.bundle import Bundle, open_bundle
-    from edge.text_encoder import TextEncoder
+    from edge.model.bundle import Bundle, open_bundle
+    from edge.scoring.text_encoder import TextEncoder
     from export.text_int8 import audio_embeddings, compare
     from export.text_onnx import register_text_encoder
 
@@ -178,8 +178,8 @@ def main() -> None:
         "onnx int8 (labels add)": ("edge", ["labels", "add", "--precision", "int8", "--threads", str(args.threads),
                                             "--force-precision"]),
     }
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
 
     key = read_labels(labels).key
     results, embeddings = {}, {}

@@ -48,8 +48,8 @@ def main() -> None:
     checkpoint = load_checkpoint(str(trained))
     bundle = args.workdir / "bundle"
     export_fp32_bundle(checkpoint, bundle, args.audio)
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
     from export.labels import example_embeddings, store_label_set  # one label per training recording
 
     examples = args.workdir / "labels"

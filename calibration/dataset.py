@@ -1,4 +1,4 @@
-"""Calibration data: log-mel features computed by ``edge.frontend`` (so INT8 scales match runtime inputs).
+"""Calibration data: log-mel features computed by ``edge.model.frontend`` (so INT8 scales match runtime inputs).
 
 On disk a folder with ``calibration.npz`` (one array per model input, keyed by input name) and
 ``calibration.json`` (where each window came from); in memory an iterable of feed dicts.
@@ -17,8 +17,8 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.select import WindowSource, select_windows
-from edge.bundle import FrontendParams
-from edge.frontend import LogMelFrontend
+from edge.model.bundle import FrontendParams
+from edge.model.frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
 

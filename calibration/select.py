@@ -17,8 +17,8 @@ import soundfile as sf
 
 from calibration.errors import CalibrationError
 from edge.audio.files import find_audio_files, read_file
-from edge.bundle import FrontendParams
 from edge.errors import AudioError
+from edge.model.bundle import FrontendParams
 
 log = logging.getLogger(__name__)
 

@@ -3,28 +3,76 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperGroup
 
-from edge.analyze import AnalyzeOptions, RunOptions, analyze_paths
-from edge.bench import bench_command
+from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
+from edge.batch.pieces import DEFAULT_UNIT_S
+from edge.batch.run_record import ALL_WINDOWS_NOTE
 from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import report_errors, setup_logging, stderr
-from edge.desk.cli import logs_app
-from edge.run_record import ALL_WINDOWS_NOTE
-from edge.workunits import DEFAULT_UNIT_S
+from edge.ops.bench import bench_command
+
+DESK_GROUP = "logs"
+GROUP_ENTRY_POINTS = "biolingual_edge.groups"
+DESK_HELP = "Desk side: collect SD cards into a season archive, rescore, search, review, report (the desk extra)."
+
+
+class UnitCommands(TyperGroup):
+    """The unit's commands plus ``logs``, the desk's group, imported only when a ``logs`` command runs.
+
+    A recorder runs ``run``, ``check``, ``labels add`` and ``analyze`` without loading a desk module (and
+    without duckdb, pyarrow or matplotlib installed); ``logs …`` loads ``desk.cli`` on demand.
+    """
+
+    # Context and Command are click's (typer >= 0.24 vendors its own copy), hence ``Any``.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted([*super().list_commands(ctx), DESK_GROUP])
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name != DESK_GROUP:
+            return super().get_command(ctx, cmd_name)
+        return desk_group()
+
+
+def desk_group() -> Any:
+    """The desk's ``logs`` group, found through the ``biolingual_edge.groups`` entry point (the unit runtime
+    names no desk module), or a stand-in that says how to install the desk where it is missing."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=GROUP_ENTRY_POINTS, name=DESK_GROUP)
+    try:
+        logs_app = next(iter(found)).load() if found else None
+        missing = "biolingual-edge[desk]"
+    except ImportError as e:
+        logs_app, missing = None, e.name or str(e)
+    if logs_app is None:
+        logs_app = typer.Typer(help=DESK_HELP, add_completion=False)
+
+        @logs_app.command(DESK_GROUP, help=DESK_HELP, add_help_option=False,
+                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        def unavailable() -> None:
+            stderr.print(f"error: the desk commands need '{missing}', which is not installed here")
+            stderr.print("hint: pip install 'biolingual-edge\\[desk]' on the desk machine (never needed on a unit)")
+            raise typer.Exit(2)
+
+    group = typer.main.get_command(logs_app)
+    group.name = DESK_GROUP
+    return group
+
 
 app = typer.Typer(
+    cls=UnitCommands,
     help="BioLingual on a recorder unit: zero-shot species detection from a microphone or recordings.",
     no_args_is_help=True,
     add_completion=False,
 )
 register_ops(app)
-app.add_typer(logs_app, name="logs")
 app.add_typer(labels_app, name="labels")
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder made by `biolingual-export`.")]
@@ -139,10 +187,10 @@ def run(
 
     Settings come from --config/--unit, then --set KEY=VALUE, then the flags here (flags win).
     """
-    from edge.checks import read_sync_state
-    from edge.config import parse_override, resolve_config
+    from edge.config.loader import parse_override, resolve_config
+    from edge.ops.checks import read_sync_state
+    from edge.ops.setup import CLOCK_SYNC_FROM_SYSTEMD, InputOptions, build_daemon
     from edge.run_flags import run_overrides
-    from edge.unit_setup import CLOCK_SYNC_FROM_SYSTEMD, InputOptions, build_daemon
 
     overrides = dict(parse_override(s) for s in set_ or [])
     overrides.update(run_overrides(labels=labels, bundle=bundle, log_dir=log_dir, threshold=threshold,

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from edge.bundle import open_bundle
 from edge.cli_support import report_errors, stderr
-from edge.label_sets import DEFAULT_TEMPLATE, TEXT_SOURCE, store_label_set, template_embeddings
-from edge.labels import read_labels
-from edge.text_encoder import TEXT_PRECISIONS, TextEncoder
+from edge.model.bundle import open_bundle
+from edge.scoring.label_sets import DEFAULT_TEMPLATE, TEXT_SOURCE, store_label_set, template_embeddings
+from edge.scoring.labels import read_labels
+from edge.scoring.text_encoder import TEXT_PRECISIONS, TextEncoder
 
 labels_app = typer.Typer(help="Label sets of a bundle: add species without the workstation.", no_args_is_help=True)
 

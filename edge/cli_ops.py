@@ -12,13 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge.checks import Status, run_checks
 from edge.cli_support import report_errors, stderr
-from edge.config import UnitConfig, parse_override, profile_names, profile_path, resolve_config
-from edge.config_show import render_config
+from edge.config.loader import UnitConfig, parse_override, profile_names, profile_path, resolve_config
+from edge.config.show import render_config
 from edge.errors import ConfigError
-from edge.plan import PlanInputs, make_plan
-from edge.service import DEFAULT_UNIT_DIR, DEFAULT_USER, install_unit, render_unit
+from edge.ops.checks import Status, run_checks
+from edge.ops.plan import PlanInputs, make_plan
+from edge.ops.service import DEFAULT_UNIT_DIR, DEFAULT_USER, install_unit, render_unit
 
 stdout = Console(highlight=False, soft_wrap=True)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import LOCAL_REVISION_PREFIX, FrontendParams
+from edge.model.bundle import LOCAL_REVISION_PREFIX, FrontendParams
 from export.errors import ExportError
 
 DEFAULT_MODEL = "davidrrobinson/BioLingual"

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from edge.bundle import open_bundle
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.errors import LabelError
-from edge.labels import labels_from_folders, read_labels
+from edge.model.bundle import open_bundle
+from edge.scoring.labels import labels_from_folders, read_labels
 from export.checkpoint import DEFAULT_MODEL, load_checkpoint
 from export.errors import ExportError
 from export.labels import DEFAULT_TEMPLATE, check_same_model, example_embeddings, store_label_set, text_embeddings

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from edge.bundle import open_bundle
 from edge.cli_support import report_errors, stderr
+from edge.model.bundle import open_bundle
 from export.errors import ExportError
 
 TARGETS = ("ort", "trt")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge.cli_support import report_errors, stderr
-from edge.text_encoder import PARITY_KEY, TEXT_PRECISIONS
+from edge.scoring.text_encoder import PARITY_KEY, TEXT_PRECISIONS
 from export.checkpoint import DEFAULT_MODEL, load_checkpoint
 
 DEFAULT_PARITY_AUDIO = Path("../shared/audio")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.bundle import Bundle
+from edge.model.bundle import Bundle
 
 TOP_K = 5
 

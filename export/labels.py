@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio.files import find_audio_files
-from edge.bundle import Bundle
-from edge.examples import embed_recordings
-from edge.label_sets import DEFAULT_TEMPLATE, MAX_TOKENS, normalise, store_label_set, template_embeddings
-from edge.labels import LabelList
+from edge.model.bundle import Bundle
+from edge.model.examples import embed_recordings
+from edge.scoring.label_sets import DEFAULT_TEMPLATE, MAX_TOKENS, normalise, store_label_set, template_embeddings
+from edge.scoring.labels import LabelList
 from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 

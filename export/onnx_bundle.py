@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.ort import OrtBackend
-from edge.bundle import ORT_OPTIMIZED_KEY, Bundle, Manifest, ModelEntry, write_manifest
-from edge.frontend import LogMelFrontend
+from edge.model.backends.ort import OrtBackend
+from edge.model.bundle import ORT_OPTIMIZED_KEY, Bundle, Manifest, ModelEntry, write_manifest
+from edge.model.frontend import LogMelFrontend
 from export.checkpoint import Checkpoint, projected
 from export.errors import ExportError
 from export.onnx_export import export_audio_onnx

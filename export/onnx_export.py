@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import TensorSpec
+from edge.model.bundle import TensorSpec
 from export.errors import ExportError
 from export.optimize import resize_to_matmul
 

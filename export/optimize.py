@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import ORT_OPTIMIZED_KEY, Manifest
+from edge.model.bundle import ORT_OPTIMIZED_KEY, Manifest
 from export.errors import ExportError
 
 CUBIC_COEFF = -0.75

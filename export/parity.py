@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio.files import find_audio_files, read_file
-from edge.bundle import PARITY_FILE, read_manifest, sha256_file
+from edge.audio.windowing import clip_windows
 from edge.errors import AudioError
-from edge.frontend import LogMelFrontend
-from edge.windowing import clip_windows
+from edge.model.bundle import PARITY_FILE, read_manifest, sha256_file
+from edge.model.frontend import LogMelFrontend
 from export.errors import ExportError
 from export.fidelity import Fidelity
 

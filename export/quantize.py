@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from calibration.dataset import DEFAULT_BATCH, CalibrationSet
-from edge.bundle import ModelEntry, open_bundle, sha256_file, write_manifest
+from edge.model.bundle import ModelEntry, open_bundle, sha256_file, write_manifest
 from export.errors import ExportError
 from export.fidelity import Fidelity, bundle_label_embeddings, fidelity
 from export.fp16 import convert_fp16

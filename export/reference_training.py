@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from calibration.select import select_windows
-from edge.frontend import LogMelFrontend
+from edge.model.frontend import LogMelFrontend
 from export.checkpoint import load_checkpoint, projected
 
 log = logging.getLogger(__name__)

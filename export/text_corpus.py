@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.labels import read_labels
+from edge.scoring.labels import read_labels
 
 SHIPPED_LABELS = Path(__file__).resolve().parents[1] / "firmware_configs" / "labels" / "north-america-example.txt"
 LONG_NAME = ("Greater horseshoe bat Rhinolophus ferrumequinum echolocating while foraging along a hedgerow at "

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.ort import OrtBackend
-from edge.bundle import Bundle, Manifest, open_bundle, sha256_file
-from edge.frontend import LogMelFrontend
-from edge.text_encoder import PARITY_KEY, TextEncoder, text_entry
+from edge.model.backends.ort import OrtBackend
+from edge.model.bundle import Bundle, Manifest, open_bundle, sha256_file
+from edge.model.frontend import LogMelFrontend
+from edge.scoring.text_encoder import PARITY_KEY, TextEncoder, text_entry
 from export.errors import ExportError
 from export.fidelity import ranking_agreement
 from export.parity import real_windows, write_report

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import Bundle, Manifest, ModelEntry, TensorSpec, open_bundle, sha256_file, write_manifest
-from edge.label_sets import MAX_TOKENS
-from edge.text_encoder import (
+from edge.model.bundle import Bundle, Manifest, ModelEntry, TensorSpec, open_bundle, sha256_file, write_manifest
+from edge.scoring.label_sets import MAX_TOKENS
+from edge.scoring.text_encoder import (
     ATTENTION_MASK,
     INPUT_IDS,
     MAX_TOKENS_KEY,
@@ -29,7 +29,7 @@ from edge.text_encoder import (
     VOCAB_SIZE_KEY,
     TextEncoder,
 )
-from edge.text_tokenizer import BundleTokenizer
+from edge.scoring.text_tokenizer import BundleTokenizer
 from export.checkpoint import Checkpoint
 from export.errors import ExportError
 from export.labels import TorchTextEmbedder, check_same_model

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.backends.trt_api import gpu_identity, load_cudart, network_flags, require_tensorrt, version
-from edge.bundle import ModelEntry, open_bundle, write_manifest
-from edge.precision_gate import model_key
+from edge.model.backends.trt_api import gpu_identity, load_cudart, network_flags, require_tensorrt, version
+from edge.model.bundle import ModelEntry, open_bundle, write_manifest
+from edge.model.precision_gate import model_key
 from export.errors import ExportError
 
 log = logging.getLogger(__name__)

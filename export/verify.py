@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio.files import find_audio_files, read_file
-from edge.bundle import Bundle, open_bundle, write_manifest
+from edge.audio.windowing import clip_windows
 from edge.errors import AudioError, EdgeError
-from edge.frontend import LogMelFrontend
-from edge.windowing import clip_windows
+from edge.model.bundle import Bundle, open_bundle, write_manifest
+from edge.model.frontend import LogMelFrontend
 from export.errors import ExportError
 from export.fidelity import Fidelity, bundle_label_embeddings, fidelity, gates_for
 from export.parity import FP32_MAX_ABS, FP32_MIN_COSINE, write_report
@@ -61,7 +61,7 @@ def _torch_stage(bundle: Bundle, model: str, features: np.ndarray, reference: np
 
 def _engine_stage(bundle: Bundle, key: str, features: np.ndarray, reference: np.ndarray,
                   labels: np.ndarray) -> StageResult:
-    from edge.backends.trt import TrtBackend
+    from edge.model.backends.trt import TrtBackend
 
     stage = f"ort_fp32->{key}"
     try:

@@ -3,7 +3,7 @@
 With TensorRT: a bundle from the tiny random checkpoint, fp16 and INT8 (TensorRT form) ONNX, fp16/int8/fp32
 engines, ``verify`` against ONNX Runtime, ``bench`` of every engine beside ORT fp32, and ``pytest -m gpu``.
 Without TensorRT but with CUDA, torch and cuda-python: the cuda-python buffer and stream code of the
-TensorRT backend (edge/backends/device_buffers.py) with torch standing in for the engine and as the
+TensorRT backend (edge/model/backends/device_buffers.py) with torch standing in for the engine and as the
 numerical reference. Every step is recorded as passed, failed or not run (with the reason) in one JSON
 report, rewritten after each step so a timeout still leaves what ran.
 """
@@ -88,7 +88,7 @@ def environment(report: Report) -> dict[str, str | None]:
 
         cuda = None if torch.cuda.is_available() else "torch sees no CUDA device"
     try:
-        from edge.backends.trt_api import load_cudart
+        from edge.model.backends.trt_api import load_cudart
 
         load_cudart()
         missing["cuda-python"] = None
@@ -105,9 +105,9 @@ def cuda_buffers(report: Report) -> None:
     """Our upload/download/stream code around a torch computation on the device, checked against torch."""
     import torch
 
-    from edge.backends.device_buffers import DeviceBuffers
-    from edge.backends.trt_api import cuda_call, gpu_identity, load_cudart
     from edge.errors import BackendError
+    from edge.model.backends.device_buffers import DeviceBuffers
+    from edge.model.backends.trt_api import cuda_call, gpu_identity, load_cudart
 
     started = time.monotonic()
     cudart = load_cudart()
@@ -230,7 +230,8 @@ def tensorrt_path(report: Report, work: Path) -> None:
         report.step("pytest_gpu", "not_run", "needs the field recordings (../shared/audio or BIOLINGUAL_SHARED_AUDIO)")
         return
     os.environ["BIOLINGUAL_SHARED_AUDIO"] = str(audio)
-    done = run(report, "pytest_gpu", ["-m", "pytest", "-m", "gpu", "-q", "-x", "tests/test_trt_gpu.py"], REPO, 0.9)
+    done = run(report, "pytest_gpu", ["-m", "pytest", "-m", "gpu", "-q", "-x", "tests/export/test_trt_gpu.py"],
+               REPO, 0.9)
     if done is not None and done.returncode == 0 and " passed" not in done.stdout:
         step = report.data["steps"][-1]  # every gpu test skipped: nothing was proven
         step["status"] = "not_run"

@@ -12,4 +12,4 @@ cp -r "$site/tensorrt" "$site/tensorrt_bindings" "$stubs/"
 sed -i -e 's/\bin: /in_: /g' \
        -e 's/power: Weights = None, channel_axis: int)/power: Weights = None, channel_axis: int = 0)/' \
        "$stubs/tensorrt_bindings/tensorrt.pyi"
-MYPYPATH="$stubs" python3 -m mypy edge/backends/trt.py edge/backends/trt_api.py edge/backends/device_buffers.py export/trt_build.py
+MYPYPATH="$stubs" python3 -m mypy edge/model/backends/trt.py edge/model/backends/trt_api.py edge/model/backends/device_buffers.py export/trt_build.py

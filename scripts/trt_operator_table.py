@@ -5,7 +5,7 @@
         --source "onnx-tensorrt 11.0-GA (COMMIT) docs/operators.md" ops.md
 
 Each table line becomes a row; :func:`derive_checks` turns the restrictions export/trt_compat.py models into
-machine-checked ``checks`` (tests/test_trt_operator_table.py keeps the stored rows equal to what it derives).
+machine-checked ``checks`` (tests/export/test_trt_operator_table.py keeps the stored rows equal to what it derives).
 Review the diff by hand: a new restriction wording needs a new rule here.
 """
 

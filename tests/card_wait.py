@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.desk.cards import CardContents, read_card
+from desk.collect.cards import CardContents, read_card
 
 POLL_S = 0.1
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from edge.detect import DetectionEvent
-from edge.sinks.cardlog import CardLog, UnitIdentity
+from edge.card.cardlog import CardLog, UnitIdentity
+from edge.stream.detector import DetectionEvent
 
 RATE = 48_000
 WINDOW = 10 * RATE

@@ -131,8 +131,8 @@ def example_labels(tmp_path_factory: pytest.TempPathFactory, shared_audio: Path)
 def example_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path,
                    example_labels: tuple[Path, Path]) -> Path:
     """The tiny bundle plus the example-defined toad/night labels."""
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
     from export.labels import example_embeddings, store_label_set
 
     out = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("exbundle") / "bundle"))
@@ -180,8 +180,8 @@ def trained_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_check
 
 def add_file_labels(bundle: Path, audio: Path, root: Path) -> None:
     """One label per recording under ``audio``, defined by that recording (example embeddings)."""
-    from edge.bundle import open_bundle
-    from edge.labels import read_labels
+    from edge.model.bundle import open_bundle
+    from edge.scoring.labels import read_labels
     from export.labels import example_embeddings, store_label_set
 
     names = []

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import soundfile as sf
 
-from edge.detect import DetectionEvent
-from edge.sinks.cardlog import CardLog, UnitIdentity
-from edge.sinks.governor import StoragePolicy
+from edge.card.cardlog import CardLog, UnitIdentity
+from edge.card.governor import StoragePolicy
+from edge.stream.detector import DetectionEvent
 from tests.conftest import SHARED_AUDIO
 
 RATE = 48_000

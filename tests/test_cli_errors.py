@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import typer
 
-from edge.bundle import FrontendParams, Manifest, write_manifest
+from edge.model.bundle import FrontendParams, Manifest, write_manifest
 
 SUBPROCESS_TIMEOUT_S = 120
 NO_INPUT = {"biolingual-edge devices", "biolingual-edge config profiles"}

@@ -1,7 +1,7 @@
 """Power-cut harness: mount :mod:`tests.powercut.lazyfs`, record what the writer acknowledged, check what survived.
 
 The :class:`Ledger` spies on the two durability primitives every card writer uses (``AppendSegment.append``
-and ``atomic_write`` from :mod:`edge.sinks.segments`): the real functions run, and when one returns, its
+and ``atomic_write`` from :mod:`edge.card.segments`): the real functions run, and when one returns, its
 bytes were promised durable. A new kind of segment (window embeddings, ...) written through those primitives is
 covered without change; a new folder the desk reader does not parse gets a reader in :data:`EXTRA_READERS`.
 """
@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from edge.desk.cards import CardContents, read_card
-from edge.sinks import segments
-from edge.sinks.cardformat import CLIPS_DIR
-from edge.sinks.guano import read_guano
+from desk.collect.cards import CardContents, read_card
+from edge.card import segments
+from edge.card.cardformat import CLIPS_DIR
+from edge.card.guano import read_guano
 
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT_S = 30.0

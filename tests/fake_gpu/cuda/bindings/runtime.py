@@ -1,4 +1,4 @@
-"""Stand-in ``cuda.bindings.runtime``: one device, an Orin (compute 8.7), for tests/test_trt_build.py."""
+"""Stand-in ``cuda.bindings.runtime``: one device, an Orin (compute 8.7), for tests/export/test_trt_build.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The season archive of window embeddings: store, scan kernels, prefilter, search, rescore."""

@@ -1,0 +1,240 @@
+"""``logs search``: rank archived windows by cosine to a text query or an example recording.
+
+The scan is exact: DuckDB narrows the windows by unit and time first, then each matching shard is read
+(memory-mapped Parquet), multiplied with the query and folded into a running top-K, so memory stays at one
+shard whatever the season size.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from desk.archive.prefilter import prefiltered_top
+from desk.archive.rescore import META_COLUMNS, model_filter
+from desk.archive.store import archive_root, normalised, require_windows, scan
+from desk.collect.database import CollectError, connect, run
+from edge.batch.tables import seconds
+from edge.errors import AudioError, ConfigError, EdgeError
+from edge.model.bundle import Bundle
+
+if TYPE_CHECKING:
+    import duckdb
+
+HITS_CSV = "hits.csv"
+HITS_COLUMNS = ("rank", "score", "window_id", "unit_id", "start_utc", "end_utc", "recording", "start_s", "end_s",
+                "source_path", "source_offset_s")
+RAVEN_TABLE = "hits.BioLingual.selection.table.txt"
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                 "High Freq (Hz)", "Begin File", "File Offset (s)", "Rank", "Score", "Unit", "Begin UTC")
+CLIPS_DIR = "clips"
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    unit: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.unit is not None:
+            parts.append("unit_id = ?")
+            params.append(self.unit)
+        if self.since is not None:
+            parts.append("start_utc >= ?")
+            params.append(_naive_utc(self.since))
+        if self.until is not None:
+            parts.append("start_utc < ?")
+            params.append(_naive_utc(self.until))
+        return " AND ".join(parts) or "TRUE", params
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).replace(
+        tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    """Cosine similarity to the query."""
+    meta: dict[str, Any]
+
+
+def top_windows(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, top: int, where: str,
+                params: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(window ids, cosines) of the ``top`` windows most similar to ``query`` ``(D,)``, best first."""
+    best_ids = np.zeros(0, np.int64)
+    best_scores = np.zeros(0, np.float32)
+    for block in scan(con, root, where, params):
+        scores = block.cosines(query[:, None])[:, 0]
+        if len(scores) > top:
+            part = np.argpartition(-scores, top - 1)[:top]
+            ids, scores = block.window_ids[part], scores[part]
+        else:
+            ids = block.window_ids
+        best_ids = np.concatenate([best_ids, ids])
+        best_scores = np.concatenate([best_scores, scores])
+        if len(best_scores) > top:
+            keep = np.argpartition(-best_scores, top - 1)[:top]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+    order = np.lexsort((best_ids, -best_scores))
+    return best_ids[order], best_scores[order]
+
+
+def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where_filter: SearchFilter,
+           prefilter: bool = False) -> list[Hit]:
+    """The ``top`` archived windows (of the bundle's model, within the filter) ranked by cosine to ``query``.
+
+    ``prefilter``: re-rank only the Hamming-nearest candidates (:mod:`desk.archive.prefilter`) instead of all.
+    """
+    if top < 1:
+        raise ConfigError(f"--top {top} must be at least 1", "ask for one or more hits")
+    con = connect(db_path, read_only=True)
+    try:
+        model_where, params, _, _ = model_filter(con, bundle)
+        extra, extra_params = where_filter.sql()
+        vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
+        ranker = prefiltered_top if prefilter else top_windows
+        ids, scores = ranker(con, archive_root(db_path), vector, top, f"{model_where} AND {extra}",
+                             params + extra_params)
+        meta = {int(r[0]): dict(zip(META_NAMES, r)) for r in run(
+            con, f"SELECT {META_COLUMNS}, end_utc, source_path, source_offset FROM windows WHERE window_id IN "
+                 f"(SELECT unnest(?::BIGINT[]))", [ids.tolist()])}
+    finally:
+        con.close()
+    return [Hit(rank, float(score), meta[int(i)]) for rank, (i, score) in enumerate(zip(ids, scores), start=1)]
+
+
+META_NAMES = ("window_id", "recording", "start", "stop", "sample_rate", "start_utc", "unit_id", "boot_id", "stream",
+              "end_utc", "source_path", "source_offset")
+
+
+def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
+    """(precision key, window length in samples) of the bundle model that computed most archived windows."""
+    con = connect(db_path, read_only=True)
+    try:
+        require_windows(con)
+        by_sha = dict(run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1"))
+        length = run(con, "SELECT end_sample - start_sample FROM windows GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+    finally:
+        con.close()
+    ranked = sorted(((by_sha.get(bundle.manifest.files.get(m.path, ""), 0), key)
+                     for key, m in bundle.manifest.models.items() if m.runtime == "onnxruntime"), reverse=True)
+    if not ranked or ranked[0][0] == 0 or not length:
+        raise CollectError(f"no archived window was computed by an ONNX model of bundle {bundle.root}",
+                           "pass the bundle the units ran")
+    return ranked[0][1], int(length[0][0])
+
+
+def parse_example(spec: str) -> tuple[Path, float]:
+    """``FILE[@START_S]`` -> (path, start in seconds)."""
+    path, at, start = spec.rpartition("@")
+    if at:
+        try:
+            return Path(path), float(start)
+        except ValueError:
+            pass
+    return Path(spec), 0.0
+
+
+def example_query(db_path: Path, bundle: Bundle, spec: str) -> np.ndarray:
+    """The embedding of the archive-length window of ``FILE`` starting at ``START_S``, by the archive's model."""
+    from edge.audio.files import read_file
+    from edge.audio.windowing import Window
+    from edge.model.backends import create_backend
+    from edge.model.frontend_stream import StreamingLogMel
+
+    path, start_s = parse_example(spec)
+    precision, length = dominant_model(db_path, bundle)
+    rate = bundle.manifest.frontend.sampling_rate
+    audio = read_file(path, rate)
+    first = round(start_s * rate)
+    if not 0 <= first < len(audio):
+        raise AudioError(f"--example {spec}: {start_s:g} s is outside the recording ({len(audio) / rate:.1f} s)",
+                         "give a start time inside the file, e.g. FILE@12.5")
+    features = StreamingLogMel(bundle.manifest.frontend).batch([Window(0, audio[first : first + length])])
+    return np.asarray(create_backend(bundle, precision=precision).embed(features), np.float32)[0]
+
+
+def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray:
+    """The text embedding of ``text``: the bundle's text encoder, else the checkpoint (``export`` extra)."""
+    try:
+        from edge.scoring.text_encoder import TextEncoder
+
+        return np.asarray(TextEncoder.from_bundle(bundle.root).embed([text]), np.float32)[0]
+    except (ImportError, EdgeError) as e:
+        if checkpoint is None:
+            raise ConfigError(f"bundle {bundle.root} has no text encoder for --text",
+                              "add the text tower to the bundle, or pass --model CHECKPOINT (needs the export "
+                              "extra)") from e
+    try:  # imported by name: the desk never depends on the workstation package at type-check or install time
+        checkpoints = importlib.import_module("export.checkpoint")
+        labels = importlib.import_module("export.labels")
+    except ImportError as e:
+        raise ConfigError("--model needs the export extra (torch, transformers)",
+                          "pip install 'biolingual-edge[export]'") from e
+    from edge.scoring.labels import LabelList
+
+    model = checkpoints.load_checkpoint(str(checkpoint))
+    return np.asarray(labels.text_embeddings(model, LabelList((text,), ("",)), ("{common}",))[0], np.float32)
+
+
+def write_hits(hits: list[Hit], out_dir: Path, bundle: Bundle, clips: bool) -> list[Path]:
+    """``hits.csv``, a Raven table with file offsets, and with ``clips`` each hit's audio where the file exists."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    low, high = bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max
+    written = [out_dir / HITS_CSV, out_dir / RAVEN_TABLE]
+    with open(written[0], "w", newline="", encoding="utf-8") as table, \
+            open(written[1], "w", newline="", encoding="utf-8") as raven_file:
+        rows = csv.writer(table)
+        rows.writerow(HITS_COLUMNS)
+        raven = csv.writer(raven_file, delimiter="\t", lineterminator="\n")
+        raven.writerow(RAVEN_COLUMNS)
+        for hit in hits:
+            m, rate = hit.meta, int(hit.meta["sample_rate"])
+            offset = "" if m["source_offset"] is None else seconds(int(m["source_offset"]), rate)
+            start_utc = _iso(m["start_utc"])
+            rows.writerow([hit.rank, f"{hit.score:.6f}", m["window_id"], m["unit_id"], start_utc, _iso(m["end_utc"]),
+                           m["recording"], seconds(int(m["start"]), rate), seconds(int(m["stop"]), rate),
+                           m["source_path"] or "", offset])
+            raven.writerow([hit.rank, "Spectrogram 1", 1, seconds(int(m["start"]), rate),
+                            seconds(int(m["stop"]), rate), f"{low:g}", f"{high:g}", m["source_path"] or m["recording"],
+                            offset or seconds(int(m["start"]), rate), hit.rank, f"{hit.score:.6f}", m["unit_id"],
+                            start_utc])
+    if clips:
+        written += _cut_clips(hits, out_dir / CLIPS_DIR, bundle.manifest.frontend.sampling_rate)
+    return written
+
+
+def _iso(value: Any) -> str:
+    return "" if value is None else value.replace(tzinfo=timezone.utc).isoformat()
+
+
+def _cut_clips(hits: list[Hit], folder: Path, rate: int) -> list[Path]:
+    """One WAV per hit whose recording is on disk (model rate, mono)."""
+    import soundfile as sf
+
+    from edge.audio.files import read_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for hit in hits:
+        source = hit.meta["source_path"]
+        if source is None or not Path(source).is_file():
+            continue
+        audio = read_file(Path(source), rate)
+        start = int(hit.meta["source_offset"])
+        path = folder / f"{hit.rank:03d}_{Path(source).stem}_{start / rate:.1f}s.wav"
+        sf.write(path, audio[start : start + int(hit.meta["stop"]) - int(hit.meta["start"])], rate)
+        paths.append(path)
+    return paths

@@ -1,0 +1,193 @@
+"""``biolingual-edge logs``: collect SD-card logs into DuckDB, export them, summarise unit health."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from desk.cli_review import register as register_review_commands
+from desk.collect.database import connect
+from desk.collect.ingest import collect as collect_cards
+from desk.report.exports import FORMATS
+from desk.report.exports import export as export_detections
+from desk.report.summary import summarise
+from edge.cli_support import report_errors, stderr
+from edge.errors import ConfigError
+from edge.model.bundle import open_bundle
+
+if TYPE_CHECKING:
+    from desk.archive.rescore import RescoreOptions
+
+logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export and summarise them.",
+                       no_args_is_help=True, add_completion=False)
+
+register_review_commands(logs_app)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@logs_app.command()
+@report_errors
+def collect(
+    cards: Annotated[list[Path], typer.Argument(help="Card folders (the root the unit wrote its log to).")],
+    into: Annotated[Path, typer.Option("--into", help="DuckDB database to create or add to.")],
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="Also write every table as Parquet here.")]
+    = None,
+    quiet_info: Annotated[bool, typer.Option("--quiet-info", help="Hide info-level findings.")] = False,
+) -> None:
+    """Ingest card folders (idempotent: re-collecting adds nothing) and report what needs attention."""
+    result = collect_cards(cards, into, parquet, on_card=lambda card: stderr.print(f"reading {card}"))
+    for finding in result.findings:
+        if quiet_info and finding.severity == "info":
+            continue
+        style = SEVERITY_STYLE.get(finding.severity, "")
+        stderr.print(f"[{style}]{finding.severity}:[/] [{finding.check}] {finding.message}", soft_wrap=True)
+    added = ", ".join(f"{n} {table}" for table, n in result.added.items() if n) or "nothing new"
+    errors = sum(f.severity == "error" for f in result.findings)
+    warnings = sum(f.severity == "warning" for f in result.findings)
+    stderr.print(f"{result.cards} card(s): {result.read.get('detections', 0)} detection rows read, added "
+                 f"{added}; {errors} error(s), {warnings} warning(s) -> {into}")
+
+
+@logs_app.command()
+@report_errors
+def export(
+    db: DbOpt,
+    file_format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    out: Annotated[Path, typer.Option("--out", help="File (csv, parquet) or folder (raven, audacity).")],
+) -> None:
+    """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels."""
+    con = connect(db, read_only=True)
+    try:
+        paths = export_detections(con, file_format, out)
+    finally:
+        con.close()
+    stderr.print(f"wrote {len(paths)} file(s) -> {out}")
+
+
+@logs_app.command()
+@report_errors
+def summary(
+    db: DbOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for SUMMARY.csv and the PNG plots.")],
+) -> None:
+    """Per-unit health table (uptime, effort, xruns, gaps, temperature, disk) and plots."""
+    con = connect(db, read_only=True)
+    try:
+        paths = summarise(con, out)
+    finally:
+        con.close()
+    for path in paths:
+        stderr.print(f"wrote {path}")
+
+
+def _utc_option(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{name} '{value}' is not an ISO date/time", "e.g. 2024-05-01 or 2024-05-01T21:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@logs_app.command()
+@report_errors
+def rescore(
+    db: DbOpt,
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran (its label embeddings).")],
+    labels: Annotated[Path, typer.Option("--labels", "-l", help="The new species list.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for detections.csv and Raven tables.")],
+    threshold: Annotated[float | None, typer.Option(help="Keep labels scoring at least this.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels kept per window.")] = 1,
+    score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config: re-run its detector rules "
+                                                 "(thresholds, hysteresis, N-of-M, cooldown) per stream.")] = None,
+) -> None:
+    """Score every archived window against a new label list; writes what `analyze` writes."""
+    from desk.archive.rescore import RescoreOptions
+    from desk.archive.rescore import rescore as rescore_archive
+
+    if top_k < 1:
+        raise ConfigError("--top-k must be at least 1", "pass a positive integer")
+    options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode)
+    if config is not None:
+        options = _config_rules(config, bundle, labels)
+    result = rescore_archive(db, bundle, labels, out, options)
+    if result.other_model:
+        stderr.print(f"[yellow]warning:[/] {result.other_model} archived window(s) from another model skipped")
+    stderr.print(f"{result.windows} window(s) re-scored, {result.rows} row(s) -> {result.csv_path}")
+
+
+def _config_rules(config: Path, bundle: Path, labels: Path) -> RescoreOptions:
+    from desk.archive.rescore import RescoreOptions
+    from edge.config.loader import resolve_config
+    from edge.ops.setup import detector_options
+
+    resolved = resolve_config(config, None, {"model.bundle": str(bundle.resolve()),
+                                             "analysis.labels": str(labels.resolve())})
+    analysis = resolved.analysis
+    rate = open_bundle(bundle).manifest.frontend.sampling_rate
+    rules = detector_options(resolved, rate)
+    rules.validate(round(analysis.window_s * rate), round(analysis.hop_s * rate))
+    prompts = tuple(analysis.background_prompts + analysis.privacy_prompts)
+    return RescoreOptions(score_mode=analysis.score_mode, rules=rules, hidden_labels=prompts, extra_prompts=prompts)
+
+
+@logs_app.command()
+@report_errors
+def search(
+    db: DbOpt,
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for hits.csv, a Raven table and clips.")],
+    text: Annotated[str | None, typer.Option(help='What to find, e.g. "frog chorus at night".')] = None,
+    example: Annotated[str | None, typer.Option(help="A recording like the sound wanted: FILE[@START_S].")] = None,
+    top: Annotated[int, typer.Option(help="Hits to keep.")] = 20,
+    unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Only windows starting at/after (UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Only windows starting before (UTC).")] = None,
+    clips: Annotated[bool, typer.Option(help="Cut each hit's audio where its recording is on disk.")] = False,
+    model: Annotated[Path | None, typer.Option(help="Checkpoint for --text when the bundle has no text encoder "
+                                                    "(needs the export extra).")] = None,
+    prefilter: Annotated[bool, typer.Option(help="Binary-code prefilter + exact re-rank (very large archives; "
+                                                 "approximate).")] = False,
+) -> None:
+    """Rank archived windows by cosine to a text query or an example sound."""
+    from desk.archive.search import SearchFilter, example_query, text_query, write_hits
+    from desk.archive.search import search as search_archive
+
+    if (text is None) == (example is None):
+        raise ConfigError("give exactly one of --text and --example", 'e.g. --text "barred owl calling"')
+    opened = open_bundle(bundle)
+    query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
+    hits = search_archive(db, opened, query, top, SearchFilter(unit, _utc_option(since, "--from"),
+                                                               _utc_option(until, "--to")), prefilter)
+    for path in write_hits(hits, out, opened, clips):
+        stderr.print(f"wrote {path}")
+    stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")
+
+
+@logs_app.command()
+@report_errors
+def report(
+    db: DbOpt,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, opens offline).")],
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="calibration.json: show each species' calibration curve and threshold.")] = None,
+    clips: Annotated[bool, typer.Option("--clips", help="Inline top-scoring and random clips from the cards.")]
+    = False,
+) -> None:
+    """One self-contained HTML page: effort, detections per analysed hour, species pages, unit health."""
+    from desk.report.page import ReportOptions, write_report
+
+    con = connect(db, read_only=True)
+    try:
+        result = write_report(con, out, ReportOptions(calibration=calibration, clips=clips))
+    finally:
+        con.close()
+    stderr.print(f"wrote {out}: {result.units} unit(s), {result.species} species, {result.detections} detections, "
+                 f"{result.clips} clip(s), {result.bytes / 1e6:.2f} MB in {result.seconds:.1f} s")

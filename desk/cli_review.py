@@ -1,0 +1,111 @@
+"""``logs review / calibrate / train-head``: from raw scores to reviewed, calibrated detections and trained heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.cli_support import report_errors, stderr
+from edge.errors import ConfigError
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Season database made by `logs collect` (with embeddings).")]
+BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle the archive was analysed with.")]
+
+
+def _targets(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--target-precision '{text}' is not a comma-separated list of numbers",
+                          "e.g. --target-precision 0.9,0.95") from e
+
+
+def register(app: typer.Typer) -> None:
+    """Add the review commands to the ``logs`` app."""
+
+    @app.command()
+    @report_errors
+    def review(
+        db: DbOpt,
+        bundle: BundleOpt,
+        labels: Annotated[Path, typer.Option("--labels", "-l", help="Species list to review.")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for review.csv and review.html.")],
+        per_label: Annotated[int, typer.Option("--per-label", help="Windows to review per label.")] = 40,
+        bins: Annotated[int, typer.Option(help="Score bins the sample is spread across.")] = 5,
+        seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 0,
+    ) -> None:
+        """Sample archived windows per label across score bins; review them by ear in review.html."""
+        from desk.review.page import sample_for_review, write_review_csv, write_review_page
+        from edge.model.bundle import open_bundle
+        from edge.scoring.labels import read_labels
+        from edge.scoring.thresholds import space_sha256
+
+        if per_label < 1 or bins < 1:
+            raise ConfigError("--per-label and --bins must be at least 1", "pass positive integers")
+        opened = open_bundle(bundle)
+        label_list = read_labels(labels)
+        items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        sha = space_sha256(opened)
+        write_review_csv(out / "review.csv", items, label_list.key, sha)
+        write_review_page(out / "review.html", items, label_list.key, sha)
+        stderr.print(f"{len(items)} window(s) to review -> {out / 'review.html'} (download the filled review.csv, "
+                     f"then `biolingual-edge logs calibrate --review review.csv --out calibration.json`)")
+
+    @app.command()
+    @report_errors
+    def calibrate(
+        review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts (yes/no/unsure).")],
+        out: Annotated[Path, typer.Option("--out", help="calibration.json to write.")],
+        target_precision: Annotated[str, typer.Option("--target-precision",
+                                                      help="Comma-separated target precisions.")] = "0.9,0.95",
+        install: Annotated[Path | None, typer.Option("--install", help="Also put the thresholds into this bundle.")]
+        = None,
+        use: Annotated[str | None, typer.Option("--use", help="Target precision the unit applies (default: lowest).")]
+        = None,
+        bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the threshold intervals.")] = 1000,
+    ) -> None:
+        """Fit P(correct | score) per label and the score threshold for each target precision."""
+        from desk.review.calibrate import calibrate as fit
+        from desk.review.calibrate import install_calibration, read_review, write_json_atomic
+
+        result = fit(read_review(review_csv), _targets(target_precision), replicates=max(1, bootstrap))
+        write_json_atomic(out, result)
+        for name, entry in result["labels"].items():
+            if entry["fitted"]:
+                shown = ", ".join(f"{t}: {v['score']:.3g} [{v['ci'][0]:.3g}, {v['ci'][1]:.3g}]"
+                                  for t, v in entry["thresholds"].items())
+                stderr.print(f"{name}: {entry['n_yes']} yes / {entry['n_no']} no -> thresholds {shown}")
+            else:
+                stderr.print(f"[yellow]{name}: not fitted[/] ({entry['reason']})")
+        stderr.print(f"wrote {out}")
+        if install is not None:
+            path = install_calibration(install, result, use)
+            stderr.print(f"installed -> {path}")
+
+    @app.command("train-head")
+    @report_errors
+    def train_head(
+        db: DbOpt,
+        review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts.")],
+        bundle: BundleOpt,
+        name: Annotated[str, typer.Option("--name", help="Name of the head in the bundle (run --head NAME).")],
+        examples: Annotated[Path | None, typer.Option("--examples",
+                                                      help="Folder of DIR/<label>/*.wav positives.")] = None,
+    ) -> None:
+        """Train a logistic head per label on archived embeddings; store it in the bundle for the units."""
+        from desk.review.train_head import install_head, review_provenance, train_heads, training_sets
+        from edge.model.bundle import open_bundle
+
+        opened = open_bundle(bundle)
+        fits, skipped = train_heads(training_sets(db, opened, review_csv, examples), opened)
+        for label, reason in skipped.items():
+            stderr.print(f"[yellow]{label}: no head[/] ({reason})")
+        path = install_head(opened, name, fits, review_provenance(review_csv, examples))
+        for fit in fits:
+            zero = "n/a" if fit.ap_zero_shot is None else f"{fit.ap_zero_shot:.3f}"
+            stderr.print(f"{fit.label}: {fit.positives} pos / {fit.negatives} neg, {fit.folds}-fold AP head "
+                         f"{fit.ap_head:.3f} vs zero-shot {zero}")
+        stderr.print(f"head '{name}' -> {path} (use it with `--head {name}`)")

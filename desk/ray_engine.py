@@ -1,0 +1,147 @@
+"""``analyze --engine ray``: the same work units through Ray Data, for archives bigger than one machine.
+
+Rows are work units (path, start sample, length), decoded inside the actors — not Ray's ``read_audio``,
+which would decode a whole multi-hour file into one row on one node. ``map_batches`` runs
+:class:`UnitActor`, an ONNX Runtime actor that opens the bundle once; its results travel back pickled and
+reach the single writer in plan order. Desk side only: the unit runtime never imports this module.
+
+A local instance started here listens on 127.0.0.1 only and is shut down after the job; ``address``
+joins an existing cluster instead (every node needs biolingual-edge installed and the recordings and
+bundle at the same paths).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edge.batch.piece_analysis import AnalysisSpec, UnitAnalyzer, UnitResult
+from edge.batch.pieces import WorkUnit
+from edge.batch.pool import MATH_THREAD_VARIABLES
+from edge.errors import BackendError, ConfigError, EdgeError
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray reads this at import (as ``ray_constants.ENABLE_RAY_CLUSTER``): "0" makes a node take the loopback
+address as its IP, and every Ray server then binds to it; ``ray.init(_node_ip_address="127.0.0.1")`` alone is
+turned back into the external address. :func:`_start` checks the outcome, since both are Ray internals."""
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
+"""Object store of a local instance: results are small, Ray's default (30 % of memory) is not."""
+NO_LENGTH = -1
+"""``length``/``total`` of a whole-file unit in a row (Arrow columns hold no None in an int column)."""
+
+
+def _import_ray(local: bool) -> Any:
+    if local:
+        os.environ.setdefault(LOOPBACK_ONLY_VARIABLE, "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        raise ConfigError("--engine ray needs Ray, which is not installed",
+                          "pip install 'biolingual-edge[ray]', or use --engine local") from e
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if local and constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False  # Ray was already imported by someone else: same effect as above
+    return ray
+
+
+def unit_rows(units: list[WorkUnit]) -> list[dict[str, Any]]:
+    """One Ray Data row per unit: where to read, nothing decoded yet."""
+    return [{"index": u.index, "file_index": u.file_index, "path": str(u.path), "start": u.start_sample,
+             "length": NO_LENGTH if u.length is None else u.length,
+             "total": NO_LENGTH if u.total is None else u.total} for u in units]
+
+
+def _unit_from_row(batch: dict[str, np.ndarray], row: int) -> WorkUnit:
+    from pathlib import Path
+
+    length, total = int(batch["length"][row]), int(batch["total"][row])
+    return WorkUnit(int(batch["index"][row]), int(batch["file_index"][row]), Path(str(batch["path"][row])),
+                    int(batch["start"][row]), None if length == NO_LENGTH else length,
+                    None if total == NO_LENGTH else total)
+
+
+class UnitActor:
+    """A Ray actor holding one ONNX Runtime session: a batch of unit rows -> their pickled results."""
+
+    def __init__(self, spec: AnalysisSpec) -> None:
+        os.environ.update({name: str(spec.threads) for name in MATH_THREAD_VARIABLES})
+        self.analyzer = UnitAnalyzer(spec)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = range(len(batch["index"]))
+        results = [pickle.dumps(self.analyzer(_unit_from_row(batch, row))) for row in rows]
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object)}
+
+
+def _start(ray: Any, address: str | None, cpus: int) -> None:
+    common = {"configure_logging": False, "log_to_driver": False, "include_dashboard": False}
+    if address is not None:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]})",
+                              "check the address with `ray status` on the head node; with Ray's token "
+                              "authentication the same RAY_AUTH_TOKEN must be set here") from e
+        return
+    context = ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    node_ip = context.address_info.get("node_ip_address")
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise BackendError(f"the local Ray instance took {node_ip} instead of {LOOPBACK}",
+                           f"this Ray version ignores {LOOPBACK_ONLY_VARIABLE}=0; start a cluster bound to "
+                           "127.0.0.1 yourself (ray start --head --node-ip-address 127.0.0.1) and pass --ray-address")
+
+
+def _is_loopback(address: str) -> bool:
+    """A cluster on this machine's loopback (Ray would otherwise rewrite 127.0.0.1 to the external address)."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in (LOOPBACK, "localhost", "::1")
+
+
+def _edge_cause(error: BaseException) -> EdgeError | None:
+    """The typed error an actor raised, from inside Ray's wrappers (``cause`` / ``__cause__`` chains)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None or isinstance(seen, EdgeError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
+def run_ray(spec: AnalysisSpec, units: list[WorkUnit], actors: int | None, address: str | None,
+            cpus: int | None = None) -> Iterator[UnitResult]:
+    """Results of ``units`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads)."""
+    ray = _import_ray(local=address is None or _is_loopback(address))
+    _start(ray, address, cpus or (actors or 1) * spec.threads)
+    try:
+        if actors is None:
+            actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        dataset = ray.data.from_items(unit_rows(units), override_num_blocks=max(1, len(units)))
+        results = dataset.map_batches(UnitActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
+                                      batch_format="numpy", concurrency=min(actors, max(1, len(units))),
+                                      num_cpus=spec.threads)
+        waiting: dict[int, UnitResult] = {}
+        expected = iter(units)
+        next_unit = next(expected, None)
+        try:
+            for row in results.iter_rows():
+                result: UnitResult = pickle.loads(row["result"])
+                waiting[result.index] = result
+                while next_unit is not None and next_unit.index in waiting:
+                    yield waiting.pop(next_unit.index)
+                    next_unit = next(expected, None)
+        except Exception as e:  # Ray wraps what an actor raised; show the typed error as one line
+            cause = _edge_cause(e)
+            if cause is None:
+                raise
+            raise cause from e
+    finally:
+        ray.shutdown()

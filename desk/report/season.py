@@ -1,0 +1,139 @@
+"""The season as arrays: analysed seconds per unit and UTC minute, detections per unit, species and UTC hour.
+
+Everything the report and the summary plots show is derived from these, so a rate is always detections
+divided by the audio actually analysed in the same unit and hour, and an hour nobody listened to stays
+distinguishable from an hour with no detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from desk.collect.findings import EARLIEST_PLAUSIBLE, FUTURE_TOLERANCE
+from desk.report.timezones import hourly_offsets_min, unit_zones
+from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    import duckdb
+
+SECONDS_PER_MINUTE = 60
+MINUTES_PER_HOUR = 60
+HOURS_PER_DAY = 24
+SECONDS_PER_HOUR = SECONDS_PER_MINUTE * MINUTES_PER_HOUR
+MAX_SEASON_DAYS = 800
+"""A longer span means a clock went wrong somewhere (the collect findings say where); refuse, don't allocate."""
+MAX_COUNT = np.iinfo(np.uint16).max
+MIN_LISTENED_S = 60.0
+"""An hour with less analysed audio than this is drawn as "not listened": a rate from seconds is noise."""
+
+
+class ReportError(EdgeError):
+    """The report cannot be built from this database or these inputs."""
+
+
+@dataclass(frozen=True)
+class Season:
+    """Aggregates of one collection database; times are UTC, ``start_utc`` is a UTC midnight."""
+
+    units: list[str]
+    species: list[str]
+    zones: list[str]
+    """Per unit, the IANA time zone of its local time."""
+    zone_from_config: list[bool]
+    """Per unit, whether the zone came from its recorded config (else UTC as a fallback)."""
+    start_utc: datetime
+    hours: int
+    effort_min_s: np.ndarray
+    """(units, hours * 60) float32: seconds analysed in each UTC minute (overlapping boots counted once)."""
+    counts: np.ndarray
+    """(units, species, hours) uint16: detections starting in each UTC hour."""
+    offsets_min: np.ndarray
+    """(units, hours) int16: each unit's UTC offset in minutes at the start of each UTC hour."""
+    left_out: int
+    """Records dated outside the plausible range (clock reset or ahead), not shown."""
+
+    @property
+    def effort_hour_s(self) -> np.ndarray:
+        """(units, hours) float32 seconds analysed per UTC hour."""
+        return self.effort_min_s.reshape(len(self.units), self.hours, MINUTES_PER_HOUR).sum(axis=2)
+
+    def local_hour_of_day(self, unit: int) -> np.ndarray:
+        """(hours,) int: the unit's local hour of day (0..23) at the start of each UTC hour."""
+        minutes = np.arange(self.hours) * MINUTES_PER_HOUR + self.offsets_min[unit]
+        return (minutes // MINUTES_PER_HOUR) % HOURS_PER_DAY
+
+
+def plausible_range(now: datetime) -> tuple[datetime, datetime]:
+    """Naive-UTC bounds outside which a record's time comes from a wrong clock (as `collect` flags)."""
+    return EARLIEST_PLAUSIBLE, now.astimezone(timezone.utc).replace(tzinfo=None) + FUTURE_TOLERANCE
+
+
+def load_season(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> Season:
+    """Read the aggregates; ``now`` (aware) bounds plausible times, default the current time."""
+    low, high = plausible_range(now or datetime.now(timezone.utc))
+    span = con.execute("""
+        SELECT min(t), max(t), count(*) FILTER (WHERE t < ? OR t > ?) FROM (
+            SELECT minute_utc AS t FROM effort UNION ALL SELECT utc FROM detections)""", [low, high]).fetchall()[0]
+    bounds = con.execute("""
+        SELECT min(t), max(t) FROM (SELECT minute_utc AS t FROM effort UNION ALL SELECT utc FROM detections)
+        WHERE t BETWEEN ? AND ?""", [low, high]).fetchall()[0]
+    units = [r[0] for r in con.execute("""
+        SELECT DISTINCT unit_id FROM (SELECT unit_id FROM card_boots UNION SELECT unit_id FROM effort
+                                      UNION SELECT unit_id FROM detections) WHERE unit_id IS NOT NULL
+        ORDER BY unit_id""").fetchall()]
+    species = [r[0] for r in con.execute(
+        "SELECT DISTINCT label FROM detections WHERE label IS NOT NULL ORDER BY label").fetchall()]
+    if bounds[0] is None or not units:
+        raise ReportError("the collection database holds no effort or detections to report",
+                          "run `biolingual-edge logs collect CARD... --into DB` first (or check the clock findings)")
+    first, last = bounds
+    start = datetime(first.year, first.month, first.day)
+    days = (last - start).days + 1
+    if days > MAX_SEASON_DAYS:
+        raise ReportError(f"the collected records span {days} days ({first:%Y-%m-%d} to {last:%Y-%m-%d})",
+                          "a unit's clock is probably wrong: see the clock findings of `logs collect`")
+    hours = days * HOURS_PER_DAY
+    params = [units, start, low, high]
+    effort = np.zeros((len(units), hours * MINUTES_PER_HOUR), dtype=np.float32)
+    rows = con.execute("""
+        SELECT list_position(?::VARCHAR[], unit_id) - 1 AS u,
+               CAST(floor((epoch(minute_utc) - epoch(?::TIMESTAMP)) / 60) AS BIGINT) AS m,
+               least(sum(analysed_s), 60) AS s
+        FROM effort WHERE minute_utc BETWEEN ? AND ? GROUP BY ALL""", params).fetchnumpy()
+    effort[rows["u"], rows["m"]] = rows["s"]
+    counts = np.zeros((len(units), len(species), hours), dtype=np.uint16)
+    rows = con.execute("""
+        SELECT list_position(?::VARCHAR[], unit_id) - 1 AS u, list_position(?::VARCHAR[], label) - 1 AS s,
+               CAST(floor((epoch(utc) - epoch(?::TIMESTAMP)) / 3600) AS BIGINT) AS h, count(*) AS n
+        FROM detections WHERE utc BETWEEN ? AND ? AND label IS NOT NULL GROUP BY ALL""",
+                       [units, species, start, low, high]).fetchnumpy()
+    counts[rows["u"], rows["s"], rows["h"]] = np.minimum(rows["n"], MAX_COUNT)
+    aware_start = start.replace(tzinfo=timezone.utc)
+    zones = unit_zones(con, units)
+    offsets = np.stack([hourly_offsets_min(zones[u][0], aware_start, hours) for u in units]) if units \
+        else np.zeros((0, hours), dtype=np.int16)
+    return Season(units, species, [zones[u][0] for u in units], [zones[u][1] for u in units], aware_start, hours,
+                  effort, counts, offsets, int(span[2] or 0))
+
+
+def hour_of_day(season: Season, unit: int, use_local: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One unit's detections and listening by hour of day: ((species, 24) counts, (24,) analysed hours)."""
+    hod = season.local_hour_of_day(unit) if use_local else np.arange(season.hours) % HOURS_PER_DAY
+    listened_h = np.bincount(hod, weights=season.effort_hour_s[unit], minlength=HOURS_PER_DAY) / SECONDS_PER_HOUR
+    detections = np.stack([np.bincount(hod, weights=season.counts[unit, s], minlength=HOURS_PER_DAY)
+                           for s in range(len(season.species))]) if season.species \
+        else np.zeros((0, HOURS_PER_DAY))
+    return detections, listened_h
+
+
+def per_analysed_hour(detections: np.ndarray, listened_h: np.ndarray) -> np.ndarray:
+    """``detections`` (..., bins) / ``listened_h`` (bins,); NaN ("not listened", never 0) where too little
+    was analysed (:data:`MIN_LISTENED_S`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = detections / listened_h
+    rates[..., listened_h * SECONDS_PER_HOUR < MIN_LISTENED_S] = np.nan
+    return rates

@@ -1,0 +1,185 @@
+"""``analyze``: recordings on disk -> detections.csv + Raven tables, one bad file never stopping the rest.
+
+The archive is cut into work units (``edge/batch/pieces.py``), analysed by a local process pool
+(``edge/batch/pool.py``) or Ray (``desk/ray_engine.py``), and written by one writer with a work log
+(``edge/batch/writer.py``) so a killed run can ``--resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.audio.files import find_audio_files, truncation_warning
+from edge.audio.recording_time import recording_start_utc
+from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, UnitResult
+from edge.batch.pieces import DEFAULT_UNIT_S, WindowGrid, WorkUnit, plan_units
+from edge.batch.pool import available_cores, run_local, split_threads
+from edge.batch.run_record import run_record, write_run_record
+from edge.batch.tables import remove_stale_tables
+from edge.batch.writer import AnalysisWriter, UnitSink, WorkLog, job_fingerprint
+from edge.card.embeddings import FileEmbeddingArchive, embedding_spec
+from edge.errors import AudioError, ConfigError
+from edge.model.bundle import open_bundle
+from edge.model.precision_gate import check_precision, model_key
+from edge.scoring.labels import read_labels
+from edge.scoring.scorer import SCORE_MODES
+from edge.stream.pipeline import label_rules
+
+ENGINES = ("local", "ray")
+ENGINE_ENTRY_POINTS = "biolingual_edge.engines"
+
+__all__ = ["AnalyzeOptions", "AnalyzeResult", "RunOptions", "analyze_paths"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the work is spread: engine, workers, unit size, resume."""
+
+    workers: int | None = None
+    """Processes (local) or actors (Ray); None: as many as the cores allow with ``threads`` each."""
+    engine: str = "local"
+    ray_address: str | None = None
+    """Join this Ray cluster instead of starting a private local instance."""
+    unit_s: float = DEFAULT_UNIT_S
+    """Audio per work unit, seconds (rounded up to whole inference batches)."""
+    resume: bool = False
+    """Continue the run logged in the output folder instead of starting over."""
+
+
+@dataclass
+class AnalyzeResult:
+    """What an ``analyze`` run did (resumed units included)."""
+
+    csv_path: Path
+    run_record: Path | None = None
+    files_ok: int = 0
+    detections: int = 0
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Files analysed with a caveat (cut short), one line each naming the file."""
+    units: int = 0
+    units_resumed: int = 0
+    """Units already done by an earlier, interrupted run and skipped now."""
+
+
+ProgressCallback = Callable[[int, int, str], None]
+"""(units done, units in total, file name) after each unit."""
+
+
+def _check_choices(options: AnalyzeOptions) -> None:
+    """Options that need no bundle, checked before anything is opened."""
+    if options.score_mode not in SCORE_MODES:
+        raise ConfigError(f"unknown --score-mode '{options.score_mode}'", f"use {' or '.join(SCORE_MODES)}")
+    if options.top_k < 1 or options.batch < 1:
+        raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
+
+
+def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
+    if not 0 < options.window_s <= max_window_s:
+        raise ConfigError(f"--window {options.window_s:g} s is outside 0..{max_window_s:g} s",
+                          f"the model sees at most {max_window_s:g} s at once")
+    if not 0 < options.hop_s <= options.window_s:
+        raise ConfigError(f"--hop {options.hop_s:g} s must be > 0 and <= --window ({options.window_s:g} s)",
+                          "use a hop no longer than the window so no audio is skipped")
+
+
+def _check_run(run: RunOptions) -> None:
+    if run.engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{run.engine}'", f"choose one of: {', '.join(ENGINES)}")
+    if run.unit_s <= 0:
+        raise ConfigError(f"--unit {run.unit_s:g} s must be > 0", "units of a few minutes suit most archives")
+    if run.ray_address is not None and run.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
+
+
+def _workers_and_threads(run: RunOptions, threads: int | None) -> tuple[int | None, int]:
+    """Workers (None: let the Ray cluster's CPUs decide) and ONNX Runtime threads per worker."""
+    if run.ray_address is not None:
+        return run.workers, threads or 1  # the cluster's cores are not this machine's
+    return split_threads(run.workers, threads, available_cores())
+
+
+def _results(spec: AnalysisSpec, units: list[WorkUnit], run: RunOptions, workers: int | None) -> Iterator[UnitResult]:
+    if run.engine == "local":
+        return run_local(spec, units, workers or 1)
+    engine = _installed_engine(run.engine)
+    return engine(spec, units, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
+
+
+def _installed_engine(name: str) -> Callable[..., Iterator[UnitResult]]:
+    """A distributed engine registered under the ``biolingual_edge.engines`` entry points (the desk's Ray
+    engine is one): the unit runtime names no desk module, so it runs where the desk is not installed."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=ENGINE_ENTRY_POINTS, name=name)
+    if not found:
+        raise ConfigError(f"--engine {name} is not installed here",
+                          f"pip install 'biolingual-edge[{name}]' (desk side), or use --engine local")
+    try:
+        engine: Callable[..., Iterator[UnitResult]] = next(iter(found)).load()
+    except ImportError as e:
+        raise ConfigError(f"--engine {name} cannot load: {e}",
+                          f"pip install 'biolingual-edge[{name}]' (desk side), or use --engine local") from e
+    return engine
+
+
+def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
+                  on_progress: ProgressCallback | None = None, run: RunOptions | None = None,
+                  sinks: Sequence[UnitSink] = (), keep_embeddings: bool = False) -> AnalyzeResult:
+    """Analyse every recording under ``paths``; unreadable files are reported in ``failures``.
+
+    ``sinks`` are extra outputs fed by the single writer (``keep_embeddings`` sends each window's embedding
+    back from the workers for them).
+    """
+    run = run or RunOptions()
+    _check_run(run)
+    _check_choices(options)
+    bundle = open_bundle(bundle_dir)
+    frontend_params = bundle.manifest.frontend
+    _check_timing(options, frontend_params.max_length_s)
+    labels = read_labels(labels_path)
+    check_precision(bundle, model_key("ort", options.precision), options.force_precision)
+    label_rules(bundle, labels, str(labels_path), options.heads, options.score_mode)  # fails here, not in workers
+    files = find_audio_files(paths)
+    if not files:
+        raise AudioError(f"no audio files found in {', '.join(map(str, paths))}",
+                         "pass WAV/FLAC/MP3/OGG files or folders that contain them")
+    rate = frontend_params.sampling_rate
+    grid = WindowGrid(round(options.window_s * rate), round(options.hop_s * rate), options.batch)
+    units = plan_units(files, rate, grid, round(run.unit_s * rate))
+    workers, threads = _workers_and_threads(run, options.threads)
+    archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    if options.embeddings_dir is not None and archive_spec is not None:
+        sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc)]
+        keep_embeddings = True
+    spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
+                        verify_bundle=run.engine == "ray")
+    description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,
+                   "options": dataclasses.asdict(dataclasses.replace(options, threads=None))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not run.resume:
+        remove_stale_tables(out_dir)
+    worklog = WorkLog(out_dir, job_fingerprint(description, units), run.resume)
+    writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks)
+    result = AnalyzeResult(writer.csv.path, units=len(units), units_resumed=worklog.done,
+                           warnings=[w for path in files if (w := truncation_warning(path))])
+    try:
+        todo = units[worklog.done :]
+        for unit, unit_result in zip(todo, _results(spec, todo, run, workers)):
+            writer.write(unit, unit_result)
+            if on_progress:
+                on_progress(unit.index + 1, len(units), unit.path.name)
+    finally:
+        writer.close()
+    result.detections = writer.totals.detections
+    result.failures = list(writer.totals.failures.values())
+    result.files_ok = len(files) - len(writer.totals.failures)
+    result.run_record = write_run_record(out_dir, run_record(
+        bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
+        top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
+        raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
+        files_failed=len(result.failures), detections=result.detections))
+    return result

@@ -1,0 +1,111 @@
+"""One work unit analysed in whichever process holds the model: windows -> log-mel -> embeddings -> detections.
+
+Everything here is picklable (options, specs, results), so a local process pool or Ray actors run the same
+:class:`UnitAnalyzer` and send the same :class:`UnitResult` back to the single writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.batch.pieces import WindowGrid, WorkUnit, unit_batches
+from edge.errors import AudioError
+from edge.model.bundle import open_bundle
+from edge.scoring.labels import read_labels
+from edge.stream.detector import Detection
+from edge.stream.pipeline import DEFAULT_BATCH, Stages, build_stages
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """Analysis settings; durations in seconds, converted to samples at the model rate."""
+
+    window_s: float = 10.0
+    hop_s: float = 5.0
+    threshold: float | None = None
+    top_k: int = 1
+    precision: str = "fp32"
+    score_mode: str = "logit"
+    threads: int | None = None
+    """ONNX Runtime threads per worker (None: the cores divided among the workers)."""
+    batch: int = DEFAULT_BATCH
+    force_precision: bool = False
+    """Use a precision even if its parity report is missing or failed."""
+    embeddings_dir: Path | None = None
+    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
+    heads: tuple[str, ...] = ()
+    """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """What every worker needs to build its stages once and analyse units."""
+
+    bundle_dir: Path
+    labels_path: Path
+    options: AnalyzeOptions
+    grid: WindowGrid
+    rate: int
+    """Model sample rate, Hz."""
+    threads: int
+    """ONNX Runtime intra-op threads in this worker."""
+    keep_embeddings: bool = False
+    """Return each window's audio embedding with the detections (for an embedding archive)."""
+    verify_bundle: bool = False
+    """Re-check the bundle's checksums in the worker (the parent already did on this machine)."""
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What a worker sends back for one unit; ``error`` set means the unit could not be read."""
+
+    index: int
+    detections: tuple[Detection, ...] = ()
+    window_starts: tuple[int, ...] = ()
+    """Start sample of every window analysed, in order (model rate, from file start)."""
+    window_ends: tuple[int, ...] = ()
+    embeddings: np.ndarray | None = field(default=None, compare=False)
+    """``(windows, D)`` float32 L2-normalised audio embeddings when the spec keeps them, else None."""
+    error: str | None = None
+
+
+def build_spec_stages(spec: AnalysisSpec) -> Stages:
+    """The stages of one worker: the bundle's backend opened once, label embeddings loaded once."""
+    options = spec.options
+    bundle = open_bundle(spec.bundle_dir, verify=spec.verify_bundle)
+    return build_stages(bundle, read_labels(spec.labels_path), str(spec.labels_path), precision=options.precision,
+                        threads=spec.threads, score_mode=options.score_mode, top_k=options.top_k,
+                        threshold=options.threshold, force_precision=options.force_precision, heads=options.heads)
+
+
+class UnitAnalyzer:
+    """Analyses work units with stages built once (per process, per Ray actor)."""
+
+    def __init__(self, spec: AnalysisSpec) -> None:
+        self.spec = spec
+        self.stages = build_spec_stages(spec)
+
+    def __call__(self, unit: WorkUnit) -> UnitResult:
+        stages = self.stages
+        stages.frontend.reset()
+        detections: list[Detection] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        embeddings: list[np.ndarray] = []
+        try:
+            for windows in unit_batches(unit, self.spec.rate, self.spec.grid):
+                batch_starts = [w.start_sample for w in windows]
+                batch_ends = [w.end_sample for w in windows]
+                embedded = stages.backend.embed(stages.frontend.batch(windows))
+                detections.extend(stages.selector(batch_starts, batch_ends, stages.scorer.score(embedded)))
+                starts.extend(batch_starts)
+                ends.extend(batch_ends)
+                if self.spec.keep_embeddings:
+                    embeddings.append(embedded)
+        except AudioError as e:
+            return UnitResult(unit.index, error=str(e))
+        kept = np.concatenate(embeddings) if embeddings else None
+        return UnitResult(unit.index, tuple(detections), tuple(starts), tuple(ends), kept)

@@ -1,0 +1,1 @@
+"""The unit config: strict schema, loading with --set overrides, commented YAML, the listening schedule."""

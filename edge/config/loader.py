@@ -1,0 +1,202 @@
+"""Loading a unit config: YAML file or packaged profile, CLI overrides, one validation, every problem reported.
+
+Precedence is CLI > file > defaults. :func:`resolve_config` reads a YAML file (or a profile shipped in
+``firmware_configs`` by name), applies dotted-key overrides such as ``{"analysis.hop_s": 2.5}`` and validates
+the result once; a bad config raises one :class:`~edge.errors.ConfigError` listing every problem with its
+dotted path (``analysis.hop_s: must be <= window_s (10) …``). Relative paths in a file are relative to the
+file's folder; relative paths given as overrides are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edge.config.base import FieldProblems
+from edge.config.schema import UnitConfig
+from edge.errors import ConfigError
+
+PROFILE_PACKAGE = "firmware_configs"
+PROFILE_SUFFIX = ".yaml"
+PATH_KEYS = ("model.bundle", "analysis.labels", "storage.log_dir")
+"""Keys holding paths: relative values resolve against the config file's folder (or the cwd for flags)."""
+SHOW_HINT = "fix the keys listed; `biolingual-edge config show --unit jetson-orin-nano` prints a valid example"
+
+__all__ = ["UnitConfig", "resolve_config", "profile_names", "profile_path", "parse_override"]
+
+
+def profile_names() -> list[str]:
+    """Names of the hardware profiles shipped in the package (``firmware_configs/NAME.yaml``)."""
+    folder = resources.files(PROFILE_PACKAGE)
+    return sorted(entry.name[: -len(PROFILE_SUFFIX)] for entry in folder.iterdir()
+                  if entry.name.endswith(PROFILE_SUFFIX))
+
+
+def profile_path(name: str) -> Path:
+    """The installed file of profile ``name``, or a :class:`ConfigError` suggesting the closest names."""
+    names = profile_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"no unit profile named '{name}'", f"{guess}profiles: {', '.join(names)}")
+    return Path(str(resources.files(PROFILE_PACKAGE).joinpath(name + PROFILE_SUFFIX)))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping; a missing file, bad syntax or a non-mapping is a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist", "pass --config FILE or --unit PROFILE") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}", "check the path and that it is UTF-8") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}",
+                          "check indentation (spaces, not tabs) and quoting") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold sections (key: value), not a {type(data).__name__}",
+                          "start from a profile in firmware_configs/")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"analysis.hop_s=2.5"`` -> ``("analysis.hop_s", 2.5)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{text}' is not KEY=VALUE", "write e.g. --set analysis.hop_s=2.5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML", "quote strings with spaces") from e
+    return key.strip(), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key set; relative override paths become absolute against ``cwd``.
+
+    A ``None`` value means "flag not given" and leaves the key alone.
+    """
+    merged = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        parts = dotted.split(".")
+        node = merged
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[:depth + 1])} is not a section",
+                                  "check the key name with `biolingual-edge config show`")
+            node = child
+        if dotted in PATH_KEYS and isinstance(value, str | Path) and not Path(value).is_absolute():
+            value = str((cwd / value).resolve())
+        node[parts[-1]] = value
+    return merged
+
+
+def resolve_config(path: Path | None, unit: str | None, overrides: Mapping[str, Any] | None = None,
+                   cwd: Path | None = None) -> UnitConfig:
+    """Config from a file or a packaged profile (or neither: defaults), with dotted-key overrides on top."""
+    if path is not None and unit is not None:
+        raise ConfigError("pass either --config FILE or --unit PROFILE, not both",
+                          "copy the profile, edit it, and pass it with --config")
+    source = path if path is not None else profile_path(unit) if unit is not None else None
+    data = load_yaml(source) if source is not None else {}
+    cwd = cwd or Path.cwd()
+    data = apply_overrides(data, overrides or {}, cwd)
+    base_dir = source.resolve().parent if source is not None else cwd
+    try:
+        return UnitConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        problems = validation_problems(e)
+        name = str(source) if source is not None else "the settings"
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ConfigError(f"{name} has {count}:\n  " + "\n  ".join(problems), SHOW_HINT) from None
+
+
+def dotted(loc: tuple[int | str, ...]) -> str:
+    """``("schedule", "periods", 0, "start")`` -> ``schedule.periods[0].start`` (empty parts skipped)."""
+    text = ""
+    for part in loc:
+        if part == "":
+            continue
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def validation_problems(error: ValidationError) -> list[str]:
+    """One ``path: message`` line per problem, with "did you mean" for unknown keys."""
+    lines: list[str] = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        kind = item["type"]
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldProblems):
+            for sub, message in cause.problems:
+                sub_loc = tuple(int(p) if p.isdigit() else p for p in sub.split("."))
+                lines.append(f"{dotted(loc + sub_loc)}: {message}")
+        elif kind == "extra_forbidden":
+            lines.append(f"{dotted(loc)}: unknown key{_did_you_mean(loc)}")
+        elif kind == "missing":
+            section = _model_at(loc)
+            required = [name for name, field in section.model_fields.items() if field.is_required()] if section else []
+            lines.extend(f"{dotted(loc + (name,))}: required, not set" for name in required or [""])
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            if kind.endswith(("_type", "_parsing")) and "input" in item:
+                message += f" (got {item['input']!r})"
+            lines.append(f"{dotted(loc) or 'config'}: {message}")
+    return lines
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` (list indices and dict keys skipped)."""
+    current: Any = UnitConfig
+    for part in loc:
+        if isinstance(part, str) and _is_model(current) and part in current.model_fields:
+            current = _inner_model(current.model_fields[part].annotation)
+        elif not isinstance(part, int):
+            return None
+    return current if _is_model(current) else None
+
+
+def _is_model(candidate: Any) -> bool:
+    return isinstance(candidate, type) and issubclass(candidate, BaseModel)
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The model inside ``Model``, ``Model | None``, ``list[Model]`` or ``Annotated[...]``."""
+    if _is_model(annotation):
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, typing.Annotated):
+        for arg in args:
+            found = _inner_model(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,1 @@
+"""The model: the bundle (manifest, checksums), the log-mel frontend, and the backends that embed windows."""

@@ -1,0 +1,153 @@
+"""Label embeddings from the bundle and per-window label scores (cosine × logit scale).
+
+Scores are per label and do not depend on which other labels are in the list; a softmax across the
+list is available as an option (``mode="softmax"``), never the default. A label may also be a trained
+linear head (``edge.scoring.heads``): its score is the head's logit ``w·x + b`` instead of cosine × logit scale.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.errors import ConfigError, LabelError
+from edge.model.bundle import LOCAL_REVISION_PREFIX, Bundle
+from edge.scoring.label_sets import check_label_set_model
+from edge.scoring.labels import LabelList
+
+SCORE_MODES = ("logit", "softmax")
+HEAD_SOURCE = "head"
+"""``LabelSetEntry.source`` of a trained linear head (weights + bias per label, see ``edge.scoring.heads``)."""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Label names and their vectors ``(L, D)`` float32, in the user's order.
+
+    Text/example labels are L2-normalised embeddings; head labels (``bias`` not NaN) are a linear
+    head's weights, scored as ``w·x + b``.
+    """
+
+    names: tuple[str, ...]
+    embeddings: np.ndarray
+    bias: np.ndarray | None = None
+    """``(L,)`` float32 intercepts of head labels, NaN for text labels; None when no label is a head."""
+
+    @property
+    def head_mask(self) -> np.ndarray:
+        """``(L,)`` bool: which labels are trained heads."""
+        if self.bias is None:
+            return np.zeros(len(self.names), dtype=bool)
+        return ~np.isnan(self.bias)
+
+    def merged(self, other: LabelSet) -> LabelSet:
+        """This set followed by ``other`` (e.g. text labels then heads); names must stay unique."""
+        clash = {n.casefold() for n in self.names} & {n.casefold() for n in other.names}
+        if clash:
+            raise LabelError(f"label(s) {', '.join(sorted(clash))} appear both as text labels and as a head",
+                             "rename the head (train-head --name) or drop the label from the list")
+        nan = np.full(len(self.names), np.nan, np.float32)
+        biases = [self.bias if self.bias is not None else nan,
+                  other.bias if other.bias is not None else np.full(len(other.names), np.nan, np.float32)]
+        return LabelSet(self.names + other.names, np.concatenate([self.embeddings, other.embeddings]),
+                        np.concatenate(biases).astype(np.float32))
+
+
+def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels.txt") -> LabelSet:
+    """Embeddings for ``labels``: the set exported from this exact list, else assembled label by label."""
+    sets = bundle.manifest.label_sets
+    if labels.key in sets:
+        stored = sets[labels.key]
+        check_label_set_model(bundle, stored)
+        data = np.load(bundle.root / stored.path)
+        return LabelSet(stored.names, data["embeddings"].astype(np.float32))
+    by_name: dict[str, np.ndarray] = {}
+    for entry in sets.values():
+        if entry.source == HEAD_SOURCE:
+            continue  # a head's weights are not an embedding
+        check_label_set_model(bundle, entry)
+        embeddings = np.load(bundle.root / entry.path)["embeddings"]
+        for name, row in zip(entry.names, embeddings):
+            by_name.setdefault(name.casefold(), row)
+    missing = [n for n in labels.names if n.casefold() not in by_name]
+    if missing:
+        shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise LabelError(
+            f"{len(missing)} label(s) have no embeddings in bundle {bundle.root}: {shown}",
+            f"run `{add_labels_command(bundle, labels_path)}` on the workstation",
+        )
+    rows = np.stack([by_name[n.casefold()] for n in labels.names]).astype(np.float32)
+    return LabelSet(labels.names, rows)
+
+
+def add_labels_command(bundle: Bundle, labels_path: str) -> str:
+    """The complete ``biolingual-export labels`` command for this bundle, with the checkpoint that made it."""
+    manifest = bundle.manifest
+    words = ["biolingual-export", "labels", "--model", manifest.model_id]
+    if not manifest.model_revision.startswith(LOCAL_REVISION_PREFIX) and manifest.model_revision != "unknown":
+        words += ["--revision", manifest.model_revision]
+    words += ["--labels", labels_path, "--bundle", str(bundle.root)]
+    return shlex.join(words)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-window, per-label scores for a batch: all arrays ``(B, L)`` float32."""
+
+    cosine: np.ndarray
+    """Raw cosine similarity between audio and label embeddings, in [-1, 1]."""
+    score: np.ndarray
+    """``cosine × logit_scale`` (mode ``logit``) or a softmax of that across the list (mode ``softmax``)."""
+
+
+class Scorer:
+    """Audio embeddings -> label scores."""
+
+    def __init__(self, label_set: LabelSet, logit_scale: float, mode: str = "logit") -> None:
+        if mode not in SCORE_MODES:
+            raise ConfigError(f"unknown score mode '{mode}'", f"use --score-mode {' or '.join(SCORE_MODES)}")
+        heads = label_set.head_mask
+        if mode == "softmax" and heads.any():
+            raise LabelError("a softmax across the list cannot mix trained heads with text labels",
+                             "use --score-mode logit with heads")
+        self.label_set = label_set
+        self.logit_scale = logit_scale
+        self.mode = mode
+        self._label_matrix = np.ascontiguousarray(label_set.embeddings.T)
+        self._has_heads = bool(heads.any())
+        if self._has_heads:
+            assert label_set.bias is not None
+            norms = np.linalg.norm(label_set.embeddings, axis=1).astype(np.float32)
+            self._cosine_divisor = np.where(heads, np.maximum(norms, 1e-12), 1.0).astype(np.float32)
+            self._scale = np.where(heads, 1.0, logit_scale).astype(np.float32)
+            self._offset = np.where(heads, label_set.bias, 0.0).astype(np.float32)
+
+    def score(self, audio_embeddings: np.ndarray) -> Scores:
+        """``(B, D)`` L2-normalised embeddings -> :class:`Scores`."""
+        return self.from_cosine(audio_embeddings @ self._label_matrix)
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """``(D, L)`` float32: the label vectors as columns (a head's weights are not unit length)."""
+        return self._label_matrix
+
+    def from_cosine(self, cosine: np.ndarray) -> Scores:
+        """``(B, L)`` products of unit audio embeddings with :attr:`label_matrix` (computed here or elsewhere,
+        e.g. over an archive) -> :class:`Scores`; for text labels these products are the cosines."""
+        if self._has_heads:
+            return Scores(cosine / self._cosine_divisor, cosine * self._scale + self._offset)
+        logits = cosine * np.float32(self.logit_scale)
+        if self.mode == "softmax":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return Scores(cosine, shifted / shifted.sum(axis=1, keepdims=True))
+        return Scores(cosine, logits)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores per row, best first: ``(B, L)`` -> ``(B, min(k, L))``."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,126 @@
+"""The analysis chain as plain functions: chunks -> windows -> log-mel -> embeddings -> scores -> detections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.audio.chunk import AudioChunk
+from edge.audio.windowing import Window, Windower
+from edge.errors import ConfigError
+from edge.model.backends import Backend, create_backend
+from edge.model.bundle import Bundle
+from edge.model.frontend_stream import StreamingLogMel
+from edge.model.precision_gate import check_precision, model_key
+from edge.scoring.heads import HEAD_THRESHOLD, head_key, load_head
+from edge.scoring.labels import LabelList
+from edge.scoring.scorer import LabelSet, Scorer, Scores, load_label_set
+from edge.scoring.thresholds import Calibration, load_calibrations
+from edge.stream.detector import Detection, WindowSelector
+
+DEFAULT_BATCH = 4
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The per-window stages, built once per process."""
+
+    frontend: StreamingLogMel
+    backend: Backend
+    scorer: Scorer
+    selector: WindowSelector
+
+
+def embed_and_score(stages: Stages, windows: list[Window]) -> tuple[np.ndarray, Scores]:
+    """Log-mel, embed and score a batch of consecutive windows: (``(B, D)`` float32 embeddings, scores)."""
+    embeddings = stages.backend.embed(stages.frontend.batch(windows))
+    return embeddings, stages.scorer.score(embeddings)
+
+
+def score_windows(stages: Stages, windows: list[Window]) -> Scores:
+    """Log-mel, embed and score a batch of consecutive windows of one stream."""
+    return embed_and_score(stages, windows)[1]
+
+
+def detect_windows(stages: Stages, windows: list[Window]) -> list[Detection]:
+    """Detections for a batch of windows, in window order."""
+    if not windows:
+        return []
+    scores = score_windows(stages, windows)
+    return stages.selector([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
+
+
+def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int) -> Iterator[list[Window]]:
+    """Windows from a finite chunk stream, grouped in batches of up to ``batch`` (tail window included)."""
+    pending: list[Window] = []
+    for chunk in chunks:
+        pending.extend(windower.push(chunk))
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    pending.extend(windower.flush())
+    if pending:
+        yield pending
+
+
+def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples: int, hop_samples: int,
+                   batch: int = DEFAULT_BATCH) -> list[Detection]:
+    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
+    windower = Windower(window_samples, hop_samples)
+    stages.frontend.reset()
+    detections: list[Detection] = []
+    for windows in batched_windows(chunks, windower, batch):
+        detections.extend(detect_windows(stages, windows))
+    return detections
+
+
+def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tuple[str, ...] = (),
+                score_mode: str = "logit", label_thresholds: dict[str, float] | None = None,
+                ) -> tuple[LabelSet, dict[str, float], Calibration | None]:
+    """The label set (list + heads), per-label thresholds and installed calibration a run scores with.
+
+    Thresholds per label: ``label_thresholds`` (configured), else the bundle's installed calibration, else the
+    head default (P = 0.5) for heads; labels not listed keep the run's global threshold.
+    """
+    label_set = load_label_set(bundle, labels, labels_path)
+    for name in heads:
+        label_set = label_set.merged(load_head(bundle, name))
+    calibration = load_calibrations(bundle, [labels.key, *map(head_key, heads)])
+    if calibration is not None and score_mode not in calibration.score_mode.split("/"):
+        raise ConfigError(f"the installed calibration is for score mode '{calibration.score_mode}', not '{score_mode}'",
+                          f"use --score-mode {calibration.score_mode} or calibrate again in this mode")
+    per_label = {name: HEAD_THRESHOLD for name, head in zip(label_set.names, label_set.head_mask) if head}
+    per_label.update(calibration.thresholds() if calibration else {})
+    per_label.update(label_thresholds or {})
+    return label_set, per_label, calibration
+
+
+def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
+                 backend: str = "ort", threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), score_mode: str = "logit",
+                 top_k: int = 1, threshold: float | None = None, highpass_hz: float = 0.0,
+                 force_precision: bool = False, low_memory: bool = False, heads: tuple[str, ...] = (),
+                 label_thresholds: dict[str, float] | None = None) -> Stages:
+    """Open the backend and label embeddings once and wire them with the frontend.
+
+    A model whose parity report is missing or failed is refused unless ``force_precision``; so is a high-pass
+    filter, which calibration, ``verify``, parity and example labels never apply (the model must see what its
+    precision gates measured). ``heads`` and ``label_thresholds``: see :func:`label_rules`.
+    """
+    check_precision(bundle, model_key(backend, precision), force_precision)
+    if highpass_hz > 0 and not force_precision:
+        raise ConfigError(f"audio.highpass_hz is {highpass_hz:g} Hz, but the bundle's calibration, verify and "
+                          "parity gates ran without a high-pass filter",
+                          "set audio.highpass_hz: 0, or pass --force-precision to run features the gates never saw")
+    manifest = bundle.manifest
+    label_set, per_label, calibration = label_rules(bundle, labels, labels_path, heads, score_mode, label_thresholds)
+    return Stages(
+        frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
+        backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers,
+                               low_memory=low_memory),
+        scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
+        selector=WindowSelector(label_set.names, k=top_k, threshold=threshold, per_label=per_label,
+                                calibration=calibration),
+    )

@@ -1,0 +1,211 @@
+"""Season archive on real recordings: analyze --embeddings -> collect -> rescore / search, against analyze itself."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from desk.archive.store import archive_root, read_embeddings
+from desk.collect.database import connect
+from desk.collect.ingest import collect
+from edge.batch.analyze import AnalyzeOptions, analyze_paths
+from edge.cli import app
+
+REPO = Path(__file__).resolve().parents[3]
+RATE = 48_000
+NEAR_TIE = 2e-3
+"""Cosine gap between two labels below which fp16 rounding may swap their order."""
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory, example_bundle: Path, example_labels: tuple[Path, Path],
+           toad_in_night: Path) -> dict[str, Path]:
+    """analyze with --embeddings (top 2 labels), collected into a season database."""
+    root = tmp_path_factory.mktemp("season")
+    recording = toad_in_night.resolve()
+    analyze_paths([recording], example_labels[0], example_bundle, root / "analyze",
+                  AnalyzeOptions(top_k=2, embeddings_dir=root / "recordings"))
+    db = root / "season.duckdb"
+    collect([root / "recordings"], db)
+    return {"root": root, "db": db, "recording": recording, "analyze": root / "analyze" / "detections.csv"}
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    con = connect(db, read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_collect_archives_every_window_once(season: dict[str, Path]) -> None:
+    db = season["db"]
+    windows = query(db, "SELECT source_path, source_offset, start_utc, model_sha256 FROM windows ORDER BY 2")
+    assert [w[1] for w in windows] == list(range(0, 50 * RATE + 1, 5 * RATE))
+    assert {w[0] for w in windows} == {str(season["recording"])} and windows[0][2] is None  # no time in the name
+    shards = list(archive_root(db).rglob("*.parquet"))
+    assert len(shards) == 1 and shards[0].parent.name == "day=unknown"
+    again = collect([season["root"] / "recordings"], db)
+    assert again.added["windows"] == 0 and query(db, "SELECT count(*) FROM windows")[0][0] == 11
+
+
+def test_parquet_shard_holds_a_fixed_size_list_of_float16(season: dict[str, Path]) -> None:
+    import pyarrow.parquet as pq
+
+    (shard,) = archive_root(season["db"]).rglob("*.parquet")
+    field = pq.read_schema(shard).field("embedding")
+    assert str(field.type.value_type) == "halffloat" and field.type.list_size > 1
+
+
+def test_read_embeddings_returns_unit_rows_in_the_order_asked(season: dict[str, Path]) -> None:
+    ids = [w[0] for w in query(season["db"], "SELECT window_id FROM windows ORDER BY window_id")]
+    forward = read_embeddings(season["db"], ids)
+    backward = read_embeddings(season["db"], ids[::-1])
+    np.testing.assert_allclose(np.linalg.norm(forward, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(forward[::-1], backward)
+
+
+def test_rescore_equals_analyze_window_for_window(season: dict[str, Path], example_bundle: Path,
+                                                  example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle), "--labels",
+        str(example_labels[0]), "--out", str(tmp_path), "--top-k", "2")
+    expected, got = rows(season["analyze"]), rows(tmp_path / "detections.csv")
+    assert len(got) == len(expected) == 22
+    for want, have in zip(expected, got):
+        assert (have["file"], have["start_s"], have["end_s"]) == (want["file"], want["start_s"], want["end_s"])
+        assert float(have["cosine"]) == pytest.approx(float(want["cosine"]), abs=NEAR_TIE)
+    # top-1 identical except where the two labels are within fp16 rounding of each other
+    for index in range(0, len(expected), 2):
+        gap = abs(float(expected[index]["cosine"]) - float(expected[index + 1]["cosine"]))
+        if gap > NEAR_TIE:
+            assert got[index]["label"] == expected[index]["label"]
+    (raven,) = tmp_path.glob("*.txt")
+    assert raven.name == "toad_at_40s.BioLingual.selection.table.txt"
+    want_lines = (season["analyze"].parent / raven.name).read_text().splitlines()
+    have_lines = raven.read_text().splitlines()
+    assert have_lines[0] == want_lines[0] and len(have_lines) == len(want_lines)
+    for want_line, have_line in zip(want_lines[1:], have_lines[1:]):
+        want_cells, have_cells = want_line.split("\t"), have_line.split("\t")
+        assert have_cells[:7] == want_cells[:7] and have_cells[9] == want_cells[9]  # all but species and score
+
+
+def test_search_by_example_finds_its_own_window(season: dict[str, Path], example_bundle: Path,
+                                                tmp_path: Path) -> None:
+    for start_s in (40.0, 42.0):  # the toad (the night background before it repeats every 10 s)
+        out = tmp_path / str(start_s)
+        cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
+            f"{season['recording']}@{start_s}", "--top", "3", "--out", str(out), "--clips")
+        hits = rows(out / "hits.csv")
+        assert abs(float(hits[0]["source_offset_s"]) - start_s) <= 5.0  # within one hop
+        if start_s == 40.0:
+            assert float(hits[0]["source_offset_s"]) == 40.0 and float(hits[0]["score"]) > 0.999
+        assert len(list((out / "clips").glob("*.wav"))) == 3
+    cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
+        f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "prefiltered"), "--prefilter")
+    assert rows(tmp_path / "prefiltered" / "hits.csv")[0]["source_offset_s"] == "40.000"
+
+
+def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_bundle: Path,
+                                               tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--text", "toad trill",
+        "--model", str(tiny_checkpoint), "--top", "4", "--out", str(tmp_path))
+    hits = rows(tmp_path / "hits.csv")
+    assert [h["rank"] for h in hits] == ["1", "2", "3", "4"]
+    scores = [float(h["score"]) for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_by_text_through_the_bundles_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                         tiny_checkpoint: Path, tmp_path: Path) -> None:
+    for route, extra in (("tower", []), ("checkpoint", ["--model", str(tiny_checkpoint)])):
+        cli("logs", "search", "--db", str(season["db"]), "--bundle", str(text_bundle), "--text", "toad trill",
+            "--top", "4", "--out", str(tmp_path / route), *extra)
+    tower, checkpoint = rows(tmp_path / "tower" / "hits.csv"), rows(tmp_path / "checkpoint" / "hits.csv")
+    assert [h["window_id"] for h in tower] == [h["window_id"] for h in checkpoint]
+    for a, b in zip(tower, checkpoint):
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-3)
+
+
+def test_rescore_embeds_labels_the_bundle_lacks_with_its_text_encoder(season: dict[str, Path], text_bundle: Path,
+                                                                      example_bundle: Path, tmp_path: Path) -> None:
+    new = tmp_path / "new.txt"
+    new.write_text("frog chorus\nwind in reeds\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle),
+                                      "--labels", str(new), "--out", str(tmp_path / "no-tower")])
+    assert result.exit_code == 2 and "biolingual-export labels" in result.output  # one line naming the command
+    cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(text_bundle), "--labels", str(new),
+        "--out", str(tmp_path / "tower"))
+    assert {r["label"] for r in rows(tmp_path / "tower" / "detections.csv")} <= {"frog chorus", "wind in reeds"}
+    assert len(rows(tmp_path / "tower" / "detections.csv")) == 11
+
+
+def test_search_needs_exactly_one_query(season: dict[str, Path], example_bundle: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle),
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "exactly one of --text and --example" in result.output
+
+
+def test_rescore_with_the_unit_config_reproduces_the_units_events(example_bundle: Path,
+                                                                   example_labels: tuple[Path, Path],
+                                                                   toad_in_night: Path, tmp_path: Path) -> None:
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"model:\n  bundle: {example_bundle}\nanalysis:\n  labels: {example_labels[0]}\n"
+                      "  score_mode: softmax\n  threshold: 0.5\n  hysteresis: 0.05\n  confirm_n: 2\n  confirm_m: 2\n"
+                      "unit:\n  unit_id: marsh-01\n", encoding="utf-8")
+    card = tmp_path / "card"
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--log-dir", str(card),
+                             "--input", str(toad_in_night), "--fast", "--heartbeat", "3600"], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "card.duckdb"
+    collect([card], db)
+    logged = query(db, "SELECT label, start_sample, end_sample, round(score, 4) FROM detections ORDER BY 2, 1")
+    assert logged
+    cli("logs", "rescore", "--db", str(db), "--bundle", str(example_bundle), "--labels", str(example_labels[0]),
+        "--out", str(tmp_path / "rescored"), "--config", str(config))
+    rescored = [(r["label"], round(float(r["start_s"]) * RATE), round(float(r["end_s"]) * RATE),
+                 round(float(r["score"]), 4)) for r in rows(tmp_path / "rescored" / "detections.csv")]
+    assert [r[:3] for r in rescored] == [r[:3] for r in logged]
+    np.testing.assert_allclose([r[3] for r in rescored], [r[3] for r in logged], atol=5e-3)
+
+
+def test_half_precision_cosines_match_numpy() -> None:
+    from desk.archive.half_matmul import cosines
+
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((300, 64)) * 0.1).astype(np.float16)
+    queries = rng.standard_normal((64, 5)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=0)
+    full = rows.astype(np.float32)
+    expected = (full / np.linalg.norm(full, axis=1, keepdims=True)) @ queries
+    np.testing.assert_allclose(cosines(rows, queries), expected, atol=1e-6)  # ONNX Runtime kernel
+    np.testing.assert_allclose(cosines(full, queries), expected, atol=1e-6)  # numpy path
+
+
+def test_a_database_without_embeddings_is_a_one_line_error(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    connect(db).close()  # a collection database from before the archive: no windows table
+    for command in (["rescore", "--labels", str(example_labels[0])], ["search", "--example", f"{db}@0"]):
+        result = CliRunner().invoke(app, ["logs", *command, "--db", str(db), "--bundle", str(example_bundle),
+                                          "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and "holds no window embeddings" in result.output, result.output
+        assert "Traceback" not in result.output

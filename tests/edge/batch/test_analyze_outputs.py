@@ -1,0 +1,88 @@
+"""`analyze` outputs that explain themselves: run.json, Raven `Begin Path`, start times from the recorder,
+no stale tables on re-runs, cut-short and macOS-twin files on a real card folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import soundfile as sf
+from typer.testing import CliRunner
+
+from edge.batch.tables import RAVEN_SUFFIX
+from edge.cli import app
+from edge.model.bundle import sha256_file
+from edge.scoring.labels import read_labels
+
+runner = CliRunner()
+PYKANTO = "nilomr__pykanto/20210502_040000.WAV"
+
+
+def card_folder(root: Path, shared_audio: Path) -> Path:
+    """An AudioMoth card copied from a Mac: local-time names, UTC+1 comments, `._` twins, one cut-short file."""
+    card = root / "card"
+    card.mkdir()
+    audio, rate = sf.read(shared_audio / PYKANTO, dtype="float32")
+    with sf.SoundFile(card / "20240903_202615.WAV", "w", rate, 1, "PCM_16") as handle:
+        handle.comment = "Recorded at 20:26:15 03/09/2024 (UTC+1) by AudioMoth 24F3190361DA6B7D at gain 2"
+        handle.write(audio)
+    (card / "._20240903_202615.WAV").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 80)
+    whole = (shared_audio / PYKANTO).read_bytes()
+    (card / "20240903_210000.WAV").write_bytes(whole[: len(whole) * 3 // 4])
+    return card
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "detections.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_outputs_explain_themselves(example_bundle: Path, example_labels: tuple[Path, Path], shared_audio: Path,
+                                    tmp_path: Path) -> None:
+    card = card_folder(tmp_path, shared_audio)
+    labels = example_labels[0]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(card), "--labels", str(labels), "--bundle", str(example_bundle),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "every window" in result.output  # no --threshold: says what was written
+    assert "warning:" in result.output and "20240903_210000.WAV is truncated" in result.output
+
+    found = rows(out)
+    files = {Path(r["file"]).name for r in found}
+    assert files == {"20240903_202615.WAV", "20240903_210000.WAV"}  # the `._` twin is not a recording
+    first = next(r for r in found if r["file"].endswith("202615.WAV"))
+    assert first["start_utc"] == "2024-09-03T19:26:15+00:00"  # from the comment, the +1 h offset applied
+
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert record["bundle_sha256"] == sha256_file(example_bundle / "manifest.json")
+    assert record["labels_file_sha256"] == sha256_file(labels)
+    assert record["labels_key"] == read_labels(labels).key
+    assert (record["precision"], record["score_mode"], record["threshold"]) == ("fp32", "logit", None)
+    assert (record["window_s"], record["hop_s"], record["top_k"]) == (10.0, 5.0, 1)
+    assert record["tool_version"] and record["files_ok"] == 2 and record["detections"] == len(found)
+    assert "every window" in record["note"]
+
+    raven = (out / ("20240903_202615" + RAVEN_SUFFIX)).read_text(encoding="utf-8").splitlines()
+    header = raven[0].split("\t")
+    assert header[-1] == "Begin Path"
+    assert raven[1].split("\t")[header.index("Begin Path")] == str((card / "20240903_202615.WAV").resolve())
+
+
+def test_rerun_into_the_same_folder_leaves_no_stale_tables(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                            shared_audio: Path, tmp_path: Path) -> None:
+    card = card_folder(tmp_path, shared_audio)
+    out = tmp_path / "out"
+    args = ["--labels", str(example_labels[0]), "--bundle", str(example_bundle), "--out", str(out)]
+    assert runner.invoke(app, ["analyze", str(card), *args]).exit_code == 0
+    assert len(list(out.glob("*" + RAVEN_SUFFIX))) == 2
+    (out / "my-notes.txt").write_text("kept")
+    only = card / "20240903_202615.WAV"
+    assert runner.invoke(app, ["analyze", str(only), *args, "--threshold", "-1000"]).exit_code == 0
+    assert [p.name for p in out.glob("*" + RAVEN_SUFFIX)] == ["20240903_202615" + RAVEN_SUFFIX]
+    assert {Path(r["file"]).name for r in rows(out)} == {only.name}
+    assert (out / "my-notes.txt").read_text() == "kept"
+    assert json.loads((out / "run.json").read_text())["threshold"] == -1000
+    shutil.rmtree(card)
