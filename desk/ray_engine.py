@@ -1,9 +1,9 @@
-"""``analyze --engine ray``: the same work units through Ray Data, for archives bigger than one machine.
+"""``analyze --engine ray``: the same pieces through Ray Data, for archives bigger than one machine.
 
-Rows are work units (path, start sample, length), decoded inside the actors — not Ray's ``read_audio``,
+Rows are pieces (path, start sample, length), decoded inside the actors — not Ray's ``read_audio``,
 which would decode a whole multi-hour file into one row on one node. ``map_batches`` runs
-:class:`UnitActor`, an ONNX Runtime actor that opens the bundle once; its results travel back pickled and
-reach the single writer in plan order. Desk side only: the unit runtime never imports this module.
+:class:`PieceActor`, an ONNX Runtime actor that opens the bundle once; its results travel back pickled and
+reach the single writer in plan order. Desk side only: the piece runtime never imports this module.
 
 A local instance started here listens on 127.0.0.1 only and is shut down after the job; ``address``
 joins an existing cluster instead (every node needs biolingual-edge installed and the recordings and
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.batch.piece_analysis import AnalysisSpec, UnitAnalyzer, UnitResult
-from edge.batch.pieces import WorkUnit
+from edge.batch.piece_analysis import AnalysisSpec, PieceAnalyzer, PieceResult
+from edge.batch.pieces import Piece
 from edge.batch.pool import MATH_THREAD_VARIABLES
 from edge.errors import BackendError, ConfigError, EdgeError
 
@@ -32,7 +32,7 @@ turned back into the external address. :func:`_start` checks the outcome, since 
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of a local instance: results are small, Ray's default (30 % of memory) is not."""
 NO_LENGTH = -1
-"""``length``/``total`` of a whole-file unit in a row (Arrow columns hold no None in an int column)."""
+"""``length``/``total`` of a whole-file piece in a row (Arrow columns hold no None in an int column)."""
 
 
 def _import_ray(local: bool) -> Any:
@@ -51,32 +51,32 @@ def _import_ray(local: bool) -> Any:
     return ray
 
 
-def unit_rows(units: list[WorkUnit]) -> list[dict[str, Any]]:
-    """One Ray Data row per unit: where to read, nothing decoded yet."""
+def piece_rows(pieces: list[Piece]) -> list[dict[str, Any]]:
+    """One Ray Data row per piece: where to read, nothing decoded yet."""
     return [{"index": u.index, "file_index": u.file_index, "path": str(u.path), "start": u.start_sample,
              "length": NO_LENGTH if u.length is None else u.length,
-             "total": NO_LENGTH if u.total is None else u.total} for u in units]
+             "total": NO_LENGTH if u.total is None else u.total} for u in pieces]
 
 
-def _unit_from_row(batch: dict[str, np.ndarray], row: int) -> WorkUnit:
+def _piece_from_row(batch: dict[str, np.ndarray], row: int) -> Piece:
     from pathlib import Path
 
     length, total = int(batch["length"][row]), int(batch["total"][row])
-    return WorkUnit(int(batch["index"][row]), int(batch["file_index"][row]), Path(str(batch["path"][row])),
+    return Piece(int(batch["index"][row]), int(batch["file_index"][row]), Path(str(batch["path"][row])),
                     int(batch["start"][row]), None if length == NO_LENGTH else length,
                     None if total == NO_LENGTH else total)
 
 
-class UnitActor:
-    """A Ray actor holding one ONNX Runtime session: a batch of unit rows -> their pickled results."""
+class PieceActor:
+    """A Ray actor holding one ONNX Runtime session: a batch of piece rows -> their pickled results."""
 
     def __init__(self, spec: AnalysisSpec) -> None:
         os.environ.update({name: str(spec.threads) for name in MATH_THREAD_VARIABLES})
-        self.analyzer = UnitAnalyzer(spec)
+        self.analyzer = PieceAnalyzer(spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = range(len(batch["index"]))
-        results = [pickle.dumps(self.analyzer(_unit_from_row(batch, row))) for row in rows]
+        results = [pickle.dumps(self.analyzer(_piece_from_row(batch, row))) for row in rows]
         return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object)}
 
 
@@ -115,25 +115,25 @@ def _edge_cause(error: BaseException) -> EdgeError | None:
     return None
 
 
-def run_ray(spec: AnalysisSpec, units: list[WorkUnit], actors: int | None, address: str | None,
-            cpus: int | None = None) -> Iterator[UnitResult]:
-    """Results of ``units`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads)."""
+def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address: str | None,
+            cpus: int | None = None) -> Iterator[PieceResult]:
+    """Results of ``pieces`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads)."""
     ray = _import_ray(local=address is None or _is_loopback(address))
     _start(ray, address, cpus or (actors or 1) * spec.threads)
     try:
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
-        dataset = ray.data.from_items(unit_rows(units), override_num_blocks=max(1, len(units)))
-        results = dataset.map_batches(UnitActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
-                                      batch_format="numpy", concurrency=min(actors, max(1, len(units))),
+        dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
+        results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
+                                      batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
                                       num_cpus=spec.threads)
-        waiting: dict[int, UnitResult] = {}
-        expected = iter(units)
+        waiting: dict[int, PieceResult] = {}
+        expected = iter(pieces)
         next_unit = next(expected, None)
         try:
             for row in results.iter_rows():
-                result: UnitResult = pickle.loads(row["result"])
+                result: PieceResult = pickle.loads(row["result"])
                 waiting[result.index] = result
                 while next_unit is not None and next_unit.index in waiting:
                     yield waiting.pop(next_unit.index)

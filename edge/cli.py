@@ -11,11 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.core import TyperGroup
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
-from edge.batch.pieces import DEFAULT_UNIT_S
+from edge.batch.pieces import DEFAULT_PIECE_S
 from edge.batch.run_record import ALL_WINDOWS_NOTE
 from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
-from edge.cli_support import report_errors, setup_logging, stderr
+from edge.cli_support import renamed, report_errors, setup_logging, stderr
 from edge.ops.bench import bench_command
 
 DESK_GROUP = "logs"
@@ -112,8 +112,10 @@ def analyze(
     = "local",
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one).")]
     = None,
-    unit: Annotated[float, typer.Option(help="Seconds of audio per work unit (long files are split).")]
-    = DEFAULT_UNIT_S,
+    piece_seconds: Annotated[float, typer.Option(
+        help="Seconds of audio per piece: long recordings are cut into pieces spread over the workers.")]
+    = DEFAULT_PIECE_S,
+    old_piece_seconds: Annotated[float | None, typer.Option("--unit", hidden=True, help="Old spelling.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT instead of starting over.")]
     = False,
     embeddings: Annotated[Path | None, typer.Option(
@@ -126,7 +128,8 @@ def analyze(
                              score_mode=score_mode, threads=threads, batch=batch,
                              force_precision=force_precision, embeddings_dir=embeddings,
                              heads=tuple(head or ()))
-    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address, unit_s=unit, resume=resume)
+    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address,
+                             piece_s=_piece_seconds(piece_seconds, old_piece_seconds), resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:
         task = progress.add_task("analysing", total=None)
@@ -142,12 +145,17 @@ def analyze(
     if threshold is None:
         stderr.print(f"note: {ALL_WINDOWS_NOTE.format(k=top_k)}; pass --threshold to keep only confident ones",
                      soft_wrap=True)
-    resumed = f" ({result.units_resumed} of {result.units} units from the earlier run)" if result.units_resumed else ""
+    resumed = (f" ({result.pieces_resumed} of {result.pieces} pieces from the earlier run)"
+               if result.pieces_resumed else "")
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
                  f"{len(result.failures)} failed -> {result.csv_path}{resumed} (settings in {result.run_record})",
                  soft_wrap=True)
     if result.failures:
         raise typer.Exit(1)
+
+
+def _piece_seconds(chosen: float, old: float | None) -> float:
+    return renamed(None if chosen == DEFAULT_PIECE_S else chosen, old, "--unit", "--piece-seconds") or chosen
 
 
 @app.command()
@@ -159,12 +167,14 @@ def run(
     = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config YAML (firmware_configs/).")]
     = None,
-    unit: Annotated[str | None, typer.Option(help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", "-p",
+                                                help="Shipped hardware profile, e.g. jetson-orin-nano.")] = None,
+    old_profile: Annotated[str | None, typer.Option("--unit", "-u", hidden=True, help="Old spelling.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: analysis.hop_s=2.5")]
     = None,
     log_dir: Annotated[Path | None, typer.Option(
         help="Where the detection log is written (the SD card); created if missing. Default: storage.log_dir of "
-             "--config/--unit, else ./logs.")] = None,
+             "--config/--profile, else ./logs.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score a window needs to count as a hit.")] = None,
     confirm: Annotated[str | None, typer.Option(help="N/M: hits needed in the last M windows.")] = None,
     window: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
@@ -185,7 +195,7 @@ def run(
 ) -> None:
     """Listen to the microphone (or --input FILE) and log detections until stopped (SIGTERM/Ctrl-C).
 
-    Settings come from --config/--unit, then --set KEY=VALUE, then the flags here (flags win).
+    Settings come from --config/--profile, then --set KEY=VALUE, then the flags here (flags win).
     """
     from edge.config.loader import parse_override, resolve_config
     from edge.ops.checks import read_sync_state
@@ -197,6 +207,7 @@ def run(
                                    confirm=confirm, window=window, hop=hop, device=device, rate=rate,
                                    channel=channel, precision=precision, score_mode=score_mode,
                                    heartbeat=heartbeat))
+    unit = renamed(profile, old_profile, "--unit", "--profile")
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None
     clock = CLOCK_SYNC_FROM_SYSTEMD.get(read_sync_state() or "", "unsynchronised")

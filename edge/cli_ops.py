@@ -12,18 +12,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge.cli_support import report_errors, stderr
+from edge.cli_support import renamed, report_errors, stderr
 from edge.config.loader import UnitConfig, parse_override, profile_names, profile_path, resolve_config
 from edge.config.show import render_config
 from edge.errors import ConfigError
 from edge.ops.checks import Status, run_checks
 from edge.ops.plan import PlanInputs, make_plan
-from edge.ops.service import DEFAULT_UNIT_DIR, DEFAULT_USER, install_unit, render_unit
+from edge.ops.service import DEFAULT_SYSTEMD_DIR, DEFAULT_USER, install_service_file, render_service_file
 
 stdout = Console(highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Unit config YAML file.")]
-UnitOpt = Annotated[str | None, typer.Option("--unit", "-u", help="A shipped hardware profile, e.g. jetson-orin-nano.")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p",
+                                                 help="A shipped hardware profile, e.g. jetson-orin-nano.")]
+OldProfileOpt = Annotated[str | None, typer.Option("--unit", "-u", hidden=True, help="Old spelling of --profile.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set analysis.hop_s=2.5 (repeat).")]
 
 config_app = typer.Typer(help="Unit configs: print the resolved settings, list shipped profiles.",
@@ -31,19 +33,21 @@ config_app = typer.Typer(help="Unit configs: print the resolved settings, list s
 service_app = typer.Typer(help="Run the recorder as a systemd service.", no_args_is_help=True)
 
 
-def _load(config: Path | None, unit: str | None, sets: list[str] | None) -> UnitConfig:
-    if config is None and unit is None:
-        raise ConfigError("no config given", f"pass --config FILE or --unit one of: {', '.join(profile_names())}")
-    return resolve_config(config, unit, dict(parse_override(s) for s in sets or []))
+def _load(config: Path | None, profile: str | None, sets: list[str] | None) -> UnitConfig:
+    if config is None and profile is None:
+        raise ConfigError("no config given", f"pass --config FILE or --profile one of: {', '.join(profile_names())}")
+    return resolve_config(config, profile, dict(parse_override(s) for s in sets or []))
 
 
 @config_app.command("show")
 @report_errors
-def config_show(config: ConfigOpt = None, unit: UnitOpt = None, set_: SetOpt = None) -> None:
+def config_show(config: ConfigOpt = None, profile: ProfileOpt = None, set_: SetOpt = None,
+                old_profile: OldProfileOpt = None) -> None:
     """Print the config after defaults, file and --set overrides are applied, as a commented YAML file.
 
-    Save it with `config show --unit PROFILE > unit.yaml`: its relative paths are relative to that file.
+    Save it with `config show --profile PROFILE > unit.yaml`: its relative paths are relative to that file.
     """
+    unit = renamed(profile, old_profile, "--unit", "--profile")
     resolved = _load(config, unit, set_)
     source = config if config is not None else profile_path(unit) if unit is not None else None
     text = source.read_text(encoding="utf-8") if source is not None else ""
@@ -64,20 +68,24 @@ def config_profiles() -> None:
 def service_install(
     config: Annotated[Path, typer.Option("--config", "-c", help="Unit config YAML file the service runs with.")],
     user: Annotated[str, typer.Option(help="Unprivileged user the recorder runs as (in group audio).")] = DEFAULT_USER,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the unit instead of writing it.")] = False,
-    unit_dir: Annotated[Path, typer.Option(help="Where systemd units live.")] = DEFAULT_UNIT_DIR,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the service file instead of writing it.")]
+    = False,
+    systemd_dir: Annotated[Path, typer.Option(help="Where systemd service files live.")] = DEFAULT_SYSTEMD_DIR,
+    old_systemd_dir: Annotated[Path | None, typer.Option("--unit-dir", hidden=True, help="Old spelling.")] = None,
 ) -> None:
-    """Write a systemd unit that runs `biolingual-edge run --config CONFIG` and restarts it forever."""
+    """Write a systemd service file that runs `biolingual-edge run --config CONFIG` and restarts it forever."""
     resolved = resolve_config(config, None, {})
     if dry_run:
-        stdout.print(render_unit(resolved, config, user), end="")
+        stdout.print(render_service_file(resolved, config, user), end="")
         return
-    result = install_unit(resolved, config, user, unit_dir)
-    stderr.print(f"wrote {result.unit_path}" + (f"; created {resolved.storage.log_dir}" if result.log_dir_created
+    chosen = None if systemd_dir == DEFAULT_SYSTEMD_DIR else systemd_dir
+    folder = renamed(chosen, old_systemd_dir, "--unit-dir", "--systemd-dir") or DEFAULT_SYSTEMD_DIR
+    result = install_service_file(resolved, config, user, folder)
+    stderr.print(f"wrote {result.service_path}" + (f"; created {resolved.storage.log_dir}" if result.log_dir_created
                                                   else ""))
     if resolved.power.nvpmodel_mode is not None:
         stderr.print(f"set the power mode once: sudo nvpmodel -m {resolved.power.nvpmodel_mode}")
-    stderr.print(f"start it: sudo systemctl daemon-reload && sudo systemctl enable --now {result.unit_path.name}")
+    stderr.print(f"start it: sudo systemctl daemon-reload && sudo systemctl enable --now {result.service_path.name}")
 
 
 def _number(value: float | None, fmt: str, unit: str = "") -> str:
@@ -91,16 +99,17 @@ def _number(value: float | None, fmt: str, unit: str = "") -> str:
 @report_errors
 def plan(
     config: ConfigOpt = None,
-    unit: UnitOpt = None,
+    profile: ProfileOpt = None,
     set_: SetOpt = None,
     ms_per_window: Annotated[float | None, typer.Option(help="Measured inference time per window, ms.")] = None,
+    old_profile: OldProfileOpt = None,
     detections_per_hour: Annotated[float, typer.Option(help="Assumed detections per listening hour.")] = 10.0,
     card_gb: Annotated[float, typer.Option(help="SD card / disk size, GB.")] = 32.0,
     os_gb: Annotated[float, typer.Option(help="Space already used by the OS, software and bundle, GB.")] = 8.0,
     date: Annotated[str | None, typer.Option(help="Day to plan for, YYYY-MM-DD (sun times vary).")] = None,
 ) -> None:
     """Deployment budget: windows/day, accelerator duty, MB/day, days until the card fills, Wh/day."""
-    resolved = _load(config, unit, set_)
+    resolved = _load(config, renamed(profile, old_profile, "--unit", "--profile"), set_)
     try:
         day = dt.date.fromisoformat(date) if date else dt.datetime.now(dt.timezone.utc).date()
     except ValueError:
@@ -142,11 +151,12 @@ STATUS_STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold 
 
 
 @report_errors
-def check(config: ConfigOpt = None, unit: UnitOpt = None, set_: SetOpt = None) -> None:
+def check(config: ConfigOpt = None, profile: ProfileOpt = None, set_: SetOpt = None,
+          old_profile: OldProfileOpt = None) -> None:
     """Check the unit on site: bundle, model, microphone, free space, clock, temperature; exit 1 on FAIL."""
     from edge.audio.mic import record
 
-    resolved = _load(config, unit, set_)
+    resolved = _load(config, renamed(profile, old_profile, "--unit", "--profile"), set_)
     audio = resolved.audio
 
     def capture() -> tuple[int, np.ndarray]:

@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -42,6 +43,11 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def seconds_to_samples(seconds: float, sample_rate: int) -> int:
-    """Convert a user-facing duration to an integer sample count at ``sample_rate``."""
-    return int(round(seconds * sample_rate))
+def renamed(new_value: T | None, old_value: T | None, old: str, new: str) -> T | None:
+    """The value of an option whose spelling changed: ``old`` still works for now and says ``new``."""
+    if old_value is None:
+        return new_value
+    stderr.print(f"note: {old} is now {new}; the old spelling still works for now", soft_wrap=True)
+    if new_value is not None and new_value != old_value:
+        raise ConfigError(f"both {new} and its old spelling {old} given", f"pass {new} only")
+    return old_value

@@ -1,6 +1,6 @@
 """``analyze``: recordings on disk -> detections.csv + Raven tables, one bad file never stopping the rest.
 
-The archive is cut into work units (``edge/batch/pieces.py``), analysed by a local process pool
+The archive is cut into pieces (``edge/batch/pieces.py``), analysed by a local process pool
 (``edge/batch/pool.py``) or Ray (``desk/ray_engine.py``), and written by one writer with a work log
 (``edge/batch/writer.py``) so a killed run can ``--resume``.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from edge.audio.files import find_audio_files, truncation_warning
 from edge.audio.recording_time import recording_start_utc
-from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, UnitResult
-from edge.batch.pieces import DEFAULT_UNIT_S, WindowGrid, WorkUnit, plan_units
+from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, PieceResult
+from edge.batch.pieces import DEFAULT_PIECE_S, Piece, WindowGrid, plan_pieces
 from edge.batch.pool import available_cores, run_local, split_threads
 from edge.batch.run_record import run_record, write_run_record
 from edge.batch.tables import remove_stale_tables
-from edge.batch.writer import AnalysisWriter, UnitSink, WorkLog, job_fingerprint
+from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprint
 from edge.card.embeddings import FileEmbeddingArchive, embedding_spec
 from edge.errors import AudioError, ConfigError
 from edge.model.bundle import open_bundle
@@ -36,22 +36,22 @@ __all__ = ["AnalyzeOptions", "AnalyzeResult", "RunOptions", "analyze_paths"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the work is spread: engine, workers, unit size, resume."""
+    """How the work is spread: engine, workers, piece size, resume."""
 
     workers: int | None = None
     """Processes (local) or actors (Ray); None: as many as the cores allow with ``threads`` each."""
     engine: str = "local"
     ray_address: str | None = None
     """Join this Ray cluster instead of starting a private local instance."""
-    unit_s: float = DEFAULT_UNIT_S
-    """Audio per work unit, seconds (rounded up to whole inference batches)."""
+    piece_s: float = DEFAULT_PIECE_S
+    """Audio per piece, seconds (rounded up to whole inference batches)."""
     resume: bool = False
     """Continue the run logged in the output folder instead of starting over."""
 
 
 @dataclass
 class AnalyzeResult:
-    """What an ``analyze`` run did (resumed units included)."""
+    """What an ``analyze`` run did (resumed pieces included)."""
 
     csv_path: Path
     run_record: Path | None = None
@@ -60,13 +60,13 @@ class AnalyzeResult:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Files analysed with a caveat (cut short), one line each naming the file."""
-    units: int = 0
-    units_resumed: int = 0
-    """Units already done by an earlier, interrupted run and skipped now."""
+    pieces: int = 0
+    pieces_resumed: int = 0
+    """Pieces already done by an earlier, interrupted run and skipped now."""
 
 
 ProgressCallback = Callable[[int, int, str], None]
-"""(units done, units in total, file name) after each unit."""
+"""(pieces done, pieces in total, file name) after each piece."""
 
 
 def _check_choices(options: AnalyzeOptions) -> None:
@@ -89,8 +89,8 @@ def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
 def _check_run(run: RunOptions) -> None:
     if run.engine not in ENGINES:
         raise ConfigError(f"unknown engine '{run.engine}'", f"choose one of: {', '.join(ENGINES)}")
-    if run.unit_s <= 0:
-        raise ConfigError(f"--unit {run.unit_s:g} s must be > 0", "units of a few minutes suit most archives")
+    if run.piece_s <= 0:
+        raise ConfigError(f"--piece-seconds {run.piece_s:g} must be > 0", "pieces of a few minutes suit most archives")
     if run.ray_address is not None and run.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
 
@@ -102,14 +102,14 @@ def _workers_and_threads(run: RunOptions, threads: int | None) -> tuple[int | No
     return split_threads(run.workers, threads, available_cores())
 
 
-def _results(spec: AnalysisSpec, units: list[WorkUnit], run: RunOptions, workers: int | None) -> Iterator[UnitResult]:
+def _results(spec: AnalysisSpec, pieces: list[Piece], run: RunOptions, workers: int | None) -> Iterator[PieceResult]:
     if run.engine == "local":
-        return run_local(spec, units, workers or 1)
+        return run_local(spec, pieces, workers or 1)
     engine = _installed_engine(run.engine)
-    return engine(spec, units, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
+    return engine(spec, pieces, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
 
 
-def _installed_engine(name: str) -> Callable[..., Iterator[UnitResult]]:
+def _installed_engine(name: str) -> Callable[..., Iterator[PieceResult]]:
     """A distributed engine registered under the ``biolingual_edge.engines`` entry points (the desk's Ray
     engine is one): the unit runtime names no desk module, so it runs where the desk is not installed."""
     from importlib.metadata import entry_points
@@ -119,7 +119,7 @@ def _installed_engine(name: str) -> Callable[..., Iterator[UnitResult]]:
         raise ConfigError(f"--engine {name} is not installed here",
                           f"pip install 'biolingual-edge[{name}]' (desk side), or use --engine local")
     try:
-        engine: Callable[..., Iterator[UnitResult]] = next(iter(found)).load()
+        engine: Callable[..., Iterator[PieceResult]] = next(iter(found)).load()
     except ImportError as e:
         raise ConfigError(f"--engine {name} cannot load: {e}",
                           f"pip install 'biolingual-edge[{name}]' (desk side), or use --engine local") from e
@@ -128,7 +128,7 @@ def _installed_engine(name: str) -> Callable[..., Iterator[UnitResult]]:
 
 def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
                   on_progress: ProgressCallback | None = None, run: RunOptions | None = None,
-                  sinks: Sequence[UnitSink] = (), keep_embeddings: bool = False) -> AnalyzeResult:
+                  sinks: Sequence[PieceSink] = (), keep_embeddings: bool = False) -> AnalyzeResult:
     """Analyse every recording under ``paths``; unreadable files are reported in ``failures``.
 
     ``sinks`` are extra outputs fed by the single writer (``keep_embeddings`` sends each window's embedding
@@ -149,7 +149,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                          "pass WAV/FLAC/MP3/OGG files or folders that contain them")
     rate = frontend_params.sampling_rate
     grid = WindowGrid(round(options.window_s * rate), round(options.hop_s * rate), options.batch)
-    units = plan_units(files, rate, grid, round(run.unit_s * rate))
+    pieces = plan_pieces(files, rate, grid, round(run.piece_s * rate))
     workers, threads = _workers_and_threads(run, options.threads)
     archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
     if options.embeddings_dir is not None and archive_spec is not None:
@@ -162,16 +162,16 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     if not run.resume:
         remove_stale_tables(out_dir)
-    worklog = WorkLog(out_dir, job_fingerprint(description, units), run.resume)
+    worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume)
     writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks)
-    result = AnalyzeResult(writer.csv.path, units=len(units), units_resumed=worklog.done,
+    result = AnalyzeResult(writer.csv.path, pieces=len(pieces), pieces_resumed=worklog.done,
                            warnings=[w for path in files if (w := truncation_warning(path))])
     try:
-        todo = units[worklog.done :]
-        for unit, unit_result in zip(todo, _results(spec, todo, run, workers)):
-            writer.write(unit, unit_result)
+        todo = pieces[worklog.done :]
+        for piece, unit_result in zip(todo, _results(spec, todo, run, workers)):
+            writer.write(piece, unit_result)
             if on_progress:
-                on_progress(unit.index + 1, len(units), unit.path.name)
+                on_progress(piece.index + 1, len(pieces), piece.path.name)
     finally:
         writer.close()
     result.detections = writer.totals.detections

@@ -1,7 +1,7 @@
-"""One work unit analysed in whichever process holds the model: windows -> log-mel -> embeddings -> detections.
+"""One piece analysed in whichever process holds the model: windows -> log-mel -> embeddings -> detections.
 
 Everything here is picklable (options, specs, results), so a local process pool or Ray actors run the same
-:class:`UnitAnalyzer` and send the same :class:`UnitResult` back to the single writer.
+:class:`PieceAnalyzer` and send the same :class:`PieceResult` back to the single writer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.batch.pieces import WindowGrid, WorkUnit, unit_batches
+from edge.batch.pieces import Piece, WindowGrid, piece_batches
 from edge.errors import AudioError
 from edge.model.bundle import open_bundle
 from edge.scoring.labels import read_labels
@@ -42,7 +42,7 @@ class AnalyzeOptions:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """What every worker needs to build its stages once and analyse units."""
+    """What every worker needs to build its stages once and analyse pieces."""
 
     bundle_dir: Path
     labels_path: Path
@@ -59,8 +59,8 @@ class AnalysisSpec:
 
 
 @dataclass(frozen=True)
-class UnitResult:
-    """What a worker sends back for one unit; ``error`` set means the unit could not be read."""
+class PieceResult:
+    """What a worker sends back for one piece; ``error`` set means the piece could not be read."""
 
     index: int
     detections: tuple[Detection, ...] = ()
@@ -81,14 +81,14 @@ def build_spec_stages(spec: AnalysisSpec) -> Stages:
                         threshold=options.threshold, force_precision=options.force_precision, heads=options.heads)
 
 
-class UnitAnalyzer:
-    """Analyses work units with stages built once (per process, per Ray actor)."""
+class PieceAnalyzer:
+    """Analyses pieces with stages built once (per process, per Ray actor)."""
 
     def __init__(self, spec: AnalysisSpec) -> None:
         self.spec = spec
         self.stages = build_spec_stages(spec)
 
-    def __call__(self, unit: WorkUnit) -> UnitResult:
+    def __call__(self, piece: Piece) -> PieceResult:
         stages = self.stages
         stages.frontend.reset()
         detections: list[Detection] = []
@@ -96,7 +96,7 @@ class UnitAnalyzer:
         ends: list[int] = []
         embeddings: list[np.ndarray] = []
         try:
-            for windows in unit_batches(unit, self.spec.rate, self.spec.grid):
+            for windows in piece_batches(piece, self.spec.rate, self.spec.grid):
                 batch_starts = [w.start_sample for w in windows]
                 batch_ends = [w.end_sample for w in windows]
                 embedded = stages.backend.embed(stages.frontend.batch(windows))
@@ -106,6 +106,6 @@ class UnitAnalyzer:
                 if self.spec.keep_embeddings:
                     embeddings.append(embedded)
         except AudioError as e:
-            return UnitResult(unit.index, error=str(e))
+            return PieceResult(piece.index, error=str(e))
         kept = np.concatenate(embeddings) if embeddings else None
-        return UnitResult(unit.index, tuple(detections), tuple(starts), tuple(ends), kept)
+        return PieceResult(piece.index, tuple(detections), tuple(starts), tuple(ends), kept)

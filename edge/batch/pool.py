@@ -1,4 +1,4 @@
-"""Work units over a local pool of processes (or this process), results in plan order for the single writer."""
+"""Pieces over a local pool of processes (or this process), results in plan order for the single writer."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 
-from edge.batch.piece_analysis import AnalysisSpec, UnitAnalyzer, UnitResult
-from edge.batch.pieces import WorkUnit
+from edge.batch.piece_analysis import AnalysisSpec, PieceAnalyzer, PieceResult
+from edge.batch.pieces import Piece
 from edge.errors import ConfigError, EdgeError
 
 MATH_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """numpy's BLAS reads these at import: set in a worker so workers × threads stays within the cores."""
 
-_worker: UnitAnalyzer | EdgeError | None = None
-"""This worker process's analyzer, or the typed error that building it raised (re-raised per unit: an
+_worker: PieceAnalyzer | EdgeError | None = None
+"""This worker process's analyzer, or the typed error that building it raised (re-raised per piece: an
 exception escaping a pool initializer would make the pool respawn the worker forever)."""
 
 
@@ -44,17 +44,17 @@ def split_threads(workers: int | None, threads: int | None, cores: int) -> tuple
 def _start_worker(spec: AnalysisSpec) -> None:
     global _worker
     try:
-        _worker = UnitAnalyzer(spec)
+        _worker = PieceAnalyzer(spec)
     except EdgeError as e:
         _worker = e
 
 
-def _run_unit(unit: WorkUnit) -> UnitResult:
+def _run_unit(piece: Piece) -> PieceResult:
     if _worker is None:
         raise RuntimeError("worker process was not initialised")
     if isinstance(_worker, EdgeError):
         raise _worker
-    return _worker(unit)
+    return _worker(piece)
 
 
 @contextlib.contextmanager
@@ -72,21 +72,21 @@ def _math_threads(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_local(spec: AnalysisSpec, units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
-    """Results of ``units`` in their order; ``workers`` processes (1: in this process, no pool).
+def run_local(spec: AnalysisSpec, pieces: list[Piece], workers: int) -> Iterator[PieceResult]:
+    """Results of ``pieces`` in their order; ``workers`` processes (1: in this process, no pool).
 
     Workers are spawned (not forked), so no thread or ONNX Runtime state of this process leaks into them;
     each builds its stages once. A worker's typed error (say, a corrupt model) is raised here.
     """
-    if workers == 1 or len(units) <= 1:
-        analyzer = UnitAnalyzer(spec)
-        yield from (analyzer(unit) for unit in units)
+    if workers == 1 or len(pieces) <= 1:
+        analyzer = PieceAnalyzer(spec)
+        yield from (analyzer(piece) for piece in pieces)
         return
     context = multiprocessing.get_context("spawn")
     with _math_threads(spec.threads):
-        pool = context.Pool(min(workers, len(units)), initializer=_start_worker, initargs=(spec,))
+        pool = context.Pool(min(workers, len(pieces)), initializer=_start_worker, initargs=(spec,))
     try:
-        yield from pool.imap(_run_unit, units, chunksize=1)
+        yield from pool.imap(_run_unit, pieces, chunksize=1)
     finally:
         pool.terminate()
         pool.join()

@@ -1,11 +1,11 @@
-"""The one writer of an ``analyze`` run: units' results in plan order -> detections.csv, Raven tables, work log.
+"""The one writer of an ``analyze`` run: pieces' results in plan order -> detections.csv, Raven tables, work log.
 
-Only this object touches the outputs, so rows of different workers never interleave. After each unit it
+Only this object touches the outputs, so rows of different workers never interleave. After each piece it
 makes the outputs durable, then appends a line to the work log with their sizes; ``--resume`` cuts every
-output back to the last logged line and continues with the first unit not logged, so a killed run neither
-redoes a logged unit nor duplicates a row.
+output back to the last logged line and continues with the first piece not logged, so a killed run neither
+redoes a logged piece nor duplicates a row.
 
-Other outputs (an embedding archive, say) plug in as :class:`UnitSink`: written after the built-in ones,
+Other outputs (an embedding archive, say) plug in as :class:`PieceSink`: written after the built-in ones,
 their ``checkpoint()`` is stored in the same log line and handed back to ``resume()`` when the writer opens.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.audio.recording_time import recording_start_utc
-from edge.batch.piece_analysis import UnitResult
-from edge.batch.pieces import WorkUnit
+from edge.batch.piece_analysis import PieceResult
+from edge.batch.pieces import Piece
 from edge.batch.tables import RAVEN_SUFFIX, DetectionsCsv, RavenTable
 from edge.errors import ConfigError
 
@@ -30,17 +30,17 @@ WORKLOG_NAME = "analyze.worklog.jsonl"
 WORKLOG_SCHEMA = 1
 
 
-class UnitSink(Protocol):
+class PieceSink(Protocol):
     """An extra output of an analyze run (e.g. an embedding archive), fed by the single writer in plan order."""
 
     name: str
 
     def resume(self, state: Any) -> None:
-        """Called once before any write: ``state`` is what ``checkpoint()`` returned at the last logged unit
+        """Called once before any write: ``state`` is what ``checkpoint()`` returned at the last logged piece
         (None when the run starts over); cut the output back to it, since later writes were never logged."""
 
-    def write(self, unit: WorkUnit, result: UnitResult) -> None:
-        """Store one unit's results durably (flushed and fsync'd) before returning."""
+    def write(self, piece: Piece, result: PieceResult) -> None:
+        """Store one piece's results durably (flushed and fsync'd) before returning."""
 
     def checkpoint(self) -> Any:
         """JSON-serialisable state after the last write, from which a resumed run continues."""
@@ -48,9 +48,9 @@ class UnitSink(Protocol):
     def close(self) -> None: ...
 
 
-def job_fingerprint(description: dict[str, Any], units: list[WorkUnit]) -> str:
-    """Hash of what decides the outputs (model, labels, settings, the unit plan): a resume must match it."""
-    text = json.dumps({"job": description, "units": [u.key for u in units]}, sort_keys=True, default=str)
+def job_fingerprint(description: dict[str, Any], pieces: list[Piece]) -> str:
+    """Hash of what decides the outputs (model, labels, settings, the piece plan): a resume must match it."""
+    text = json.dumps({"job": description, "pieces": [u.key for u in pieces]}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -77,7 +77,7 @@ def _fsync_append(path: Path, line: str) -> None:
 
 
 class WorkLog:
-    """``OUT/analyze.worklog.jsonl``: a job line, then one line per finished unit (JSON, fsync'd)."""
+    """``OUT/analyze.worklog.jsonl``: a job line, then one line per finished piece (JSON, fsync'd)."""
 
     def __init__(self, out_dir: Path, fingerprint: str, resume: bool) -> None:
         self.path = out_dir / WORKLOG_NAME
@@ -106,7 +106,7 @@ class WorkLog:
 
     @property
     def done(self) -> int:
-        """Units finished so far; they are always the first ones of the plan."""
+        """Pieces finished so far; they are always the first ones of the plan."""
         return len(self.entries)
 
     @property
@@ -114,12 +114,12 @@ class WorkLog:
         return self.entries[-1]["outputs"] if self.entries else None
 
     def sink_state(self, name: str) -> Any:
-        """What a :class:`UnitSink` called ``name`` returned from ``checkpoint()`` at the last logged unit."""
+        """What a :class:`PieceSink` called ``name`` returned from ``checkpoint()`` at the last logged piece."""
         checkpoint = self.last_checkpoint
         return None if checkpoint is None else checkpoint["sinks"].get(name)
 
-    def record(self, unit: WorkUnit, result: UnitResult, outputs: dict[str, Any]) -> None:
-        entry = {"unit": unit.key, "file": unit.file_index, "detections": len(result.detections),
+    def record(self, piece: Piece, result: PieceResult, outputs: dict[str, Any]) -> None:
+        entry = {"piece": piece.key, "file": piece.file_index, "detections": len(result.detections),
                  "error": result.error, "outputs": outputs}
         _fsync_append(self.path, json.dumps(entry))
         self.entries.append(entry)
@@ -127,7 +127,7 @@ class WorkLog:
 
 @dataclass
 class WriteTotals:
-    """What the run produced, counted over resumed and new units alike."""
+    """What the run produced, counted over resumed and new pieces alike."""
 
     detections: int = 0
     failures: dict[int, str] = field(default_factory=dict)
@@ -135,10 +135,10 @@ class WriteTotals:
 
 
 class AnalysisWriter:
-    """Writes units' results strictly in plan order (see module docstring)."""
+    """Writes pieces' results strictly in plan order (see module docstring)."""
 
     def __init__(self, out_dir: Path, rate: int, band_hz: tuple[float, float], files: list[Path], worklog: WorkLog,
-                 sinks: Sequence[UnitSink] = ()) -> None:
+                 sinks: Sequence[PieceSink] = ()) -> None:
         self.out_dir = out_dir
         self.rate = rate
         self.band_hz = band_hz
@@ -164,7 +164,7 @@ class AnalysisWriter:
             self.totals.failures.setdefault(file_index, error)
 
     def _start_utc(self, file_index: int) -> datetime | None:
-        """UTC start of a recording, looked up once per file (all its units share it)."""
+        """UTC start of a recording, looked up once per file (all its pieces share it)."""
         if file_index not in self._starts:
             self._starts[file_index] = recording_start_utc(self.files[file_index])
         return self._starts[file_index]
@@ -181,25 +181,25 @@ class AnalysisWriter:
         self._table_file = file_index
         return self._table
 
-    def write(self, unit: WorkUnit, result: UnitResult) -> None:
-        """Store one unit (the next in plan order) in every output, then log it as done."""
-        if unit.index != self.worklog.done:
-            raise RuntimeError(f"unit {unit.index} arrived out of order (expected {self.worklog.done})")
-        if result.index != unit.index:
-            raise RuntimeError(f"result of unit {result.index} given for unit {unit.index}")
+    def write(self, piece: Piece, result: PieceResult) -> None:
+        """Store one piece (the next in plan order) in every output, then log it as done."""
+        if piece.index != self.worklog.done:
+            raise RuntimeError(f"piece {piece.index} arrived out of order (expected {self.worklog.done})")
+        if result.index != piece.index:
+            raise RuntimeError(f"result of piece {result.index} given for piece {piece.index}")
         detections = list(result.detections)
         raven = None
         if result.error is None:
-            self.csv.write(unit.path, detections, self._start_utc(unit.file_index))
-            table = self._table_for(unit.file_index)
+            self.csv.write(piece.path, detections, self._start_utc(piece.file_index))
+            table = self._table_for(piece.file_index)
             table.write(detections)
-            raven = {"file": unit.file_index, "bytes": table.position(), "rows": table.selections}
+            raven = {"file": piece.file_index, "bytes": table.position(), "rows": table.selections}
         for sink in self.sinks:
-            sink.write(unit, result)
+            sink.write(piece, result)
         outputs = {"csv": self.csv.position(), "raven": raven or self._last_raven(),
                    "sinks": {sink.name: sink.checkpoint() for sink in self.sinks}}
-        self.worklog.record(unit, result, outputs)
-        self._count(unit.file_index, len(detections), result.error)
+        self.worklog.record(piece, result, outputs)
+        self._count(piece.file_index, len(detections), result.error)
 
     def _last_raven(self) -> dict[str, int] | None:
         checkpoint = self.worklog.last_checkpoint

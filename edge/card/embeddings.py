@@ -29,8 +29,8 @@ from edge.card.streamclock import StreamClock
 from edge.model.bundle import Bundle
 
 if TYPE_CHECKING:
-    from edge.batch.piece_analysis import UnitResult
-    from edge.batch.pieces import WorkUnit
+    from edge.batch.piece_analysis import PieceResult
+    from edge.batch.pieces import Piece
 
 MAX_PENDING_EMBEDDINGS = 1024
 """Batches of embeddings held in memory while the card cannot be written (≈ 4 MiB at 4 windows of 512-d fp16
@@ -112,7 +112,7 @@ class FileEmbeddingArchive:
     def resume(self, state: Any) -> None:
         """Nothing to cut back: every segment on disk is whole."""
 
-    def write(self, unit: WorkUnit, result: UnitResult) -> None:
+    def write(self, unit: Piece, result: PieceResult) -> None:
         if result.error is not None or result.embeddings is None or not result.window_starts:
             return
         self.write_segment(unit.path, self.start_utc(unit.path), list(result.window_starts),

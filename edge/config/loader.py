@@ -29,7 +29,7 @@ PROFILE_PACKAGE = "firmware_configs"
 PROFILE_SUFFIX = ".yaml"
 PATH_KEYS = ("model.bundle", "analysis.labels", "storage.log_dir")
 """Keys holding paths: relative values resolve against the config file's folder (or the cwd for flags)."""
-SHOW_HINT = "fix the keys listed; `biolingual-edge config show --unit jetson-orin-nano` prints a valid example"
+SHOW_HINT = "fix the keys listed; `biolingual-edge config show --profile jetson-orin-nano` prints a valid example"
 
 __all__ = ["UnitConfig", "resolve_config", "profile_names", "profile_path", "parse_override"]
 
@@ -56,7 +56,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
-        raise ConfigError(f"config file {path} does not exist", "pass --config FILE or --unit PROFILE") from e
+        raise ConfigError(f"config file {path} does not exist", "pass --config FILE or --profile PROFILE") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}", "check the path and that it is UTF-8") from e
     try:
@@ -114,7 +114,7 @@ def resolve_config(path: Path | None, unit: str | None, overrides: Mapping[str, 
                    cwd: Path | None = None) -> UnitConfig:
     """Config from a file or a packaged profile (or neither: defaults), with dotted-key overrides on top."""
     if path is not None and unit is not None:
-        raise ConfigError("pass either --config FILE or --unit PROFILE, not both",
+        raise ConfigError("pass either --config FILE or --profile PROFILE, not both",
                           "copy the profile, edit it, and pass it with --config")
     source = path if path is not None else profile_path(unit) if unit is not None else None
     data = load_yaml(source) if source is not None else {}

@@ -11,9 +11,6 @@ import os
 import socket
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
-WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
-WATCHDOG_PID_ENV = "WATCHDOG_PID"
-MICROSECONDS_PER_SECOND = 1_000_000
 
 
 def notify(*assignments: str) -> bool:
@@ -51,15 +48,3 @@ def status(text: str) -> bool:
 def stopping() -> bool:
     """``STOPPING=1``: shutting down after flushing."""
     return notify("STOPPING=1")
-
-
-def watchdog_interval_s() -> float | None:
-    """The watchdog timeout systemd set for this process, in seconds; None when there is none."""
-    usec = os.environ.get(WATCHDOG_USEC_ENV)
-    pid = os.environ.get(WATCHDOG_PID_ENV)
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    try:
-        return int(usec) / MICROSECONDS_PER_SECOND
-    except ValueError:
-        return None

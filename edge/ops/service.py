@@ -14,7 +14,7 @@ from edge.config.loader import UnitConfig
 from edge.errors import ConfigError
 
 SERVICE_FILE = "biolingual-edge.ops.service"
-DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+DEFAULT_SYSTEMD_DIR = Path("/etc/systemd/system")
 DEFAULT_USER = "biolingual"
 AUDIO_GROUP = "audio"
 GPU_GROUPS = ("video", "render")
@@ -34,7 +34,7 @@ _NEEDS_QUOTES = re.compile(r"[\s\"'\\;]")
 
 @dataclass(frozen=True)
 class InstallResult:
-    unit_path: Path
+    service_path: Path
     log_dir_created: bool
 
 
@@ -59,7 +59,7 @@ def supplementary_groups(config: UnitConfig) -> tuple[str, ...]:
     return (AUDIO_GROUP, *GPU_GROUPS) if config.model.backend == "trt" else (AUDIO_GROUP,)
 
 
-def render_unit(config: UnitConfig, config_path: Path, user: str = DEFAULT_USER,
+def render_service_file(config: UnitConfig, config_path: Path, user: str = DEFAULT_USER,
                 python: str = sys.executable) -> str:
     """The unit file text for running ``biolingual-edge run --config config_path`` as ``user``."""
     _check_user(user)
@@ -109,18 +109,18 @@ WantedBy=multi-user.target
 """
 
 
-def install_unit(config: UnitConfig, config_path: Path, user: str, unit_dir: Path) -> InstallResult:
-    """Write the unit into ``unit_dir`` and, as root, create the log folder owned by ``user``."""
-    text = render_unit(config, config_path, user)
+def install_service_file(config: UnitConfig, config_path: Path, user: str, systemd_dir: Path) -> InstallResult:
+    """Write the unit into ``systemd_dir`` and, as root, create the log folder owned by ``user``."""
+    text = render_service_file(config, config_path, user)
     try:
         account = pwd.getpwnam(user)
     except KeyError:
         raise ConfigError(f"user '{user}' does not exist on this machine",
                           f"create it: sudo useradd --system --groups {','.join(supplementary_groups(config))} "
                           f"--no-create-home {user}") from None
-    if not unit_dir.is_dir():
-        raise ConfigError(f"unit folder {unit_dir} does not exist", "pass --unit-dir with an existing folder")
-    path = unit_dir / SERVICE_FILE
+    if not systemd_dir.is_dir():
+        raise ConfigError(f"systemd folder {systemd_dir} does not exist", "pass --systemd-dir with an existing folder")
+    path = systemd_dir / SERVICE_FILE
     tmp = path.with_suffix(".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

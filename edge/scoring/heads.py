@@ -8,9 +8,6 @@ JSON), listed in the manifest as a label set with ``source="head"`` and checksum
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import numpy as np
 
 from edge.errors import LabelError
@@ -42,10 +39,3 @@ def load_head(bundle: Bundle, name: str) -> LabelSet:
                          f"train one with `biolingual-edge logs train-head --bundle {bundle.root} --name {name} ...`")
     data = np.load(bundle.root / entry.path)
     return LabelSet(entry.names, data["embeddings"].astype(np.float32), data["bias"].astype(np.float32))
-
-
-def head_provenance(bundle: Bundle, name: str) -> dict[str, Any]:
-    """Where the head came from (review file, examples, cross-validation figures, model sha256)."""
-    entry = bundle.manifest.label_sets[head_key(name)]
-    provenance: dict[str, Any] = json.loads(str(np.load(bundle.root / entry.path)["provenance"]))
-    return provenance

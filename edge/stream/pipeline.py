@@ -18,7 +18,7 @@ from edge.scoring.heads import HEAD_THRESHOLD, head_key, load_head
 from edge.scoring.labels import LabelList
 from edge.scoring.scorer import LabelSet, Scorer, Scores, load_label_set
 from edge.scoring.thresholds import Calibration, load_calibrations
-from edge.stream.detector import Detection, WindowSelector
+from edge.stream.detector import WindowSelector
 
 DEFAULT_BATCH = 4
 
@@ -44,14 +44,6 @@ def score_windows(stages: Stages, windows: list[Window]) -> Scores:
     return embed_and_score(stages, windows)[1]
 
 
-def detect_windows(stages: Stages, windows: list[Window]) -> list[Detection]:
-    """Detections for a batch of windows, in window order."""
-    if not windows:
-        return []
-    scores = score_windows(stages, windows)
-    return stages.selector([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
-
-
 def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int) -> Iterator[list[Window]]:
     """Windows from a finite chunk stream, grouped in batches of up to ``batch`` (tail window included)."""
     pending: list[Window] = []
@@ -63,17 +55,6 @@ def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int
     pending.extend(windower.flush())
     if pending:
         yield pending
-
-
-def analyze_chunks(stages: Stages, chunks: Iterable[AudioChunk], window_samples: int, hop_samples: int,
-                   batch: int = DEFAULT_BATCH) -> list[Detection]:
-    """All detections of a finite stream (a file), analysed on the window/hop grid from sample 0."""
-    windower = Windower(window_samples, hop_samples)
-    stages.frontend.reset()
-    detections: list[Detection] = []
-    for windows in batched_windows(chunks, windower, batch):
-        detections.extend(detect_windows(stages, windows))
-    return detections
 
 
 def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tuple[str, ...] = (),

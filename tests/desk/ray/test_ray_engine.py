@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
-from edge.batch.piece_analysis import UnitResult
-from edge.batch.pieces import WorkUnit
+from edge.batch.piece_analysis import PieceResult
+from edge.batch.pieces import Piece
 from edge.batch.writer import WORKLOG_NAME
 
 try:
@@ -44,7 +44,7 @@ def descendants(root: int) -> set[int]:
 
 
 class ListeningSockets:
-    """A :class:`edge.batch.writer.UnitSink` that notes, while Ray runs, where our Ray processes listen."""
+    """A :class:`edge.batch.writer.PieceSink` that notes, while Ray runs, where our Ray processes listen."""
 
     name = "listening"
 
@@ -58,7 +58,7 @@ class ListeningSockets:
     def resume(self, state: Any) -> None:
         assert state is None  # a fresh run
 
-    def write(self, unit: WorkUnit, result: UnitResult) -> None:
+    def write(self, piece: Piece, result: PieceResult) -> None:
         self.embedding_rows.append(0 if result.embeddings is None else result.embeddings.shape[0])
         if self.pids:
             return
@@ -84,11 +84,11 @@ def test_ray_job_equals_local_pool_on_loopback_only(toad_in_night: Path, shared_
     (archive / "b.wav").write_bytes((shared_audio / "Nachtzuster__BirdNET-Pi/Pica pica_30s.wav").read_bytes())
     options = AnalyzeOptions(top_k=2)
     local = analyze_paths([archive], example_labels[0], example_bundle, tmp_path / "local", options,
-                          run=RunOptions(workers=1, unit_s=20))
+                          run=RunOptions(workers=1, piece_s=20))
     sink = ListeningSockets(descendants(os.getpid()))
     remote = analyze_paths([archive], example_labels[0], example_bundle, tmp_path / "ray", options,
-                           run=RunOptions(workers=2, unit_s=20, engine="ray"), sinks=[sink], keep_embeddings=True)
-    assert (remote.detections, remote.units, remote.failures) == (local.detections, 5, [])
+                           run=RunOptions(workers=2, piece_s=20, engine="ray"), sinks=[sink], keep_embeddings=True)
+    assert (remote.detections, remote.pieces, remote.failures) == (local.detections, 5, [])
     for name in ("detections.csv", "a.BioLingual.selection.table.txt", "b.BioLingual.selection.table.txt"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert sink.embedding_rows == [4, 4, 3, 4, 1]  # each window's embedding reached the single writer

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
-from edge.batch.piece_analysis import UnitResult
-from edge.batch.pieces import WorkUnit
+from edge.batch.piece_analysis import PieceResult
+from edge.batch.pieces import Piece
 from edge.batch.run_record import RUN_RECORD
 from edge.batch.writer import WORKLOG_NAME
 from edge.cli import app
@@ -24,7 +24,7 @@ from tests.conftest import NIGHT, REPO
 
 runner = CliRunner()
 KILL_WAIT_S = 120.0
-"""Upper bound for the killed run to log its first units (a hang guard, not a pacing sleep)."""
+"""Upper bound for the killed run to log its first pieces (a hang guard, not a pacing sleep)."""
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,10 @@ def outputs(out: Path) -> dict[str, str]:
 def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundle: Path,
                                                     example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     labels = example_labels[0]
-    code, output = analyze(archive, example_bundle, labels, tmp_path / "one", "--workers", "1", "--unit", "3600")
+    code, output = analyze(archive, example_bundle, labels, tmp_path / "one", "--workers", "1", "--piece-seconds", "3600")
     assert code == 1 and "broken.wav" in output and "3 file(s) analysed" in output
     single = outputs(tmp_path / "one")
-    code, output = analyze(archive, example_bundle, labels, tmp_path / "pool", "--workers", "2", "--unit", "10")
+    code, output = analyze(archive, example_bundle, labels, tmp_path / "pool", "--workers", "2", "--piece-seconds", "10")
     assert code == 1 and "Traceback" not in output
     pooled = outputs(tmp_path / "pool")
     assert pooled == single  # byte for byte: same rows in the same order, same Raven tables
@@ -70,7 +70,7 @@ def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundl
     rows = list(csv.DictReader(single["detections.csv"].splitlines()))
     assert len(rows) == 2 * 2 * 11 + 2  # two 60 s files: 11 windows × top-2; the 10 s file: one window
     log = (tmp_path / "pool" / WORKLOG_NAME).read_text().splitlines()
-    assert len(log) == 1 + 3 + 3 + 1 + 1  # header, two files in three 20 s units, two whole-file units
+    assert len(log) == 1 + 3 + 3 + 1 + 1  # header, two files in three 20 s pieces, two whole-file pieces
 
 
 def test_more_threads_than_cores_is_one_line(archive: Path, example_bundle: Path,
@@ -89,7 +89,7 @@ def _log_lines(out: Path) -> int:
 def test_killed_run_resumes_without_redoing_or_duplicating(archive: Path, example_bundle: Path,
                                                            example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     labels = example_labels[0]
-    args = [str(archive), "--labels", str(labels), "--bundle", str(example_bundle), "--top-k", "2", "--unit", "1",
+    args = [str(archive), "--labels", str(labels), "--bundle", str(example_bundle), "--top-k", "2", "--piece-seconds", "1",
             "--workers", "1"]
     analyze(archive, example_bundle, labels, tmp_path / "clean", *args[5:])
     clean = outputs(tmp_path / "clean")
@@ -104,17 +104,17 @@ def test_killed_run_resumes_without_redoing_or_duplicating(archive: Path, exampl
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done = _log_lines(out) - 1
-    assert 2 <= done < total_lines - 1, "the run must be killed after two units and before the end"
-    # a kill in the middle of a unit leaves rows and a log line that were never acknowledged: cut on resume
+    assert 2 <= done < total_lines - 1, "the run must be killed after two pieces and before the end"
+    # a kill in the middle of a piece leaves rows and a log line that were never acknowledged: cut on resume
     with open(out / "detections.csv", "a", encoding="utf-8") as handle:
         handle.write("half a row,0.0")
     with open(out / WORKLOG_NAME, "a", encoding="utf-8") as handle:
-        handle.write('{"unit": "torn')
+        handle.write('{"piece": "torn')
     code, output = analyze(archive, example_bundle, labels, out, *args[5:], "--resume")
-    assert code == 1 and f"({done} of {total_lines - 1} units from the earlier run)" in output
+    assert code == 1 and f"({done} of {total_lines - 1} pieces from the earlier run)" in output
     assert outputs(out) == clean
     entries = [json.loads(line) for line in (out / WORKLOG_NAME).read_text().splitlines()[1:]]
-    assert len({e["unit"] for e in entries}) == len(entries) == total_lines - 1
+    assert len({e["piece"] for e in entries}) == len(entries) == total_lines - 1
 
 
 def test_resume_refuses_a_different_job(archive: Path, example_bundle: Path, example_labels: tuple[Path, Path],
@@ -127,7 +127,7 @@ def test_resume_refuses_a_different_job(archive: Path, example_bundle: Path, exa
 
 
 class CountingSink:
-    """An extra output that counts windows; its checkpoint is the units written so far."""
+    """An extra output that counts windows; its checkpoint is the pieces written so far."""
 
     name = "counting"
 
@@ -138,7 +138,7 @@ class CountingSink:
     def resume(self, state: object) -> None:
         self.resumed_from = state
 
-    def write(self, unit: WorkUnit, result: UnitResult) -> None:
+    def write(self, piece: Piece, result: PieceResult) -> None:
         assert result.embeddings is not None and result.embeddings.shape[0] == len(result.window_starts)
         self.windows.append(len(result.window_starts))
 
@@ -152,11 +152,11 @@ class CountingSink:
 def test_extra_sinks_get_every_window_embedding_and_their_checkpoint_on_resume(
         toad_in_night: Path, example_bundle: Path, example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     first = CountingSink()
-    run = RunOptions(workers=1, unit_s=20)
+    run = RunOptions(workers=1, piece_s=20)
     analyze_paths([toad_in_night], example_labels[0], example_bundle, tmp_path, AnalyzeOptions(), run=run,
                   sinks=[first], keep_embeddings=True)
     assert first.resumed_from is None and first.windows == [4, 4, 3]
     again = CountingSink()
     result = analyze_paths([toad_in_night], example_labels[0], example_bundle, tmp_path, AnalyzeOptions(),
-                           run=RunOptions(workers=1, unit_s=20, resume=True), sinks=[again], keep_embeddings=True)
-    assert again.resumed_from == 3 and again.windows == [] and result.units_resumed == 3
+                           run=RunOptions(workers=1, piece_s=20, resume=True), sinks=[again], keep_embeddings=True)
+    assert again.resumed_from == 3 and again.windows == [] and result.pieces_resumed == 3

@@ -1,4 +1,4 @@
-"""Work units of any size give exactly the windows (and inference batches) of one pass over the whole file;
+"""Pieces of any size give exactly the windows (and inference batches) of one pass over the whole file;
 files at other rates read any range exactly as a whole-file read gives it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import soundfile as sf
 from edge.audio.files import read_file, stream_file
 from edge.audio.seekable import SeekableAudio
 from edge.audio.windowing import Windower
-from edge.batch.pieces import WindowGrid, plan_units, unit_batches
+from edge.batch.pieces import WindowGrid, piece_batches, plan_pieces
 from edge.stream.pipeline import batched_windows
 
 RATE = 48_000
@@ -25,9 +25,9 @@ def single_pass(path: Path) -> list[list[tuple[int, np.ndarray]]]:
 
 
 def by_units(path: Path, unit_samples: int) -> tuple[int, list[list[tuple[int, np.ndarray]]]]:
-    units = plan_units([path], RATE, GRID, unit_samples)
-    batches = [batch for unit in units for batch in unit_batches(unit, RATE, GRID)]
-    return len(units), [[(w.start_sample, w.samples) for w in batch] for batch in batches]
+    pieces = plan_pieces([path], RATE, GRID, unit_samples)
+    batches = [batch for piece in pieces for batch in piece_batches(piece, RATE, GRID)]
+    return len(pieces), [[(w.start_sample, w.samples) for w in batch] for batch in batches]
 
 
 @pytest.mark.parametrize("frames", [1, 999, 1_000, 1_001, 1_900, 2_800, 10_007])
@@ -87,11 +87,11 @@ def test_flac_and_other_rates_split_and_mp3_stays_whole(tmp_path: Path, shared_a
     slow = tmp_path / "b.wav"
     sf.write(slow, signal, 24_000)
     mp3 = shared_audio / "kitzeslab__opensoundscape/13738.mp3"
-    units = plan_units([flac, slow, mp3], RATE, GRID, 900)
-    assert [u.file_index for u in units].count(0) == 9  # 900-sample steps up to the last regular window
-    assert {u.total for u in units if u.file_index == 1} == {18_000}
-    assert [(u.path, u.length) for u in units if u.file_index == 2] == [(mp3, None)]
-    assert [u.index for u in units] == list(range(len(units)))
+    pieces = plan_pieces([flac, slow, mp3], RATE, GRID, 900)
+    assert [u.file_index for u in pieces].count(0) == 9  # 900-sample steps up to the last regular window
+    assert {u.total for u in pieces if u.file_index == 1} == {18_000}
+    assert [(u.path, u.length) for u in pieces if u.file_index == 2] == [(mp3, None)]
+    assert [u.index for u in pieces] == list(range(len(pieces)))
     _, got = by_units(flac, 900)
     assert [[s for s, _ in b] for b in got] == [[s for s, _ in b] for b in single_pass(flac)]
 
@@ -99,7 +99,7 @@ def test_flac_and_other_rates_split_and_mp3_stays_whole(tmp_path: Path, shared_a
 def test_unit_starts_stay_on_the_batch_grid(tmp_path: Path) -> None:
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(50_000, dtype=np.float32), RATE)
-    units = plan_units([path], RATE, GRID, 1_000)
-    assert all(u.start_sample % GRID.batch_span == 0 for u in units)
-    assert sum(u.length or 0 for u in units) == 50_000
-    assert units[-1].is_last_of_file and not any(u.is_last_of_file for u in units[:-1])
+    pieces = plan_pieces([path], RATE, GRID, 1_000)
+    assert all(u.start_sample % GRID.batch_span == 0 for u in pieces)
+    assert sum(u.length or 0 for u in pieces) == 50_000
+    assert pieces[-1].is_last_of_file and not any(u.is_last_of_file for u in pieces[:-1])

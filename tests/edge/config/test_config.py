@@ -211,7 +211,7 @@ def test_unknown_profile_suggests_the_closest(tmp_path: Path) -> None:
 
 
 def test_config_show_prints_yaml_that_resolves_to_the_same_config(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["config", "show", "--unit", "raspberry-pi-5", "--set", "analysis.hop_s=2.5"])
+    result = runner.invoke(app, ["config", "show", "--profile", "raspberry-pi-5", "--set", "analysis.hop_s=2.5"])
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
     assert shown["analysis"]["hop_s"] == 2.5
@@ -239,7 +239,7 @@ def test_profiles_ship_in_a_non_editable_install(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     assert (target / "firmware_configs" / "jetson-orin-nano.yaml").is_file()
-    run = subprocess.run([sys.executable, "-m", "edge", "config", "show", "--unit", "jetson-orin-nano"],
+    run = subprocess.run([sys.executable, "-m", "edge", "config", "show", "--profile", "jetson-orin-nano"],
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
@@ -247,3 +247,14 @@ def test_profiles_ship_in_a_non_editable_install(tmp_path: Path) -> None:
     assert shown["analysis"]["labels"] == "labels/north-america-example.txt"  # never the install folder
     assert str(target) not in run.stdout
     assert str(profile_path("jetson-orin-nano")).startswith(str(REPO))  # this process still uses the worktree
+
+
+def test_the_old_profile_spelling_still_works_and_names_the_new_one() -> None:
+    """`--unit PROFILE` became `--profile` (a unit is a recorder); the old spelling gives the same config."""
+    new = runner.invoke(app, ["config", "show", "--profile", "raspberry-pi-5"])
+    old = runner.invoke(app, ["config", "show", "--unit", "raspberry-pi-5"])
+    assert new.exit_code == old.exit_code == 0, old.output
+    assert old.stdout == new.stdout
+    assert "--unit is now --profile" in old.stderr and "--unit" not in new.stderr
+    both = runner.invoke(app, ["config", "show", "--unit", "raspberry-pi-5", "--profile", "generic-x86"])
+    assert both.exit_code != 0 and "both --profile and its old spelling --unit" in both.stderr

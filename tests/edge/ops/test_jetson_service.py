@@ -12,7 +12,7 @@ from edge.config.loader import resolve_config
 from edge.model.backends.cache_dirs import STATE_DIR_ENV, trt_ep_cache_dir
 from edge.model.backends.ort import TRT_EP, _with_options
 from edge.model.bundle import open_bundle
-from edge.ops.service import SERVICE_FILE, render_unit
+from edge.ops.service import SERVICE_FILE, render_service_file
 from tests.edge.ops.test_service import directives
 
 REPO = Path(__file__).resolve().parents[3]
@@ -35,7 +35,7 @@ def profile_copy(tmp_path: Path, profile: str) -> Path:
 ])
 def test_trt_units_join_the_gpu_device_groups(tmp_path: Path, profile: str, groups: list[str]) -> None:
     path = profile_copy(tmp_path, profile)
-    unit = directives(render_unit(resolve_config(path, None, {}), path, user="recorder"))
+    unit = directives(render_service_file(resolve_config(path, None, {}), path, user="recorder"))
     assert unit["SupplementaryGroups"] == groups
     assert unit["ProtectSystem"] == ["strict"] and unit["StateDirectory"] == ["biolingual-edge"]
 
@@ -45,7 +45,7 @@ def test_trt_units_join_the_gpu_device_groups(tmp_path: Path, profile: str, grou
 def test_jetson_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     path = profile_copy(tmp_path, "jetson-orin-nx.yaml")
     unit_file = tmp_path / SERVICE_FILE
-    unit_file.write_text(render_unit(resolve_config(path, None, {}), path, user="recorder"), encoding="utf-8")
+    unit_file.write_text(render_service_file(resolve_config(path, None, {}), path, user="recorder"), encoding="utf-8")
     verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True,
                             check=False)
     assert verify.returncode == 0, verify.stderr

@@ -93,14 +93,14 @@ def test_without_a_measurement_duty_and_energy_are_unknown() -> None:
 
 
 def test_plan_command_prints_the_budget() -> None:
-    args = ["plan", "--unit", "generic-x86", "--ms-per-window", "500", "--date", "2025-05-14",
+    args = ["plan", "--profile", "generic-x86", "--ms-per-window", "500", "--date", "2025-05-14",
             "--set", "analysis.hop_s=5", "--set", "power.listen_w=2", "--set", "power.infer_w=6",
             "--set", "power.off_w=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "17280 /day" in result.stdout
     assert "57.6 Wh/day" in result.stdout
-    bad = CliRunner().invoke(app, ["plan", "--unit", "generic-x86", "--date", "14/05/2025"])
+    bad = CliRunner().invoke(app, ["plan", "--profile", "generic-x86", "--date", "14/05/2025"])
     assert bad.exit_code != 0 and "is not YYYY-MM-DD" in bad.output
 
 

@@ -17,7 +17,7 @@ from edge.cli import app
 from edge.config.loader import resolve_config
 from edge.daemon import notify
 from edge.errors import ConfigError
-from edge.ops.service import SERVICE_FILE, render_unit
+from edge.ops.service import SERVICE_FILE, render_service_file
 
 REPO = Path(__file__).resolve().parents[3]
 runner = CliRunner()
@@ -64,14 +64,14 @@ def test_unit_runs_the_daemon_as_a_notify_service_with_the_watchdog(tmp_path: Pa
 def test_root_is_refused(tmp_path: Path) -> None:
     config = resolve_config(unit_config(tmp_path), None, {})
     with pytest.raises(ConfigError, match="refusing to run the recorder as root"):
-        render_unit(config, tmp_path / "unit.yaml", user="root")
+        render_service_file(config, tmp_path / "unit.yaml", user="root")
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze not installed (apt-get install systemd)")
 def test_generated_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     path = unit_config(tmp_path)
-    text = render_unit(resolve_config(path, None, {}), path, user="recorder")
+    text = render_service_file(resolve_config(path, None, {}), path, user="recorder")
     unit_file = tmp_path / SERVICE_FILE
     unit_file.write_text(text, encoding="utf-8")
     verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True,
@@ -87,17 +87,17 @@ def test_generated_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 def test_install_writes_the_unit_and_needs_an_existing_user(tmp_path: Path) -> None:
     path = unit_config(tmp_path)
-    unit_dir = tmp_path / "units"
-    unit_dir.mkdir()
+    systemd_dir = tmp_path / "units"
+    systemd_dir.mkdir()
     missing = runner.invoke(app, ["service", "install", "--config", str(path), "--user", "no-such-recorder",
-                                  "--unit-dir", str(unit_dir)])
+                                  "--systemd-dir", str(systemd_dir)])
     assert missing.exit_code == ConfigError.exit_code
     assert "user 'no-such-recorder' does not exist" in missing.output and "useradd" in missing.output
     user = pwd.getpwuid(os.getuid()).pw_name if os.getuid() != 0 else "daemon"
-    done = runner.invoke(app, ["service", "install", "--config", str(path), "--user", user, "--unit-dir",
-                               str(unit_dir)])
+    done = runner.invoke(app, ["service", "install", "--config", str(path), "--user", user, "--systemd-dir",
+                               str(systemd_dir)])
     assert done.exit_code == 0, done.output
-    assert directives((unit_dir / SERVICE_FILE).read_text(encoding="utf-8"))["User"] == [user]
+    assert directives((systemd_dir / SERVICE_FILE).read_text(encoding="utf-8"))["User"] == [user]
 
 
 @pytest.fixture
@@ -125,11 +125,3 @@ def test_without_systemd_notify_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_
     assert not notify.watchdog()
     monkeypatch.setenv(notify.NOTIFY_SOCKET_ENV, str(tmp_path / "gone.sock"))
     assert not notify.status("nobody listens")
-
-
-def test_watchdog_interval_is_read_for_this_process_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(notify.WATCHDOG_USEC_ENV, "90000000")
-    monkeypatch.setenv(notify.WATCHDOG_PID_ENV, str(os.getpid()))
-    assert notify.watchdog_interval_s() == 90.0
-    monkeypatch.setenv(notify.WATCHDOG_PID_ENV, str(os.getpid() + 1))
-    assert notify.watchdog_interval_s() is None
