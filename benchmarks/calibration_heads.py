@@ -1,6 +1,6 @@
-"""Review → calibrate → heads at the desk, and what a head costs the unit, in one run.
+"""Review → fit-confidence → heads at the desk, and what a head costs the unit, in one run.
 
-- Calibration: time to fit 100 labels × 200 verdicts (1000 bootstrap replicates per label).
+- Confidence: time to fit 100 labels × 200 verdicts (1000 bootstrap replicates per label).
 - Heads: time to train (5-fold cross-validation + final fit) 20 label heads on 10 000 archived windows.
 - Unit scorer: per-window cost of scoring 100 text labels alone and with 20 heads added, against the
   model's own time per window (ONNX Runtime fp32, full-size random checkpoint unless --bundle is given);
@@ -25,7 +25,7 @@ DIM = 512
 
 
 def bench_calibration(labels: int, verdicts: int) -> float:
-    from desk.review.calibrate import ReviewFile, Verdict, calibrate
+    from desk.review.confidence import ReviewFile, Verdict, fit_confidence
 
     rng = np.random.default_rng(0)
     rows = []
@@ -34,7 +34,7 @@ def bench_calibration(labels: int, verdicts: int) -> float:
         correct = rng.random(verdicts) < 1 / (1 + np.exp(-(-6 + 0.5 * scores)))
         rows += [Verdict(f"label {label}", float(s), "yes" if c else "no") for s, c in zip(scores, correct)]
     start = time.perf_counter()
-    result = calibrate(ReviewFile(tuple(rows), "key", "", "logit"))
+    result = fit_confidence(ReviewFile(tuple(rows), "key", "", "logit"))
     elapsed = time.perf_counter() - start
     assert sum(e["fitted"] for e in result["labels"].values()) == labels
     return elapsed

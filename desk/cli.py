@@ -14,7 +14,7 @@ from desk.collect.ingest import collect as collect_cards
 from desk.report.exports import FORMATS
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
-from edge.cli_support import report_errors, stderr
+from edge.cli_support import renamed, report_errors, stderr
 from edge.errors import ConfigError
 from edge.model.bundle import open_bundle
 
@@ -176,8 +176,9 @@ def search(
 def report(
     db: DbOpt,
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, opens offline).")],
-    calibration: Annotated[Path | None, typer.Option(
-        "--calibration", help="calibration.json: show each species' calibration curve and threshold.")] = None,
+    confidence: Annotated[Path | None, typer.Option(
+        "--confidence", help="confidence.json of `logs fit-confidence`: each species' curve and threshold.")] = None,
+    old_confidence: Annotated[Path | None, typer.Option("--calibration", hidden=True, help="Old spelling.")] = None,
     clips: Annotated[bool, typer.Option("--clips", help="Inline top-scoring and random clips from the cards.")]
     = False,
 ) -> None:
@@ -186,7 +187,8 @@ def report(
 
     con = connect(db, read_only=True)
     try:
-        result = write_report(con, out, ReportOptions(calibration=calibration, clips=clips))
+        fits = renamed(confidence, old_confidence, "--calibration", "--confidence")
+        result = write_report(con, out, ReportOptions(confidence=fits, clips=clips))
     finally:
         con.close()
     stderr.print(f"wrote {out}: {result.units} unit(s), {result.species} species, {result.detections} detections, "

@@ -1,4 +1,4 @@
-"""``logs review / calibrate / train-head``: from raw scores to reviewed, calibrated detections and trained heads."""
+"""``logs review / fit-confidence / train-head``: from raw scores to reviewed, fitted detections and trained heads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edge.cli_support import report_errors, stderr
+from edge.cli_support import renamed_command, report_errors, stderr
 from edge.errors import ConfigError
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Season database made by `logs collect` (with embeddings).")]
@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         """Sample archived windows per label across score bins; review them by ear in review.html."""
         from desk.review.page import sample_for_review, write_review_csv, write_review_page
         from edge.model.bundle import open_bundle
+        from edge.scoring.confidence import space_sha256
         from edge.scoring.labels import read_labels
-        from edge.scoring.thresholds import space_sha256
 
         if per_label < 1 or bins < 1:
             raise ConfigError("--per-label and --bins must be at least 1", "pass positive integers")
@@ -52,13 +52,13 @@ def register(app: typer.Typer) -> None:
         write_review_csv(out / "review.csv", items, label_list.key, sha)
         write_review_page(out / "review.html", items, label_list.key, sha)
         stderr.print(f"{len(items)} window(s) to review -> {out / 'review.html'} (download the filled review.csv, "
-                     f"then `biolingual-edge logs calibrate --review review.csv --out calibration.json`)")
+                     f"then `biolingual-edge logs fit-confidence --review review.csv --out confidence.json`)")
 
     @app.command()
     @report_errors
-    def calibrate(
+    def fit_confidence(
         review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts (yes/no/unsure).")],
-        out: Annotated[Path, typer.Option("--out", help="calibration.json to write.")],
+        out: Annotated[Path, typer.Option("--out", help="confidence.json to write.")],
         target_precision: Annotated[str, typer.Option("--target-precision",
                                                       help="Comma-separated target precisions.")] = "0.9,0.95",
         install: Annotated[Path | None, typer.Option("--install", help="Also put the thresholds into this bundle.")]
@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
         bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for the threshold intervals.")] = 1000,
     ) -> None:
         """Fit P(correct | score) per label and the score threshold for each target precision."""
-        from desk.review.calibrate import calibrate as fit
-        from desk.review.calibrate import install_calibration, read_review, write_json_atomic
+        from desk.review.confidence import fit_confidence as fit
+        from desk.review.confidence import install_confidence, read_review, write_json_atomic
 
         result = fit(read_review(review_csv), _targets(target_precision), replicates=max(1, bootstrap))
         write_json_atomic(out, result)
@@ -82,8 +82,10 @@ def register(app: typer.Typer) -> None:
                 stderr.print(f"[yellow]{name}: not fitted[/] ({entry['reason']})")
         stderr.print(f"wrote {out}")
         if install is not None:
-            path = install_calibration(install, result, use)
+            path = install_confidence(install, result, use)
             stderr.print(f"installed -> {path}")
+
+    app.command("calibrate", hidden=True)(renamed_command(fit_confidence, "logs calibrate", "logs fit-confidence"))
 
     @app.command("train-head")
     @report_errors

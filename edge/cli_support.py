@@ -51,3 +51,14 @@ def renamed(new_value: T | None, old_value: T | None, old: str, new: str) -> T |
     if new_value is not None and new_value != old_value:
         raise ConfigError(f"both {new} and its old spelling {old} given", f"pass {new} only")
     return old_value
+
+
+def renamed_command(fn: Callable[P, R], old: str, new: str) -> Callable[P, R]:
+    """A command under its old name (hidden from --help): runs ``fn`` after saying the new name."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        stderr.print(f"note: {old} is now {new}; the old name still works for now", soft_wrap=True)
+        return fn(*args, **kwargs)
+
+    return wrapper

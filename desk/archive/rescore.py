@@ -22,9 +22,9 @@ from desk.collect.database import CollectError, connect, run
 from edge.batch.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
 from edge.errors import EdgeError, LabelError
 from edge.model.bundle import Bundle, open_bundle
+from edge.scoring.confidence import load_confidences
 from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
-from edge.scoring.thresholds import load_calibrations
 from edge.stream.detector import DetectorOptions, EventDetector
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class TableWriter:
         for start, end, label, score, cosine, rank, utc in rows:
             stamp = "" if utc is None else utc.replace(tzinfo=timezone.utc).isoformat()
             self._csv.writerow([recording, seconds(start, rate), seconds(end, rate), label, f"{score:.6g}",
-                                f"{cosine:.6g}", rank, stamp, ""])  # p_correct: per-window calibration only
+                                f"{cosine:.6g}", rank, stamp, ""])  # p_correct: per-window confidence only
         self._raven(recording, rate, rows)
         self.rows += len(rows)
 
@@ -169,7 +169,7 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
         where, params, kept, other = model_filter(con, bundle)
         if options.rules is None:
             rows = window_tables(con, db_path, where, params, scorer, names, shown, options, out_dir,
-                                 (frontend.f_min, frontend.f_max), load_calibrations(bundle, [listed.key]))
+                                 (frontend.f_min, frontend.f_max), load_confidences(bundle, [listed.key]))
             return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
         writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
         try:

@@ -15,8 +15,8 @@ import numpy as np
 from desk.archive.store import archive_root, scan
 from edge.batch.tables import DETECTIONS_CSV, RAVEN_SUFFIX
 from edge.card.cardformat import TEMP_PREFIX
+from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scorer, top_k
-from edge.scoring.thresholds import Calibration
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,9 +45,9 @@ def _sql_text(text: str) -> str:
 
 def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, params: list[Any], scorer: Scorer,
                   names: np.ndarray, shown: np.ndarray, options: RescoreOptions, out_dir: Path,
-                  band: tuple[float, float], calibration: Calibration | None = None) -> int:
+                  band: tuple[float, float], confidence: Confidence | None = None) -> int:
     """Per window the ``top_k`` best shown labels reaching their threshold (as ``analyze`` selects them: a
-    calibrated label's own threshold, else ``options.threshold``), with ``p_correct`` where calibrated; returns
+    fitted label's own threshold, else ``options.threshold``), with ``p_correct`` where fitted; returns
     the number of rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -57,9 +57,9 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
     schema = pa.schema([("window_id", pa.int64()), ("rank", pa.int32()), ("label_index", pa.int32()),
                         ("score", pa.float32()), ("cosine", pa.float32()), ("p_correct", pa.float64())])
     shown_names = tuple(str(n) for n in names[visible])
-    calibrated = calibration.thresholds() if calibration else {}
+    fitted = confidence.thresholds() if confidence else {}
     global_limit = np.nan if options.threshold is None else options.threshold
-    limits = np.array([calibrated.get(n, global_limit) for n in shown_names], np.float64)
+    limits = np.array([fitted.get(n, global_limit) for n in shown_names], np.float64)
     total = 0
     with pq.ParquetWriter(temp, schema, compression="none") as writer:
         for block in scan(con, archive_root(db_path), where, params):
@@ -70,8 +70,8 @@ def window_tables(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, par
             keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
             rows, ranks = np.nonzero(keep)
             total += len(rows)
-            p_correct = (np.take_along_axis(calibration.p_correct(shown_names, score), best, axis=1)[rows, ranks]
-                         if calibration else np.full(len(rows), np.nan))
+            p_correct = (np.take_along_axis(confidence.p_correct(shown_names, score), best, axis=1)[rows, ranks]
+                         if confidence else np.full(len(rows), np.nan))
             writer.write_table(pa.table({
                 "window_id": block.window_ids[rows], "rank": (ranks + 1).astype(np.int32),
                 "label_index": best[rows, ranks].astype(np.int32), "score": values[rows, ranks],

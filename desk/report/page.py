@@ -1,4 +1,4 @@
-"""Assemble the report: season aggregates + health + optional calibration and clips -> one offline HTML file."""
+"""Assemble the report: season aggregates + health + optional confidence and clips -> one offline HTML file."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desk.report.calibration import load_calibration
 from desk.report.clips import select_clips
+from desk.report.confidence import load_confidence
 from desk.report.effort_strip import SLOT_MIN, STATE_NAMES, boot_spans, minute_states, slot_states
 from desk.report.health import as_json, config_drift, daily_health, last_findings, unit_table
 from desk.report.season import MIN_LISTENED_S, Season, load_season, plausible_range
@@ -29,8 +29,8 @@ GZIP_LEVEL = 6
 
 @dataclass(frozen=True)
 class ReportOptions:
-    calibration: Path | None = None
-    """``calibration.json`` whose curves and thresholds the species pages show."""
+    confidence: Path | None = None
+    """``confidence.json`` whose curves and thresholds the species pages show."""
     clips: bool = False
     """Inline the top-scoring and some random clips per species (from the cards' ``clips/`` folders)."""
     title: str = "Season report"
@@ -51,14 +51,14 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, options: ReportOptio
                  now: datetime | None = None) -> ReportResult:
     """Write the report to ``out`` (through a temp file and a rename); returns what it holds."""
     started = time.perf_counter()
-    calibration = load_calibration(options.calibration) if options.calibration is not None else None
+    confidence = load_confidence(options.confidence) if options.confidence is not None else None
     moment = now or datetime.now(timezone.utc)
     season = load_season(con, moment)
     low, high = plausible_range(moment)
     boots = boot_spans(con, low, high)
     states = minute_states(con, season, boots)
     clips = select_clips(con) if options.clips else {}
-    payload = _payload(con, season, states, calibration, clips, options, moment)
+    payload = _payload(con, season, states, confidence, clips, options, moment)
     html = render_html(options.title, payload)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".tmp-{out.name}")
@@ -75,7 +75,7 @@ def _packed(array: np.ndarray) -> str:
 
 
 def _payload(con: duckdb.DuckDBPyConnection, season: Season, states: np.ndarray,
-             calibration: dict[str, Any] | None, clips: dict[str, list[dict[str, Any]]], options: ReportOptions,
+             confidence: dict[str, Any] | None, clips: dict[str, list[dict[str, Any]]], options: ReportOptions,
              now: datetime) -> dict[str, Any]:
     effort_h = np.minimum(np.rint(season.effort_hour_s), np.iinfo(np.uint16).max).astype(np.uint16)
     lo, hi, hist = _score_histograms(con)
@@ -98,7 +98,7 @@ def _payload(con: duckdb.DuckDBPyConnection, season: Season, states: np.ndarray,
         "score_hist": hist,
         "health": {"units": [{k: as_json(v) for k, v in row.items()} for row in unit_table(con, season, states)],
                    "daily": daily_health(con, season), "drift": config_drift(con), "findings": last_findings(con)},
-        "calibration": calibration,
+        "confidence": confidence,
         "clips": clips,
         "clips_requested": options.clips,
     }

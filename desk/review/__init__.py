@@ -1,1 +1,1 @@
-"""Review windows by ear, fit per-label score calibration, train few-shot heads that go back to units."""
+"""Review windows by ear, fit per-label score confidence, train few-shot heads that go back to units."""

@@ -2,7 +2,7 @@
 
 Scores are the unit's own (cosine × logit scale against the bundle's label embeddings) over every archived
 window. Per label the windows are split into equal-width score bins and drawn round-robin from them, so the
-logistic fit of ``logs calibrate`` sees low, middle and high scores. Output: ``review.csv`` (an empty
+logistic fit of ``logs fit-confidence`` sees low, middle and high scores. Output: ``review.csv`` (an empty
 ``verdict`` column) and ``review.html`` (one offline page that plays each window and downloads the filled CSV).
 """
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from desk.review.calibrate import read_review
+from desk.review.confidence import read_review
 from edge.audio.files import find_audio_files
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, LabelSetEntry, sha256_file, write_manifest
+from edge.scoring.confidence import space_sha256
 from edge.scoring.heads import head_key
 from edge.scoring.scorer import HEAD_SOURCE
-from edge.scoring.thresholds import space_sha256
 
 MIN_PER_CLASS = 3
 """Fewest positives and fewest negatives a label needs for a head (and for cross-validation)."""
@@ -63,7 +63,7 @@ class TrainingSet:
 
 def read_verdict_ids(review_csv: Path) -> dict[str, dict[int, bool]]:
     """Per label, reviewed window id -> verdict is ``yes`` (``unsure`` and empty verdicts left out)."""
-    read_review(review_csv)  # the same one-line errors as `calibrate` for a missing or malformed file
+    read_review(review_csv)  # the same one-line errors as `fit-confidence` for a missing or malformed file
     by_label: dict[str, dict[int, bool]] = {}
     with open(review_csv, newline="", encoding="utf-8-sig") as handle:
         rows = csv.DictReader(handle)

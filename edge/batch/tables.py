@@ -12,7 +12,7 @@ from edge.stream.detector import Detection
 
 DETECTIONS_CSV = "detections.csv"
 CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc", "p_correct")
-"""``p_correct``: calibrated probability that the label is right (empty where the label has no calibration)."""
+"""``p_correct``: fitted probability that the label is right (empty where the label has no confidence)."""
 RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
                  "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank", "Begin Path")
 """``Begin Path`` (the recording's absolute path) lets Raven open the sound with the table."""

@@ -166,7 +166,7 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     options.validate(window, hop)
     labels = labels_with_prompts(config)
     stages = stages_for(config, bundle, precision, force_precision)
-    # calibrated thresholds from the bundle and heads' defaults, unless the config sets a label's own
+    # fitted thresholds from the bundle and heads' defaults, unless the config sets a label's own
     options = dataclasses.replace(options, per_label_enter={**stages.selector.per_label, **options.per_label_enter})
     options.validate(window, hop)
     log.info("model %s, %s precision on %s", bundle.manifest.model_id, precision, config.model.backend)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scores, top_k
-from edge.scoring.thresholds import Calibration
 
 
 @dataclass(frozen=True)
@@ -25,26 +25,26 @@ class Detection:
     rank: int
     """1 for the window's best label."""
     p_correct: float | None = None
-    """Calibrated probability that this label is right, where the label has an installed calibration."""
+    """Fitted probability that this label is right, where the label has an installed confidence."""
 
 
 @dataclass(frozen=True)
 class WindowSelector:
     """Per window, the ``k`` best labels whose score reaches their threshold (no threshold: the ``k`` best).
 
-    A label's threshold is its entry in ``per_label`` (calibrated or configured), else ``threshold``.
+    A label's threshold is its entry in ``per_label`` (fitted or configured), else ``threshold``.
     """
 
     names: tuple[str, ...]
     k: int = 1
     threshold: float | None = None
     per_label: dict[str, float] = field(default_factory=dict)
-    calibration: Calibration | None = None
+    confidence: Confidence | None = None
 
     def __call__(self, starts: list[int], ends: list[int], scores: Scores) -> list[Detection]:
         best = top_k(scores.score, self.k)
         limits = [self.per_label.get(name, self.threshold) for name in self.names]
-        p_correct = self.calibration.p_correct(self.names, scores.score) if self.calibration else None
+        p_correct = self.confidence.p_correct(self.names, scores.score) if self.confidence else None
         detections = []
         for row, (start, end) in enumerate(zip(starts, ends)):
             for rank, col in enumerate(best[row], start=1):

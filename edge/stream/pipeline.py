@@ -14,10 +14,10 @@ from edge.model.backends import Backend, create_backend
 from edge.model.bundle import Bundle
 from edge.model.frontend_stream import StreamingLogMel
 from edge.model.precision_gate import check_precision, model_key
+from edge.scoring.confidence import Confidence, load_confidences
 from edge.scoring.heads import HEAD_THRESHOLD, head_key, load_head
 from edge.scoring.labels import LabelList
 from edge.scoring.scorer import LabelSet, Scorer, Scores, load_label_set
-from edge.scoring.thresholds import Calibration, load_calibrations
 from edge.stream.detector import WindowSelector
 
 DEFAULT_BATCH = 4
@@ -59,23 +59,23 @@ def batched_windows(chunks: Iterable[AudioChunk], windower: Windower, batch: int
 
 def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tuple[str, ...] = (),
                 score_mode: str = "logit", label_thresholds: dict[str, float] | None = None,
-                ) -> tuple[LabelSet, dict[str, float], Calibration | None]:
-    """The label set (list + heads), per-label thresholds and installed calibration a run scores with.
+                ) -> tuple[LabelSet, dict[str, float], Confidence | None]:
+    """The label set (list + heads), per-label thresholds and installed confidence a run scores with.
 
-    Thresholds per label: ``label_thresholds`` (configured), else the bundle's installed calibration, else the
+    Thresholds per label: ``label_thresholds`` (configured), else the bundle's installed confidence, else the
     head default (P = 0.5) for heads; labels not listed keep the run's global threshold.
     """
     label_set = load_label_set(bundle, labels, labels_path)
     for name in heads:
         label_set = label_set.merged(load_head(bundle, name))
-    calibration = load_calibrations(bundle, [labels.key, *map(head_key, heads)])
-    if calibration is not None and score_mode not in calibration.score_mode.split("/"):
-        raise ConfigError(f"the installed calibration is for score mode '{calibration.score_mode}', not '{score_mode}'",
-                          f"use --score-mode {calibration.score_mode} or calibrate again in this mode")
+    confidence = load_confidences(bundle, [labels.key, *map(head_key, heads)])
+    if confidence is not None and score_mode not in confidence.score_mode.split("/"):
+        raise ConfigError(f"the installed confidence is for score mode '{confidence.score_mode}', not '{score_mode}'",
+                          f"use --score-mode {confidence.score_mode} or fit confidence again in this mode")
     per_label = {name: HEAD_THRESHOLD for name, head in zip(label_set.names, label_set.head_mask) if head}
-    per_label.update(calibration.thresholds() if calibration else {})
+    per_label.update(confidence.thresholds() if confidence else {})
     per_label.update(label_thresholds or {})
-    return label_set, per_label, calibration
+    return label_set, per_label, confidence
 
 
 def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",
@@ -87,21 +87,21 @@ def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precisi
     """Open the backend and label embeddings once and wire them with the frontend.
 
     A model whose parity report is missing or failed is refused unless ``force_precision``; so is a high-pass
-    filter, which calibration, ``verify``, parity and example labels never apply (the model must see what its
+    filter, which INT8 calibration, ``verify``, parity and example labels never apply (the model must see what its
     precision gates measured). ``heads`` and ``label_thresholds``: see :func:`label_rules`.
     """
     check_precision(bundle, model_key(backend, precision), force_precision)
     if highpass_hz > 0 and not force_precision:
-        raise ConfigError(f"audio.highpass_hz is {highpass_hz:g} Hz, but the bundle's calibration, verify and "
+        raise ConfigError(f"audio.highpass_hz is {highpass_hz:g} Hz, but the bundle's INT8 calibration, verify and "
                           "parity gates ran without a high-pass filter",
                           "set audio.highpass_hz: 0, or pass --force-precision to run features the gates never saw")
     manifest = bundle.manifest
-    label_set, per_label, calibration = label_rules(bundle, labels, labels_path, heads, score_mode, label_thresholds)
+    label_set, per_label, confidence = label_rules(bundle, labels, labels_path, heads, score_mode, label_thresholds)
     return Stages(
         frontend=StreamingLogMel(manifest.frontend, highpass_hz=highpass_hz),
         backend=create_backend(bundle, backend=backend, precision=precision, threads=threads, providers=providers,
                                low_memory=low_memory),
         scorer=Scorer(label_set, manifest.logit_scale, mode=score_mode),
         selector=WindowSelector(label_set.names, k=top_k, threshold=threshold, per_label=per_label,
-                                calibration=calibration),
+                                confidence=confidence),
     )

@@ -384,12 +384,12 @@ function drawSpeciesPage(v) {
   table($("sp-units"), ["unit", "detections (season)", "first detection (UTC)", "last detection (UTC)", "best score"],
     DATA.first_last.filter((x) => x[1] === s && show.has(x[0]))
       .map((x) => [DATA.units[x[0]].id, x[4], x[2], x[3], x[5]]));
-  drawCalibration(s);
+  drawConfidence(s);
   drawClips(name);
 }
 
-function drawCalibration(s) {
-  const name = DATA.species[s], cal = DATA.calibration ? DATA.calibration[name] : null;
+function drawConfidence(s) {
+  const name = DATA.species[s], cal = DATA.confidence ? DATA.confidence[name] : null;
   const hist = DATA.score_hist[name] || [], [lo, hi] = DATA.score_range;
   const canvas = $("sp-scores"), ctx = prepare(canvas, canvas.width, canvas.height);
   const box = { x: 50, y: 24, w: canvas.width - 100, h: canvas.height - 50 };
@@ -404,7 +404,7 @@ function drawCalibration(s) {
     if (c) marks++;
   });
   const xOf = (score) => box.x + ((score - lo) / (hi - lo || 1)) * box.w;
-  let caption = "Score distribution (no --calibration given)";
+  let caption = "Score distribution (no --confidence given)";
   if (cal && cal.fitted) {
     ctx.strokeStyle = "#d62728"; ctx.lineWidth = 2; ctx.beginPath();
     for (let i = 0; i <= 100; i++) {
@@ -422,10 +422,10 @@ function drawCalibration(s) {
       ctx.fillStyle = "#444"; ctx.fillText(`P≥${p}`, xOf(t.score) + 3, box.y + 10);
       parts.push(`P≥${p} at score ${t.score.toFixed(3)}` + (t.ci.length === 2 ? ` [${t.ci[0].toFixed(3)}, ${t.ci[1].toFixed(3)}]` : ""));
     }
-    caption = `Calibration (${cal.n_yes} yes / ${cal.n_no} no / ${cal.n_unsure} unsure reviewed): red = P(correct); ` +
+    caption = `Confidence (${cal.n_yes} yes / ${cal.n_no} no / ${cal.n_unsure} unsure reviewed): red = P(correct); ` +
       (parts.join("; ") || "no threshold chosen");
   } else if (cal) {
-    caption = `Not calibrated: ${cal.reason || "too few reviews"}`;
+    caption = `Not fitted: ${cal.reason || "too few reviews"}`;
   }
   $("sp-cal-caption").textContent = caption;
   done(canvas, marks, hist);

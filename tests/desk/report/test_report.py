@@ -39,8 +39,8 @@ def season(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cal") / "calibration.json"
+def confidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cal") / "confidence.json"
     path.write_text(json.dumps({"schema": 1, "model_sha256": "0" * 64, "labels_key": "k", "labels": {
         "toad": {"fitted": True, "reason": None, "a": -8.0, "b": 14.0, "n_yes": 30, "n_no": 12, "n_unsure": 3,
                  "thresholds": {"0.9": {"score": 0.728, "ci": [0.69, 0.77]}}},
@@ -50,9 +50,9 @@ def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(season: Path, calibration: Path) -> Path:
+def report(season: Path, confidence: Path) -> Path:
     out = season.parent / "report.html"
-    invoke("report", "--db", str(season), "--out", str(out), "--calibration", str(calibration), "--clips")
+    invoke("report", "--db", str(season), "--out", str(out), "--confidence", str(confidence), "--clips")
     return out
 
 
@@ -84,8 +84,8 @@ def test_bad_calibration_file_is_one_clear_line(season: Path, tmp_path: Path) ->
     bad = tmp_path / "cal.json"
     bad.write_text(json.dumps({"schema": 7, "labels": {}}))
     result = runner.invoke(app, ["logs", "report", "--db", str(season), "--out", str(tmp_path / "r.html"),
-                                 "--calibration", str(bad)])
-    assert result.exit_code == 2 and "calibration schema 7" in result.output and "hint" in result.output
+                                 "--confidence", str(bad)])
+    assert result.exit_code == 2 and "confidence schema 7" in result.output and "hint" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "r.html").exists()
 
 

@@ -1,4 +1,4 @@
-"""review → (a person in a real browser) → calibrate → install → analyze, on an archive of real recordings."""
+"""review → (a person in a real browser) → fit-confidence → install → analyze, on an archive of real recordings."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
     assert {r["verdict"] for r in rows if r["label"] == "night"} == {"no"}
     assert sum(r["verdict"] == "yes" for r in rows) == sum(1 for label, s in scores
                                                            if label == "toad" and s >= toad_median)
-    calibration = tmp_path / "calibration.json"
-    output = cli("logs", "calibrate", "--review", str(filled), "--out", str(calibration), "--bootstrap", "100",
+    confidence = tmp_path / "confidence.json"
+    output = cli("logs", "fit-confidence", "--review", str(filled), "--out", str(confidence), "--bootstrap", "100",
                  "--install", str(archive["bundle"]))
     assert "night: not fitted" in output
     out = tmp_path / "analyze"

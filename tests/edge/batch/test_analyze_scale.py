@@ -57,10 +57,12 @@ def outputs(out: Path) -> dict[str, str]:
 def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundle: Path,
                                                     example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     labels = example_labels[0]
-    code, output = analyze(archive, example_bundle, labels, tmp_path / "one", "--workers", "1", "--piece-seconds", "3600")
+    code, output = analyze(archive, example_bundle, labels, tmp_path / "one", "--workers", "1",
+                           "--piece-seconds", "3600")
     assert code == 1 and "broken.wav" in output and "3 file(s) analysed" in output
     single = outputs(tmp_path / "one")
-    code, output = analyze(archive, example_bundle, labels, tmp_path / "pool", "--workers", "2", "--piece-seconds", "10")
+    code, output = analyze(archive, example_bundle, labels, tmp_path / "pool", "--workers", "2",
+                           "--piece-seconds", "10")
     assert code == 1 and "Traceback" not in output
     pooled = outputs(tmp_path / "pool")
     assert pooled == single  # byte for byte: same rows in the same order, same Raven tables
@@ -89,8 +91,8 @@ def _log_lines(out: Path) -> int:
 def test_killed_run_resumes_without_redoing_or_duplicating(archive: Path, example_bundle: Path,
                                                            example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     labels = example_labels[0]
-    args = [str(archive), "--labels", str(labels), "--bundle", str(example_bundle), "--top-k", "2", "--piece-seconds", "1",
-            "--workers", "1"]
+    args = [str(archive), "--labels", str(labels), "--bundle", str(example_bundle), "--top-k", "2",
+            "--piece-seconds", "1", "--workers", "1"]
     analyze(archive, example_bundle, labels, tmp_path / "clean", *args[5:])
     clean = outputs(tmp_path / "clean")
     total_lines = _log_lines(tmp_path / "clean")

@@ -1,6 +1,6 @@
-"""Per-label calibration installed in the bundle: P(correct | score) and the score threshold for a target precision.
+"""Per-label confidence installed in the bundle: P(correct | score) and the score threshold for a target precision.
 
-Made at the desk by ``logs calibrate`` from reviewed windows (a logistic fit per label after Wood & Kahl 2024)
+Made at the desk by ``logs fit-confidence`` from reviewed windows (a logistic fit per label after Wood & Kahl 2024)
 and installed with ``--install BUNDLE`` as ``calibrations/<labels key>.json``, checksummed in the manifest and
 tied to the label list (by its key) and to the embedding space (the fp32 audio encoder's sha256). ``analyze``,
 ``run`` and ``rescore`` then use each fitted label's threshold and write ``p_correct`` next to its score.
@@ -17,15 +17,16 @@ import numpy as np
 from edge.errors import BundleError
 from edge.model.bundle import Bundle
 
-CALIBRATION_SCHEMA = 1
-CALIBRATION_DIR = "calibrations"
+CONFIDENCE_SCHEMA = 1
+CONFIDENCE_DIR = "calibrations"
+"""Bundle folder of the installed fits (its name predates the word: bundles already in the field keep theirs)."""
 SPACE_MODEL = "fp32"
-"""The model whose sha256 names the embedding space that scores (and so calibrations) belong to."""
+"""The model whose sha256 names the embedding space that scores (and so confidence fits) belong to."""
 
 
-def calibration_path(labels_key: str) -> str:
-    """Bundle-relative path of the calibration of the label list with this key."""
-    return f"{CALIBRATION_DIR}/{labels_key}.json"
+def confidence_path(labels_key: str) -> str:
+    """Bundle-relative path of the confidence of the label list with this key."""
+    return f"{CONFIDENCE_DIR}/{labels_key}.json"
 
 
 def space_sha256(bundle: Bundle) -> str:
@@ -40,7 +41,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LabelCalibration:
+class LabelConfidence:
     """Logistic fit ``P(correct) = sigmoid(a + b·score)`` of one label and its thresholds."""
 
     a: float
@@ -53,7 +54,7 @@ class LabelCalibration:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Confidence:
     """The fitted labels of one label list; unfitted labels are absent (they keep the run's own threshold)."""
 
     labels_key: str
@@ -61,7 +62,7 @@ class Calibration:
     score_mode: str
     target: str
     """Target precision whose thresholds the runtime applies."""
-    labels: dict[str, LabelCalibration]
+    labels: dict[str, LabelConfidence]
 
     def thresholds(self) -> dict[str, float]:
         """Per fitted label, its score threshold at :attr:`target`."""
@@ -77,49 +78,49 @@ class Calibration:
         return out
 
 
-def parse_calibration(raw: dict[str, Any], target: str | None = None) -> Calibration:
-    """Calibration from ``calibration.json`` content; ``target`` defaults to the file's installed target."""
-    if raw.get("schema") != CALIBRATION_SCHEMA:
-        raise BundleError(f"calibration schema {raw.get('schema')!r} is not {CALIBRATION_SCHEMA}",
-                          "re-run `biolingual-edge logs calibrate`")
+def parse_confidence(raw: dict[str, Any], target: str | None = None) -> Confidence:
+    """Confidence from ``confidence.json`` content; ``target`` defaults to the file's installed target."""
+    if raw.get("schema") != CONFIDENCE_SCHEMA:
+        raise BundleError(f"confidence schema {raw.get('schema')!r} is not {CONFIDENCE_SCHEMA}",
+                          "re-run `biolingual-edge logs fit-confidence`")
     labels = {
-        name: LabelCalibration(float(entry["a"]), float(entry["b"]),
+        name: LabelConfidence(float(entry["a"]), float(entry["b"]),
                                {t: float(v["score"]) for t, v in entry.get("thresholds", {}).items()})
         for name, entry in raw["labels"].items() if entry.get("fitted")
     }
     chosen = target or raw.get("target") or min((t for c in labels.values() for t in c.thresholds), default="")
-    return Calibration(raw["labels_key"], raw.get("model_sha256", ""), raw.get("score_mode", "logit"), chosen, labels)
+    return Confidence(raw["labels_key"], raw.get("model_sha256", ""), raw.get("score_mode", "logit"), chosen, labels)
 
 
-def load_calibration(bundle: Bundle, labels_key: str) -> Calibration | None:
-    """The installed calibration of a label list, or None; one from another embedding space is refused."""
-    rel = calibration_path(labels_key)
+def load_confidence(bundle: Bundle, labels_key: str) -> Confidence | None:
+    """The installed confidence of a label list, or None; one from another embedding space is refused."""
+    rel = confidence_path(labels_key)
     if rel not in bundle.manifest.files:
         return None
     try:
         raw = json.loads((bundle.root / rel).read_text(encoding="utf-8"))
-        calibration = parse_calibration(raw)
+        confidence = parse_confidence(raw)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"calibration {bundle.root / rel} is unreadable ({e})",
-                          "re-install it with `biolingual-edge logs calibrate --install`") from e
-    if calibration.model_sha256 and calibration.model_sha256 != space_sha256(bundle):
-        raise BundleError(f"calibration {rel} was fitted on another model's scores",
-                          "review and calibrate again with this bundle")
-    return calibration
+        raise BundleError(f"confidence {bundle.root / rel} is unreadable ({e})",
+                          "re-install it with `biolingual-edge logs fit-confidence --install`") from e
+    if confidence.model_sha256 and confidence.model_sha256 != space_sha256(bundle):
+        raise BundleError(f"confidence {rel} was fitted on another model's scores",
+                          "review and fit confidence again with this bundle")
+    return confidence
 
 
-def load_calibrations(bundle: Bundle, labels_keys: list[str]) -> Calibration | None:
-    """The installed calibrations of several label sets (a list and its heads) as one, or None if none."""
-    found = [c for key in labels_keys if (c := load_calibration(bundle, key)) is not None]
+def load_confidences(bundle: Bundle, labels_keys: list[str]) -> Confidence | None:
+    """The installed confidence fits of several label sets (a list and its heads) as one, or None if none."""
+    found = [c for key in labels_keys if (c := load_confidence(bundle, key)) is not None]
     if not found:
         return None
-    merged: dict[str, LabelCalibration] = {}
-    thresholds: dict[str, LabelCalibration] = {}
-    for calibration in found:
-        for name, cal in calibration.labels.items():
+    merged: dict[str, LabelConfidence] = {}
+    thresholds: dict[str, LabelConfidence] = {}
+    for confidence in found:
+        for name, cal in confidence.labels.items():
             merged[name] = cal
-            if calibration.target in cal.thresholds:
-                thresholds[name] = LabelCalibration(cal.a, cal.b, {"run": cal.thresholds[calibration.target]})
+            if confidence.target in cal.thresholds:
+                thresholds[name] = LabelConfidence(cal.a, cal.b, {"run": cal.thresholds[confidence.target]})
     modes = {c.score_mode for c in found}
-    return Calibration("+".join(c.labels_key for c in found), found[0].model_sha256, "/".join(sorted(modes)), "run",
-                       {name: thresholds.get(name, LabelCalibration(cal.a, cal.b, {})) for name, cal in merged.items()})
+    return Confidence("+".join(c.labels_key for c in found), found[0].model_sha256, "/".join(sorted(modes)), "run",
+                       {name: thresholds.get(name, LabelConfidence(cal.a, cal.b, {})) for name, cal in merged.items()})

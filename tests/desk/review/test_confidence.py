@@ -1,4 +1,4 @@
-"""Per-label calibration: the logistic fit recovers known parameters, and labels it cannot fit are reported."""
+"""Per-label confidence: the logistic fit recovers known parameters, and labels it cannot fit are reported."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desk.review.calibrate import (
+from desk.review.confidence import (
     MIN_VERDICTS,
     ReviewFile,
     Verdict,
-    calibrate,
+    fit_confidence,
     fit_logistic,
     read_review,
     threshold_at,
 )
 from edge.errors import ConfigError
-from edge.scoring.thresholds import parse_calibration
+from edge.scoring.confidence import parse_confidence
 
 TRUE_A, TRUE_B = -6.0, 0.5
 """P(correct) = sigmoid(-6 + 0.5·score): 50 % at score 12, 90 % at 16.4."""
@@ -46,7 +46,7 @@ def test_fit_recovers_known_logistic_parameters() -> None:
 def test_threshold_for_target_precision_has_an_interval_around_the_truth() -> None:
     rng = np.random.default_rng(3)
     review = ReviewFile(tuple(synthetic_verdicts("toad", 600, rng)), "key", "sha", "logit")
-    result = calibrate(review, [0.9, 0.95], replicates=400)
+    result = fit_confidence(review, [0.9, 0.95], replicates=400)
     entry = result["labels"]["toad"]
     assert entry["fitted"]
     for target in ("0.9", "0.95"):
@@ -55,7 +55,7 @@ def test_threshold_for_target_precision_has_an_interval_around_the_truth() -> No
         assert low < entry["thresholds"][target]["score"] < high
         assert low - 0.5 < truth < high + 0.5
     assert entry["thresholds"]["0.9"]["score"] < entry["thresholds"]["0.95"]["score"]
-    cal = parse_calibration(result)
+    cal = parse_confidence(result)
     assert cal.target == "0.9"
     p = cal.labels["toad"].p_correct(np.array([entry["thresholds"]["0.9"]["score"]]))
     assert p[0] == pytest.approx(0.9, abs=1e-6)
@@ -67,13 +67,13 @@ def test_labels_that_cannot_be_fitted_are_reported_not_fitted() -> None:
     no_positives = [Verdict("silent", float(s), "no") for s in rng.uniform(0, 25, 50)]
     falling = synthetic_verdicts("backwards", 300, rng, a=6.0, b=-0.5)
     unsure = [Verdict("rare", 3.0, "unsure")]
-    result = calibrate(ReviewFile(tuple(few + no_positives + falling + unsure), "k", "s", "logit"), replicates=50)
+    result = fit_confidence(ReviewFile(tuple(few + no_positives + falling + unsure), "k", "s", "logit"), replicates=50)
     labels = result["labels"]
     assert not labels["rare"]["fitted"] and "verdicts" in labels["rare"]["reason"]
     assert labels["rare"]["n_unsure"] == 1
     assert not labels["silent"]["fitted"] and "0 yes" in labels["silent"]["reason"]
     assert not labels["backwards"]["fitted"] and "does not rise" in labels["backwards"]["reason"]
-    assert parse_calibration(result).labels == {}
+    assert parse_confidence(result).labels == {}
 
 
 def test_review_file_with_an_unknown_verdict_names_the_line(tmp_path: Path) -> None:
@@ -99,12 +99,12 @@ def test_calibrate_cli_writes_json_and_one_line_errors(tmp_path: Path) -> None:
         writer.writerow(["window_id", "label", "score", "verdict", "labels_key", "model_sha256", "score_mode"])
         for number, v in enumerate(synthetic_verdicts("toad", 300, rng)):
             writer.writerow([number, v.label, v.score, v.verdict, "k", "", "logit"])
-    out = tmp_path / "calibration.json"
-    result = CliRunner().invoke(app, ["logs", "calibrate", "--review", str(path), "--out", str(out),
+    out = tmp_path / "confidence.json"
+    result = CliRunner().invoke(app, ["logs", "fit-confidence", "--review", str(path), "--out", str(out),
                                       "--bootstrap", "100"])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["labels"]["toad"]["fitted"]
-    bad = CliRunner().invoke(app, ["logs", "calibrate", "--review", str(path), "--out", str(out),
+    bad = CliRunner().invoke(app, ["logs", "fit-confidence", "--review", str(path), "--out", str(out),
                                    "--target-precision", "0.9,high"])
     assert bad.exit_code != 0 and "hint:" in bad.output and "Traceback" not in bad.output
 
@@ -125,10 +125,10 @@ def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
         example_bundle: Path, example_labels: tuple[Path, Path], toad_in_night: Path, tmp_path: Path) -> None:
     import shutil
 
-    from desk.review.calibrate import install_calibration
+    from desk.review.confidence import install_confidence
     from edge.model.bundle import open_bundle
+    from edge.scoring.confidence import space_sha256
     from edge.scoring.labels import read_labels
-    from edge.scoring.thresholds import space_sha256
 
     bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
     base = [str(toad_in_night), "--labels", str(example_labels[0]), "--bundle", str(bundle), "--top-k", "2",
@@ -145,11 +145,11 @@ def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
         for number, score in enumerate(toad_scores):
             writer.writerow([number, "toad", score, "yes" if score >= cut else "no", labels.key,
                              space_sha256(open_bundle(bundle)), "logit"])
-    result = calibrate(read_review(review), [0.9], replicates=50)
+    result = fit_confidence(read_review(review), [0.9], replicates=50)
     assert result["labels"]["toad"]["fitted"]
     threshold = result["labels"]["toad"]["thresholds"]["0.9"]["score"]
-    install_calibration(bundle, result)
-    open_bundle(bundle)  # the calibration is checksummed with the rest
+    install_confidence(bundle, result)
+    open_bundle(bundle)  # the confidence is checksummed with the rest
     after = _analyze([*base, "--out", str(tmp_path / "after")])
     toad_after = [r for r in after if r["label"] == "toad"]
     assert {r["start_s"] for r in toad_after} == {r["start_s"] for r in before
@@ -164,18 +164,18 @@ def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
 
 def test_run_uses_the_installed_calibration_and_heads(example_bundle: Path, example_labels: tuple[Path, Path],
                                                       toad_in_night: Path, tmp_path: Path) -> None:
-    """The field daemon: a calibrated label fires only at its calibrated threshold; a head is scored too."""
+    """The field daemon: a fitted label fires only at its fitted threshold; a head is scored too."""
     import shutil
     import subprocess
     import sys
 
     from desk.collect.cards import read_card
-    from desk.review.calibrate import install_calibration
+    from desk.review.confidence import install_confidence
     from desk.review.train_head import HeadFit, install_head
     from edge.model.bundle import open_bundle
+    from edge.scoring.confidence import space_sha256
     from edge.scoring.labels import read_labels
     from edge.scoring.scorer import load_label_set
-    from edge.scoring.thresholds import space_sha256
 
     bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
     labels = read_labels(example_labels[0])
@@ -185,9 +185,9 @@ def test_run_uses_the_installed_calibration_and_heads(example_bundle: Path, exam
     cut = toad[len(toad) // 2]
     review = ReviewFile(tuple(Verdict("toad", s, "yes" if s >= cut else "no") for s in toad * 3), labels.key,
                         space_sha256(open_bundle(bundle)), "logit")
-    result = calibrate(review, [0.9], replicates=50)
+    result = fit_confidence(review, [0.9], replicates=50)
     threshold = result["labels"]["toad"]["thresholds"]["0.9"]["score"]
-    install_calibration(bundle, result)
+    install_confidence(bundle, result)
     opened = open_bundle(bundle)
     toad_row = load_label_set(opened, labels).embeddings[0]
     install_head(opened, "frogs", [HeadFit("toad head", 50 * toad_row, 0.0, 10, 10, 5, 0.9, 0.9, 0.5, 0.5)], {})

@@ -1,4 +1,4 @@
-"""``--calibration calibration.json`` (written by the review/calibrate step): per-label logistic curves and thresholds.
+"""``--confidence confidence.json`` (written by ``logs fit-confidence``): per-label logistic curves, thresholds.
 
 Format (schema 1): ``{"schema": 1, "model_sha256", "labels_key", "labels": {NAME: {"fitted", "reason", "a", "b",
 "n_yes", "n_no", "n_unsure", "thresholds": {"0.9": {"score", "ci": [lo, hi]}}}}}`` with
@@ -14,21 +14,21 @@ from typing import Any
 
 from desk.report.season import ReportError
 
-CALIBRATION_SCHEMA = 1
-HINT = "pass the calibration.json written by the calibrate step (schema 1)"
+CONFIDENCE_SCHEMA = 1
+HINT = "pass the confidence.json written by the fit-confidence step (schema 1)"
 
 
-def load_calibration(path: Path) -> dict[str, dict[str, Any]]:
+def load_confidence(path: Path) -> dict[str, dict[str, Any]]:
     """Per label: ``{"fitted", "reason", "a", "b", "n_yes", "n_no", "n_unsure", "thresholds": {p: {score, ci}}}``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise ReportError(f"no calibration file at {path}", HINT) from e
+        raise ReportError(f"no confidence file at {path}", HINT) from e
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ReportError(f"{path} is not readable JSON ({e})", HINT) from e
-    if not isinstance(data, dict) or data.get("schema") != CALIBRATION_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != CONFIDENCE_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"{path}: calibration schema {found!r}, expected {CALIBRATION_SCHEMA}", HINT)
+        raise ReportError(f"{path}: confidence schema {found!r}, expected {CONFIDENCE_SCHEMA}", HINT)
     labels = data.get("labels")
     if not isinstance(labels, dict):
         raise ReportError(f"{path}: no 'labels' object", HINT)

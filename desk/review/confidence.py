@@ -1,4 +1,4 @@
-"""``logs calibrate``: per-label logistic fit of reviewed verdicts on the score (Wood & Kahl 2024).
+"""``logs fit-confidence``: per-label logistic fit of reviewed verdicts on the score (Wood & Kahl 2024).
 
 For every label, ``P(correct | score) = sigmoid(a + b·score)`` is fitted to the ``yes``/``no`` verdicts of
 ``review.csv`` (``unsure`` rows are counted, not fitted). The threshold for a target precision ``t`` is the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.scoring.thresholds import CALIBRATION_SCHEMA, calibration_path, space_sha256
+from edge.scoring.confidence import CONFIDENCE_SCHEMA, confidence_path, space_sha256
 
 VERDICTS = ("yes", "no", "unsure")
 MIN_VERDICTS = 10
@@ -80,7 +80,7 @@ def read_review(path: Path) -> ReviewFile:
         verdicts.append(Verdict(row["label"], float(row["score"]), verdict))
     keys = {row["labels_key"] for row in rows}
     if len(keys) != 1:
-        raise ConfigError(f"{path} mixes {len(keys)} label lists", "calibrate each review file on its own")
+        raise ConfigError(f"{path} mixes {len(keys)} label lists", "fit-confidence each review file on its own")
     return ReviewFile(tuple(verdicts), keys.pop(), rows[0]["model_sha256"], rows[0].get("score_mode") or "logit")
 
 
@@ -147,9 +147,9 @@ def _label_fit(label_verdicts: list[Verdict], targets: tuple[float, ...], rng: n
     return entry
 
 
-def calibrate(review: ReviewFile, targets: Iterable[float] = DEFAULT_TARGETS, *,
+def fit_confidence(review: ReviewFile, targets: Iterable[float] = DEFAULT_TARGETS, *,
               replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> dict[str, Any]:
-    """The ``calibration.json`` content for a review file (see ``edge.scoring.thresholds``)."""
+    """The ``confidence.json`` content for a review file (see ``edge.scoring.confidence``)."""
     chosen = tuple(sorted(set(targets)))
     if not chosen or not all(0.5 <= t < 1 for t in chosen):
         raise ConfigError(f"target precisions {chosen} must lie in [0.5, 1)", "e.g. --target-precision 0.9,0.95")
@@ -158,7 +158,7 @@ def calibrate(review: ReviewFile, targets: Iterable[float] = DEFAULT_TARGETS, *,
         by_label.setdefault(verdict.label, []).append(verdict)
     rng = np.random.default_rng(seed)
     labels = {name: _label_fit(rows, chosen, rng, replicates) for name, rows in sorted(by_label.items())}
-    return {"schema": CALIBRATION_SCHEMA, "model_sha256": review.model_sha256, "labels_key": review.labels_key,
+    return {"schema": CONFIDENCE_SCHEMA, "model_sha256": review.model_sha256, "labels_key": review.labels_key,
             "score_mode": review.score_mode, "target": f"{chosen[0]:g}", "targets": [f"{t:g}" for t in chosen],
             "labels": labels}
 
@@ -174,20 +174,20 @@ def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def install_calibration(bundle_dir: Path, calibration: dict[str, Any], target: str | None = None) -> Path:
-    """Put a calibration into the bundle (checksummed), refusing one from another embedding space."""
+def install_confidence(bundle_dir: Path, confidence: dict[str, Any], target: str | None = None) -> Path:
+    """Put a confidence into the bundle (checksummed), refusing one from another embedding space."""
     from edge.model.bundle import open_bundle, write_manifest
 
     bundle = open_bundle(bundle_dir)
-    if calibration["model_sha256"] and calibration["model_sha256"] != space_sha256(bundle):
+    if confidence["model_sha256"] and confidence["model_sha256"] != space_sha256(bundle):
         raise ConfigError(f"the review was scored with another model than bundle {bundle_dir}",
                           "review again with this bundle (`logs review --bundle ...`)")
     if target is not None:
-        if target not in calibration.get("targets", []):
-            raise ConfigError(f"target precision {target} was not calibrated (have: {calibration.get('targets')})",
-                              "re-run calibrate with it in --target-precision")
-        calibration = {**calibration, "target": target}
-    rel = calibration_path(calibration["labels_key"])
-    write_json_atomic(bundle_dir / rel, calibration)
+        if target not in confidence.get("targets", []):
+            raise ConfigError(f"target precision {target} was not fitted (have: {confidence.get('targets')})",
+                              "re-run fit-confidence with it in --target-precision")
+        confidence = {**confidence, "target": target}
+    rel = confidence_path(confidence["labels_key"])
+    write_json_atomic(bundle_dir / rel, confidence)
     write_manifest(bundle_dir, dataclasses.replace(bundle.manifest, files={**bundle.manifest.files, rel: ""}))
     return bundle_dir / rel
