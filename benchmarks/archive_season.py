@@ -109,21 +109,22 @@ def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
 
 
 def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
-    from desk.archive.search import SearchFilter, search
+    from desk.archive.search import search
+    from desk.archive.windows import WindowFilter
     from edge.model.bundle import open_bundle
 
     bundle = open_bundle(work / "bundle")
     rng = np.random.default_rng(7)
     started = time.perf_counter()
-    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter())
+    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter())
     first = time.perf_counter() - started
     warm = []
     for _ in range(SEARCH_QUERIES):
         started = time.perf_counter()
-        search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter())
+        search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter())
         warm.append(time.perf_counter() - started)
     started = time.perf_counter()
-    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, SearchFilter(unit="unit-03"))
+    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter(units=("unit-03",)))
     one_unit = time.perf_counter() - started
     result = {"first_query_s": first, "warm_median_s": float(np.median(warm)), "one_unit_s": one_unit}
     return {**result, **prefilter_recall(work, bundle, rng)} if recall else result
@@ -131,19 +132,20 @@ def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
 
 def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
     """recall@10 of the binary prefilter against the exact scan: random queries, and archived windows + noise."""
-    from desk.archive.search import SearchFilter, search
-    from desk.archive.store import read_embeddings
+    from desk.archive.search import search
+    from desk.archive.windows import WindowFilter, open_store
 
     db = work / "season.duckdb"
-    examples = read_embeddings(db, rng.integers(1, 1000, SEARCH_QUERIES).tolist())
+    with open_store(db) as store:
+        examples = store.embeddings(rng.integers(1, 1000, SEARCH_QUERIES))
     noisy = examples + rng.standard_normal(examples.shape, dtype=np.float32) * 0.02
     recalls: dict[str, list[float]] = {"random": [], "example": []}
     timings = []
     for kind, queries in (("random", unit_vectors(rng, SEARCH_QUERIES)), ("example", noisy)):
         for query in queries:
-            exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, SearchFilter())}  # type: ignore[arg-type]
+            exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, WindowFilter())}  # type: ignore[arg-type]
             started = time.perf_counter()
-            fast = search(db, bundle, query, 10, SearchFilter(), prefilter=True)  # type: ignore[arg-type]
+            fast = search(db, bundle, query, 10, WindowFilter(), prefilter=True)  # type: ignore[arg-type]
             timings.append(time.perf_counter() - started)
             recalls[kind].append(len(exact & {h.meta["window_id"] for h in fast}) / 10)
     return {"prefilter_warm_median_s": float(np.median(timings)),

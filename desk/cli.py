@@ -157,15 +157,17 @@ def search(
                                                  "approximate).")] = False,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
-    from desk.archive.search import SearchFilter, example_query, text_query, write_hits
+    from desk.archive.search import example_query, text_query, write_hits
     from desk.archive.search import search as search_archive
+    from desk.archive.windows import WindowFilter
 
     if (text is None) == (example is None):
         raise ConfigError("give exactly one of --text and --example", 'e.g. --text "barred owl calling"')
     opened = open_bundle(bundle)
     query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
-    hits = search_archive(db, opened, query, top, SearchFilter(unit, _utc_option(since, "--from"),
-                                                               _utc_option(until, "--to")), prefilter)
+    where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
+                         until=_utc_option(until, "--to"))
+    hits = search_archive(db, opened, query, top, where, prefilter)
     for path in write_hits(hits, out, opened, clips):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from desk.archive.windows import normalised
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -57,8 +59,8 @@ def hamming(codes: np.ndarray, query_code: np.ndarray) -> np.ndarray:
 
 def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, top: int, where: str,
                     params: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Like the exact :func:`desk.archive.search.top_windows`, over Hamming-nearest candidates only."""
-    from desk.archive.store import normalised, read_shard, shards
+    """Like the exact :meth:`desk.archive.store.DuckShardStore.nearest`, over Hamming-nearest candidates only."""
+    from desk.archive.store import read_shard, shards
 
     query_code = binary_codes(query.reshape(1, -1))[0]
     keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)

@@ -9,16 +9,16 @@ the rows are the events a unit with that list would have logged.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from desk.archive.rescore_tables import window_tables
-from desk.archive.store import archive_root, require_windows, scan
-from desk.collect.database import CollectError, connect, run
+from desk.archive.windows import WindowFilter, WindowStore, open_store, require_windows
+from desk.collect.database import CollectError
 from edge.batch.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
 from edge.errors import EdgeError, LabelError
 from edge.model.bundle import Bundle, open_bundle
@@ -27,13 +27,8 @@ from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
 from edge.stream.detector import DetectorOptions, EventDetector
 
-if TYPE_CHECKING:
-    import duckdb
-
-META_COLUMNS = """window_id, coalesce(source_path, unit_id || '/' || boot_id || '/stream' || stream) AS recording,
-    coalesce(source_offset, start_sample) AS start, coalesce(source_offset, start_sample) + end_sample - start_sample
-    AS stop, sample_rate, start_utc, unit_id, boot_id, stream"""
-"""Per window: the recording it belongs to (file, else unit/boot/stream) and its place in it, in samples."""
+EVENT_COLUMNS = ("recording", "start", "stop", "sample_rate", "start_utc")
+"""Per window: the recording it belongs to (file, else unit/boot/stream), its place in it (samples), its time."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +74,20 @@ def bundle_model_shas(bundle: Bundle) -> list[str]:
                    if m.path in bundle.manifest.files})
 
 
-def model_filter(con: duckdb.DuckDBPyConnection, bundle: Bundle) -> tuple[str, list[Any], int, int]:
-    """(SQL filter, params, windows kept, windows of other models); raises when no window matches the bundle."""
+def model_filter(store: WindowStore, bundle: Bundle) -> tuple[WindowFilter, int, int]:
+    """(the bundle's embedding space as a filter, windows kept, windows of other models); raises when no
+    archived window is in the bundle's space."""
     shas = bundle_model_shas(bundle)
-    marks = ", ".join("?" * len(shas)) or "NULL"
-    where = f"model_sha256 IN ({marks})"
-    require_windows(con)
-    kept, total = run(con, f"SELECT count(*) FILTER (WHERE {where}), count(*) FROM windows", shas)[0]
+    total = require_windows(store)
+    kept = sum(n for sha, n in store.spaces().items() if sha in shas)
     if kept == 0:
         raise CollectError(f"none of the {total} archived windows was computed by a model of bundle {bundle.root}",
                            "pass the bundle the units ran (embeddings from different models are not comparable)")
-    return where, shas, int(kept), int(total - kept)
+    return WindowFilter(spaces=tuple(shas)), kept, total - kept
 
 
-def _meta(con: duckdb.DuckDBPyConnection, ids: np.ndarray) -> dict[str, np.ndarray]:
-    import pyarrow as pa
-
-    con.register("block_ids", pa.table({"window_id": ids}))
-    try:
-        table = con.sql(f"SELECT {META_COLUMNS} FROM block_ids JOIN windows USING (window_id) "
-                        "ORDER BY window_id").to_arrow_table()
-    finally:
-        con.unregister("block_ids")
+def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
+    table = store.windows(ids, EVENT_COLUMNS)
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
@@ -162,23 +149,20 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale, mode=options.score_mode)
     names = np.array(labels.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in labels.names])
-    con = connect(db_path, read_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     frontend = bundle.manifest.frontend
-    try:
-        where, params, kept, other = model_filter(con, bundle)
+    with open_store(db_path) as store:
+        where, kept, other = model_filter(store, bundle)
         if options.rules is None:
-            rows = window_tables(con, db_path, where, params, scorer, names, shown, options, out_dir,
+            rows = window_tables(store, where, scorer, names, shown, options, out_dir,
                                  (frontend.f_min, frontend.f_max), load_confidences(bundle, [listed.key]))
             return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
         writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
         try:
-            _write_events(con, db_path, where, params, scorer, writer, names, shown, options.rules)
+            _write_events(store, where, scorer, writer, names, shown, options.rules)
         finally:
             writer.close()
         return RescoreResult(writer.path, kept, writer.rows, other)
-    finally:
-        con.close()
 
 
 def _utc(value: Any) -> Any:
@@ -191,29 +175,29 @@ def _utc(value: Any) -> Any:
     return value
 
 
-def _write_events(con: duckdb.DuckDBPyConnection, db_path: Path, where: str, params: list[Any], scorer: Scorer,
-                  writer: TableWriter, names: np.ndarray, shown: np.ndarray, rules: DetectorOptions) -> None:
+def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, writer: TableWriter, names: np.ndarray,
+                  shown: np.ndarray, rules: DetectorOptions) -> None:
     """The unit's detector over each (unit, boot, stream) in sample order; a gap in the windows closes events.
 
-    Streams are read shard by shard, so memory stays bounded however long a stream ran.
+    Streams are read chunk by chunk, so memory stays bounded however long a stream ran.
     """
     from edge.scoring.scorer import Scores
 
-    streams = run(con, f"SELECT DISTINCT unit_id, boot_id, stream FROM windows WHERE {where} ORDER BY ALL", params)
+    streams = store.tally(("unit_id", "boot_id", "stream"), where)
     hidden = {str(n) for n, s in zip(names, shown) if not s}
     for unit, boot, stream in streams:
         detector = EventDetector(tuple(str(n) for n in names), rules)
         previous_end: int | None = None
         anchor: tuple[Any, int, int, str] | None = None
         events = []
-        stream_where = f"{where} AND unit_id = ? AND boot_id = ? AND stream = ?"
-        for block in scan(con, archive_root(db_path), stream_where, [*params, unit, boot, stream]):
-            scores = scorer.from_cosine(block.cosines(scorer.label_matrix))
-            meta = _meta(con, block.window_ids)
+        one_stream = replace(where, units=(unit,), boots=(boot,), streams=(stream,))
+        for chunk in store.scan(scorer.label_matrix, one_stream):
+            scores = scorer.from_cosine(chunk.cosines)
+            meta = _meta(store, chunk.window_ids)
             if anchor is None:
                 anchor = (_utc(meta["start_utc"][0]), int(meta["start"][0]), int(meta["sample_rate"][0]),
                           str(meta["recording"][0]))
-            for i in range(len(block.window_ids)):
+            for i in range(len(chunk.window_ids)):
                 start, end = int(meta["start"][i]), int(meta["stop"][i])
                 if previous_end is not None and start > previous_end:
                     events += detector.flush()

@@ -1,31 +1,27 @@
 """``logs search``: rank archived windows by cosine to a text query or an example recording.
 
-The scan is exact: DuckDB narrows the windows by unit and time first, then each matching shard is read
-(memory-mapped Parquet), multiplied with the query and folded into a running top-K, so memory stays at one
-shard whatever the season size.
+The ranking is the archive's own (:meth:`desk.archive.windows.WindowStore.nearest`): exact by default (the
+windows narrowed by unit and time first, then every match scored, chunk by chunk, into a running top-K),
+approximate with ``--prefilter``.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from desk.archive.prefilter import prefiltered_top
-from desk.archive.rescore import META_COLUMNS, model_filter
-from desk.archive.store import archive_root, normalised, require_windows, scan
-from desk.collect.database import CollectError, connect, run
+from desk.archive.rescore import model_filter
+from desk.archive.windows import EVERY_WINDOW, WindowFilter, normalised, open_store, require_windows
+from desk.collect.database import CollectError
 from edge.batch.tables import seconds
 from edge.errors import AudioError, ConfigError, EdgeError
 from edge.model.bundle import Bundle
-
-if TYPE_CHECKING:
-    import duckdb
 
 HITS_CSV = "hits.csv"
 HITS_COLUMNS = ("rank", "score", "window_id", "unit_id", "start_utc", "end_utc", "recording", "start_s", "end_s",
@@ -37,32 +33,6 @@ CLIPS_DIR = "clips"
 
 
 @dataclass(frozen=True)
-class SearchFilter:
-    unit: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def sql(self) -> tuple[str, list[Any]]:
-        parts: list[str] = []
-        params: list[Any] = []
-        if self.unit is not None:
-            parts.append("unit_id = ?")
-            params.append(self.unit)
-        if self.since is not None:
-            parts.append("start_utc >= ?")
-            params.append(_naive_utc(self.since))
-        if self.until is not None:
-            parts.append("start_utc < ?")
-            params.append(_naive_utc(self.until))
-        return " AND ".join(parts) or "TRUE", params
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).replace(
-        tzinfo=None)
-
-
-@dataclass(frozen=True)
 class Hit:
     rank: int
     score: float
@@ -70,70 +40,34 @@ class Hit:
     meta: dict[str, Any]
 
 
-def top_windows(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, top: int, where: str,
-                params: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(window ids, cosines) of the ``top`` windows most similar to ``query`` ``(D,)``, best first."""
-    best_ids = np.zeros(0, np.int64)
-    best_scores = np.zeros(0, np.float32)
-    for block in scan(con, root, where, params):
-        scores = block.cosines(query[:, None])[:, 0]
-        if len(scores) > top:
-            part = np.argpartition(-scores, top - 1)[:top]
-            ids, scores = block.window_ids[part], scores[part]
-        else:
-            ids = block.window_ids
-        best_ids = np.concatenate([best_ids, ids])
-        best_scores = np.concatenate([best_scores, scores])
-        if len(best_scores) > top:
-            keep = np.argpartition(-best_scores, top - 1)[:top]
-            best_ids, best_scores = best_ids[keep], best_scores[keep]
-    order = np.lexsort((best_ids, -best_scores))
-    return best_ids[order], best_scores[order]
-
-
-def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where_filter: SearchFilter,
+def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where: WindowFilter = EVERY_WINDOW,
            prefilter: bool = False) -> list[Hit]:
-    """The ``top`` archived windows (of the bundle's model, within the filter) ranked by cosine to ``query``.
+    """The ``top`` archived windows (of the bundle's model, within ``where``) ranked by cosine to ``query``.
 
     ``prefilter``: re-rank only the Hamming-nearest candidates (:mod:`desk.archive.prefilter`) instead of all.
     """
     if top < 1:
         raise ConfigError(f"--top {top} must be at least 1", "ask for one or more hits")
-    con = connect(db_path, read_only=True)
-    try:
-        model_where, params, _, _ = model_filter(con, bundle)
-        extra, extra_params = where_filter.sql()
+    with open_store(db_path) as store:
+        space, _, _ = model_filter(store, bundle)
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
-        ranker = prefiltered_top if prefilter else top_windows
-        ids, scores = ranker(con, archive_root(db_path), vector, top, f"{model_where} AND {extra}",
-                             params + extra_params)
-        meta = {int(r[0]): dict(zip(META_NAMES, r)) for r in run(
-            con, f"SELECT {META_COLUMNS}, end_utc, source_path, source_offset FROM windows WHERE window_id IN "
-                 f"(SELECT unnest(?::BIGINT[]))", [ids.tolist()])}
-    finally:
-        con.close()
-    return [Hit(rank, float(score), meta[int(i)]) for rank, (i, score) in enumerate(zip(ids, scores), start=1)]
-
-
-META_NAMES = ("window_id", "recording", "start", "stop", "sample_rate", "start_utc", "unit_id", "boot_id", "stream",
-              "end_utc", "source_path", "source_offset")
+        ids, scores = store.nearest(vector, top, replace(where, spaces=space.spaces), approximate=prefilter)
+        meta = store.windows(ids).to_pylist()
+    return [Hit(rank, float(score), row) for rank, (row, score) in enumerate(zip(meta, scores), start=1)]
 
 
 def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
     """(precision key, window length in samples) of the bundle model that computed most archived windows."""
-    con = connect(db_path, read_only=True)
-    try:
-        require_windows(con)
-        by_sha = dict(run(con, "SELECT model_sha256, count(*) FROM windows GROUP BY 1"))
-        length = run(con, "SELECT end_sample - start_sample FROM windows GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
-    finally:
-        con.close()
+    with open_store(db_path) as store:
+        require_windows(store)
+        by_sha = store.spaces()
+        lengths = store.tally(("samples",))
     ranked = sorted(((by_sha.get(bundle.manifest.files.get(m.path, ""), 0), key)
                      for key, m in bundle.manifest.models.items() if m.runtime == "onnxruntime"), reverse=True)
-    if not ranked or ranked[0][0] == 0 or not length:
+    if not ranked or ranked[0][0] == 0 or not lengths:
         raise CollectError(f"no archived window was computed by an ONNX model of bundle {bundle.root}",
                            "pass the bundle the units ran")
-    return ranked[0][1], int(length[0][0])
+    return ranked[0][1], int(max(lengths, key=lambda key: lengths[key])[0])
 
 
 def parse_example(spec: str) -> tuple[Path, float]:

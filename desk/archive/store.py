@@ -1,31 +1,42 @@
-"""The season archive: window embeddings from cards and ``analyze --embeddings`` folders, ready to re-score and search.
+"""The season archive today: :class:`DuckShardStore`, the :class:`~desk.archive.windows.WindowStore` of the desk.
 
 Embeddings live in Parquet shards (``<db>.archive/unit=<unit>/day=<UTC day>/*.parquet``: ``window_id`` and a
 ``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed), the archive of record that any Parquet tool
 reads; beside each shard a raw float16 ``.f16.npy`` copy is what scans memory-map (a matrix product, not a
-value-by-value list decode). Window metadata lives in the DuckDB table ``windows`` next to the detections.
-Ingest is one segment at a time (bounded memory) and idempotent: a window already archived (same unit, boot,
-stream and start sample) is never added twice, and a segment already taken whole is not even re-read.
+value-by-value list decode), and the sign codes of the optional search prefilter. Window metadata lives in the
+DuckDB table ``windows`` next to the detections. Inserts are idempotent: a window already archived (same unit,
+boot, stream and start sample) is never added twice, and a segment already taken whole is skipped.
+Nothing outside this module and its prefilter knows this layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from desk.archive.half_matmul import cosines
-from desk.archive.prefilter import write_codes
-from desk.collect.cards import Finding
+from desk.archive.prefilter import prefiltered_top, write_codes
+from desk.archive.windows import (
+    DESCRIPTION,
+    EVERY_WINDOW,
+    Scored,
+    WindowBatch,
+    WindowFilter,
+    normalised,
+    require_windows,
+    top_of,
+)
 from desk.collect.database import CollectError, connect, run
-from edge.card.cardformat import CLOCK_SYNC_STATES, MICROSECONDS_PER_SECOND, OPEN_SUFFIX, TEMP_PREFIX, safe_name
-from edge.card.embedformat import EMBEDDINGS_DIR, EXTENSION, UNKNOWN_UTC_US, dequantise, read_embedding_segment
+from edge.card.cardformat import MICROSECONDS_PER_SECOND, TEMP_PREFIX, safe_name
+from edge.card.embedformat import UNKNOWN_UTC_US
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 ARCHIVE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -36,13 +47,17 @@ CREATE TABLE IF NOT EXISTS windows (
 CREATE TABLE IF NOT EXISTS embedding_segments (
     unit_id VARCHAR, boot_id VARCHAR, segment VARCHAR, records BIGINT, card VARCHAR);
 """
-"""``windows``: one row per archived window (the interface other desk tools read); ``shard``/``shard_row`` say
-where its embedding is (path relative to the archive folder, row in that file). ``embedding_segments``: which
-card segments were taken whole."""
+"""``windows``: one row per archived window; ``shard``/``shard_row`` say where its embedding is (path relative
+to the archive folder, row in that file). ``embedding_segments``: which card segments were taken whole."""
 EMBEDDING_COLUMN = "embedding"
 ARCHIVE_SUFFIX = ".archive"
 UNKNOWN_DAY = "unknown"
 SCAN_COPY_SUFFIX = ".f16.npy"
+DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/stream' || stream)",
+           "start": "coalesce(source_offset, start_sample)",
+           "stop": "coalesce(source_offset, start_sample) + end_sample - start_sample",
+           "samples": "end_sample - start_sample"}
+"""SQL of the derived columns of :data:`~desk.archive.windows.DESCRIPTION`."""
 
 
 def archive_root(db_path: Path) -> Path:
@@ -59,76 +74,198 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-@dataclass(frozen=True)
-class ArchiveCounts:
-    read: int
-    added: int
-    findings: list[Finding]
+def _column(name: str) -> str:
+    if name not in DESCRIPTION:
+        raise ValueError(f"{name!r} is not a window column ({', '.join(DESCRIPTION)})")
+    return f"{DERIVED[name]} AS {name}" if name in DERIVED else name
 
 
-def ingest_embeddings(con: duckdb.DuckDBPyConnection, card: Path, root: Path) -> ArchiveCounts:
-    """Archive every embedding segment under ``card/embeddings/`` (sealed and ``.part``)."""
-    run(con, ARCHIVE_SCHEMA)
-    folder = card / EMBEDDINGS_DIR
-    paths = sorted(p for p in folder.glob(f"*.{EXTENSION}*")
-                   if p.name.endswith((f".{EXTENSION}", f".{EXTENSION}{OPEN_SUFFIX}"))
-                   and not p.name.startswith(TEMP_PREFIX))
-    read = added = 0
-    findings: list[Finding] = []
-    for path in paths:
-        segment = read_embedding_segment(path)
-        findings += [Finding("info", "embeddings", n, str(card)) for n in segment.notes]
-        findings += [Finding("warning", "embeddings", p, str(card)) for p in segment.problems]
-        header = segment.header
-        if header is None or not len(segment.records):
-            continue
-        read += len(segment.records)
-        name = path.name.removesuffix(OPEN_SUFFIX)
-        done = run(con, "SELECT max(records) FROM embedding_segments WHERE unit_id = ? AND boot_id = ? AND "
-                        "segment = ?", [header.unit_id, header.boot_id, name])[0][0]
-        if done is not None and done >= len(segment.records):
-            continue
-        added += _archive_segment(con, segment.records, header, root, name, str(card))
-        run(con, "INSERT INTO embedding_segments VALUES (?, ?, ?, ?, ?)",
-            [header.unit_id, header.boot_id, name, len(segment.records), str(card)])
-    return ArchiveCounts(read, added, findings)
+def filter_sql(where: WindowFilter) -> tuple[str, list[Any]]:
+    """``where`` as a SQL condition over ``windows``, and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, values in (("unit_id", where.units), ("boot_id", where.boots), ("stream", where.streams),
+                           ("model_sha256", where.spaces)):
+        if values is not None:
+            parts.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "FALSE")
+            params += list(values)
+    for bound, operator in ((where.since, ">="), (where.until, "<")):
+        if bound is not None:
+            parts.append(f"start_utc {operator} ?")
+            aware = bound if bound.tzinfo else bound.replace(tzinfo=timezone.utc)
+            params.append(aware.astimezone(timezone.utc).replace(tzinfo=None))
+    return " AND ".join(parts) or "TRUE", params
 
 
-def _new_rows(con: duckdb.DuckDBPyConnection, records: np.ndarray, unit: str, boot: str) -> np.ndarray:
-    """Indices of records whose (unit, boot, stream, start_sample) is not archived yet (first of duplicates)."""
-    starts = records["start_sample"]
-    streams = records["stream"].astype(np.int64)
-    keys = streams << 40 | starts  # start samples stay below 2**40 (254 days at 48 kHz per stream)
-    _, first = np.unique(keys, return_index=True)
-    existing = run(con, "SELECT stream, start_sample FROM windows WHERE unit_id = ? AND boot_id = ? AND "
-                        "start_sample BETWEEN ? AND ?", [unit, boot, int(starts.min()), int(starts.max())])
-    if existing:
-        known = np.array([(int(s) << 40) | int(x) for s, x in existing], np.int64)
-        first = first[~np.isin(keys[first], known)]
-    return np.sort(first)
+class DuckShardStore:
+    """Window metadata in the collection database's DuckDB ``windows`` table, embeddings in Parquet shards
+    with memory-mapped float16 scan copies beside them (see the module docstring)."""
 
+    def __init__(self, db_path: Path, writable: bool = False) -> None:
+        self.db_path = db_path
+        self.root = archive_root(db_path)
+        self.con = connect(db_path, read_only=not writable)
+        if writable:
+            run(self.con, ARCHIVE_SCHEMA)
+        self._has_windows = writable or bool(run(
+            self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0])
 
-def _archive_segment(con: duckdb.DuckDBPyConnection, records: np.ndarray, header: Any, root: Path, name: str,
-                     card: str) -> int:
-    keep = _new_rows(con, records, header.unit_id, header.boot_id)
-    if not len(keep):
-        return 0
-    records = records[keep]
-    # fp16: the model's unit vectors exactly as the unit stored them (scans renormalise); int8: dequantised
-    vectors = records["vector"] if header.dtype == "fp16" else normalised(dequantise(records)).astype(np.float16)
-    utc = records["start_utc_us"]
-    known = utc != UNKNOWN_UTC_US
-    days = np.where(known, (utc // (86_400 * MICROSECONDS_PER_SECOND)), -1)
-    next_id = int(run(con, "SELECT coalesce(max(window_id), 0) + 1 FROM windows")[0][0])
-    for day in np.unique(days):
-        rows = np.flatnonzero(days == day)
-        ids = np.arange(next_id, next_id + len(rows), dtype=np.int64)
-        next_id += len(rows)
-        label = UNKNOWN_DAY if day < 0 else str(np.datetime64(int(day), "D"))
-        shard = Path(f"unit={safe_name(header.unit_id)}") / f"day={label}" / f"{Path(name).stem}_{ids[0]}.parquet"
-        write_shard(root / shard, ids, vectors[rows])
-        _insert_windows(con, records[rows], ids, header, str(shard), card)
-    return len(records)
+    def __enter__(self) -> DuckShardStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _archived(self) -> bool:
+        """False for a collection database from before the archive (no ``windows`` table)."""
+        return self._has_windows
+
+    def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
+        if not self._archived():
+            return 0
+        sql, params = filter_sql(where)
+        return int(run(self.con, f"SELECT count(*) FROM windows WHERE {sql}", params)[0][0])
+
+    def tally(self, columns: tuple[str, ...], where: WindowFilter = EVERY_WINDOW) -> dict[tuple[Any, ...], int]:
+        if not self._archived():
+            return {}
+        sql, params = filter_sql(where)
+        chosen = ", ".join(_column(c) for c in columns)
+        found = run(self.con, f"SELECT {chosen}, count(*) FROM windows WHERE {sql} GROUP BY ALL ORDER BY ALL", params)
+        return {tuple(row[:-1]): int(row[-1]) for row in found}
+
+    def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
+        return {key[0]: n for key, n in self.tally(("model_sha256",), where).items()}
+
+    def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
+        if not self._archived():
+            return np.zeros(0, np.int64)
+        sql, params = filter_sql(where)
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
+        found = self.con.execute(f"SELECT window_id FROM windows WHERE {sql} ORDER BY window_id{tail}", params)
+        return np.asarray(found.fetchnumpy()["window_id"], np.int64)
+
+    def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
+        wanted = self._ids(ids)
+        chosen = ", ".join(_column(c) for c in columns)
+        self.con.register("wanted_ids", _pyarrow().table({"pos": np.arange(len(wanted)), "window_id": wanted}))
+        try:
+            table = self.con.sql(f"SELECT {chosen} FROM wanted_ids JOIN windows USING (window_id) "
+                                 "ORDER BY pos").to_arrow_table()
+        finally:
+            self.con.unregister("wanted_ids")
+        self._all_found(len(wanted), table.num_rows)
+        return table
+
+    def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        wanted = self._ids(ids)
+        self.con.register("wanted_ids", _pyarrow().table({"pos": np.arange(len(wanted)), "window_id": wanted}))
+        try:
+            rows = run(self.con, """SELECT w.shard, list(q.pos), list(w.shard_row) FROM wanted_ids q
+                                    JOIN windows w USING (window_id) GROUP BY w.shard""")
+        finally:
+            self.con.unregister("wanted_ids")
+        self._all_found(len(wanted), sum(len(pos) for _, pos, _ in rows))
+        out: np.ndarray | None = None
+        for shard, positions, shard_rows in rows:
+            matrix = read_shard(self.root / shard)
+            if out is None:
+                out = np.empty((len(wanted), matrix.shape[1]), np.float32)
+            out[np.asarray(positions)] = normalised(matrix[np.asarray(shard_rows)])
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def _ids(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        if not self._archived():
+            require_windows(self)
+        return np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), np.int64)
+
+    def _all_found(self, wanted: int, found: int) -> None:
+        if found != wanted:
+            raise CollectError(f"{wanted - found} of {wanted} window ids are not in {self.db_path}",
+                               "take window ids from this database's archive")
+
+    def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
+        if not self._archived():
+            return
+        sql, params = filter_sql(where)
+        for shard, rows, ids in shards(self.con, sql, params):
+            yield Scored(ids, cosines(read_shard(self.root / shard)[rows], queries))
+
+    def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
+                approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        if approximate and self._archived():
+            return prefiltered_top(self.con, self.root, query, k, *filter_sql(where))
+        return top_of(self.scan(query.reshape(-1, 1), where), k)
+
+    def insert(self, batch: WindowBatch) -> int:
+        done = run(self.con, "SELECT max(records) FROM embedding_segments WHERE unit_id = ? AND boot_id = ? AND "
+                             "segment = ?", [batch.unit_id, batch.boot_id, batch.segment])[0][0]
+        count = len(batch.start_sample)
+        if not count or (done is not None and done >= count):
+            return 0
+        added = self._insert_new(batch)
+        run(self.con, "INSERT INTO embedding_segments VALUES (?, ?, ?, ?, ?)",
+            [batch.unit_id, batch.boot_id, batch.segment, count, batch.card])
+        return added
+
+    def _insert_new(self, batch: WindowBatch) -> int:
+        keep = self._new_rows(batch)
+        if not len(keep):
+            return 0
+        utc = batch.start_utc_us[keep]
+        days = np.where(utc != UNKNOWN_UTC_US, utc // (86_400 * MICROSECONDS_PER_SECOND), -1)
+        next_id = int(run(self.con, "SELECT coalesce(max(window_id), 0) + 1 FROM windows")[0][0])
+        for day in np.unique(days):
+            rows = keep[days == day]
+            ids = np.arange(next_id, next_id + len(rows), dtype=np.int64)
+            next_id += len(rows)
+            label = UNKNOWN_DAY if day < 0 else str(np.datetime64(int(day), "D"))
+            shard = (Path(f"unit={safe_name(batch.unit_id)}") / f"day={label}" /
+                     f"{Path(batch.segment).stem}_{ids[0]}.parquet")
+            write_shard(self.root / shard, ids, batch.vectors[rows])
+            self._insert_rows(batch, rows, ids, str(shard))
+        return len(keep)
+
+    def _new_rows(self, batch: WindowBatch) -> np.ndarray:
+        """Indices of windows whose (stream, start sample) this boot has not archived yet (first of duplicates)."""
+        starts = np.asarray(batch.start_sample, np.int64)
+        keys = np.asarray(batch.stream, np.int64) << 40 | starts  # start samples stay below 2**40 (254 days, 48 kHz)
+        _, first = np.unique(keys, return_index=True)
+        existing = run(self.con, "SELECT stream, start_sample FROM windows WHERE unit_id = ? AND boot_id = ? AND "
+                                 "start_sample BETWEEN ? AND ?",
+                       [batch.unit_id, batch.boot_id, int(starts.min()), int(starts.max())])
+        if existing:
+            known = np.array([(int(s) << 40) | int(x) for s, x in existing], np.int64)
+            first = first[~np.isin(keys[first], known)]
+        return np.sort(first)
+
+    def _insert_rows(self, batch: WindowBatch, rows: np.ndarray, ids: np.ndarray, shard: str) -> None:
+        pa = _pyarrow()
+        count = len(rows)
+        utc = batch.start_utc_us[rows]
+        known = utc != UNKNOWN_UTC_US
+        starts, ends = batch.start_sample[rows], batch.end_sample[rows]
+        end_us = utc + (ends - starts) * MICROSECONDS_PER_SECOND // batch.sample_rate
+        stamp = pa.timestamp("us")
+        table = pa.table({
+            "window_id": ids, "unit_id": [batch.unit_id] * count, "deployment_id": [batch.deployment_id] * count,
+            "boot_id": [batch.boot_id] * count, "stream": np.asarray(batch.stream[rows], np.int32),
+            "start_sample": np.asarray(starts, np.int64), "end_sample": np.asarray(ends, np.int64),
+            "sample_rate": np.full(count, batch.sample_rate, np.int32),
+            "start_utc": pa.array(utc, stamp, mask=~known), "end_utc": pa.array(end_us, stamp, mask=~known),
+            "clock_sync": [batch.clock_sync[i] for i in rows],
+            "source_path": pa.array([batch.source_path] * count, pa.string()),
+            "source_offset": pa.array(starts, pa.int64(), mask=np.full(count, batch.source_path is None)),
+            "model_sha256": [batch.model_sha256] * count, "shard": [shard] * count,
+            "shard_row": np.arange(count, dtype=np.int32), "card": [batch.card] * count})
+        self.con.register("new_windows", table)
+        try:
+            run(self.con, "INSERT INTO windows SELECT * FROM new_windows")
+        finally:
+            self.con.unregister("new_windows")
 
 
 def scan_copy(shard: Path) -> Path:
@@ -155,33 +292,6 @@ def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
     temp.replace(path)
 
 
-def _insert_windows(con: duckdb.DuckDBPyConnection, records: np.ndarray, ids: np.ndarray, header: Any,
-                    shard: str, card: str) -> None:
-    pa = _pyarrow()
-    count = len(records)
-    utc = records["start_utc_us"]
-    known = utc != UNKNOWN_UTC_US
-    end_us = utc + (records["end_sample"] - records["start_sample"]) * MICROSECONDS_PER_SECOND // header.sample_rate
-    stamp = pa.timestamp("us")
-    on_file = header.source_path is not None
-    table = pa.table({
-        "window_id": ids, "unit_id": [header.unit_id] * count, "deployment_id": [header.deployment_id] * count,
-        "boot_id": [header.boot_id] * count, "stream": records["stream"].astype(np.int32),
-        "start_sample": records["start_sample"], "end_sample": records["end_sample"],
-        "sample_rate": np.full(count, header.sample_rate, np.int32),
-        "start_utc": pa.array(utc, stamp, mask=~known), "end_utc": pa.array(end_us, stamp, mask=~known),
-        "clock_sync": [CLOCK_SYNC_STATES[c] for c in records["clock_sync"]],
-        "source_path": pa.array([header.source_path] * count, pa.string()),
-        "source_offset": pa.array(records["start_sample"], pa.int64(), mask=np.full(count, not on_file)),
-        "model_sha256": [header.model_sha256] * count, "shard": [shard] * count,
-        "shard_row": np.arange(count, dtype=np.int32), "card": [card] * count})
-    con.register("new_windows", table)
-    try:
-        run(con, "INSERT INTO windows SELECT * FROM new_windows")
-    finally:
-        con.unregister("new_windows")
-
-
 def read_shard(path: Path) -> np.ndarray:
     """A shard's embeddings as ``(N, D)`` float16: the memory-mapped scan copy, else decoded from the Parquet."""
     copy = scan_copy(path)
@@ -199,18 +309,6 @@ def read_shard(path: Path) -> np.ndarray:
     array = column.combine_chunks()
     dim = array.type.list_size
     return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
-@dataclass(frozen=True)
-class Block:
-    """Windows of one shard that pass a filter: their ids and their stored float16 embeddings ``(n, D)``."""
-
-    window_ids: np.ndarray
-    rows: np.ndarray
-
-    def cosines(self, queries: np.ndarray) -> np.ndarray:
-        """Cosines ``(n, K)`` float32 against unit ``queries`` ``(D, K)`` float32 (row norms divided out)."""
-        return cosines(self.rows, queries)
 
 
 def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
@@ -231,53 +329,3 @@ def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any
                                  FROM windows WHERE shard = ? AND ({where})""", [shard, *(params or [])])[0]
         result.append((shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)))
     return result
-
-
-def scan(con: duckdb.DuckDBPyConnection, root: Path, where: str = "TRUE", params: list[Any] | None = None) -> \
-        Iterator[Block]:
-    """Every archived window matching ``where`` (SQL over ``windows``), shard by shard, in window order."""
-    for shard, rows, ids in shards(con, where, params):
-        yield Block(ids, read_shard(root / shard)[rows])
-
-
-def read_embeddings(db_path: Path, window_ids: list[int] | np.ndarray) -> np.ndarray:
-    """``(N, D)`` float32 L2-normalised embeddings of ``window_ids``, in that order (unknown ids raise)."""
-    wanted = np.asarray(window_ids, np.int64)
-    con = connect(db_path, read_only=True)
-    try:
-        pa = _pyarrow()
-        con.register("wanted", pa.table({"pos": np.arange(len(wanted)), "window_id": wanted}))
-        rows = run(con, """SELECT w.shard, list(q.pos), list(w.shard_row) FROM wanted q
-                           JOIN windows w USING (window_id) GROUP BY w.shard""")
-    finally:
-        con.close()
-    found = sum(len(pos) for _, pos, _ in rows)
-    if found != len(wanted):
-        raise CollectError(f"{len(wanted) - found} of {len(wanted)} window ids are not in {db_path}",
-                           "take window ids from this database's windows table")
-    out: np.ndarray | None = None
-    for shard, positions, shard_rows in rows:
-        matrix = read_shard(archive_root(db_path) / shard)
-        if out is None:
-            out = np.empty((len(wanted), matrix.shape[1]), np.float32)
-        out[np.asarray(positions)] = normalised(matrix[np.asarray(shard_rows)])
-    return out if out is not None else np.zeros((0, 0), np.float32)
-
-
-def normalised(rows: np.ndarray) -> np.ndarray:
-    """float16/float32 rows -> float32 rows of unit length (undoes the fp16 rounding of the norm)."""
-    rows = rows.astype(np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
-    rows *= 1 / np.where(norms > 0, norms, 1)
-    return rows
-
-
-def require_windows(con: duckdb.DuckDBPyConnection) -> int:
-    """Archived windows in the database; a typed error when there are none (or the database predates them)."""
-    has_table = run(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0]
-    total = int(run(con, "SELECT count(*) FROM windows")[0][0]) if has_table else 0
-    if total == 0:
-        raise CollectError("the archive holds no window embeddings",
-                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
-                           "and `logs collect DIR`")
-    return total

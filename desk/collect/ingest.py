@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from desk.archive.store import archive_root, ingest_embeddings
+from desk.archive.windows import open_store
 from desk.collect.cards import Finding, read_card
 from desk.collect.database import connect, copy_table, ingest, record_findings
+from desk.collect.embeddings import archive_card
 from desk.collect.findings import run_checks
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
     added: Counter[str] = Counter()
     findings: list[Finding] = []
     con = connect(db_path)
+    store = open_store(db_path, writable=True)
     cards: list[str] = []
     try:
         for folder in card_dirs:
@@ -46,7 +48,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
             counts = ingest(con, contents)
             read.update(counts.read)
             added.update(counts.added)
-            archived = ingest_embeddings(con, folder, archive_root(db_path))
+            archived = archive_card(store, folder)
             read["windows"] += archived.read
             added["windows"] += archived.added
             # an `analyze --embeddings` folder holds window embeddings only: not a card missing its log
@@ -59,6 +61,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
         if parquet_dir is not None:
             write_parquet(con, parquet_dir)
     finally:
+        store.close()
         con.close()
     return CollectResult(len(card_dirs), dict(read), dict(added), findings)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +26,15 @@ WINDOW_AUDIO_SQL = """
            CASE WHEN w.source_path IS NOT NULL THEN w.source_offset / w.sample_rate
                 ELSE w.start_sample / w.sample_rate - c.clip_start_sample / c.sample_rate END,
            (w.end_sample - w.start_sample) / w.sample_rate
-    FROM windows w LEFT JOIN clips c
+    FROM picked w LEFT JOIN clips c
       ON c.unit_id = w.unit_id AND c.boot_id = w.boot_id
      AND c.clip_start_sample / c.sample_rate <= w.start_sample / w.sample_rate
      AND c.clip_start_sample / c.sample_rate + c.length_s >= w.end_sample / w.sample_rate
-    WHERE w.window_id IN ({ids})
     QUALIFY row_number() OVER (PARTITION BY w.window_id ORDER BY c.path) = 1"""
-"""Per window its audio: the recording it was analysed from, else a card clip that covers it (seconds)."""
+"""Per picked window (metadata from the archive) its audio: the recording it was analysed from, else a card clip
+that covers it (seconds)."""
+AUDIO_COLUMNS = ("window_id", "unit_id", "boot_id", "start_utc", "end_utc", "source_path", "source_offset",
+                 "start_sample", "end_sample", "sample_rate")
 REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
                   "audio", "verdict", "labels_key", "model_sha256", "score_mode")
 
@@ -71,26 +74,22 @@ def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: 
                       bins: int = DEFAULT_BINS, seed: int = 0) -> list[ReviewItem]:
     """The review sample of every label, label by label, in window order within a label."""
     from desk.archive.rescore import label_set_for, model_filter
-    from desk.archive.store import archive_root, scan
-    from desk.collect.database import connect, run
+    from desk.archive.windows import open_store
 
     scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale)
-    con = connect(db, read_only=True)
-    try:
-        where, params, _, _ = model_filter(con, bundle)
+    with open_store(db) as store:
+        where, _, _ = model_filter(store, bundle)
         ids, scores = [], []
-        for block in scan(con, archive_root(db), where, params):  # shard by shard: memory stays bounded
-            ids.append(block.window_ids)
-            scores.append(scorer.from_cosine(block.cosines(scorer.label_matrix)).score.astype(np.float32))
+        for chunk in store.scan(scorer.label_matrix, where):  # chunk by chunk: memory stays bounded
+            ids.append(chunk.window_ids)
+            scores.append(scorer.from_cosine(chunk.cosines).score.astype(np.float32))
         window_ids = np.concatenate(ids)
         all_scores = np.concatenate(scores)
         rng = np.random.default_rng(seed)
         picks = {name: window_ids[stratified_sample(all_scores[:, col], per_label, bins, rng)]
                  for col, name in enumerate(scorer.label_set.names)}
-        wanted = sorted({int(i) for chosen in picks.values() for i in chosen})
-        meta = {row[0]: row[1:] for row in run(con, WINDOW_AUDIO_SQL.format(ids=", ".join(map(str, wanted)) or "NULL"))}
-    finally:
-        con.close()
+        picked = store.windows(sorted({int(i) for chosen in picks.values() for i in chosen}), AUDIO_COLUMNS)
+    meta = window_audio(db, picked)
     position = {int(w): i for i, w in enumerate(window_ids)}
     items = []
     for col, name in enumerate(scorer.label_set.names):
@@ -99,6 +98,19 @@ def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: 
             items.append(ReviewItem(int(wid), unit, start, end, name, float(all_scores[position[int(wid)], col]),
                                     source or "", source_start_s, length_s))
     return items
+
+
+def window_audio(db: Path, picked: Any) -> dict[int, tuple[Any, ...]]:
+    """Window id -> (unit, start UTC, end UTC, audio file, start in it (s), length (s)) for the ``picked``
+    window metadata (an Arrow table of :data:`AUDIO_COLUMNS`), the card clips looked up in the collection."""
+    from desk.collect.database import connect, run
+
+    con = connect(db, read_only=True)
+    try:
+        con.register("picked", picked)
+        return {row[0]: row[1:] for row in run(con, WINDOW_AUDIO_SQL)}
+    finally:
+        con.close()
 
 
 def review_row(item: ReviewItem, labels_key: str, model_sha256: str) -> dict[str, str | int]:

@@ -116,13 +116,16 @@ def zero_shot_scores(bundle: Bundle, label: str, embeddings: np.ndarray) -> np.n
 
 def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | None) -> list[TrainingSet]:
     """Per label of the review, its reviewed archive embeddings plus its example recordings as positives."""
-    from desk.archive.store import read_embeddings
+    from desk.archive.windows import open_store
     from edge.model.examples import embed_recordings
 
     sets = []
-    for label, verdicts in sorted(read_verdict_ids(review_csv).items()):
+    reviewed = sorted(read_verdict_ids(review_csv).items())
+    with open_store(db) as store:
+        archived = {label: store.embeddings(sorted(verdicts)) for label, verdicts in reviewed}
+    for label, verdicts in reviewed:
         ids = sorted(verdicts)
-        embeddings = read_embeddings(db, ids)
+        embeddings = archived[label]
         correct = np.array([verdicts[i] for i in ids], dtype=bool)
         folder = examples / label if examples else None
         if folder is not None and folder.is_dir():

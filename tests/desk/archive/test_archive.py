@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from desk.archive.store import archive_root, read_embeddings
+from desk.archive.store import archive_root
+from desk.archive.windows import open_store
 from desk.collect.database import connect
 from desk.collect.ingest import collect
 from edge.batch.analyze import AnalyzeOptions, analyze_paths
@@ -77,8 +78,9 @@ def test_parquet_shard_holds_a_fixed_size_list_of_float16(season: dict[str, Path
 
 def test_read_embeddings_returns_unit_rows_in_the_order_asked(season: dict[str, Path]) -> None:
     ids = [w[0] for w in query(season["db"], "SELECT window_id FROM windows ORDER BY window_id")]
-    forward = read_embeddings(season["db"], ids)
-    backward = read_embeddings(season["db"], ids[::-1])
+    with open_store(season["db"]) as store:
+        forward = store.embeddings(ids)
+        backward = store.embeddings(ids[::-1])
     np.testing.assert_allclose(np.linalg.norm(forward, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(forward[::-1], backward)
 

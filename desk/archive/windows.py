@@ -1,0 +1,171 @@
+"""The one door to the season archive: :class:`WindowStore`, what every desk command reads windows through.
+
+``logs collect`` inserts windows through it; ``logs rescore``, ``search``, ``review`` and ``train-head`` read
+window metadata, embeddings and cosines through it and never see a file, a shard or the ``windows`` table.
+The shape follows perch-hoplite's database interface (insert windows, embeddings by id, window ids matched by
+a filter, a brute-force or approximate nearest-neighbour search), so the storage behind it can change without
+touching the commands. :func:`open_store` names the one implementation today
+(:class:`desk.archive.store.DuckShardStore`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+DESCRIPTION = ("window_id", "unit_id", "deployment_id", "boot_id", "stream", "start_sample", "end_sample",
+               "sample_rate", "start_utc", "end_utc", "clock_sync", "source_path", "source_offset", "model_sha256",
+               "card", "recording", "start", "stop", "samples")
+"""Columns of :meth:`WindowStore.windows` (and of :meth:`WindowStore.tally`). Samples count on the unit's stream
+clock; ``start_utc``/``end_utc`` are naive UTC (null when the clock was unknown); ``source_path``/``source_offset``
+(samples) are set for windows of ``analyze --embeddings``. Derived: ``recording`` (the file, else
+``unit/boot/streamN``), ``start``/``stop`` (the window's place in that recording, samples), ``samples`` (its
+length)."""
+
+
+@dataclass(frozen=True)
+class WindowFilter:
+    """Which windows: every field left ``None`` matches all; a tuple matches any of its values (empty: none)."""
+
+    units: tuple[str, ...] | None = None
+    boots: tuple[str, ...] | None = None
+    streams: tuple[int, ...] | None = None
+    since: datetime | None = None
+    """Windows starting at or after this instant (naive means UTC); windows without a UTC time never match."""
+    until: datetime | None = None
+    """Windows starting before this instant."""
+    spaces: tuple[str, ...] | None = None
+    """Embedding spaces: the sha256 of the model file that computed the windows (see :meth:`WindowStore.spaces`)."""
+
+
+EVERY_WINDOW = WindowFilter()
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Windows of one unit boot from one source segment, to insert (``N`` windows, ``D``-dimensional)."""
+
+    segment: str
+    """Name of the source segment; a segment already taken whole is not inserted again."""
+    unit_id: str
+    deployment_id: str
+    boot_id: str
+    sample_rate: int
+    model_sha256: str
+    source_path: str | None
+    """The recording ``analyze`` cut the windows from (their start samples are offsets in it); None on a unit."""
+    card: str
+    stream: np.ndarray
+    """``(N,)`` int."""
+    start_sample: np.ndarray
+    """``(N,)`` int64."""
+    end_sample: np.ndarray
+    start_utc_us: np.ndarray
+    """``(N,)`` int64 microseconds since the epoch; ``edge.card.embedformat.UNKNOWN_UTC_US`` when unknown."""
+    clock_sync: list[str]
+    vectors: np.ndarray
+    """``(N, D)`` float16, unit length."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One chunk of a scan: window ids (ascending) and their cosines to the queries."""
+
+    window_ids: np.ndarray
+    """``(n,)`` int64."""
+    cosines: np.ndarray
+    """``(n, K)`` float32."""
+
+
+class WindowStore(Protocol):
+    """Archived window embeddings and their metadata. Window ids are unique positive integers."""
+
+    def insert(self, batch: WindowBatch) -> int:
+        """Add the batch's windows not archived yet (same unit, boot, stream and start sample); returns how many."""
+
+    def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
+        """Windows matching ``where`` (0 for an archive that holds none yet)."""
+
+    def tally(self, columns: tuple[str, ...], where: WindowFilter = EVERY_WINDOW) -> dict[tuple[Any, ...], int]:
+        """Windows matching ``where`` per distinct value of ``columns`` (names from :data:`DESCRIPTION`)."""
+
+    def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
+        """Windows per embedding space (model sha256): only windows of one space are comparable."""
+
+    def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
+        """Ids ``(n,)`` int64 of the windows matching ``where``, ascending."""
+
+    def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
+        """Metadata rows of ``ids`` in that order (``columns`` of :data:`DESCRIPTION`); unknown ids raise."""
+
+    def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """``(N, D)`` float32 unit-length embeddings of ``ids`` in that order; unknown ids raise."""
+
+    def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
+        """Exact cosines of every window matching ``where`` against unit ``queries`` ``(D, K)`` float32, chunk by
+        chunk in window order (memory stays at one chunk whatever the archive's size)."""
+
+    def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
+                approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, cosines) of the ``k`` windows nearest unit ``query`` ``(D,)``, best first (ties by id);
+        ``approximate`` may trade recall for speed."""
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+    def __enter__(self) -> WindowStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_store(db_path: Path, writable: bool = False) -> WindowStore:
+    """The archive that belongs to collection database ``db_path`` (read-only unless ``writable``)."""
+    from desk.archive.store import DuckShardStore
+
+    return DuckShardStore(db_path, writable)
+
+
+def require_windows(store: WindowStore) -> int:
+    """Windows in the archive; a typed error when there are none (or the database predates the archive)."""
+    from desk.collect.database import CollectError
+
+    total = store.count()
+    if total == 0:
+        raise CollectError("the archive holds no window embeddings",
+                           "collect cards written with storage.embeddings on, or run `analyze --embeddings DIR` "
+                           "and `logs collect DIR`")
+    return total
+
+
+def top_of(chunks: Iterable[Scored], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, cosines) of the ``k`` best of single-query ``chunks``, best first, ties by ascending id."""
+    best_ids = np.zeros(0, np.int64)
+    best_scores = np.zeros(0, np.float32)
+    for chunk in chunks:
+        ids, scores = chunk.window_ids, chunk.cosines[:, 0]
+        if len(scores) > k:
+            part = np.argpartition(-scores, k - 1)[:k]
+            ids, scores = ids[part], scores[part]
+        best_ids = np.concatenate([best_ids, ids])
+        best_scores = np.concatenate([best_scores, scores])
+        if len(best_scores) > k:
+            keep = np.argpartition(-best_scores, k - 1)[:k]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+    order = np.lexsort((best_ids, -best_scores))
+    return best_ids[order], best_scores[order]
+
+
+def normalised(rows: np.ndarray) -> np.ndarray:
+    """float16/float32 rows -> float32 rows of unit length (undoes the fp16 rounding of the norm)."""
+    rows = rows.astype(np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    rows *= 1 / np.where(norms > 0, norms, 1)
+    return rows
