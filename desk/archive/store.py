@@ -58,6 +58,8 @@ DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/st
            "stop": "coalesce(source_offset, start_sample) + end_sample - start_sample",
            "samples": "end_sample - start_sample"}
 """SQL of the derived columns of :data:`~desk.archive.windows.DESCRIPTION`."""
+WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
+"""The window ids of parameter ``$ids`` with their 1-based place in it."""
 
 
 def archive_root(db_path: Path) -> Path:
@@ -151,23 +153,22 @@ class DuckShardStore:
     def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
         wanted = self._ids(ids)
         chosen = ", ".join(_column(c) for c in columns)
-        self.con.register("wanted_ids", _pyarrow().table({"pos": np.arange(len(wanted)), "window_id": wanted}))
-        try:
-            table = self.con.sql(f"SELECT {chosen} FROM wanted_ids JOIN windows USING (window_id) "
-                                 "ORDER BY pos").to_arrow_table()
-        finally:
-            self.con.unregister("wanted_ids")
+        if len(wanted) and wanted[-1] - wanted[0] + 1 == len(wanted) and np.all(np.diff(wanted) > 0):
+            # one run of ids (a scan chunk): a range the table's zone maps answer, ~8x faster than a join
+            table = self.con.sql(f"SELECT {chosen} FROM windows WHERE window_id BETWEEN $first AND $last "
+                                 "ORDER BY window_id", params={"first": int(wanted[0]), "last": int(wanted[-1])}
+                                 ).to_arrow_table()
+        else:
+            table = self.con.sql(f"SELECT {chosen} FROM {WANTED} JOIN windows USING (window_id) ORDER BY pos",
+                                 params={"ids": wanted.tolist()}).to_arrow_table()
         self._all_found(len(wanted), table.num_rows)
         return table
 
     def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         wanted = self._ids(ids)
-        self.con.register("wanted_ids", _pyarrow().table({"pos": np.arange(len(wanted)), "window_id": wanted}))
-        try:
-            rows = run(self.con, """SELECT w.shard, list(q.pos), list(w.shard_row) FROM wanted_ids q
-                                    JOIN windows w USING (window_id) GROUP BY w.shard""")
-        finally:
-            self.con.unregister("wanted_ids")
+        rows = self.con.execute(f"""SELECT w.shard, list(q.pos - 1), list(w.shard_row) FROM {WANTED} q
+                                    JOIN windows w USING (window_id) GROUP BY w.shard""",
+                                {"ids": wanted.tolist()}).fetchall()
         self._all_found(len(wanted), sum(len(pos) for _, pos, _ in rows))
         out: np.ndarray | None = None
         for shard, positions, shard_rows in rows:

@@ -91,9 +91,15 @@ def test_scan_and_nearest_equal_brute_force_cosines(real: dict) -> None:
         np.testing.assert_allclose(exact[np.searchsorted(ids, near_ids)], near_scores, atol=1e-5)
         assert near_ids[0] == ids[8] and near_scores[0] == pytest.approx(1.0, abs=1e-3)
         assert list(store.scan(queries, WindowFilter(units=("nobody",)))) == []
+        forward = store.windows(ids, ("window_id", "start", "recording")).to_pylist()
+        assert [r["window_id"] for r in forward] == ids.tolist() and forward[8]["start"] == 40 * RATE
+        assert store.windows(ids[::-1], ("window_id", "start", "recording")).to_pylist() == forward[::-1]
 
 
 def test_unknown_window_ids_are_a_one_line_error(real: dict) -> None:
     with open_store(real["db"]) as store, pytest.raises(CollectError) as error:
         store.embeddings([int(real["ids"][0]), 10_000_000])
     assert "1 of 2 window ids" in str(error.value) and error.value.hint
+    last = int(real["ids"][-1])
+    with open_store(real["db"]) as store, pytest.raises(CollectError, match="1 of 2 window ids"):
+        store.windows(np.arange(last, last + 2))
