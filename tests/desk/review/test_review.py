@@ -116,3 +116,32 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
     rescore_toad = [r for r in rescore_rows if r["label"] == "toad"]
     assert rescore_toad and all(float(r["p_correct"]) >= 0.9 - 1e-3 for r in rescore_toad)
     assert all(r["p_correct"] == "" for r in rescore_rows if r["label"] == "night")
+
+
+def test_train_head_learns_from_the_reviewed_windows_it_reads_from_the_archive(archive: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    from desk.archive.windows import open_store
+    from edge.model.bundle import open_bundle
+    from edge.scoring.scorer import HEAD_SOURCE
+
+    with open(archive["out"] / "review.csv", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["label"] == "toad"]
+    median = float(np.median([float(r["score"]) for r in rows]))
+    for row in rows:
+        row["verdict"] = "yes" if float(row["score"]) >= median else "no"
+    filled = tmp_path / "review.csv"
+    with open(filled, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    bundle = Path(shutil.copytree(archive["bundle"], tmp_path / "bundle"))
+    yes = sorted(int(r["window_id"]) for r in rows if r["verdict"] == "yes")
+    no = sorted(int(r["window_id"]) for r in rows if r["verdict"] == "no")
+    output = cli("logs", "train-head", "--db", str(archive["db"]), "--review", str(filled), "--bundle", str(bundle),
+                 "--name", "marsh")
+    assert f"toad: {len(yes)} pos / {len(no)} neg" in output
+    (entry,) = [e for e in open_bundle(bundle).manifest.label_sets.values() if e.source == HEAD_SOURCE]
+    head = np.load(bundle / entry.path)
+    with open_store(archive["db"]) as store:  # the head separates exactly the windows reviewed, by their id
+        logits = store.embeddings(yes + no) @ head["embeddings"][0] + head["bias"][0]
+    assert (logits[: len(yes)] > 0).all() and (logits[len(yes):] < 0).all()
