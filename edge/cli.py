@@ -10,9 +10,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
-from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
+from edge.batch.analyze import ANALYZE_FORMATS, AnalyzeOptions, RunOptions, analyze_paths
 from edge.batch.pieces import DEFAULT_PIECE_S
 from edge.batch.run_record import ALL_WINDOWS_NOTE
+from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
 from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import renamed, report_errors, setup_logging, stderr
@@ -122,12 +123,14 @@ def analyze(
         help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
     head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
                                                    "(repeatable; made by `logs train-head`).")] = None,
+    formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(ANALYZE_FORMATS)))]
+    = ",".join(DEFAULT_FORMATS),
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
                              force_precision=force_precision, embeddings_dir=embeddings,
-                             heads=tuple(head or ()))
+                             heads=tuple(head or ()), formats=parse_formats(formats, ANALYZE_FORMATS, "analyze"))
     run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address,
                              piece_s=_piece_seconds(piece_seconds, old_piece_seconds), resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -148,7 +151,8 @@ def analyze(
     resumed = (f" ({result.pieces_resumed} of {result.pieces} pieces from the earlier run)"
                if result.pieces_resumed else "")
     stderr.print(f"{result.files_ok} file(s) analysed, {result.detections} detection(s), "
-                 f"{len(result.failures)} failed -> {result.csv_path}{resumed} (settings in {result.run_record})",
+                 f"{len(result.failures)} failed -> {result.csv_path or out}{resumed} "
+                 f"(settings in {result.run_record})",
                  soft_wrap=True)
     if result.failures:
         raise typer.Exit(1)

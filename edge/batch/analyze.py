@@ -18,7 +18,7 @@ from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, PieceResult
 from edge.batch.pieces import DEFAULT_PIECE_S, Piece, WindowGrid, plan_pieces
 from edge.batch.pool import available_cores, run_local, split_threads
 from edge.batch.run_record import run_record, write_run_record
-from edge.batch.tables import remove_stale_tables
+from edge.batch.tables import parse_formats, remove_stale_tables
 from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprint
 from edge.card.embeddings import FileEmbeddingArchive, embedding_spec
 from edge.errors import AudioError, ConfigError
@@ -29,6 +29,8 @@ from edge.scoring.scorer import SCORE_MODES
 from edge.stream.pipeline import label_rules
 
 ENGINES = ("local", "ray")
+ANALYZE_FORMATS = ("csv", "raven", "audacity")
+"""``--format`` values ``analyze`` writes (Parquet needs pyarrow, which a unit does not have)."""
 ENGINE_ENTRY_POINTS = "biolingual_edge.engines"
 
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "RunOptions", "analyze_paths"]
@@ -53,7 +55,8 @@ class RunOptions:
 class AnalyzeResult:
     """What an ``analyze`` run did (resumed pieces included)."""
 
-    csv_path: Path
+    csv_path: Path | None
+    """``detections.csv``; None when ``--format`` leaves csv out."""
     run_record: Path | None = None
     files_ok: int = 0
     detections: int = 0
@@ -75,6 +78,7 @@ def _check_choices(options: AnalyzeOptions) -> None:
         raise ConfigError(f"unknown --score-mode '{options.score_mode}'", f"use {' or '.join(SCORE_MODES)}")
     if options.top_k < 1 or options.batch < 1:
         raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
+    parse_formats(",".join(options.formats), ANALYZE_FORMATS, "analyze")
 
 
 def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
@@ -163,8 +167,10 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     if not run.resume:
         remove_stale_tables(out_dir)
     worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume)
-    writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks)
-    result = AnalyzeResult(writer.csv.path, pieces=len(pieces), pieces_resumed=worklog.done,
+    writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks,
+                            options.formats)
+    result = AnalyzeResult(None if writer.csv is None else writer.csv.path, pieces=len(pieces),
+                           pieces_resumed=worklog.done,
                            warnings=[w for path in files if (w := truncation_warning(path))])
     try:
         todo = pieces[worklog.done :]

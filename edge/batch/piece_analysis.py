@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.batch.pieces import Piece, WindowGrid, piece_batches
+from edge.batch.tables import DEFAULT_FORMATS
 from edge.errors import AudioError
 from edge.model.bundle import open_bundle
 from edge.scoring.labels import read_labels
@@ -38,6 +39,8 @@ class AnalyzeOptions:
     """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
     heads: tuple[str, ...] = ()
     """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    """Result tables written (``--format``): csv, raven, audacity."""
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,115 @@
-"""Offline analysis outputs: one detections CSV for a run and a Raven selection table per recording."""
+"""The one writer of result tables, for ``analyze``, ``logs rescore`` and ``logs export`` alike.
+
+It owns every format those commands share, so the three cannot drift apart:
+
+- ``--format`` (:data:`FORMATS`, comma-separated, the same option and values in all three commands);
+- ``detections.csv``: :data:`CSV_COLUMNS` in one dialect (``,``, minimal quoting, ``\\n`` line ends);
+- the Raven Pro selection table: :data:`RAVEN_COLUMNS` (tab-separated, frequencies as decimals: ``50.0``);
+- the Audacity label track: ``start<TAB>end<TAB>label (score)``, no header;
+- file names unique by construction (:class:`TableNames`).
+
+Tables are appended to in pieces and can be cut back to a checkpoint, which is how ``analyze --resume``
+continues byte for byte. It runs on a recorder: standard library only.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from edge.stream.detector import Detection
+from edge.card.cardformat import safe_name
+from edge.errors import ConfigError
 
+FORMATS = ("csv", "raven", "audacity", "parquet")
+"""Output types of ``--format``: csv (``detections.csv``; ``logs export``: the tidy table with provenance),
+raven (selection tables), audacity (label tracks), parquet (``logs export`` only)."""
+DEFAULT_FORMATS = ("csv", "raven")
+FORMAT_HELP = "Output types, comma-separated: {allowed} (README: Analysis outputs)."
+"""``--help`` of the shared ``--format`` option (``allowed``: the values the command writes)."""
 DETECTIONS_CSV = "detections.csv"
 CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc", "p_correct")
 """``p_correct``: fitted probability that the label is right (empty where the label has no confidence)."""
-RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-                 "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Rank", "Begin Path")
-"""``Begin Path`` (the recording's absolute path) lets Raven open the sound with the table."""
+CSV_DIALECT: dict[str, Any] = {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                 "High Freq (Hz)", "Species", "Score", "Rank", "p_correct", "Begin Path", "Begin File",
+                 "File Offset (s)", "Begin Date Time (UTC)", "Clock Sync")
+"""``Begin Path`` (absolute, empty where no audio file exists, e.g. a unit's stream) lets Raven open the sound;
+``File Offset (s)`` is where the selection starts in that file."""
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
+AUDACITY_SUFFIX = ".audacity-labels.txt"
+TABLE_FORMATS = ("raven", "audacity")
+"""The formats written as one file per recording (or per unit / stream in ``logs export``)."""
+HASH_CHARS = 8
+
+
+def parse_formats(text: str, allowed: Sequence[str], command: str) -> tuple[str, ...]:
+    """``--format csv,raven`` -> ("csv", "raven"); a value ``command`` does not write is a one-line error."""
+    chosen = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    wrong = [f for f in chosen if f not in allowed]
+    if wrong or not chosen:
+        what = f"unknown --format {wrong[0]!r}" if wrong else "--format names no output type"
+        raise ConfigError(f"{what} for {command}",
+                          f"{command} writes {', '.join(allowed)} (comma-separated, e.g. --format csv,raven)")
+    return chosen
 
 
 def seconds(samples: int, sample_rate: int) -> str:
     """Sample index -> seconds with millisecond resolution (conversion happens only at sinks)."""
     return f"{samples / sample_rate:.3f}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One detection as every table shows it; times in seconds on the table's time line."""
+
+    begin_s: float
+    end_s: float
+    label: str
+    score: float
+    band_hz: tuple[float, float]
+    """Low and High Freq: the band the model hears (the bundle's frontend f_min..f_max)."""
+    rank: int = 1
+    cosine: float | None = None
+    p_correct: float | None = None
+    begin_path: str = ""
+    begin_file: str = ""
+    file_offset_s: float | None = None
+    """Seconds into ``begin_path`` (None: ``begin_s``, the table's time line is the file's)."""
+    utc: datetime | None = None
+    """When the selection starts (naive values are UTC)."""
+    clock_sync: str = ""
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def csv_row(recording: str, s: Selection) -> list[object]:
+    """A :data:`CSV_COLUMNS` row."""
+    return [recording, f"{s.begin_s:.3f}", f"{s.end_s:.3f}", s.label, f"{s.score:.6g}",
+            "" if s.cosine is None else f"{s.cosine:.6g}", s.rank, "" if s.utc is None else _utc(s.utc).isoformat(),
+            "" if s.p_correct is None else f"{s.p_correct:.4f}"]
+
+
+def raven_row(number: int, s: Selection) -> list[object]:
+    """A :data:`RAVEN_COLUMNS` row for selection ``number`` (1-based)."""
+    offset = s.begin_s if s.file_offset_s is None else s.file_offset_s
+    when = "" if s.utc is None else _utc(s.utc).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+    return [number, "Spectrogram 1", 1, f"{s.begin_s:.3f}", f"{s.end_s:.3f}", str(float(s.band_hz[0])),
+            str(float(s.band_hz[1])), s.label, f"{s.score:.6g}", s.rank,
+            "" if s.p_correct is None else f"{s.p_correct:.4f}", s.begin_path, s.begin_file, f"{offset:.3f}", when,
+            s.clock_sync]
+
+
+def audacity_row(s: Selection) -> list[object]:
+    """An Audacity label: start, end (seconds) and ``label (score)``."""
+    return [f"{s.begin_s:.6f}", f"{s.end_s:.6f}", f"{s.label} ({s.score:.3g})"]
 
 
 def _reopen(path: Path, resume_at: int | None) -> TextIO:
@@ -35,19 +123,20 @@ def _reopen(path: Path, resume_at: int | None) -> TextIO:
 
 
 class _AppendedTable:
-    """A text table written row by row, made durable after each piece, cut back to a checkpoint on resume."""
+    """A text table written row by row, cut back to a checkpoint when reopened with ``resume_at``."""
 
-    def __init__(self, path: Path, resume_at: int | None, delimiter: str, lineterminator: str) -> None:
+    def __init__(self, path: Path, resume_at: int | None, **dialect: Any) -> None:
         self.path = path
         self._handle: TextIO = _reopen(path, resume_at)
-        self._writer = csv.writer(self._handle, delimiter=delimiter, lineterminator=lineterminator)
+        self._writer = csv.writer(self._handle, **dialect)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Make everything written so far durable (flush + fsync)."""
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def position(self) -> int:
-        """Bytes written so far (all durable after ``write``)."""
+        """Bytes written so far."""
         return self._handle.tell()
 
     def close(self) -> None:
@@ -55,56 +144,131 @@ class _AppendedTable:
 
 
 class DetectionsCsv(_AppendedTable):
-    """Appends one row per detection to ``detections.csv``; flushed after every recording.
+    """``detections.csv``: one :data:`CSV_COLUMNS` row per selection of the run.
 
     ``resume_at``: continue an interrupted run's file, cut back to this many bytes (a work-log checkpoint).
     """
 
-    def __init__(self, out_dir: Path, sample_rate: int, resume_at: int | None = None) -> None:
-        super().__init__(out_dir / DETECTIONS_CSV, resume_at, ",", "\r\n")
-        self.sample_rate = sample_rate
+    def __init__(self, out_dir: Path, resume_at: int | None = None) -> None:
+        super().__init__(out_dir / DETECTIONS_CSV, resume_at, **CSV_DIALECT)
         if resume_at is None:
             self._writer.writerow(CSV_COLUMNS)
 
-    def write(self, recording: Path, detections: list[Detection], start_utc: datetime | None) -> None:
-        for d in detections:
-            utc = (start_utc + timedelta(seconds=d.start_sample / self.sample_rate)).isoformat() if start_utc else ""
-            self._writer.writerow([str(recording), seconds(d.start_sample, self.sample_rate),
-                                   seconds(d.end_sample, self.sample_rate), d.label, f"{d.score:.6g}",
-                                   f"{d.cosine:.6g}", d.rank, utc,
-                                   "" if d.p_correct is None else f"{d.p_correct:.4f}"])
-        self._sync()
+    def write(self, recording: str, selections: Iterable[Selection]) -> None:
+        self._writer.writerows(csv_row(recording, s) for s in selections)
 
 
 class RavenTable(_AppendedTable):
-    """A Raven Pro selection table (tab-separated, one selection per detection), appended to in pieces.
+    """A Raven Pro selection table (one :data:`RAVEN_COLUMNS` row per selection), appended to in pieces.
 
-    ``resume_at`` = (bytes, selections) continues an interrupted table cut back to that checkpoint.
+    ``resume_at`` = (bytes, selections) continues a table cut back to that checkpoint.
     """
 
-    def __init__(self, path: Path, sample_rate: int, low_hz: float, high_hz: float, recording: Path | None = None,
-                 resume_at: tuple[int, int] | None = None) -> None:
-        super().__init__(path, None if resume_at is None else resume_at[0], "\t", "\n")
-        self.sample_rate = sample_rate
-        self.begin_path = str(recording.resolve()) if recording else ""
-        self.low_hz = low_hz
-        self.high_hz = high_hz
+    def __init__(self, path: Path, resume_at: tuple[int, int] | None = None) -> None:
+        super().__init__(path, None if resume_at is None else resume_at[0], delimiter="\t", lineterminator="\n")
         self.selections = 0 if resume_at is None else resume_at[1]
         if resume_at is None:
             self._writer.writerow(RAVEN_COLUMNS)
 
-    def write(self, detections: list[Detection]) -> None:
-        for d in detections:
+    def write(self, selections: Iterable[Selection]) -> None:
+        for s in selections:
             self.selections += 1
-            self._writer.writerow([self.selections, "Spectrogram 1", 1, seconds(d.start_sample, self.sample_rate),
-                                   seconds(d.end_sample, self.sample_rate), f"{self.low_hz:g}", f"{self.high_hz:g}",
-                                   d.label, f"{d.score:.6g}", d.rank, self.begin_path])
-        self._sync()
+            self._writer.writerow(raven_row(self.selections, s))
+
+
+class AudacityTrack(_AppendedTable):
+    """An Audacity label track (no header), appended to in pieces; ``resume_at``: bytes to keep."""
+
+    def __init__(self, path: Path, resume_at: int | None = None) -> None:
+        super().__init__(path, resume_at, delimiter="\t", lineterminator="\n")
+
+    def write(self, selections: Iterable[Selection]) -> None:
+        self._writer.writerows(audacity_row(s) for s in selections)
+
+
+class TableNames:
+    """File stems unique by construction: the sanitised display name, plus a short hash of the full identity
+    when sanitising lost something or the stem (compared case-insensitively) is taken.
+
+    ``u1`` and ``u1_`` (both sanitise to ``u1``) get ``u1`` and ``u1-<hash>``; ``a/x.wav`` and ``b/x.wav``
+    get ``x`` and ``x-<hash of b/x.wav>``. The same identities in the same order always get the same stems.
+    """
+
+    def __init__(self) -> None:
+        self._stems: dict[str, str] = {}
+        self._taken: set[str] = set()
+
+    def stem(self, identity: str, display: str) -> str:
+        if identity in self._stems:
+            return self._stems[identity]
+        base = safe_name(display)
+        stem = base
+        if base != display or base.casefold() in self._taken:
+            digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+            length = HASH_CHARS
+            stem = f"{base}-{digest[:length]}"
+            while stem.casefold() in self._taken:
+                length += HASH_CHARS
+                stem = f"{base}-{digest[:length]}"
+        self._taken.add(stem.casefold())
+        self._stems[identity] = stem
+        return stem
+
+
+class RecordingTables:
+    """One Raven table and/or Audacity track per recording (or unit, or stream), in any order of recordings.
+
+    Each write reopens the recording's files at their last position and closes them again, so an archive of
+    thousands of recordings holds no file open and only a few integers per recording in memory.
+    ``durable``: fsync after every write (``analyze``'s work log relies on it).
+    """
+
+    def __init__(self, out_dir: Path, formats: Iterable[str], durable: bool = False) -> None:
+        self.out_dir = out_dir
+        self.formats = tuple(f for f in TABLE_FORMATS if f in formats)
+        self.durable = durable
+        self.names = TableNames()
+        self._positions: dict[str, dict[str, Any]] = {}
+        self.paths: list[Path] = []
+
+    def path(self, stem: str, file_format: str) -> Path:
+        return self.out_dir / (stem + (RAVEN_SUFFIX if file_format == "raven" else AUDACITY_SUFFIX))
+
+    def resume(self, identity: str, display: str, checkpoint: dict[str, Any]) -> None:
+        """Continue a recording's tables from a :meth:`checkpoint` (later bytes are cut off at the next write)."""
+        stem = self.names.stem(identity, display)
+        self._positions[stem] = {k: v for k, v in checkpoint.items() if k in self.formats}
+
+    def write(self, identity: str, display: str, selections: Sequence[Selection]) -> str:
+        """Append a recording's selections (none: create its tables with their headers); returns its stem."""
+        stem = self.names.stem(identity, display)
+        known = self._positions.setdefault(stem, {})
+        for file_format in self.formats:
+            at = known.get(file_format)
+            path = self.path(stem, file_format)
+            if at is None:
+                self.paths.append(path)
+            table: RavenTable | AudacityTrack = (RavenTable(path, None if at is None else (at[0], at[1]))
+                                                 if file_format == "raven" else AudacityTrack(path, at))
+            try:
+                table.write(selections)
+                if self.durable:
+                    table.sync()
+                known[file_format] = ((table.position(), table.selections) if isinstance(table, RavenTable)
+                                      else table.position())
+            finally:
+                table.close()
+        return stem
+
+    def checkpoint(self, identity: str, display: str) -> dict[str, Any]:
+        """JSON-serialisable positions of a recording's tables after the last write."""
+        return dict(self._positions.get(self.names.stem(identity, display), {}))
 
 
 def remove_stale_tables(out_dir: Path) -> list[Path]:
-    """Delete Raven tables an earlier run left in ``out_dir`` (only ours: the BioLingual suffix)."""
-    stale = sorted(out_dir.glob("*" + RAVEN_SUFFIX))
+    """Delete the tables an earlier run left in ``out_dir`` (only ours: our suffixes and detections.csv)."""
+    stale = sorted([*out_dir.glob("*" + RAVEN_SUFFIX), *out_dir.glob("*" + AUDACITY_SUFFIX),
+                    *out_dir.glob(DETECTIONS_CSV)])
     for path in stale:
         path.unlink()
     return stale

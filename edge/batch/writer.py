@@ -16,18 +16,18 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from edge.audio.recording_time import recording_start_utc
 from edge.batch.piece_analysis import PieceResult
 from edge.batch.pieces import Piece
-from edge.batch.tables import RAVEN_SUFFIX, DetectionsCsv, RavenTable
+from edge.batch.tables import DEFAULT_FORMATS, DetectionsCsv, RecordingTables, Selection
 from edge.errors import ConfigError
 
 WORKLOG_NAME = "analyze.worklog.jsonl"
-WORKLOG_SCHEMA = 1
+WORKLOG_SCHEMA = 2
 
 
 class PieceSink(Protocol):
@@ -52,21 +52,6 @@ def job_fingerprint(description: dict[str, Any], pieces: list[Piece]) -> str:
     """Hash of what decides the outputs (model, labels, settings, the piece plan): a resume must match it."""
     text = json.dumps({"job": description, "pieces": [u.key for u in pieces]}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def table_names(files: list[Path]) -> list[str]:
-    """One Raven table file name per recording, numbered when two recordings share a stem."""
-    used: set[str] = set()
-    names = []
-    for path in files:
-        name = path.stem + RAVEN_SUFFIX
-        counter = 2
-        while name in used:
-            name = f"{path.stem}_{counter}{RAVEN_SUFFIX}"
-            counter += 1
-        used.add(name)
-        names.append(name)
-    return names
 
 
 def _fsync_append(path: Path, line: str) -> None:
@@ -138,25 +123,32 @@ class AnalysisWriter:
     """Writes pieces' results strictly in plan order (see module docstring)."""
 
     def __init__(self, out_dir: Path, rate: int, band_hz: tuple[float, float], files: list[Path], worklog: WorkLog,
-                 sinks: Sequence[PieceSink] = ()) -> None:
+                 sinks: Sequence[PieceSink] = (), formats: Sequence[str] = DEFAULT_FORMATS) -> None:
         self.out_dir = out_dir
         self.rate = rate
         self.band_hz = band_hz
         self.files = files
         self.worklog = worklog
         self.sinks = sinks
-        self.names = table_names(files)
         checkpoint = worklog.last_checkpoint
-        self.csv = DetectionsCsv(out_dir, rate, resume_at=None if checkpoint is None else checkpoint["csv"])
-        self._resume_table: dict[str, int] | None = None if checkpoint is None else checkpoint["raven"]
-        self._table: RavenTable | None = None
-        self._table_file: int | None = None
+        self.csv = (DetectionsCsv(out_dir, resume_at=None if checkpoint is None else checkpoint["csv"])
+                    if "csv" in formats else None)
+        self.tables = RecordingTables(out_dir, formats, durable=True)
+        self._last_tables: dict[str, Any] | None = None if checkpoint is None else checkpoint["tables"]
+        if self._last_tables is not None:
+            index = self._last_tables["file"]
+            self.tables.resume(*self._identity(index), self._last_tables["positions"])
         self.totals = WriteTotals()
         self._starts: dict[int, datetime | None] = {}
         for entry in worklog.entries:
             self._count(entry["file"], entry["detections"], entry["error"])
         for sink in sinks:
             sink.resume(worklog.sink_state(sink.name))
+
+    def _identity(self, file_index: int) -> tuple[str, str]:
+        """(identity, display name) of a recording's tables: its full path and its stem."""
+        path = self.files[file_index]
+        return str(path.resolve()), path.stem
 
     def _count(self, file_index: int, detections: int, error: str | None) -> None:
         self.totals.detections += detections
@@ -169,17 +161,14 @@ class AnalysisWriter:
             self._starts[file_index] = recording_start_utc(self.files[file_index])
         return self._starts[file_index]
 
-    def _table_for(self, file_index: int) -> RavenTable:
-        if self._table is not None and self._table_file == file_index:
-            return self._table
-        if self._table is not None:
-            self._table.close()
-        resume = self._resume_table
-        at = (resume["bytes"], resume["rows"]) if resume is not None and resume["file"] == file_index else None
-        self._table = RavenTable(self.out_dir / self.names[file_index], self.rate, *self.band_hz,
-                                 recording=self.files[file_index], resume_at=at)
-        self._table_file = file_index
-        return self._table
+    def _selections(self, piece: Piece, result: PieceResult) -> list[Selection]:
+        start_utc = self._start_utc(piece.file_index)
+        path = piece.path.resolve()
+        return [Selection(d.start_sample / self.rate, d.end_sample / self.rate, d.label, d.score, self.band_hz,
+                          rank=d.rank, cosine=d.cosine, p_correct=d.p_correct, begin_path=str(path),
+                          begin_file=path.name,
+                          utc=None if start_utc is None else start_utc + timedelta(seconds=d.start_sample / self.rate))
+                for d in result.detections]
 
     def write(self, piece: Piece, result: PieceResult) -> None:
         """Store one piece (the next in plan order) in every output, then log it as done."""
@@ -187,27 +176,23 @@ class AnalysisWriter:
             raise RuntimeError(f"piece {piece.index} arrived out of order (expected {self.worklog.done})")
         if result.index != piece.index:
             raise RuntimeError(f"result of piece {result.index} given for piece {piece.index}")
-        detections = list(result.detections)
-        raven = None
         if result.error is None:
-            self.csv.write(piece.path, detections, self._start_utc(piece.file_index))
-            table = self._table_for(piece.file_index)
-            table.write(detections)
-            raven = {"file": piece.file_index, "bytes": table.position(), "rows": table.selections}
+            selections = self._selections(piece, result)
+            if self.csv is not None:
+                self.csv.write(str(piece.path), selections)
+                self.csv.sync()
+            identity = self._identity(piece.file_index)
+            self.tables.write(*identity, selections)
+            self._last_tables = {"file": piece.file_index, "positions": self.tables.checkpoint(*identity)}
         for sink in self.sinks:
             sink.write(piece, result)
-        outputs = {"csv": self.csv.position(), "raven": raven or self._last_raven(),
+        outputs = {"csv": None if self.csv is None else self.csv.position(), "tables": self._last_tables,
                    "sinks": {sink.name: sink.checkpoint() for sink in self.sinks}}
         self.worklog.record(piece, result, outputs)
-        self._count(piece.file_index, len(detections), result.error)
-
-    def _last_raven(self) -> dict[str, int] | None:
-        checkpoint = self.worklog.last_checkpoint
-        return None if checkpoint is None else checkpoint["raven"]
+        self._count(piece.file_index, len(result.detections), result.error)
 
     def close(self) -> None:
-        self.csv.close()
-        if self._table is not None:
-            self._table.close()
+        if self.csv is not None:
+            self.csv.close()
         for sink in self.sinks:
             sink.close()

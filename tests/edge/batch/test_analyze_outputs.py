@@ -11,7 +11,7 @@ from pathlib import Path
 import soundfile as sf
 from typer.testing import CliRunner
 
-from edge.batch.tables import RAVEN_SUFFIX
+from edge.batch.tables import RAVEN_COLUMNS, RAVEN_SUFFIX
 from edge.cli import app
 from edge.model.bundle import sha256_file
 from edge.scoring.labels import read_labels
@@ -66,9 +66,11 @@ def test_outputs_explain_themselves(example_bundle: Path, example_labels: tuple[
     assert "every window" in record["note"]
 
     raven = (out / ("20240903_202615" + RAVEN_SUFFIX)).read_text(encoding="utf-8").splitlines()
-    header = raven[0].split("\t")
-    assert header[-1] == "Begin Path"
-    assert raven[1].split("\t")[header.index("Begin Path")] == str((card / "20240903_202615.WAV").resolve())
+    header, first_row = raven[0].split("\t"), dict(zip(raven[0].split("\t"), raven[1].split("\t")))
+    assert header == list(RAVEN_COLUMNS)
+    assert first_row["Begin Path"] == str((card / "20240903_202615.WAV").resolve())
+    assert first_row["Begin File"] == "20240903_202615.WAV" and first_row["Low Freq (Hz)"].endswith(".0")
+    assert first_row["Begin Date Time (UTC)"] == "2024/09/03 19:26:15.000"
 
 
 def test_rerun_into_the_same_folder_leaves_no_stale_tables(example_bundle: Path, example_labels: tuple[Path, Path],
