@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from desk.collect.ingest import collect as collect_cards
 from desk.report.exports import FORMATS
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
+from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
 from edge.cli_support import renamed, report_errors, stderr
 from edge.errors import ConfigError
 from edge.model.bundle import open_bundle
@@ -26,6 +28,7 @@ logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export an
 
 register_review_commands(logs_app)
 
+RESCORE_FORMATS = ("csv", "raven", "audacity")
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -107,6 +110,8 @@ def rescore(
     score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config: re-run its detector rules "
                                                  "(thresholds, hysteresis, N-of-M, cooldown) per stream.")] = None,
+    formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(RESCORE_FORMATS)))]
+    = ",".join(DEFAULT_FORMATS),
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -114,13 +119,15 @@ def rescore(
 
     if top_k < 1:
         raise ConfigError("--top-k must be at least 1", "pass a positive integer")
+    chosen = parse_formats(formats, RESCORE_FORMATS, "logs rescore")
     options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode)
     if config is not None:
         options = _config_rules(config, bundle, labels)
+    options = dataclasses.replace(options, formats=chosen)
     result = rescore_archive(db, bundle, labels, out, options)
     if result.other_model:
         stderr.print(f"[yellow]warning:[/] {result.other_model} archived window(s) from another model skipped")
-    stderr.print(f"{result.windows} window(s) re-scored, {result.rows} row(s) -> {result.csv_path}")
+    stderr.print(f"{result.windows} window(s) re-scored, {result.rows} row(s) -> {result.csv_path or out}")
 
 
 def _config_rules(config: Path, bundle: Path, labels: Path) -> RescoreOptions:

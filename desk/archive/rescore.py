@@ -1,31 +1,30 @@
 """``logs rescore``: every archived window against a new label list — a matrix product instead of re-analysis.
 
-Output is what ``analyze`` writes (``detections.csv`` and one Raven table per recording or unit stream), made
-by the same scorer and the same per-window selection, so on the same audio the two agree window for window
-(scores within fp16 rounding). With a unit config the unit's detector rules run over each stream instead, so
-the rows are the events a unit with that list would have logged.
+Output is what ``analyze`` writes (``detections.csv`` and one Raven table per recording or unit stream, through
+the same writer, :mod:`edge.batch.tables`), made by the same scorer and the same per-window selection, so on the
+same audio the two agree window for window (scores within fp16 rounding). With a unit config the unit's detector
+rules run over each stream instead, so the rows are the events a unit with that list would have logged.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
-from datetime import timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from desk.archive.rescore_tables import window_tables
+from desk.archive.rescore_tables import RescoreTables, utc, window_tables
 from desk.archive.windows import WindowFilter, WindowStore, open_store, require_windows
 from desk.collect.database import CollectError
-from edge.batch.tables import CSV_COLUMNS, DETECTIONS_CSV, RAVEN_COLUMNS, RAVEN_SUFFIX, seconds
+from edge.batch.tables import DEFAULT_FORMATS
 from edge.errors import EdgeError, LabelError
 from edge.model.bundle import Bundle, open_bundle
 from edge.scoring.confidence import load_confidences
 from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
-from edge.stream.detector import DetectorOptions, EventDetector
+from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
 
 EVENT_COLUMNS = ("recording", "start", "stop", "sample_rate", "start_utc")
 """Per window: the recording it belongs to (file, else unit/boot/stream), its place in it (samples), its time."""
@@ -42,11 +41,14 @@ class RescoreOptions:
     """Scored but never written (the config's background and privacy prompts)."""
     extra_prompts: tuple[str, ...] = ()
     """Prompts appended to the label list before scoring (the config's background and privacy prompts)."""
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    """Result tables written (``--format``): csv, raven, audacity."""
 
 
 @dataclass(frozen=True)
 class RescoreResult:
-    csv_path: Path
+    csv_path: Path | None
+    """``detections.csv``; None when ``--format`` leaves csv out."""
     windows: int
     rows: int
     other_model: int
@@ -91,54 +93,6 @@ def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
-class TableWriter:
-    """``detections.csv`` plus one Raven table per recording, appended to as rows arrive."""
-
-    def __init__(self, out_dir: Path, low_hz: float, high_hz: float) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir = out_dir
-        self.path = out_dir / DETECTIONS_CSV
-        self.band = (f"{low_hz:g}", f"{high_hz:g}")
-        self._handle = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._csv = csv.writer(self._handle)
-        self._csv.writerow(CSV_COLUMNS)
-        self._tables: dict[str, tuple[Path, int]] = {}
-        self.rows = 0
-
-    def write(self, recording: str, rate: int, rows: list[tuple[int, int, str, float, float, int, Any]]) -> None:
-        """Rows of one recording: (start, end samples, label, score, cosine, rank, start UTC or None)."""
-        if not rows:
-            return
-        for start, end, label, score, cosine, rank, utc in rows:
-            stamp = "" if utc is None else utc.replace(tzinfo=timezone.utc).isoformat()
-            self._csv.writerow([recording, seconds(start, rate), seconds(end, rate), label, f"{score:.6g}",
-                                f"{cosine:.6g}", rank, stamp, ""])  # p_correct: per-window confidence only
-        self._raven(recording, rate, rows)
-        self.rows += len(rows)
-
-    def _raven(self, recording: str, rate: int, rows: list[tuple[int, int, str, float, float, int, Any]]) -> None:
-        if recording not in self._tables:
-            stem = Path(recording).stem if "/stream" not in recording else recording.replace("/", "_")
-            name, counter = stem + RAVEN_SUFFIX, 2
-            while any(p.name == name for p, _ in self._tables.values()):
-                name, counter = f"{stem}_{counter}{RAVEN_SUFFIX}", counter + 1
-            path = self.out_dir / name
-            path.write_text("\t".join(RAVEN_COLUMNS) + "\n", encoding="utf-8")
-            self._tables[recording] = (path, 0)
-        path, number = self._tables[recording]
-        begin_path = recording if "/stream" not in recording else ""  # a unit stream is no file
-        with open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            for start, end, label, score, _, rank, _ in rows:
-                number += 1
-                writer.writerow([number, "Spectrogram 1", 1, seconds(start, rate), seconds(end, rate), *self.band,
-                                 label, f"{score:.6g}", rank, begin_path])
-        self._tables[recording] = (path, number)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
 def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
             options: RescoreOptions) -> RescoreResult:
     """Score every archived window of the bundle's model against ``labels_path``; writes ``out_dir``."""
@@ -149,37 +103,28 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale, mode=options.score_mode)
     names = np.array(labels.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in labels.names])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frontend = bundle.manifest.frontend
+    band = (bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
     with open_store(db_path) as store:
         where, kept, other = model_filter(store, bundle)
-        if options.rules is None:
-            rows = window_tables(store, where, scorer, names, shown, options, out_dir,
-                                 (frontend.f_min, frontend.f_max), load_confidences(bundle, [listed.key]))
-            return RescoreResult(out_dir / DETECTIONS_CSV, kept, rows, other)
-        writer = TableWriter(out_dir, frontend.f_min, frontend.f_max)
+        tables = RescoreTables(out_dir, options.formats)
         try:
-            _write_events(store, where, scorer, writer, names, shown, options.rules)
+            if options.rules is None:
+                chunks = ((chunk.window_ids, chunk.cosines) for chunk in store.scan(scorer.label_matrix, where))
+                window_tables(chunks, lambda ids: _meta(store, ids), scorer, names, shown, options, tables, band,
+                              load_confidences(bundle, [listed.key]))
+            else:
+                _write_events(store, where, scorer, tables, band, names, shown, options.rules)
         finally:
-            writer.close()
-        return RescoreResult(writer.path, kept, writer.rows, other)
+            tables.close()
+        return RescoreResult(tables.csv_path, kept, tables.rows, other)
 
 
-def _utc(value: Any) -> Any:
-    if value is None or (isinstance(value, np.datetime64) and np.isnat(value)):
-        return None
-    if isinstance(value, np.datetime64):
-        from datetime import datetime
-
-        return datetime(1970, 1, 1) + timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
-    return value
-
-
-def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, writer: TableWriter, names: np.ndarray,
-                  shown: np.ndarray, rules: DetectorOptions) -> None:
+def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, tables: RescoreTables,
+                  band: tuple[float, float], names: np.ndarray, shown: np.ndarray, rules: DetectorOptions) -> None:
     """The unit's detector over each (unit, boot, stream) in sample order; a gap in the windows closes events.
 
-    Streams are read chunk by chunk, so memory stays bounded however long a stream ran.
+    Streams are read chunk by chunk and the events closed in each chunk written before the next is read, so
+    memory stays bounded however long a stream ran.
     """
     from edge.scoring.scorer import Scores
 
@@ -189,26 +134,32 @@ def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, write
         detector = EventDetector(tuple(str(n) for n in names), rules)
         previous_end: int | None = None
         anchor: tuple[Any, int, int, str] | None = None
-        events = []
         one_stream = replace(where, units=(unit,), boots=(boot,), streams=(stream,))
         for chunk in store.scan(scorer.label_matrix, one_stream):
             scores = scorer.from_cosine(chunk.cosines)
             meta = _meta(store, chunk.window_ids)
             if anchor is None:
-                anchor = (_utc(meta["start_utc"][0]), int(meta["start"][0]), int(meta["sample_rate"][0]),
+                anchor = (utc(meta["start_utc"][0]), int(meta["start"][0]), int(meta["sample_rate"][0]),
                           str(meta["recording"][0]))
+            events = []
             for i in range(len(chunk.window_ids)):
                 start, end = int(meta["start"][i]), int(meta["stop"][i])
                 if previous_end is not None and start > previous_end:
                     events += detector.flush()
                 events += detector.update([start], [end], Scores(scores.cosine[i : i + 1], scores.score[i : i + 1]))
                 previous_end = end
-        events += detector.flush()
-        if anchor is None:
-            continue
-        first_utc, first_start, rate, recording = anchor
-        events.sort(key=lambda e: (e.start_sample, e.label))
-        rows = [(e.start_sample, e.end_sample, e.label, e.peak_score, e.peak_cosine, 1,
-                 None if first_utc is None else first_utc + timedelta(seconds=(e.start_sample - first_start) / rate))
-                for e in events if e.label not in hidden]
-        writer.write(recording, rate, rows)
+            _write_stream_events(tables, anchor, band, events, hidden)
+        if anchor is not None:
+            _write_stream_events(tables, anchor, band, detector.flush(), hidden)
+
+
+def _write_stream_events(tables: RescoreTables, anchor: tuple[Any, int, int, str], band: tuple[float, float],
+                         events: list[DetectionEvent], hidden: set[str]) -> None:
+    """Events the detector closed during one chunk of a stream, in start order (rows follow the order events
+    close, as on a unit); UTC from the stream's first window."""
+    first_utc, first_start, rate, recording = anchor
+    events.sort(key=lambda e: (e.start_sample, e.label))
+    tables.write(recording, rate, band, (
+        (e.start_sample, e.end_sample, e.label, e.peak_score, e.peak_cosine, 1, None,
+         None if first_utc is None else first_utc + timedelta(seconds=(e.start_sample - first_start) / rate))
+        for e in events if e.label not in hidden))

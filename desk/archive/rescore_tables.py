@@ -1,125 +1,110 @@
-"""Per-window rescore output at archive scale: selections (with their windows' place and time, from the archive's
-:class:`~desk.archive.windows.WindowStore`) gathered in a temporary Parquet file, then formatted and written by
-an in-memory DuckDB (``detections.csv`` and one Raven table per recording), never one Python row at a time.
-
-Every field is formatted as :mod:`edge.batch.tables` formats it for ``analyze`` (``%.3f`` seconds, ``%.6g``
-scores, ISO-8601 UTC), so the two can be compared line by line.
+"""``logs rescore`` output through the one table writer (:mod:`edge.batch.tables`), chunk by chunk as the archive
+is scanned: ``detections.csv``, Raven tables and Audacity tracks exactly as ``analyze`` writes them, with only one
+chunk of rows in memory at a time.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desk.archive.windows import WindowFilter, WindowStore
-from edge.batch.tables import DETECTIONS_CSV, RAVEN_SUFFIX
-from edge.card.cardformat import TEMP_PREFIX
+from edge.batch.tables import DetectionsCsv, RecordingTables, Selection, remove_stale_tables
 from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scorer, top_k
 
 if TYPE_CHECKING:
-    import duckdb
-
     from desk.archive.rescore import RescoreOptions
 
-SELECTIONS = "selections.parquet"
-PLACE = ("recording", "start", "stop", "sample_rate", "start_utc")
-"""What a selection carries of its window (see :data:`desk.archive.windows.DESCRIPTION`)."""
-UTC_TEXT = """CASE WHEN s.start_utc IS NULL THEN NULL
-    WHEN date_part('microseconds', s.start_utc) % 1000000 = 0 THEN strftime(s.start_utc, '%Y-%m-%dT%H:%M:%S+00:00')
-    ELSE strftime(s.start_utc, '%Y-%m-%dT%H:%M:%S.%f+00:00') END"""
-"""Python's ``datetime.isoformat()`` of an aware UTC time (microseconds only when not zero)."""
-SELECTED = f"""
-    SELECT s.recording, s.window_id, s.rank, l.label,
-        printf('%.3f', s.start / s.sample_rate::DOUBLE) AS start_s,
-        printf('%.3f', s.stop / s.sample_rate::DOUBLE) AS end_s,
-        printf('%.6g', s.score::DOUBLE) AS score, printf('%.6g', s.cosine::DOUBLE) AS cosine, {UTC_TEXT} AS start_utc,
-        coalesce(printf('%.4f', s.p_correct), '') AS p_correct
-    FROM read_parquet(?) s JOIN rescore_labels l USING (label_index)"""
+Chunk = tuple[np.ndarray, np.ndarray]
+"""(window ids in ascending order, their cosines against the scorer's label matrix)."""
+Places = Callable[[np.ndarray], dict[str, np.ndarray]]
+"""Ascending window ids -> per window, aligned: recording, start, stop (samples), sample_rate, start_utc."""
+STREAM = re.compile(r"(?P<unit>.+)/(?P<boot>[^/]+)/stream(?P<stream>\d+)")
+"""The recording of a window a unit analysed live: ``unit/boot/streamN`` (no audio file exists)."""
 
 
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def utc(value: Any) -> datetime | None:
+    """A window's start time from the archive (NaT/None: unknown) as a naive UTC datetime."""
+    if value is None or (isinstance(value, np.datetime64) and np.isnat(value)):
+        return None
+    if isinstance(value, np.datetime64):
+        return datetime(1970, 1, 1) + timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
+    return value  # type: ignore[no-any-return]
 
 
-def window_tables(store: WindowStore, where: WindowFilter, scorer: Scorer, names: np.ndarray, shown: np.ndarray,
-                  options: RescoreOptions, out_dir: Path, band: tuple[float, float],
-                  confidence: Confidence | None = None) -> int:
+class RescoreTables:
+    """The outputs of one rescore: ``detections.csv`` and per-recording tables, as ``--format`` chose them."""
+
+    def __init__(self, out_dir: Path, formats: Sequence[str]) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tables(out_dir)
+        self.csv = DetectionsCsv(out_dir) if "csv" in formats else None
+        self.tables = RecordingTables(out_dir, formats)
+        self.rows = 0
+
+    def write(self, recording: str, rate: int, band: tuple[float, float],
+              rows: Iterable[tuple[int, int, str, float, float, int, float | None, datetime | None]]) -> None:
+        """Rows of one recording: (start, end samples, label, score, cosine, rank, p_correct, start UTC)."""
+        stream = STREAM.fullmatch(recording)
+        begin_path, begin_file, display = ((recording, Path(recording).name, Path(recording).stem) if stream is None
+                                           else ("", f"{stream['boot']}_s{stream['stream']}",
+                                                 recording.replace("/", "_")))
+        selections = [Selection(start / rate, end / rate, label, score, band, rank=rank, cosine=cosine,
+                                p_correct=p_correct, begin_path=begin_path, begin_file=begin_file, utc=when)
+                      for start, end, label, score, cosine, rank, p_correct, when in rows]
+        if not selections:
+            return
+        if self.csv is not None:
+            self.csv.write(recording, selections)
+        self.tables.write(recording, display, selections)
+        self.rows += len(selections)
+
+    @property
+    def csv_path(self) -> Path | None:
+        return None if self.csv is None else self.csv.path
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self.csv.close()
+
+
+def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names: np.ndarray, shown: np.ndarray,
+                  options: RescoreOptions, tables: RescoreTables, band: tuple[float, float],
+                  confidence: Confidence | None = None) -> None:
     """Per window the ``top_k`` best shown labels reaching their threshold (as ``analyze`` selects them: a
-    fitted label's own threshold, else ``options.threshold``), with ``p_correct`` where fitted; returns
-    the number of rows written."""
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    fitted label's own threshold, else ``options.threshold``), with ``p_correct`` where fitted."""
     visible = np.flatnonzero(shown)
-    temp = out_dir / (TEMP_PREFIX + SELECTIONS)
-    schema = pa.schema([("window_id", pa.int64()), ("rank", pa.int32()), ("label_index", pa.int32()),
-                        ("score", pa.float32()), ("cosine", pa.float32()), ("p_correct", pa.float64()),
-                        ("recording", pa.string()), ("start", pa.int64()), ("stop", pa.int64()),
-                        ("sample_rate", pa.int32()), ("start_utc", pa.timestamp("us"))])
     shown_names = tuple(str(n) for n in names[visible])
     fitted = confidence.thresholds() if confidence else {}
     global_limit = np.nan if options.threshold is None else options.threshold
     limits = np.array([fitted.get(n, global_limit) for n in shown_names], np.float64)
-    total = 0
-    with pq.ParquetWriter(temp, schema, compression="none") as writer:
-        for chunk in store.scan(scorer.label_matrix, where):
-            scores = scorer.from_cosine(chunk.cosines)
-            score, cosine = scores.score[:, visible], scores.cosine[:, visible]
-            best = top_k(score, options.top_k)
-            values = np.take_along_axis(score, best, axis=1)
-            keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
-            rows, ranks = np.nonzero(keep)
-            total += len(rows)
-            p_correct = (np.take_along_axis(confidence.p_correct(shown_names, score), best, axis=1)[rows, ranks]
-                         if confidence else np.full(len(rows), np.nan))
-            selected, place = np.unique(chunk.window_ids[rows], return_inverse=True)
-            windows = store.windows(selected, PLACE).take(place)
-            writer.write_table(pa.table({
-                "window_id": chunk.window_ids[rows], "rank": (ranks + 1).astype(np.int32),
-                "label_index": best[rows, ranks].astype(np.int32), "score": values[rows, ranks],
-                "cosine": np.take_along_axis(cosine, best, axis=1)[rows, ranks],
-                "p_correct": pa.array(p_correct, pa.float64(), mask=np.isnan(p_correct)),
-                **{name: windows[name].cast(schema.field(name).type) for name in PLACE}}, schema=schema))
-    con = duckdb.connect()
-    con.register("rescore_labels", pa.table({"label_index": np.arange(len(visible), dtype=np.int32),
-                                             "label": [str(n) for n in names[visible]]}))
-    try:
-        _write_csv(con, temp, out_dir / DETECTIONS_CSV)
-        _write_raven(con, temp, out_dir, band)
-    finally:
-        con.close()
-        temp.unlink(missing_ok=True)
-    return total
-
-
-def _write_csv(con: duckdb.DuckDBPyConnection, selections: Path, path: Path) -> None:
-    query = (f"SELECT recording AS file, start_s, end_s, label, score, cosine, rank, start_utc, p_correct "
-             f"FROM ({SELECTED}) "
-             "ORDER BY window_id, rank")
-    con.execute(f"COPY ({query.replace('?', _sql_text(str(selections)))}) TO {_sql_text(str(path))} "
-                "(FORMAT csv, HEADER true)")
-
-
-def _write_raven(con: duckdb.DuckDBPyConnection, selections: Path, out_dir: Path,
-                 band: tuple[float, float]) -> None:
-    """One Raven selection table per recording, named like ``analyze`` names them."""
-    source = SELECTED.replace("?", _sql_text(str(selections)))
-    recordings = [r[0] for r in con.execute(f"SELECT DISTINCT recording FROM ({source}) ORDER BY 1").fetchall()]
-    used: set[str] = set()
-    for recording in recordings:
-        stem = Path(recording).stem if "/stream" not in recording else recording.replace("/", "_")
-        name, counter = stem + RAVEN_SUFFIX, 2
-        while name in used:
-            name, counter = f"{stem}_{counter}{RAVEN_SUFFIX}", counter + 1
-        used.add(name)
-        begin_path = _sql_text(recording if "/stream" not in recording else "")  # a unit stream is no file
-        query = f"""SELECT row_number() OVER (ORDER BY window_id, rank) AS "Selection", 'Spectrogram 1' AS "View",
-                1 AS "Channel", start_s AS "Begin Time (s)", end_s AS "End Time (s)",
-                '{band[0]:g}' AS "Low Freq (Hz)", '{band[1]:g}' AS "High Freq (Hz)", label AS "Species",
-                score AS "Score", rank AS "Rank", {begin_path} AS "Begin Path"
-            FROM ({source}) WHERE recording = {_sql_text(recording)} ORDER BY window_id, rank"""
-        con.execute(f"COPY ({query}) TO {_sql_text(str(out_dir / name))} (FORMAT csv, HEADER true, DELIMITER '\t')")
+    for ids, cosines in chunks:
+        scores = scorer.from_cosine(cosines)
+        score, cosine = scores.score[:, visible], scores.cosine[:, visible]
+        best = top_k(score, options.top_k)
+        values = np.take_along_axis(score, best, axis=1)
+        keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
+        rows, ranks = np.nonzero(keep)  # window by window, best rank first
+        if not len(rows):
+            continue
+        p_correct = (np.take_along_axis(confidence.p_correct(shown_names, score), best, axis=1)[rows, ranks]
+                     if confidence else np.full(len(rows), np.nan))
+        chosen_cosine = np.take_along_axis(cosine, best, axis=1)[rows, ranks]
+        wanted, where = np.unique(ids[rows], return_inverse=True)
+        place = places(wanted)
+        recording, start, stop, rate, when = (place[k][where] for k in ("recording", "start", "stop",
+                                                                        "sample_rate", "start_utc"))
+        first = 0
+        for i in range(1, len(rows) + 1):  # one write per run of rows of the same recording
+            if i < len(rows) and recording[i] == recording[first]:
+                continue
+            tables.write(str(recording[first]), int(rate[first]), band, (
+                (int(start[j]), int(stop[j]), shown_names[best[rows[j], ranks[j]]], float(values[rows[j], ranks[j]]),
+                 float(chosen_cosine[j]), int(ranks[j]) + 1, None if np.isnan(p_correct[j]) else float(p_correct[j]),
+                 utc(when[j])) for j in range(first, i)))
+            first = i

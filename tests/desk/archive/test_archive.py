@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crowsetta
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -99,14 +100,40 @@ def test_rescore_equals_analyze_window_for_window(season: dict[str, Path], examp
         gap = abs(float(expected[index]["cosine"]) - float(expected[index + 1]["cosine"]))
         if gap > NEAR_TIE:
             assert got[index]["label"] == expected[index]["label"]
+    # one writer: the same dialect, bytes and all, in every cell but those fp16 rounding may change
+    csv_want, csv_have = season["analyze"].read_bytes(), (tmp_path / "detections.csv").read_bytes()
+    assert csv_have.count(b"\n") == csv_want.count(b"\n") and b"\r" not in csv_have + csv_want
+    assert csv_have.splitlines()[0] == csv_want.splitlines()[0]
+    for want_line, have_line in zip(csv_want.splitlines()[1:], csv_have.splitlines()[1:]):
+        want_cells, have_cells = want_line.split(b","), have_line.split(b",")
+        assert [have_cells[i] for i in (0, 1, 2, 6, 7, 8)] == [want_cells[i] for i in (0, 1, 2, 6, 7, 8)]
     (raven,) = tmp_path.glob("*.txt")
     assert raven.name == "toad_at_40s.BioLingual.selection.table.txt"
-    want_lines = (season["analyze"].parent / raven.name).read_text().splitlines()
-    have_lines = raven.read_text().splitlines()
-    assert have_lines[0] == want_lines[0] and len(have_lines) == len(want_lines)
+    want_lines = (season["analyze"].parent / raven.name).read_bytes().split(b"\n")
+    have_lines = raven.read_bytes().split(b"\n")
+    assert have_lines[0] == want_lines[0] and len(have_lines) == len(want_lines) and have_lines[-1] == b""
     for want_line, have_line in zip(want_lines[1:], have_lines[1:]):
-        want_cells, have_cells = want_line.split("\t"), have_line.split("\t")
-        assert have_cells[:7] == want_cells[:7] and have_cells[9] == want_cells[9]  # all but species and score
+        want_cells, have_cells = want_line.split(b"\t"), have_line.split(b"\t")
+        unrounded = [i for i in range(len(want_cells)) if i not in (7, 8)]  # all but species and score
+        assert [have_cells[i] for i in unrounded] == [want_cells[i] for i in unrounded]
+    for table in (raven, season["analyze"].parent / raven.name):
+        loaded = crowsetta.formats.by_name("raven").from_file(table, annot_col="Species")
+        assert len(loaded.to_bbox()) == 22 and loaded.to_bbox()[0].low_freq > 0
+
+
+def test_rescore_format_picks_the_tables(season: dict[str, Path], example_bundle: Path,
+                                        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    (tmp_path / "detections.csv").write_text("from an earlier rescore")
+    cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle), "--labels",
+        str(example_labels[0]), "--out", str(tmp_path), "--format", "audacity,raven")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toad_at_40s.BioLingual.selection.table.txt",
+                                                          "toad_at_40s.audacity-labels.txt"]  # stale csv gone
+    track = crowsetta.formats.by_name("aud-seq").from_file(tmp_path / "toad_at_40s.audacity-labels.txt")
+    assert len(track.labels) == 11 and track.start_times[1] == pytest.approx(5.0)
+    result = CliRunner().invoke(app, ["logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle),
+                                      "--labels", str(example_labels[0]), "--out", str(tmp_path), "--format", "xlsx"])
+    assert result.exit_code == 2 and "unknown --format 'xlsx' for logs rescore" in result.output
+    assert "csv, raven, audacity" in result.output
 
 
 def test_search_by_example_finds_its_own_window(season: dict[str, Path], example_bundle: Path,
