@@ -12,10 +12,9 @@ import typer
 from desk.cli_review import register as register_review_commands
 from desk.collect.database import connect
 from desk.collect.ingest import collect as collect_cards
-from desk.report.exports import FORMATS
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
-from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
+from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, FORMATS, parse_formats
 from edge.cli_support import renamed, report_errors, stderr
 from edge.errors import ConfigError
 from edge.model.bundle import open_bundle
@@ -60,8 +59,9 @@ def collect(
 @report_errors
 def export(
     db: DbOpt,
-    file_format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
-    out: Annotated[Path, typer.Option("--out", help="File (csv, parquet) or folder (raven, audacity).")],
+    file_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(FORMATS)))],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tables (a single csv or parquet: the file, "
+                                      "when its name ends .csv / .parquet).")],
 ) -> None:
     """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels."""
     con = connect(db, read_only=True)

@@ -1,28 +1,30 @@
-"""``logs export``: tidy CSV / Parquet with provenance, Raven selection tables, Audacity label tracks."""
+"""``logs export``: tidy CSV / Parquet with provenance, Raven selection tables, Audacity label tracks.
+
+Raven tables and Audacity tracks go through the one table writer (:mod:`edge.batch.tables`), row chunk by row
+chunk, so they share ``analyze``'s schema, and file names stay unique however units are named.
+"""
 
 from __future__ import annotations
 
-import csv
+import json
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from desk.collect.database import copy_table
-from edge.card.cardformat import safe_name
-from edge.errors import ConfigError
+from edge.batch.tables import FORMATS, RecordingTables, Selection, parse_formats
 
 if TYPE_CHECKING:
     import duckdb
 
-FORMATS = ("csv", "parquet", "raven", "audacity")
 DEFAULT_SAMPLE_RATE = 48_000
 """Model rate, used for boots whose manifest is missing."""
-RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                 "High Freq (Hz)", "Begin Path", "Begin File", "File Offset (s)", "Begin Date Time (UTC)", "Species",
-                 "Score", "Cosine", "Clock Sync")
-RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
-AUDACITY_SUFFIX = ".audacity-labels.txt"
+TIDY_NAME = "detections"
+"""File name (plus .csv / .parquet) of the tidy table when ``--out`` is a folder."""
+CHUNK_ROWS = 10_000
+"""Detections read from the database and written per table at a time."""
 
 ISO = "strftime({}, '%Y-%m-%dT%H:%M:%S.%gZ')"
 TIDY_QUERY = f"""(
@@ -46,6 +48,8 @@ class StreamExtent:
     sample_rate: int
     offset_s: float
     """Seconds of all earlier streams of this unit (Raven's cumulative time)."""
+    band_hz: tuple[float, float] = (0.0, DEFAULT_SAMPLE_RATE / 2)
+    """The band the unit's model heard (its boot records it), else 0 to Nyquist."""
 
     @property
     def name(self) -> str:
@@ -53,40 +57,67 @@ class StreamExtent:
 
 
 def export(con: duckdb.DuckDBPyConnection, file_format: str, out: Path) -> list[Path]:
-    """Write detections in ``file_format``; csv/parquet go to the file ``out``, raven/audacity to folder ``out``."""
-    if file_format not in FORMATS:
-        raise ConfigError(f"unknown export format {file_format!r}", f"use one of {', '.join(FORMATS)}")
-    if file_format in ("csv", "parquet"):
+    """Write detections in the ``--format`` types (comma-separated) into folder ``out``; a single csv or parquet
+    goes to the file ``out`` when its name ends so (``--out season.csv``)."""
+    formats = parse_formats(file_format, FORMATS, "logs export")
+    if len(formats) == 1 and formats[0] in ("csv", "parquet") and out.suffix == f".{formats[0]}":
         out.parent.mkdir(parents=True, exist_ok=True)
-        copy_table(con, TIDY_QUERY, out, file_format)
+        copy_table(con, TIDY_QUERY, out, formats[0])
         return [out]
     out.mkdir(parents=True, exist_ok=True)
-    streams = stream_extents(con)
-    return write_raven(con, streams, out) if file_format == "raven" else write_audacity(con, streams, out)
+    paths = []
+    for tidy in (f for f in formats if f in ("csv", "parquet")):
+        copy_table(con, TIDY_QUERY, out / f"{TIDY_NAME}.{tidy}", tidy)
+        paths.append(out / f"{TIDY_NAME}.{tidy}")
+    streams = stream_extents(con) if "raven" in formats or "audacity" in formats else {}
+    if "raven" in formats:
+        paths += write_raven(con, streams, out)
+    if "audacity" in formats:
+        paths += write_audacity(con, streams, out)
+    return paths
 
 
 def stream_extents(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, int], StreamExtent]:
     """Streams per unit in time order, each offset by the total length of the unit's earlier streams."""
     rows = con.execute(f"""
         SELECT s.unit_id, s.boot_id, s.stream, min(s.first_sample), max(s.last_sample), min(s.t),
-               coalesce(any_value(b.sample_rate), {DEFAULT_SAMPLE_RATE})
+               coalesce(any_value(b.sample_rate), {DEFAULT_SAMPLE_RATE}),
+               any_value(json_extract_string(b.boot_info, '$.band_hz'))
         FROM (SELECT unit_id, boot_id, stream, first_sample, last_sample, minute_utc AS t FROM effort UNION ALL
               SELECT unit_id, boot_id, stream, start_sample, end_sample, utc FROM detections) s
         LEFT JOIN boots b USING (unit_id, boot_id)
         GROUP BY ALL ORDER BY s.unit_id, min(s.t), s.boot_id, s.stream""").fetchall()
     extents = {}
     elapsed: dict[str, float] = defaultdict(float)
-    for unit, boot, stream, first, last, _, rate in rows:
-        extents[(unit, boot, stream)] = StreamExtent(unit, boot, stream, first, rate, elapsed[unit])
+    for unit, boot, stream, first, last, _, rate, band in rows:
+        extents[(unit, boot, stream)] = StreamExtent(unit, boot, stream, first, rate, elapsed[unit],
+                                                     tuple(json.loads(band)) if band else (0.0, rate / 2))
         elapsed[unit] += (last - first) / rate
     return extents
 
 
-def _detections(con: duckdb.DuckDBPyConnection) -> list[tuple]:  # type: ignore[type-arg]
-    return con.execute("""
-        SELECT unit_id, boot_id, stream, start_sample, end_sample, label, score, cosine, clock_sync,
-               strftime(utc, '%Y/%m/%d %H:%M:%S.%g')
-        FROM detections ORDER BY unit_id, utc, start_sample, label""").fetchall()
+def _detections(con: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:
+    """Every detection in unit and time order, :data:`CHUNK_ROWS` at a time from the database."""
+    con.execute("""
+        SELECT unit_id, boot_id, stream, start_sample, end_sample, label, score, clock_sync, utc
+        FROM detections ORDER BY unit_id, utc, start_sample, label""")
+    while chunk := con.fetchmany(CHUNK_ROWS):
+        yield from chunk
+
+
+def _runs(rows: Iterator[tuple[Any, ...]], key: Callable[[tuple[Any, ...]], Hashable]) \
+        -> Iterator[tuple[Any, list[tuple[Any, ...]]]]:
+    """Consecutive rows with the same ``key``, at most :data:`CHUNK_ROWS` per run."""
+    run: list[tuple[Any, ...]] = []
+    current: Hashable = None
+    for row in rows:
+        if run and (key(row) != current or len(run) >= CHUNK_ROWS):
+            yield current, run
+            run = []
+        current = key(row)
+        run.append(row)
+    if run:
+        yield current, run
 
 
 def _clips(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str, int], tuple[str, int]]:
@@ -106,48 +137,32 @@ def write_raven(con: duckdb.DuckDBPyConnection, streams: dict[tuple[str, str, in
     the others name their stream, which has no audio file of its own.
     """
     clips = _clips(con)
-    by_unit: dict[str, list[list[object]]] = defaultdict(list)
-    for unit, boot, stream_no, start, end, label, score, cosine, sync, when in _detections(con):
-        stream = streams[(unit, boot, stream_no)]
-        offset = (start - stream.first_sample) / stream.sample_rate
-        duration = (end - start) / stream.sample_rate
-        clip = clips.get((unit, boot, label, start))
-        audio, name, file_offset = ("", stream.name, offset) if clip is None else \
-            (clip[0], Path(clip[0]).name, (start - clip[1]) / stream.sample_rate)
-        rows = by_unit[unit]
-        rows.append([len(rows) + 1, "Spectrogram 1", 1, f"{stream.offset_s + offset:.3f}",
-                     f"{stream.offset_s + offset + duration:.3f}", 0, stream.sample_rate // 2, audio, name,
-                     f"{file_offset:.3f}", when, label, f"{score:.6g}", f"{cosine:.6g}", sync])
-    paths = []
-    for unit, rows in sorted(by_unit.items()):
-        path = folder / f"{safe_name(unit)}{RAVEN_SUFFIX}"
-        _write_tsv(path, RAVEN_COLUMNS, rows)
-        paths.append(path)
-    return paths
+    tables = RecordingTables(folder, ("raven",))
+    for unit, rows in _runs(_detections(con), lambda row: row[0]):
+        selections = []
+        for _, boot, stream_no, start, end, label, score, sync, when in rows:
+            stream = streams[(unit, boot, stream_no)]
+            offset = (start - stream.first_sample) / stream.sample_rate
+            clip = clips.get((unit, boot, label, start))
+            audio, name, file_offset = ("", stream.name, offset) if clip is None else \
+                (str(Path(clip[0]).resolve()), Path(clip[0]).name, (start - clip[1]) / stream.sample_rate)
+            selections.append(Selection(stream.offset_s + offset, stream.offset_s + offset + (end - start) /
+                                        stream.sample_rate, label, score, stream.band_hz, begin_path=audio,
+                                        begin_file=name, file_offset_s=file_offset, utc=when,
+                                        clock_sync=sync or ""))
+        tables.write(unit, unit, selections)
+    return tables.paths
 
 
 def write_audacity(con: duckdb.DuckDBPyConnection, streams: dict[tuple[str, str, int], StreamExtent],
                    folder: Path) -> list[Path]:
     """One Audacity label track per stream; times in seconds from the stream's first sample."""
-    by_stream: dict[StreamExtent, list[list[object]]] = defaultdict(list)
-    for unit, boot, stream_no, start, end, label, score, _, _, _ in _detections(con):
+    tables = RecordingTables(folder, ("audacity",))
+    for (unit, boot, stream_no), rows in _runs(_detections(con), lambda row: row[:3]):
         stream = streams[(unit, boot, stream_no)]
-        begin = (start - stream.first_sample) / stream.sample_rate
-        by_stream[stream].append([f"{begin:.6f}", f"{begin + (end - start) / stream.sample_rate:.6f}",
-                                  f"{label} ({score:.3g})"])
-    paths = []
-    for stream, rows in sorted(by_stream.items(), key=lambda item: (item[0].unit_id, item[0].offset_s)):
-        path = folder / f"{safe_name(stream.unit_id)}_{stream.name}{AUDACITY_SUFFIX}"
-        _write_tsv(path, None, rows)
-        paths.append(path)
-    return paths
+        tables.write(f"{unit}/{boot}/{stream_no}", f"{unit}_{stream.name}", [
+            Selection((start - stream.first_sample) / stream.sample_rate,
+                      (end - stream.first_sample) / stream.sample_rate, label, score, stream.band_hz)
+            for _, _, _, start, end, label, score, _, _ in rows])
+    return tables.paths
 
-
-def _write_tsv(path: Path, header: tuple[str, ...] | None, rows: list[list[object]]) -> None:
-    temp = path.with_name(f".tmp-{path.name}")
-    with open(temp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        if header:
-            writer.writerow(header)
-        writer.writerows(rows)
-    temp.replace(path)

@@ -146,9 +146,10 @@ class AnalysisWriter:
             sink.resume(worklog.sink_state(sink.name))
 
     def _identity(self, file_index: int) -> tuple[str, str]:
-        """(identity, display name) of a recording's tables: its full path and its stem."""
+        """(identity, display name) of a recording's tables: its absolute path (symlinks kept: two links to one
+        sound are two recordings of the run) and its stem."""
         path = self.files[file_index]
-        return str(path.resolve()), path.stem
+        return os.path.abspath(path), path.stem
 
     def _count(self, file_index: int, detections: int, error: str | None) -> None:
         self.totals.detections += detections
@@ -163,7 +164,7 @@ class AnalysisWriter:
 
     def _selections(self, piece: Piece, result: PieceResult) -> list[Selection]:
         start_utc = self._start_utc(piece.file_index)
-        path = piece.path.resolve()
+        path = Path(os.path.abspath(piece.path))
         return [Selection(d.start_sample / self.rate, d.end_sample / self.rate, d.label, d.score, self.band_hz,
                           rank=d.rank, cosine=d.cosine, p_correct=d.p_correct, begin_path=str(path),
                           begin_file=path.name,

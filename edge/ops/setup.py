@@ -132,6 +132,7 @@ def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: 
         "confirm": f"{config.analysis.confirm_n}/{config.analysis.confirm_m}",
         "window_s": config.analysis.window_s,
         "hop_s": config.analysis.hop_s,
+        "band_hz": [bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max],
         "runtime": {"biolingual-edge": __version__, "python": platform.python_version()},
         "power": power or {},
         "config": config.model_dump(mode="json"),

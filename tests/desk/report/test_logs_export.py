@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import crowsetta
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from desk.collect.ingest import collect
+from edge.batch.tables import RAVEN_COLUMNS
 from edge.card.cardlog import CardLog, UnitIdentity
 from edge.cli import app
 from tests.cardlog_support import HOP, RATE, T0, event_at, write_card
@@ -48,7 +50,8 @@ def test_raven_tables_use_cumulative_begin_time_and_per_stream_file_offset(two_s
     assert float(second["Begin Time (s)"]) == pytest.approx(120.0), "2 minutes of stream 1 precede it"
     assert second["Begin File"].endswith("_s2") and rows[0]["Begin File"].endswith("_s1")
     assert float(rows[22]["End Time (s)"]) - float(rows[22]["Begin Time (s)"]) == pytest.approx(10.0)
-    assert rows[0]["Begin Date Time (UTC)"] == "2024/05/01 21:00:00.000"
+    assert rows[0]["Begin Date Time (UTC)"] == "2024/05/01 21:00:00.000" and rows[0]["Clock Sync"] == "ntp"
+    assert list(rows[0]) == list(RAVEN_COLUMNS)  # analyze's schema
 
 
 def test_audacity_labels_one_track_per_stream_in_stream_seconds(two_stream_db: Path, tmp_path: Path) -> None:
@@ -73,9 +76,33 @@ def test_tidy_csv_has_provenance_for_every_row(two_stream_db: Path, tmp_path: Pa
 
 
 def test_unknown_export_format_is_one_clear_line(two_stream_db: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["logs", "export", "--db", str(two_stream_db), "--format", "xlsx",
+    result = runner.invoke(app, ["logs", "export", "--db", str(two_stream_db), "--format", "csv,xlsx",
                                  "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "unknown export format" in result.output
+    assert result.exit_code == 2 and "unknown --format 'xlsx' for logs export" in result.output
+    assert "hint: logs export writes csv, raven, audacity, parquet" in result.output
+
+
+def test_units_whose_names_sanitise_alike_get_their_own_tables(tmp_path: Path) -> None:
+    """``u1`` and ``u1_`` are one file name on a card; once they overwrote each other's table."""
+    write_card(tmp_path / "a", "u1", minutes=1, boot_info={"band_hz": [50.0, 14000.0]})
+    write_card(tmp_path / "b", "u1_", minutes=2)
+    db = tmp_path / "db.duckdb"
+    collect([tmp_path / "a", tmp_path / "b"], db)
+    out = tmp_path / "all"
+    invoke("export", "--db", str(db), "--format", "raven,audacity,csv,parquet", "--out", str(out))
+    raven = sorted(out.glob("*.BioLingual.selection.table.txt"))
+    tracks = sorted(out.glob("*.audacity-labels.txt"))
+    assert len(raven) == 2 and len(tracks) == 2
+    assert (out / "detections.csv").exists() and (out / "detections.parquet").read_bytes()[:4] == b"PAR1"
+    loaded = {path.name: crowsetta.formats.by_name("raven").from_file(path, annot_col="Species") for path in raven}
+    assert sorted(len(table.to_bbox()) for table in loaded.values()) == [11, 23]  # 1 and 2 minutes of windows
+    one = loaded["u1.BioLingual.selection.table.txt"].to_bbox()[0]
+    assert (one.low_freq, one.high_freq) == (50.0, 14000.0)  # the band the unit's model heard
+    other = next(table for name, table in loaded.items() if name != "u1.BioLingual.selection.table.txt")
+    assert other.to_bbox()[0].high_freq == RATE / 2  # a boot that did not record its band: 0 to Nyquist
+    for track in tracks:
+        labels = crowsetta.formats.by_name("aud-seq").from_file(track)
+        assert len(labels.labels) in (11, 23) and labels.labels[0] == "toad (1.5)"
 
 
 def test_summary_table_and_plots(two_stream_db: Path, tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 import soundfile as sf
 from typer.testing import CliRunner
 
-from edge.batch.tables import RAVEN_COLUMNS, RAVEN_SUFFIX
+from edge.batch.tables import AUDACITY_SUFFIX, RAVEN_COLUMNS, RAVEN_SUFFIX
 from edge.cli import app
 from edge.model.bundle import sha256_file
 from edge.scoring.labels import read_labels
+from tests.conftest import TOAD
 
 runner = CliRunner()
 PYKANTO = "nilomr__pykanto/20210502_040000.WAV"
@@ -88,3 +89,31 @@ def test_rerun_into_the_same_folder_leaves_no_stale_tables(example_bundle: Path,
     assert (out / "my-notes.txt").read_text() == "kept"
     assert json.loads((out / "run.json").read_text())["threshold"] == -1000
     shutil.rmtree(card)
+
+
+def test_recordings_sharing_a_name_get_their_own_tables_in_every_format(
+        example_bundle: Path, example_labels: tuple[Path, Path], shared_audio: Path, tmp_path: Path) -> None:
+    """``a/x.wav`` and ``b/x.wav`` once shared a table name; now the second's name carries a hash of its path."""
+    import crowsetta
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.wav").symlink_to(shared_audio / TOAD)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(tmp_path / "a"), str(tmp_path / "b"), "--labels",
+                                 str(example_labels[0]), "--bundle", str(example_bundle), "--out", str(out),
+                                 "--format", "raven,audacity"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "detections.csv").exists()  # not asked for
+    tables = sorted(out.glob("*" + RAVEN_SUFFIX), key=lambda p: len(p.name))
+    assert [p.name for p in tables][0] == "x" + RAVEN_SUFFIX and len(tables) == 2
+    begin_paths = []
+    for table in tables:
+        loaded = crowsetta.formats.by_name("raven").from_file(table, annot_col="Species")
+        begin_paths.append(set(loaded.df["Begin Path"]))
+        box = loaded.to_bbox()[0]
+        assert [box.low_freq, box.high_freq] == json.loads((out / "run.json").read_text())["raven_band_hz"]
+        track = crowsetta.formats.by_name("aud-seq").from_file(table.with_name(
+            table.name.replace(RAVEN_SUFFIX, AUDACITY_SUFFIX)))
+        assert len(track.labels) == len(loaded.df) and track.end_times[0] == loaded.to_bbox()[0].offset
+    assert begin_paths == [{str(tmp_path / "a" / "x.wav")}, {str(tmp_path / "b" / "x.wav")}]  # links, not target
