@@ -18,7 +18,9 @@ from desk.archive.windows import open_store
 from desk.collect.database import connect
 from desk.collect.ingest import collect
 from edge.batch.analyze import AnalyzeOptions, analyze_paths
+from edge.batch.tables import RAVEN_COLUMNS
 from edge.cli import app
+from edge.model.bundle import open_bundle
 
 REPO = Path(__file__).resolve().parents[3]
 RATE = 48_000
@@ -214,6 +216,15 @@ def test_rescore_with_the_unit_config_reproduces_the_units_events(example_bundle
                  round(float(r["score"]), 4)) for r in rows(tmp_path / "rescored" / "detections.csv")]
     assert [r[:3] for r in rescored] == [r[:3] for r in logged]
     np.testing.assert_allclose([r[3] for r in rescored], [r[3] for r in logged], atol=5e-3)
+    cli("logs", "export", "--db", str(db), "--format", "raven", "--out", str(tmp_path / "exported"))
+    (exported,) = (tmp_path / "exported").iterdir()
+    (stream_table,) = (tmp_path / "rescored").glob("*.selection.table.txt")
+    frontend = open_bundle(example_bundle).manifest.frontend
+    for table in (exported, stream_table):  # the unit's own events and the rescored ones: one schema, one band
+        loaded = crowsetta.formats.by_name("raven").from_file(table, annot_col="Species")
+        assert [b.label for b in loaded.to_bbox()] == [r[0] for r in logged]
+        assert {(b.low_freq, b.high_freq) for b in loaded.to_bbox()} == {(frontend.f_min, frontend.f_max)}
+        assert table.read_text().splitlines()[0].split("\t") == list(RAVEN_COLUMNS)
 
 
 def test_half_precision_cosines_match_numpy() -> None:
