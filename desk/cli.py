@@ -175,7 +175,7 @@ def search(
     where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
                          until=_utc_option(until, "--to"))
     hits = search_archive(db, opened, query, top, where, prefilter)
-    for path in write_hits(hits, out, opened, clips):
+    for path in write_hits(hits, out, opened, clips, text if text is not None else f"like {example}"):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")
 

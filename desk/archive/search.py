@@ -19,16 +19,15 @@ import numpy as np
 from desk.archive.rescore import model_filter
 from desk.archive.windows import EVERY_WINDOW, WindowFilter, normalised, open_store, require_windows
 from desk.collect.database import CollectError
-from edge.batch.tables import seconds
+from edge.batch.tables import RAVEN_SUFFIX, RavenTable, Selection, seconds
 from edge.errors import AudioError, ConfigError, EdgeError
 from edge.model.bundle import Bundle
 
 HITS_CSV = "hits.csv"
 HITS_COLUMNS = ("rank", "score", "window_id", "unit_id", "start_utc", "end_utc", "recording", "start_s", "end_s",
                 "source_path", "source_offset_s")
-RAVEN_TABLE = "hits.BioLingual.selection.table.txt"
-RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                 "High Freq (Hz)", "Begin File", "File Offset (s)", "Rank", "Score", "Unit", "Begin UTC")
+RAVEN_TABLE = "hits" + RAVEN_SUFFIX
+"""The hits in ``analyze``'s Raven schema (Species: the query; Score: the cosine; one row per hit, in rank order)."""
 CLIPS_DIR = "clips"
 
 
@@ -123,17 +122,16 @@ def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray
     return np.asarray(labels.text_embeddings(model, LabelList((text,), ("",)), ("{common}",))[0], np.float32)
 
 
-def write_hits(hits: list[Hit], out_dir: Path, bundle: Bundle, clips: bool) -> list[Path]:
+def write_hits(hits: list[Hit], out_dir: Path, bundle: Bundle, clips: bool, query: str = "search hit") -> \
+        list[Path]:
     """``hits.csv``, a Raven table with file offsets, and with ``clips`` each hit's audio where the file exists."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    low, high = bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max
+    band = (bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
     written = [out_dir / HITS_CSV, out_dir / RAVEN_TABLE]
-    with open(written[0], "w", newline="", encoding="utf-8") as table, \
-            open(written[1], "w", newline="", encoding="utf-8") as raven_file:
+    raven = RavenTable(written[1])
+    with open(written[0], "w", newline="", encoding="utf-8") as table:
         rows = csv.writer(table)
         rows.writerow(HITS_COLUMNS)
-        raven = csv.writer(raven_file, delimiter="\t", lineterminator="\n")
-        raven.writerow(RAVEN_COLUMNS)
         for hit in hits:
             m, rate = hit.meta, int(hit.meta["sample_rate"])
             offset = "" if m["source_offset"] is None else seconds(int(m["source_offset"]), rate)
@@ -141,10 +139,11 @@ def write_hits(hits: list[Hit], out_dir: Path, bundle: Bundle, clips: bool) -> l
             rows.writerow([hit.rank, f"{hit.score:.6f}", m["window_id"], m["unit_id"], start_utc, _iso(m["end_utc"]),
                            m["recording"], seconds(int(m["start"]), rate), seconds(int(m["stop"]), rate),
                            m["source_path"] or "", offset])
-            raven.writerow([hit.rank, "Spectrogram 1", 1, seconds(int(m["start"]), rate),
-                            seconds(int(m["stop"]), rate), f"{low:g}", f"{high:g}", m["source_path"] or m["recording"],
-                            offset or seconds(int(m["start"]), rate), hit.rank, f"{hit.score:.6f}", m["unit_id"],
-                            start_utc])
+            source = m["source_path"] or ""
+            raven.write([Selection(int(m["start"]) / rate, int(m["stop"]) / rate, query, hit.score, band, rank=hit.rank,
+                                   cosine=hit.score, begin_path=source, begin_file=Path(source).name if source else
+                                   m["recording"], utc=m["start_utc"])])
+    raven.close()
     if clips:
         written += _cut_clips(hits, out_dir / CLIPS_DIR, bundle.manifest.frontend.sampling_rate)
     return written

@@ -149,6 +149,11 @@ def test_search_by_example_finds_its_own_window(season: dict[str, Path], example
         if start_s == 40.0:
             assert float(hits[0]["source_offset_s"]) == 40.0 and float(hits[0]["score"]) > 0.999
         assert len(list((out / "clips").glob("*.wav"))) == 3
+        raven = crowsetta.formats.by_name("raven").from_file(out / "hits.BioLingual.selection.table.txt",
+                                                             annot_col="Species")
+        assert [box.onset for box in raven.to_bbox()] == [float(h["start_s"]) for h in hits]  # analyze's schema
+        assert raven.to_bbox()[0].label == f"like {season['recording']}@{start_s}"
+        assert set(raven.df["Begin Path"]) == {str(season["recording"])}
     cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
         f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "prefiltered"), "--prefilter")
     assert rows(tmp_path / "prefiltered" / "hits.csv")[0]["source_offset_s"] == "40.000"
