@@ -120,7 +120,11 @@ def analyze(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT instead of starting over.")]
     = False,
     embeddings: Annotated[Path | None, typer.Option(
-        help="Also archive every window's embedding in this folder (for `logs collect`, rescore, search).")] = None,
+        help="Also archive every window's embedding in this folder, with each recording's effort, as a season "
+        "for `logs collect` (rescore, search, report).")] = None,
+    unit_id: Annotated[str | None, typer.Option(
+        "--unit-id", help="Recorder/site id of every recording in --embeddings (default: each recording's "
+        "folder name, i.e. one folder per site).")] = None,
     head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
                                                    "(repeatable; made by `logs train-head`).")] = None,
     formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(ANALYZE_FORMATS)))]
@@ -129,7 +133,7 @@ def analyze(
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
-                             force_precision=force_precision, embeddings_dir=embeddings,
+                             force_precision=force_precision, embeddings_dir=embeddings, unit_id=unit_id,
                              heads=tuple(head or ()), formats=parse_formats(formats, ANALYZE_FORMATS, "analyze"))
     run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address,
                              piece_s=_piece_seconds(piece_seconds, old_piece_seconds), resume=resume)

@@ -24,7 +24,7 @@ from edge.card.cardformat import (
 from edge.card.guano import read_guano
 from edge.card.segments import read_csv_segment, read_jsonl_segment
 
-SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(?P<boot>[^_/]+)_(\d{3})\.(csv|jsonl)(\.part)?$")
+SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(?P<boot>[^_/]+)_(\d{3,})\.(csv|jsonl)(\.part)?$")
 DETECTION_KEY = ("unit_id", "boot_id", "stream", "start_sample", "label")
 EFFORT_KEY = ("unit_id", "boot_id", "stream", "minute_utc", "first_sample")
 NOT_UTF8 = "\ufffd"

@@ -91,6 +91,25 @@ def truncation_warning(path: Path) -> str | None:
             f"({100 * present / declared:.0f}%); analysing what is there (re-copy it from the card)")
 
 
+ULTRASONIC_FACTOR = 4
+"""A recording whose Nyquist frequency is this many times the model's top frequency or more holds mostly sound
+the model never hears (a 384 kHz bat recording against a 14 kHz model band): warned about, by name."""
+
+
+def band_warning(path: Path, model_max_hz: float) -> str | None:
+    """A one-line warning naming ``path`` when it was recorded far above the band the model hears."""
+    try:
+        rate = int(sf.info(str(path)).samplerate)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        return None  # an unreadable file is reported when it is analysed
+    nyquist = rate / 2
+    if nyquist < ULTRASONIC_FACTOR * model_max_hz:
+        return None
+    return (f"{path} was recorded at {rate} Hz: everything from {model_max_hz:.0f} to {nyquist:.0f} Hz (bat "
+            f"echolocation, ultrasonic insects) is lost, the model hears only up to {model_max_hz:.0f} Hz; "
+            "detections in this file cover audible sound only")
+
+
 def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
                 channel: int | None = None, warn_truncated: bool = True) -> Iterator[AudioChunk]:
     """Decode, downmix and resample a file to ``target_rate``; yields contiguous chunks from sample 0.

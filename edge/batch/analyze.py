@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.audio.files import find_audio_files, truncation_warning
+from edge.audio.files import band_warning, find_audio_files, truncation_warning
 from edge.audio.recording_time import recording_start_utc
 from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, PieceResult
 from edge.batch.pieces import DEFAULT_PIECE_S, Piece, WindowGrid, plan_pieces
@@ -20,7 +20,8 @@ from edge.batch.pool import available_cores, run_local, split_threads
 from edge.batch.run_record import run_record, write_run_record
 from edge.batch.tables import parse_formats, remove_stale_tables
 from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprint
-from edge.card.embeddings import FileEmbeddingArchive, embedding_spec
+from edge.card.embeddings import FileEmbeddingArchive, embedding_spec, file_boot_id
+from edge.card.recording_log import RecordingSeasonLog, folder_unit
 from edge.errors import AudioError, ConfigError
 from edge.model.bundle import open_bundle
 from edge.model.precision_gate import check_precision, model_key
@@ -79,6 +80,11 @@ def _check_choices(options: AnalyzeOptions) -> None:
     if options.top_k < 1 or options.batch < 1:
         raise ConfigError("--top-k and --batch must be at least 1", "pass positive integers")
     parse_formats(",".join(options.formats), ANALYZE_FORMATS, "analyze")
+    if options.unit_id is not None and options.embeddings_dir is None:
+        raise ConfigError("--unit-id names the recorder of an --embeddings season", "add --embeddings DIR")
+    if options.unit_id is not None and (not options.unit_id.strip() or not options.unit_id.isprintable()):
+        raise ConfigError(f"--unit-id {options.unit_id!r} is empty or has control characters",
+                          "pass a short printable id, e.g. the site name")
 
 
 def _check_timing(options: AnalyzeOptions, max_window_s: float) -> None:
@@ -130,6 +136,13 @@ def _installed_engine(name: str) -> Callable[..., Iterator[PieceResult]]:
     return engine
 
 
+def _season_settings(model_id: str, labels_key: str, options: AnalyzeOptions) -> dict[str, object]:
+    """What every recording of an ``--embeddings`` season was analysed with (its boots' settings)."""
+    return {"source": "analyze", "model": model_id, "labels_key": labels_key, "window_s": options.window_s,
+            "hop_s": options.hop_s, "threshold": options.threshold, "top_k": options.top_k,
+            "score_mode": options.score_mode, "precision": options.precision, "heads": list(options.heads)}
+
+
 def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_dir: Path, options: AnalyzeOptions,
                   on_progress: ProgressCallback | None = None, run: RunOptions | None = None,
                   sinks: Sequence[PieceSink] = (), keep_embeddings: bool = False) -> AnalyzeResult:
@@ -156,8 +169,15 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     pieces = plan_pieces(files, rate, grid, round(run.piece_s * rate))
     workers, threads = _workers_and_threads(run, options.threads)
     archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    season_log = None
     if options.embeddings_dir is not None and archive_spec is not None:
-        sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc)]
+        unit_of = folder_unit if options.unit_id is None else (lambda _: str(options.unit_id))
+        model_sha = archive_spec.model_sha256
+        season_log = RecordingSeasonLog(
+            options.embeddings_dir, rate, recording_start_utc, unit_of, lambda p: file_boot_id(p, model_sha),
+            _season_settings(bundle.manifest.model_id, labels.key, options), options.threshold is not None)
+        sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc,
+                                              unit_of), season_log]
         keep_embeddings = True
     spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
                         verify_bundle=run.engine == "ray")
@@ -171,7 +191,8 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                             options.formats)
     result = AnalyzeResult(None if writer.csv is None else writer.csv.path, pieces=len(pieces),
                            pieces_resumed=worklog.done,
-                           warnings=[w for path in files if (w := truncation_warning(path))])
+                           warnings=[w for path in files for w in (truncation_warning(path),
+                                                                   band_warning(path, frontend_params.f_max)) if w])
     try:
         todo = pieces[worklog.done :]
         for piece, unit_result in zip(todo, _results(spec, todo, run, workers)):
@@ -180,6 +201,10 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                 on_progress(piece.index + 1, len(pieces), piece.path.name)
     finally:
         writer.close()
+    if season_log is not None and season_log.undated:
+        result.warnings.append(f"{len(season_log.undated)} recording(s) have no start time ({season_log.undated[0]}"
+                               f"{' ...' if len(season_log.undated) > 1 else ''}): their windows are archived but "
+                               "add no effort to the season; name them YYYYMMDD_HHMMSS.wav (UTC) as AudioMoth does")
     result.detections = writer.totals.detections
     result.failures = list(writer.totals.failures.values())
     result.files_ok = len(files) - len(writer.totals.failures)

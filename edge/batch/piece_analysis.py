@@ -36,7 +36,10 @@ class AnalyzeOptions:
     force_precision: bool = False
     """Use a precision even if its parity report is missing or failed."""
     embeddings_dir: Path | None = None
-    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``)."""
+    """Also archive every window's embedding here (``embeddings/*.emb``, for ``logs collect``), with the card log
+    of each recording (effort, detections) so the folder is collected as a season (``edge/card/recording_log.py``)."""
+    unit_id: str | None = None
+    """Recorder/site id of every recording in that season; None: each recording's folder name."""
     heads: tuple[str, ...] = ()
     """Trained heads of the bundle scored next to the label list (``logs train-head --name``)."""
     formats: tuple[str, ...] = DEFAULT_FORMATS

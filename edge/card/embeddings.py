@@ -36,7 +36,10 @@ MAX_PENDING_EMBEDDINGS = 1024
 """Batches of embeddings held in memory while the card cannot be written (≈ 4 MiB at 4 windows of 512-d fp16
 per batch); beyond this the oldest are dropped (counted like every other record kind)."""
 FILE_ARCHIVE_UNIT = "recordings"
-"""``unit_id`` of windows archived by ``analyze --embeddings`` (their key is the file path and offset)."""
+"""``unit_id`` of windows archived by :meth:`FileEmbeddingArchive.write_segment` when no unit is named
+(``analyze --embeddings`` names each recording's site; the key is the file path and offset)."""
+RECORDING_CLOCK = "rtc"
+"""Clock state of a dated recording's windows: its start comes from the recorder's own clock."""
 FILE_BOOT_HASH_CHARS = 16
 UNKNOWN_DAY = "unknown"
 """Day part of a recording's segment name when its start time is not known."""
@@ -102,11 +105,14 @@ class FileEmbeddingArchive:
     name = "embeddings"
 
     def __init__(self, out_dir: Path, sample_rate: int, spec: EmbeddingSpec,
-                 start_utc: Callable[[Path], datetime | None]) -> None:
+                 start_utc: Callable[[Path], datetime | None],
+                 unit_of: Callable[[Path], str] = lambda _: FILE_ARCHIVE_UNIT) -> None:
         self.folder = out_dir / EMBEDDINGS_DIR
         self.sample_rate = sample_rate
         self.spec = spec
         self.start_utc = start_utc
+        self.unit_of = unit_of
+        """The unit (site) a recording's windows are filed under."""
         make_dirs(self.folder)
 
     def resume(self, state: Any) -> None:
@@ -128,7 +134,7 @@ class FileEmbeddingArchive:
                       vectors: np.ndarray, part: int = 0) -> Path:
         """Store windows of ``source`` (offsets at the model rate) from sample ``part`` on; returns the segment."""
         boot = file_boot_id(source, self.spec.model_sha256)
-        header = SegmentHeader(FILE_ARCHIVE_UNIT, "", boot, self.sample_rate, self.spec.dim, self.spec.dtype,
+        header = SegmentHeader(self.unit_of(source), "", boot, self.sample_rate, self.spec.dim, self.spec.dtype,
                                self.spec.model_sha256, source_path=str(source.resolve()),
                                source_start_utc=start_utc.isoformat() if start_utc else None)
         offsets = np.asarray(starts, np.int64)
@@ -139,6 +145,7 @@ class FileEmbeddingArchive:
         day = start_utc.date().isoformat() if start_utc else UNKNOWN_DAY
         path = self.folder / f"{day}_{boot}_{part:012d}.{EXTENSION}"
         vectors = np.asarray(vectors, np.float32).reshape(len(starts), self.spec.dim)
-        atomic_write(path, header.encode() + encode_records(header, 1, "unsynchronised", offsets,
+        clock_sync = "unsynchronised" if start_utc is None else RECORDING_CLOCK
+        atomic_write(path, header.encode() + encode_records(header, 1, clock_sync, offsets,
                                                             np.asarray(ends, np.int64), utc_us, vectors))
         return path
