@@ -35,8 +35,15 @@ def register(app: typer.Typer) -> None:
         per_label: Annotated[int, typer.Option("--per-label", help="Windows to review per label.")] = 40,
         bins: Annotated[int, typer.Option(help="Score bins the sample is spread across.")] = 5,
         seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 0,
+        detections: Annotated[bool, typer.Option(
+            "--detections", help="Review the units' own detections (across units) instead of sampled windows.")]
+        = False,
     ) -> None:
-        """Sample archived windows per label across score bins; review them by ear in review.html."""
+        """Sample archived windows (or the units' detections) per label across score bins; review them by ear in
+        review.html."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from desk.review.detections import detections_for_review
         from desk.review.page import sample_for_review, write_review_csv, write_review_page
         from edge.model.bundle import open_bundle
         from edge.scoring.confidence import space_sha256
@@ -46,11 +53,21 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--per-label and --bins must be at least 1", "pass positive integers")
         opened = open_bundle(bundle)
         label_list = read_labels(labels)
-        items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed)
+        if detections:
+            items, missing = detections_for_review(db, opened, label_list, labels, per_label, bins, seed)
+            if missing:
+                stderr.print(f"warning: {missing} detection(s) have no archived window (embeddings off or not "
+                             "collected); they cannot be reviewed")
+        else:
+            items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed)
         out.mkdir(parents=True, exist_ok=True)
         sha = space_sha256(opened)
         write_review_csv(out / "review.csv", items, label_list.key, sha)
-        write_review_page(out / "review.html", items, label_list.key, sha)
+        with Progress(TextColumn("cutting audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=stderr, transient=True) as progress:
+            task = progress.add_task("review", total=len(items))
+            write_review_page(out / "review.html", items, label_list.key, sha,
+                              lambda done, total: progress.update(task, completed=done))
         stderr.print(f"{len(items)} window(s) to review -> {out / 'review.html'} (download the filled review.csv, "
                      f"then `biolingual-edge logs fit-confidence --review review.csv --out confidence.json`)")
 

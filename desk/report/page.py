@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from desk.pages import content_security_policy, embedded_json
 from desk.report.clips import select_clips
 from desk.report.confidence import load_confidence
 from desk.report.effort_strip import SLOT_MIN, STATE_NAMES, boot_spans, minute_states, slot_states
@@ -130,13 +130,14 @@ def _score_histograms(con: duckdb.DuckDBPyConnection) -> tuple[float, float, dic
 
 
 def render_html(title: str, payload: dict[str, Any]) -> str:
-    """The template with style, script and data inlined; ``<`` in the data is escaped so it cannot end the tag."""
+    """The template with style, script and data inlined under a CSP that allows only that script (by hash);
+    ``<`` in the data is escaped so it cannot end the tag."""
     static = resources.files("desk.report") / "static"
-    data = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    escaped = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    script = (static / "report.js").read_text(encoding="utf-8")
+    escaped = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     page = (static / "report.html").read_text(encoding="utf-8")
-    for key, value in (("__STYLE__", (static / "report.css").read_text(encoding="utf-8")),
-                       ("__SCRIPT__", (static / "report.js").read_text(encoding="utf-8")),
-                       ("__TITLE__", escaped)):
+    for key, value in (("__CSP__", content_security_policy(script)),
+                       ("__STYLE__", (static / "report.css").read_text(encoding="utf-8")),
+                       ("__SCRIPT__", script), ("__TITLE__", escaped)):
         page = page.replace(key, value)
-    return page.replace("__DATA__", data)
+    return page.replace("__DATA__", embedded_json(payload))

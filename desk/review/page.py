@@ -9,6 +9,7 @@ logistic fit of ``logs fit-confidence`` sees low, middle and high scores. Output
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ WINDOW_AUDIO_SQL = """
     QUALIFY row_number() OVER (PARTITION BY w.window_id ORDER BY c.path) = 1"""
 """Per picked window (metadata from the archive) its audio: the recording it was analysed from, else a card clip
 that covers it (seconds)."""
-AUDIO_COLUMNS = ("window_id", "unit_id", "boot_id", "start_utc", "end_utc", "source_path", "source_offset",
-                 "start_sample", "end_sample", "sample_rate")
+AUDIO_COLUMNS = ("window_id", "unit_id", "boot_id", "stream", "start_utc", "end_utc", "source_path",
+                 "source_offset", "start_sample", "end_sample", "sample_rate", "model_sha256")
 REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
                   "audio", "verdict", "labels_key", "model_sha256", "score_mode")
 
@@ -53,6 +54,9 @@ class ReviewItem:
     """Recording (or card clip) holding the window's audio; '' when only its embedding exists."""
     source_start_s: float | None
     length_s: float
+    window_key: str = ""
+    """The window's identity in the archive (space, unit, boot, stream, start sample): what the page keys a
+    verdict by, the same in every database that holds this window (window ids restart at 1 in each)."""
 
 
 def stratified_sample(scores: np.ndarray, per_label: int, bins: int, rng: np.random.Generator) -> np.ndarray:
@@ -90,14 +94,23 @@ def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: 
                  for col, name in enumerate(scorer.label_set.names)}
         picked = store.windows(sorted({int(i) for chosen in picks.values() for i in chosen}), AUDIO_COLUMNS)
     meta = window_audio(db, picked)
+    keys = window_keys(picked)
     position = {int(w): i for i, w in enumerate(window_ids)}
     items = []
     for col, name in enumerate(scorer.label_set.names):
         for wid in picks[name]:
             unit, start, end, source, source_start_s, length_s = meta[int(wid)]
             items.append(ReviewItem(int(wid), unit, start, end, name, float(all_scores[position[int(wid)], col]),
-                                    source or "", source_start_s, length_s))
+                                    source or "", source_start_s, length_s, keys[int(wid)]))
     return items
+
+
+def window_keys(picked: Any) -> dict[int, str]:
+    """Window id -> its identity in the archive, ``space|unit|boot|stream|start_sample`` (``picked``: an Arrow
+    table of :data:`AUDIO_COLUMNS`)."""
+    columns = [picked[name].to_pylist() for name in ("window_id", "model_sha256", "unit_id", "boot_id", "stream",
+                                                     "start_sample")]
+    return {int(wid): "|".join(map(str, rest)) for wid, *rest in zip(*columns)}
 
 
 def window_audio(db: Path, picked: Any) -> dict[int, tuple[Any, ...]]:
@@ -131,18 +144,33 @@ def write_review_csv(path: Path, items: list[ReviewItem], labels_key: str, model
         writer.writerows(review_row(item, labels_key, model_sha256) for item in items)
 
 
-def write_review_page(path: Path, items: list[ReviewItem], labels_key: str, model_sha256: str) -> None:
-    """``review.html``: every window's audio and spectrogram inlined; verdicts download as ``review.csv``."""
-    import json
+def write_review_page(path: Path, items: list[ReviewItem], labels_key: str, model_sha256: str,
+                      on_progress: Callable[[int, int], None] | None = None) -> None:
+    """``review.html``: every window's audio (MP3) and spectrogram inlined, under a CSP that runs only the
+    page's own script; verdicts download as ``review.csv``. ``on_progress(done, total)`` after each window."""
     from importlib.resources import files
 
+    from desk.pages import content_security_policy, embedded_json
     from desk.review.snippets import snippet
 
     rows = []
-    for item in items:
-        clip = snippet(Path(item.source_path), item.source_start_s or 0.0, item.length_s) if item.source_path else None
-        rows.append({**review_row(item, labels_key, model_sha256), "audio_uri": clip.audio_uri if clip else None,
+    cut: dict[tuple[str, float | None, float], Any] = {}
+    for done, item in enumerate(items, 1):
+        where = (item.source_path, item.source_start_s, item.length_s)
+        if where not in cut:  # a window reviewed for several labels is cut once
+            cut[where] = snippet(Path(item.source_path), item.source_start_s or 0.0, item.length_s) \
+                if item.source_path else None
+        clip = cut[where]
+        rows.append({**review_row(item, labels_key, model_sha256), "window_key": item.window_key,
+                     "audio_uri": clip.audio_uri if clip else None,
                      "spectrogram": clip.spectrogram_uri if clip else None})
-    payload = json.dumps({"columns": list(REVIEW_COLUMNS), "rows": rows, "labels_key": labels_key})
-    template = files("desk.review").joinpath("templates/review.html").read_text(encoding="utf-8")
-    path.write_text(template.replace("__REVIEW_DATA__", payload.replace("</", "<\\/")), encoding="utf-8")
+        if on_progress is not None:
+            on_progress(done, len(items))
+    templates = files("desk.review").joinpath("templates")
+    script = templates.joinpath("review.js").read_text(encoding="utf-8")
+    page = templates.joinpath("review.html").read_text(encoding="utf-8")
+    page = page.replace("__CSP__", content_security_policy(script)).replace("__SCRIPT__", script)
+    payload = embedded_json({"columns": list(REVIEW_COLUMNS), "rows": rows, "labels_key": labels_key})
+    temp = path.with_name(f".tmp-{path.name}")
+    temp.write_text(page.replace("__REVIEW_DATA__", payload), encoding="utf-8")
+    temp.replace(path)

@@ -510,6 +510,7 @@ async function main() {
     `Generated ${DATA.generated_utc}.` + (DATA.left_out ? ` ${DATA.left_out} record(s) with implausible clock ` +
     "times are left out (see the clock findings)." : "");
   for (const id of ["f-unit", "f-species", "f-from", "f-to", "f-time"]) $(id).addEventListener("change", render);
+  $("filters").addEventListener("submit", (e) => e.preventDefault());
   $("f-reset").addEventListener("click", () => { $("filters").reset(); history.replaceState(null, "", " "); render(); });
   for (const id of ["heat-days", "heat-hours"]) {
     $(id).addEventListener("mousemove", tooltip);

@@ -73,9 +73,6 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
     page.goto((archive["out"] / "review.html").as_uri())
     items = page.locator("section.item")
     assert items.count() == 2 * PER_LABEL
-    sources = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
-    assert len(sources) == 2 * PER_LABEL and all(s.startswith("data:audio/wav;base64,") for s in sources)
-    assert page.eval_on_selector_all("img", "els => els.every(e => e.naturalWidth > 0)")
     # The reviewer's rule: a toad window is right when it scores in the upper half; night is never right.
     scores = [(label, float(score)) for label, score in
               page.eval_on_selector_all("section.item", "els => els.map(e => [e.querySelector('b').textContent, "
@@ -87,6 +84,10 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
             page.keyboard.press("k")  # go back and change the first verdict: the last key wins
             page.keyboard.press("y" if label == "toad" and score >= toad_median else "n")
     assert page.locator("#progress").text_content() == f"{2 * PER_LABEL} / {2 * PER_LABEL} reviewed"
+    # every window visited has its audio (MP3 at a rate the model hears) and spectrogram attached
+    sources = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
+    assert len(sources) == 2 * PER_LABEL and all(s.startswith("data:audio/mpeg;base64,") for s in sources)
+    assert page.eval_on_selector_all("img", "els => els.every(e => e.complete && e.naturalWidth > 0)")
     with page.expect_download() as download:
         page.click("#download")
     filled = tmp_path / "review.csv"
