@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from desk.cli_live import register as register_live_command
 from desk.cli_review import register as register_review_commands
 from desk.collect.database import connect
 from desk.collect.ingest import collect as collect_cards
@@ -26,6 +27,7 @@ logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export an
                        no_args_is_help=True, add_completion=False)
 
 register_review_commands(logs_app)
+register_live_command(logs_app)
 
 RESCORE_FORMATS = ("csv", "raven", "audacity")
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]

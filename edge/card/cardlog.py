@@ -228,6 +228,22 @@ class CardLog:
             self.event("clip_failed", sample=event.start_sample, label=event.label, errno=e.errno, error=str(e))
             return None
 
+    def utc_of(self, sample: int) -> datetime | None:
+        """Wall-clock time of ``sample`` on the open stream (None before the first ``open_stream``)."""
+        return None if self._clock is None else self._clock.utc(sample)
+
+    def durable_segments(self) -> dict[str, int]:
+        """Per open segment of this boot (``kind/<sealed name>``), the bytes fsync'd so far.
+
+        Safe to call from another thread (the uplink): a stale answer is only ever smaller than the truth.
+        """
+        sizes = {}
+        for stream in self._kinds.values():
+            segment = stream.open_segment
+            if segment is not None:
+                sizes[f"{stream.folder.name}/{segment.final_path.name}"] = segment.size
+        return sizes
+
     def flush(self, *, final: bool = False) -> None:
         """Write and fsync everything queued; on failure keep it queued and record the failure (never raises).
 

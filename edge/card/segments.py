@@ -163,6 +163,11 @@ class SegmentStream:
                 lines.popleft()
             self.written += run
 
+    @property
+    def open_segment(self) -> AppendSegment | None:
+        """The segment being appended to (None between segments)."""
+        return self._segment
+
     def _segment_for(self, day: date) -> AppendSegment:
         if self._segment is not None and (self._day != day or self._segment.size >= MAX_SEGMENT_BYTES):
             self.seal()

@@ -27,7 +27,8 @@ from edge.errors import ConfigError
 
 PROFILE_PACKAGE = "firmware_configs"
 PROFILE_SUFFIX = ".yaml"
-PATH_KEYS = ("model.bundle", "analysis.labels", "storage.log_dir")
+PATH_KEYS = ("model.bundle", "analysis.labels", "storage.log_dir", "uplink.credentials_file", "uplink.ca_file",
+             "uplink.client_cert", "uplink.client_key")
 """Keys holding paths: relative values resolve against the config file's folder (or the cwd for flags)."""
 SHOW_HINT = "fix the keys listed; `biolingual-edge config show --profile jetson-orin-nano` prints a valid example"
 

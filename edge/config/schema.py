@@ -13,6 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge.config.base import LoosePath, StrictModel, raise_problems, resolve_path
 from edge.config.schedule import ScheduleConfig
+from edge.config.uplink import UplinkSection
 from edge.errors import EdgeError
 from edge.scoring.labels import read_labels
 
@@ -238,6 +239,7 @@ class UnitConfig(StrictModel):
     storage: StorageSection = StorageSection()
     health: HealthSection = HealthSection()
     power: PowerSection = PowerSection()
+    uplink: UplinkSection = UplinkSection()
 
     @model_validator(mode="after")
     def _across_sections(self) -> UnitConfig:
@@ -247,6 +249,11 @@ class UnitConfig(StrictModel):
                                                "first window takes that long to fill"))
         if self.model.backend == "trt" and self.model.providers != ["CPUExecutionProvider"]:
             problems.append(("model.providers", "only used with backend: ort"))
+        if self.uplink.alerts:
+            names = {n.casefold() for n in read_labels(self.analysis.labels).names} | set(self.analysis.heads)
+            problems += [(f"uplink.alerts.{i}.label", f"'{rule.label}' is not in {self.analysis.labels.name}")
+                         for i, rule in enumerate(self.uplink.alerts)
+                         if rule.label.casefold() not in names and rule.label not in self.analysis.heads]
         raise_problems(problems)
         return self
 

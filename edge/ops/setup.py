@@ -28,6 +28,7 @@ from edge.model.precision_gate import model_key
 from edge.scoring.labels import LabelList, read_labels
 from edge.stream.detector import DetectorOptions, EventDetector
 from edge.stream.pipeline import Stages, build_stages
+from edge.uplink.attach import with_uplink
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,12 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
                    boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config),
                    embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
                                              config.storage.embeddings))
+    run_log = with_uplink(config, sink, stages.selector.confidence)
     schedule = None if input_options is not None else build_schedule(config.schedule)
 
     def rebuild() -> Stages:
         return stages_for(config, bundle, precision, force_precision)
 
     detector = EventDetector(stages.scorer.label_set.names, options)  # the list, its prompts, then any heads
-    return Daemon(build_source(config, rate, input_options), rebuild, detector, sink, daemon_options,
+    return Daemon(build_source(config, rate, input_options), rebuild, detector, run_log, daemon_options,
                   schedule=schedule, stages=stages)
