@@ -49,14 +49,32 @@ def make_tls(folder: Path, *, expired: bool = False) -> Tls:
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
             "-subj", "/CN=127.0.0.1", cwd=folder)
     (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    if expired:
-        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", "server.pem", "-extfile", "ext.cnf", "-not_before", "20010101000000Z",
-                "-not_after", "20010102000000Z", cwd=folder)
+    if expired:  # openssl 3.0's x509 cannot back-date a certificate: sign it with the cryptography package
+        _sign_expired(folder)
     else:
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=folder)
     return Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+
+
+def _sign_expired(folder: Path) -> None:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
+    csr = x509.load_pem_x509_csr((folder / "server.csr").read_bytes())
+    start = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    (folder / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 class Broker:

@@ -27,6 +27,9 @@ from edge.errors import EdgeError
 from edge.model.bundle import Bundle, open_bundle
 from edge.ops.setup import choose_precision, stages_for
 from edge.stream.pipeline import score_windows
+from edge.uplink.link import INSTALL_HINT, Link, link_settings, paho_available
+from edge.uplink.messages import UplinkError
+from edge.uplink.outbox import CardOutbox, Cursor
 
 MicCapture = Callable[[], tuple[int, np.ndarray]]
 """Opens the configured microphone for a few seconds: returns (actual rate in Hz, float samples (n,) or (n, ch))."""
@@ -43,6 +46,8 @@ QUIET_DBFS = -70.0
 MIN_PLAUSIBLE_YEAR = 2024
 """A clock before this was never set (a Pi without RTC boots at its last shutdown time or 1970)."""
 CLOCK_QUERY_TIMEOUT_S = 5
+UPLINK_CHECK_S = 5.0
+"""How long ``check`` waits for the broker's answer."""
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 MILLIDEGREES_PER_DEGREE = 1000
 
@@ -213,6 +218,30 @@ def check_schedule(config: UnitConfig, now: dt.datetime) -> CheckRow:
     return CheckRow("schedule", Status.PASS, f"{config.schedule.mode}: {state} now, until {local}")
 
 
+def check_uplink(config: UnitConfig, timeout_s: float = UPLINK_CHECK_S) -> CheckRow:
+    """The broker answers with these credentials and certificates; what the card holds that it has not acked."""
+    section = config.uplink
+    if not section.enabled:
+        return CheckRow("uplink", Status.SKIP, "off (no uplink.url)")
+    if not paho_available():
+        return CheckRow("uplink", Status.WARN, f"unavailable: paho-mqtt is not installed, the unit runs without it; "
+                                               f"{INSTALL_HINT}")
+    log_dir = Path(config.storage.log_dir)
+    backlog = ""
+    if log_dir.is_dir():
+        waiting = CardOutbox(log_dir, section.send).backlog_bytes(Cursor(log_dir).acked)
+        backlog = f"; {waiting / 1024:.1f} KiB on the card not yet acknowledged"
+    try:
+        # its own client id: the same id as the running daemon's would make the broker drop the daemon
+        link = Link(link_settings(section, f"biolingual-check-{config.unit.unit_id}"))
+        link.connect(timeout_s)
+        link.close()
+    except UplinkError as e:
+        return CheckRow("uplink", Status.FAIL, f"{e.message} ({e.hint}){backlog}")
+    user = link.settings.username
+    return CheckRow("uplink", Status.PASS, f"{link.settings.where} answered{f' as {user}' if user else ''}{backlog}")
+
+
 def run_checks(config: UnitConfig, capture: MicCapture | None = None,
                now: dt.datetime | None = None) -> list[CheckRow]:
     """All checks in the order a technician fixes things."""
@@ -226,4 +255,5 @@ def run_checks(config: UnitConfig, capture: MicCapture | None = None,
         check_clock(now, read_sync_state()),
         check_temperature(config),
         check_schedule(config, now),
+        check_uplink(config),
     ]

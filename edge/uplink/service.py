@@ -135,7 +135,8 @@ class Uplink:
     # -- the thread ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        wait = FIRST_BACKOFF_S
+        first_wait = min(FIRST_BACKOFF_S, self.section.backoff_max_s)
+        wait = first_wait
         down_since: float | None = None
         last_error = ""
         while not self._stop.is_set():
@@ -165,7 +166,7 @@ class Uplink:
             self.stats.connected = True
             self._event("uplink_connected", broker=self.settings.where, attempts=self.stats.failures,
                         down_s=None if down_since is None else round(time.monotonic() - down_since, 1))
-            wait, down_since, last_error = FIRST_BACKOFF_S, None, ""
+            wait, down_since, last_error = first_wait, None, ""
             try:
                 self._serve(link)
             except Exception as e:  # noqa: BLE001  (same reason as above)
