@@ -16,7 +16,7 @@ import numpy as np
 from desk.archive.windows import normalised
 
 if TYPE_CHECKING:
-    import duckdb
+    from desk.archive.store import DuckShardStore
 
 CODES_SUFFIX = ".codes.npy"
 CANDIDATES_PER_HIT = 100
@@ -57,11 +57,12 @@ def hamming(codes: np.ndarray, query_code: np.ndarray) -> np.ndarray:
     return np.bitwise_count(xor).sum(axis=1, dtype=np.int32)
 
 
-def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarray, top: int, where: str,
+def prefiltered_top(store: DuckShardStore, query: np.ndarray, top: int, where: str,
                     params: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Like the exact :meth:`desk.archive.store.DuckShardStore.nearest`, over Hamming-nearest candidates only."""
-    from desk.archive.store import read_shard, shards
+    from desk.archive.store import shards
 
+    con, root = store.con, store.root
     query_code = binary_codes(query.reshape(1, -1))[0]
     keep = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * top)
     found = shards(con, where, params)
@@ -69,7 +70,8 @@ def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarra
     for number, (shard, rows, _) in enumerate(found):
         path = codes_path(root / shard)
         # a shard archived before codes existed: derive them from its scan copy
-        codes = np.load(path, mmap_mode="r") if path.is_file() else binary_codes(read_shard(root / shard))
+        codes = np.load(path, mmap_mode="r") if path.is_file() else binary_codes(store.shard(shard).gather(
+            np.arange(store.shard(shard).rows)))
         distance = hamming(np.asarray(codes[rows]), query_code)
         local_rows = np.arange(len(codes))[rows]
         if len(distance) > keep:
@@ -87,9 +89,9 @@ def prefiltered_top(con: duckdb.DuckDBPyConnection, root: Path, query: np.ndarra
     for number in np.unique(shard_of):
         shard, rows, ids = found[number]
         picked = np.sort(row_of[shard_of == number])
-        matrix = read_shard(root / shard)
-        scores_out.append(normalised(matrix[picked]) @ query)
-        lookup = dict(zip(np.arange(len(matrix))[rows].tolist(), ids.tolist()))
+        shard_rows = store.shard(shard).rows
+        scores_out.append(normalised(store.shard(shard).gather(picked)) @ query)
+        lookup = dict(zip(np.arange(shard_rows)[rows].tolist(), ids.tolist()))
         ids_out.append(np.array([lookup[r] for r in picked.tolist()], np.int64))
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.archive.half_matmul import cosines
-from desk.archive.prefilter import prefiltered_top, write_codes
+from desk.archive.prefilter import prefiltered_top
+from desk.archive.shardfile import Shard, migrate_shard, pyarrow_module, write_shard
 from desk.archive.windows import (
     DESCRIPTION,
     EVERY_WINDOW,
@@ -31,7 +32,7 @@ from desk.archive.windows import (
     top_of,
 )
 from desk.collect.database import CollectError, connect, run
-from edge.card.cardformat import MICROSECONDS_PER_SECOND, TEMP_PREFIX, safe_name
+from edge.card.cardformat import MICROSECONDS_PER_SECOND, safe_name
 from edge.card.embedformat import UNKNOWN_UTC_US
 
 if TYPE_CHECKING:
@@ -49,10 +50,8 @@ CREATE TABLE IF NOT EXISTS embedding_segments (
 """
 """``windows``: one row per archived window; ``shard``/``shard_row`` say where its embedding is (path relative
 to the archive folder, row in that file). ``embedding_segments``: which card segments were taken whole."""
-EMBEDDING_COLUMN = "embedding"
 ARCHIVE_SUFFIX = ".archive"
 UNKNOWN_DAY = "unknown"
-SCAN_COPY_SUFFIX = ".f16.npy"
 DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/stream' || stream)",
            "start": "coalesce(source_offset, start_sample)",
            "stop": "coalesce(source_offset, start_sample) + end_sample - start_sample",
@@ -65,15 +64,6 @@ WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids:
 def archive_root(db_path: Path) -> Path:
     """The shard folder that belongs to a collection database: ``season.duckdb`` -> ``season.archive/``."""
     return db_path.with_name(db_path.stem + ARCHIVE_SUFFIX)
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401
-    except ImportError as e:
-        raise CollectError("pyarrow is not installed", "pip install 'biolingual-edge[desk]'") from e
-    return pyarrow
 
 
 def _column(name: str) -> str:
@@ -111,6 +101,21 @@ class DuckShardStore:
             run(self.con, ARCHIVE_SCHEMA)
         self._has_windows = writable or bool(run(
             self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0])
+        self._shards: dict[str, Shard] = {}
+        if writable:
+            self.migrate()
+
+    def shard(self, name: str) -> Shard:
+        """The shard ``name`` (relative to the archive folder), mapped once per store."""
+        if name not in self._shards:
+            self._shards[name] = Shard(self.root / name)
+        return self._shards[name]
+
+    def migrate(self) -> int:
+        """Rewrite shards of the earlier layout (Parquet + ``.f16.npy`` copy) as single mappable Parquet files;
+        returns how many were rewritten."""
+        names = [row[0] for row in run(self.con, "SELECT DISTINCT shard FROM windows ORDER BY shard")]
+        return sum(migrate_shard(self.root / name) for name in names)
 
     def __enter__(self) -> DuckShardStore:
         return self
@@ -119,6 +124,7 @@ class DuckShardStore:
         self.close()
 
     def close(self) -> None:
+        self._shards.clear()
         self.con.close()
 
     def _archived(self) -> bool:
@@ -172,10 +178,10 @@ class DuckShardStore:
         self._all_found(len(wanted), sum(len(pos) for _, pos, _ in rows))
         out: np.ndarray | None = None
         for shard, positions, shard_rows in rows:
-            matrix = read_shard(self.root / shard)
+            matrix = self.shard(shard).gather(np.asarray(shard_rows, np.int64))
             if out is None:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
-            out[np.asarray(positions)] = normalised(matrix[np.asarray(shard_rows)])
+            out[np.asarray(positions)] = normalised(matrix)
         return out if out is not None else np.zeros((0, 0), np.float32)
 
     def _ids(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -193,12 +199,13 @@ class DuckShardStore:
             return
         sql, params = filter_sql(where)
         for shard, rows, ids in shards(self.con, sql, params):
-            yield Scored(ids, cosines(read_shard(self.root / shard)[rows], queries))
+            for positions, matrix in self.shard(shard).pieces(rows):
+                yield Scored(ids[positions], cosines(matrix, queries))
 
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if approximate and self._archived():
-            return prefiltered_top(self.con, self.root, query, k, *filter_sql(where))
+            return prefiltered_top(self, query, k, *filter_sql(where))
         return top_of(self.scan(query.reshape(-1, 1), where), k)
 
     def insert(self, batch: WindowBatch) -> int:
@@ -244,7 +251,7 @@ class DuckShardStore:
         return np.sort(first)
 
     def _insert_rows(self, batch: WindowBatch, rows: np.ndarray, ids: np.ndarray, shard: str) -> None:
-        pa = _pyarrow()
+        pa = pyarrow_module()
         count = len(rows)
         utc = batch.start_utc_us[rows]
         known = utc != UNKNOWN_UTC_US
@@ -267,49 +274,6 @@ class DuckShardStore:
             run(self.con, "INSERT INTO windows SELECT * FROM new_windows")
         finally:
             self.con.unregister("new_windows")
-
-
-def scan_copy(shard: Path) -> Path:
-    """The shard's embeddings as a raw ``(N, D)`` float16 ``.npy`` beside it, memory-mapped by scans."""
-    return shard.with_suffix(SCAN_COPY_SUFFIX)
-
-
-def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """``window_id`` + ``FixedSizeList<float16, D>`` embeddings, uncompressed, through a temp file and a rename;
-    plus the scan copy (Parquet decodes a list column value by value, ~100× slower than mapping a matrix)."""
-    pa = _pyarrow()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    copy = scan_copy(path)
-    temp_copy = copy.with_name(TEMP_PREFIX + copy.name)
-    with open(temp_copy, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(vectors, np.float16))
-    temp_copy.replace(copy)
-    write_codes(path, vectors)
-    flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
-    table = pa.table({"window_id": pa.array(ids, pa.int64()),
-                      EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    temp = path.with_name(TEMP_PREFIX + path.name)
-    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False, write_statistics=False)
-    temp.replace(path)
-
-
-def read_shard(path: Path) -> np.ndarray:
-    """A shard's embeddings as ``(N, D)`` float16: the memory-mapped scan copy, else decoded from the Parquet."""
-    copy = scan_copy(path)
-    if copy.is_file():
-        try:
-            return np.load(copy, mmap_mode="r")
-        except (OSError, ValueError):
-            pass  # damaged scan copy: the Parquet shard is the record
-    pa = _pyarrow()
-    try:
-        column = pa.parquet.read_table(path, columns=[EMBEDDING_COLUMN], memory_map=True)[EMBEDDING_COLUMN]
-    except (OSError, pa.ArrowException) as e:
-        raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
-                           "collect the cards again into a fresh database") from e
-    array = column.combine_chunks()
-    dim = array.type.list_size
-    return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
 def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \

@@ -1,0 +1,155 @@
+"""One archive shard: one Parquet file that is both the archive of record and what scans memory-map.
+
+A shard holds ``window_id`` (int64) and ``embedding`` (``FixedSizeList<float16, D>``, unit length), written
+uncompressed, PLAIN, without statistics, in ``DATA_PAGE_V2`` pages: pyarrow reads it as a fixed-size list of
+halffloat, DuckDB as ``FLOAT[]``, and a scan maps each page's value run as an ``(rows, D)`` float16 matrix
+(:mod:`desk.archive.pages`) — no second copy, no decode. Chosen by measurement (BENCHMARKS.md, *Season
+archive*): a decoded FixedSizeList column costs ~5 µs a window, an Arrow IPC file maps as well but DuckDB
+cannot read it without an extension, a ``fixed_size_binary`` column maps as well but is opaque bytes to both.
+Shards of the earlier layout (version-1 pages plus a raw ``.f16.npy`` copy) are read by decoding and are
+rewritten in place by :func:`migrate_shard` (``logs collect`` does it).
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from desk.archive.pages import PageError, value_runs
+from desk.collect.database import CollectError
+from edge.card.cardformat import TEMP_PREFIX
+
+EMBEDDING_COLUMN = "embedding"
+ID_COLUMN = "window_id"
+FLOAT16_BYTES = 2
+ROWS_PER_GROUP = 1 << 16
+"""Rows per Parquet row group (the page size limit, not this, decides the pages: ~20 000 rows each)."""
+LEGACY_SUFFIXES = (".f16.npy", ".codes.npy")
+"""Side files of the earlier layout: a raw float16 scan copy and the prefilter's sign codes."""
+
+
+def pyarrow_module() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as e:
+        raise CollectError("pyarrow is not installed", "pip install 'biolingual-edge[desk]'") from e
+    return pyarrow
+
+
+def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """``ids`` ``(N,)`` and ``vectors`` ``(N, D)`` float16 as one shard, through a temp file and a rename."""
+    pa = pyarrow_module()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dim = vectors.shape[1]
+    element = pa.field("element", pa.float16(), nullable=False)
+    schema = pa.schema([pa.field(ID_COLUMN, pa.int64(), nullable=False),
+                        pa.field(EMBEDDING_COLUMN, pa.list_(element, dim), nullable=False)])
+    flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
+    table = pa.table([pa.array(ids, pa.int64()), pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema)
+    temp = path.with_name(TEMP_PREFIX + path.name)
+    pa.parquet.write_table(table, temp, compression="none", use_dictionary=False, write_statistics=False,
+                           data_page_version="2.0", row_group_size=ROWS_PER_GROUP, data_page_size=1 << 30)
+    temp.replace(path)
+
+
+class Shard:
+    """A shard's embeddings as memory-mapped pages: ``pages`` is a list of (first row, ``(n, D)`` float16)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        pages = _mapped(path)
+        self.mapped = pages is not None
+        """True when the pages are views of the file (the current layout), False when they were decoded."""
+        self.pages = pages if pages is not None else [(0, _decoded(path))]
+        self.rows = sum(len(m) for _, m in self.pages)
+
+    def pieces(self, rows: slice | np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in ``rows``, the ``(n, D)`` float16 embeddings of those rows) page by page, in row order."""
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.rows)
+            for first, matrix in self.pages:
+                lo, hi = max(start, first), min(stop, first + len(matrix))
+                if lo < hi:
+                    yield np.arange(lo - start, hi - start), matrix[lo - first : hi - first]
+            return
+        rows = np.asarray(rows, np.int64)
+        for first, matrix in self.pages:
+            inside = np.flatnonzero((rows >= first) & (rows < first + len(matrix)))
+            if len(inside):
+                yield inside, matrix[rows[inside] - first]
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), D)`` float16 copies of the given rows, in that order."""
+        out = np.empty((len(rows), self.pages[0][1].shape[1]), np.float16)
+        for positions, matrix in self.pieces(rows):
+            out[positions] = matrix
+        return out
+
+
+def _mapped(path: Path) -> list[tuple[int, np.ndarray]] | None:
+    """The embedding column's pages as views of the memory-mapped file; None when its layout cannot be mapped."""
+    pa = pyarrow_module()
+    try:
+        metadata = pa.parquet.ParquetFile(path).metadata
+        leaves = [metadata.schema.column(i).path.split(".")[0] for i in range(metadata.num_columns)]
+        column = leaves.index(EMBEDDING_COLUMN)
+        with open(path, "rb") as handle:
+            whole = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
+                           "collect the cards again into a fresh database") from e
+    dim = metadata.schema.to_arrow_schema().field(EMBEDDING_COLUMN).type.list_size
+    pages: list[tuple[int, np.ndarray]] = []
+    first = 0
+    try:
+        for group in range(metadata.num_row_groups):
+            chunk = metadata.row_group(group).column(column)
+            if chunk.dictionary_page_offset is not None:
+                return None
+            start = chunk.data_page_offset
+            for run in value_runs(memoryview(whole), start, start + chunk.total_compressed_size, FLOAT16_BYTES):
+                if run.length != run.rows * dim * FLOAT16_BYTES:
+                    return None
+                pages.append((first, np.frombuffer(whole, np.float16, run.length // FLOAT16_BYTES,
+                                                   run.offset).reshape(run.rows, dim)))
+                first += run.rows
+    except PageError:
+        return None
+    return pages if first == metadata.num_rows else None
+
+
+def _decoded(path: Path) -> np.ndarray:
+    """The embeddings of a shard that cannot be mapped: its legacy scan copy, else decoded from the Parquet."""
+    copy = path.with_suffix(LEGACY_SUFFIXES[0])
+    if copy.is_file():
+        try:
+            return np.asarray(np.load(copy, mmap_mode="r"))
+        except (OSError, ValueError):
+            pass  # damaged scan copy: the Parquet shard is the record
+    pa = pyarrow_module()
+    try:
+        column = pa.parquet.read_table(path, columns=[EMBEDDING_COLUMN])[EMBEDDING_COLUMN]
+    except (OSError, pa.ArrowException) as e:
+        raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
+                           "collect the cards again into a fresh database") from e
+    array = column.combine_chunks()
+    return np.asarray(array.values.to_numpy(zero_copy_only=False)).reshape(-1, array.type.list_size)
+
+
+def migrate_shard(path: Path) -> bool:
+    """Rewrite a shard of the earlier layout as one mappable Parquet file and drop its side files; False when it
+    already was one."""
+    shard = Shard(path)
+    if shard.mapped:
+        return False
+    pa = pyarrow_module()
+    ids = pa.parquet.read_table(path, columns=[ID_COLUMN])[ID_COLUMN].to_numpy()
+    write_shard(path, ids, shard.gather(np.arange(shard.rows)))
+    for suffix in LEGACY_SUFFIXES:
+        path.with_suffix(suffix).unlink(missing_ok=True)
+    return True
