@@ -9,7 +9,7 @@ import typer
 
 from edge.cli_support import report_errors, stderr
 from edge.model.bundle import open_bundle
-from edge.scoring.label_sets import DEFAULT_TEMPLATE, TEXT_SOURCE, store_label_set, template_embeddings
+from edge.scoring.label_sets import DEFAULT_TEMPLATE, store_text_labels
 from edge.scoring.labels import read_labels
 from edge.scoring.text_encoder import TEXT_PRECISIONS, TextEncoder
 
@@ -34,7 +34,9 @@ def labels_add(
     templates = tuple(template or [DEFAULT_TEMPLATE])
     encoder = TextEncoder.from_bundle(opened, precision, threads, force_precision)
     with stderr.status(f"embedding {len(label_list.names)} label(s) × {len(templates)} template(s)"):
-        embeddings = template_embeddings(encoder, label_list, templates)
-    manifest = store_label_set(opened, label_list, embeddings, TEXT_SOURCE, templates)
+        manifest, prompts_added = store_text_labels(opened, label_list, encoder, templates)
+    if prompts_added is not None:
+        stderr.print(f"the hardware profiles' prompts ({', '.join(prompts_added.names)}) stored as "
+                     f"{manifest.label_sets[prompts_added.key].path}")
     stderr.print(f"{len(label_list.names)} label(s) stored as {manifest.label_sets[label_list.key].path} "
                  f"({precision} text encoder)")

@@ -48,12 +48,13 @@ def config_show(config: ConfigOpt = None, profile: ProfileOpt = None, set_: SetO
     Save it with `config show --profile PROFILE > unit.yaml`: its relative paths are relative to that file.
     """
     unit = renamed(profile, old_profile, "--unit", "--profile")
+    given = dict(parse_override(s) for s in set_ or [])
     resolved = _load(config, unit, set_)
     source = config if config is not None else profile_path(unit) if unit is not None else None
     text = source.read_text(encoding="utf-8") if source is not None else ""
     origin = f"profile {unit}" if config is None else str(config)
     profile_dir = source.resolve().parent if config is None and source is not None else None
-    stdout.print(render_config(resolved, text, profile_dir, Path.cwd(), origin), end="", markup=False)
+    stdout.print(render_config(resolved, text, profile_dir, Path.cwd(), origin, given), end="", markup=False)
 
 
 @config_app.command("profiles")

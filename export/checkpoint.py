@@ -85,10 +85,31 @@ def _revision(model: Any, model_id: str, requested: str | None) -> str:
     return requested or "unknown"
 
 
+def local_folder(model_id: str) -> Path | None:
+    """The absolute folder a local ``--model`` names (so bundles and hints work from anywhere); None for a hub id.
+
+    A path that looks local but does not exist is an error at once, never a hub lookup (which retries for
+    half a minute): absolute or ``./``/``~`` paths, more than one ``/``, or a first part that is a local folder.
+    """
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    first = model_id.replace("\\", "/").split("/")[0]
+    looks_local = (path.is_absolute() or model_id.startswith((".", "~")) or "\\" in model_id
+                   or model_id.count("/") > 1 or ("/" in model_id and Path(first).is_dir()))
+    if looks_local:
+        raise ExportError(f"checkpoint folder {path.resolve()} does not exist",
+                          "pass --model with the folder the checkpoint was saved to (an absolute path works from "
+                          f"anywhere) or a hub id such as {DEFAULT_MODEL}")
+    return None
+
+
 def load_checkpoint(model_id: str = DEFAULT_MODEL, revision: str | None = None) -> Checkpoint:
     """``ClapModel`` + ``ClapProcessor`` via ``from_pretrained`` (hub id or local folder), validated."""
     from transformers import ClapModel, ClapProcessor
 
+    folder = local_folder(model_id)
+    model_id = str(folder) if folder is not None else model_id
     try:
         model = ClapModel.from_pretrained(model_id, revision=revision).eval()
         processor = ClapProcessor.from_pretrained(model_id, revision=revision)

@@ -10,10 +10,11 @@ import typer
 from edge.cli_support import report_errors, setup_logging, stderr
 from edge.errors import LabelError
 from edge.model.bundle import open_bundle
+from edge.scoring.label_sets import store_text_labels
 from edge.scoring.labels import labels_from_folders, read_labels
 from export.checkpoint import DEFAULT_MODEL, load_checkpoint
 from export.errors import ExportError
-from export.labels import DEFAULT_TEMPLATE, check_same_model, example_embeddings, store_label_set, text_embeddings
+from export.labels import DEFAULT_TEMPLATE, TorchTextEmbedder, check_same_model, example_embeddings, store_label_set
 from export.onnx_bundle import export_fp32_bundle
 from export.parity import PARITY_BATCHES
 from export.staging import check_new_folder, staged_folder, window_count
@@ -100,8 +101,10 @@ def labels(
         with stderr.status(f"loading {model}"):
             checkpoint = load_checkpoint(model, revision)
         check_same_model(opened, checkpoint)
-        embeddings = text_embeddings(checkpoint, label_list, templates)
-        manifest = store_label_set(opened, label_list, embeddings, "text", templates)
+        manifest, prompts_added = store_text_labels(opened, label_list, TorchTextEmbedder(checkpoint), templates)
+        if prompts_added is not None:
+            stderr.print(f"the hardware profiles' prompts ({', '.join(prompts_added.names)}) stored as "
+                         f"{manifest.label_sets[prompts_added.key].path}")
     names = ", ".join(label_list.names[:5]) + (" …" if len(label_list.names) > 5 else "")
     stderr.print(f"{len(label_list.names)} label(s) ({names}) stored as {manifest.label_sets[label_list.key].path}")
 

@@ -9,6 +9,7 @@ from typing import Any
 from edge.model.bundle import TensorSpec
 from export.errors import ExportError
 from export.optimize import resize_to_matmul
+from export.quiet import quiet_third_party
 
 INPUT_NAME = "input_features"
 OUTPUT_NAME = "audio_embeds"
@@ -57,7 +58,7 @@ def export_audio_onnx(model: Any, n_frames: int, n_mels: int, out_path: Path) ->
     example = torch.randn(TRACE_BATCH, 1, n_frames, n_mels)
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=MAX_EXPORT_BATCH)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_third_party():
             torch.onnx.export(tower, (example,), str(out_path), dynamo=True, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes={"input_features": {0: batch}}, external_data=False,

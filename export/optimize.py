@@ -28,6 +28,7 @@ import numpy as np
 
 from edge.model.bundle import ORT_OPTIMIZED_KEY, Manifest
 from export.errors import ExportError
+from export.quiet import quiet_third_party
 
 CUBIC_COEFF = -0.75
 """Keys' cubic convolution parameter of torch's bicubic interpolation (and of the exported Resize)."""
@@ -205,7 +206,8 @@ def optimize_onnx(source: Path, target: Path, input_shape: tuple[int, ...]) -> O
         steps.append(f"resize_to_matmul x{replaced}")
     with tempfile.TemporaryDirectory() as scratch:
         fused_path = Path(scratch) / "fused.onnx"
-        fused = optimize_model(rewritten, model_type=TRANSFORMER_MODEL_TYPE, opt_level=0, use_gpu=False)
+        with quiet_third_party(stdout=True):
+            fused = optimize_model(rewritten, model_type=TRANSFORMER_MODEL_TYPE, opt_level=0, use_gpu=False)
         counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
         steps.append("transformer fusions " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
         fused.save_model_to_file(str(fused_path))

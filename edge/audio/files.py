@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from edge.audio.chunk import AudioChunk, downmix
+from edge.audio.decoder_messages import DecoderMessages
 from edge.audio.resample import StreamResampler
 from edge.audio.riff import truncated_data
 from edge.errors import AudioError
@@ -120,7 +121,10 @@ def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
     warning = truncation_warning(path) if warn_truncated else None
     if warning:
         log.warning("%s", warning)
-    with _open(path) as handle:
+    messages = DecoderMessages(path)
+    with messages.held():
+        handle = _open(path)
+    with handle:
         if handle.frames == 0 and handle.format != "MP3":
             raise AudioError(f"{path}: file holds no audio", "the recording is empty; check the recorder")
         if channel is not None and channel >= handle.channels:
@@ -131,7 +135,8 @@ def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
         position = 0
         try:
             while True:
-                frames = handle.read(block, dtype="float32", always_2d=True)
+                with messages.held():
+                    frames = handle.read(block, dtype="float32", always_2d=True)
                 last = frames.shape[0] < block
                 out = resampler.push(downmix(frames, channel), last=last)
                 if out.shape[0]:
@@ -142,6 +147,8 @@ def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioError(f"{path}: decoding failed after {position / target_rate:.1f} s ({e})",
                              "the file may be truncated; re-copy it from the card") from e
+        finally:
+            messages.report()
     if position == 0:
         raise AudioError(f"{path}: file holds no audio", "the recording is empty; check the recorder")
 

@@ -125,10 +125,33 @@ def resolve_config(path: Path | None, unit: str | None, overrides: Mapping[str, 
     try:
         return UnitConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
-        problems = validation_problems(e)
+        raise config_problems(validation_problems(e), source, unit, overrides or {}) from None
+
+
+def config_problems(problems: list[tuple[str, str]], source: Path | None, unit: str | None,
+                    overrides: Mapping[str, Any]) -> ConfigError:
+    """One error listing every problem, each blamed on where its value came from: the command line or the file."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    lines, from_file = [], 0
+    for key, message in problems:
+        setter = next((k for k in given if key == k or key.startswith((k + ".", k + "["))), None)
+        if setter is None:
+            from_file += 1
+            lines.append(f"{key}: {message}")
+        else:
+            lines.append(f"{key}: {message} (set on the command line: {setter}={given[setter]})")
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    if not from_file:
+        name, hint = "the settings given on the command line", "fix the values given with --set or the flags listed"
+    elif unit is not None and source is not None:
+        name = f"profile {unit} ({source})" + (" with the command line's settings" if from_file < len(lines) else "")
+        hint = (f"save the profile as your own file (`biolingual-edge config show --profile {unit} > unit.yaml`), "
+                "fix the keys listed there and pass --config unit.yaml")
+    else:
         name = str(source) if source is not None else "the settings"
-        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise ConfigError(f"{name} has {count}:\n  " + "\n  ".join(problems), SHOW_HINT) from None
+        hint = SHOW_HINT
+    verb = "have" if not from_file else "has"
+    return ConfigError(f"{name} {verb} {count}:\n  " + "\n  ".join(lines), hint)
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:
@@ -141,9 +164,9 @@ def dotted(loc: tuple[int | str, ...]) -> str:
     return text
 
 
-def validation_problems(error: ValidationError) -> list[str]:
-    """One ``path: message`` line per problem, with "did you mean" for unknown keys."""
-    lines: list[str] = []
+def validation_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """One ``(dotted path, message)`` per problem, with "did you mean" for unknown keys."""
+    lines: list[tuple[str, str]] = []
     for item in error.errors():
         loc = tuple(item["loc"])
         kind = item["type"]
@@ -151,18 +174,18 @@ def validation_problems(error: ValidationError) -> list[str]:
         if isinstance(cause, FieldProblems):
             for sub, message in cause.problems:
                 sub_loc = tuple(int(p) if p.isdigit() else p for p in sub.split("."))
-                lines.append(f"{dotted(loc + sub_loc)}: {message}")
+                lines.append((dotted(loc + sub_loc), message))
         elif kind == "extra_forbidden":
-            lines.append(f"{dotted(loc)}: unknown key{_did_you_mean(loc)}")
+            lines.append((dotted(loc), f"unknown key{_did_you_mean(loc)}"))
         elif kind == "missing":
             section = _model_at(loc)
             required = [name for name, field in section.model_fields.items() if field.is_required()] if section else []
-            lines.extend(f"{dotted(loc + (name,))}: required, not set" for name in required or [""])
+            lines.extend((dotted(loc + (name,)), "required, not set") for name in required or [""])
         else:
             message = item["msg"].removeprefix("Value error, ")
             if kind.endswith(("_type", "_parsing")) and "input" in item:
                 message += f" (got {item['input']!r})"
-            lines.append(f"{dotted(loc) or 'config'}: {message}")
+            lines.append((dotted(loc) or "config", message))
     return lines
 
 

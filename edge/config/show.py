@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,21 @@ def _shown_path(value: str, profile_dir: Path | None, cwd: Path) -> str:
 
 
 def render_config(config: UnitConfig, source_text: str, profile_dir: Path | None, cwd: Path,
-                  origin: str) -> str:
-    """Commented YAML of ``config``; ``profile_dir`` is the shipped profile's folder when it came from one."""
+                  origin: str, given: Mapping[str, Any] | None = None) -> str:
+    """Commented YAML of ``config``; ``profile_dir`` is the shipped profile's folder when it came from one.
+
+    A path set on the command line (``given``, dotted key -> value) is written as the user wrote it when that
+    was absolute: what they set is what they see.
+    """
     data = config.to_yaml_dict()
+    given = given or {}
     for dotted in PATH_KEYS:
         section, key = dotted.split(".")
         if data.get(section, {}).get(key):
-            data[section][key] = _shown_path(str(data[section][key]), profile_dir, cwd)
+            as_given = given.get(dotted)
+            absolute = as_given is not None and Path(str(as_given)).is_absolute()
+            data[section][key] = (str(data[section][key]) if absolute
+                                  else _shown_path(str(data[section][key]), profile_dir, cwd))
     header, comments = key_comments(source_text)
     lines = [f"# Written by `biolingual-edge config show` from {origin} on {date.today().isoformat()}.",
              "# Relative paths are relative to the folder this file is in.", *header]

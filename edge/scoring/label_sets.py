@@ -26,6 +26,9 @@ MAX_TOKENS = 77
 LABELS_DIR = "labels"
 TEXT_SOURCE = "text"
 EXAMPLES_SOURCE = "examples"
+PROFILE_PROMPTS = ("wind noise", "rain", "human speech")
+"""The background and privacy prompts of the shipped hardware profiles (``analysis.background_prompts``,
+``privacy_prompts``): every text label export stores them too, so a profile works with any species list."""
 
 
 class TextEmbedder(Protocol):
@@ -91,6 +94,35 @@ def store_label_set(bundle: Bundle, labels: LabelList, embeddings: np.ndarray, s
                           scientific_names=labels.scientific_names, model_revision=bundle.manifest.model_revision)
     sets = {**bundle.manifest.label_sets, labels.key: entry}
     return write_manifest(bundle.root, dataclasses.replace(bundle.manifest, label_sets=sets))
+
+
+def embedded_names(bundle: Bundle) -> set[str]:
+    """Case-folded names with a text or example embedding in the bundle (heads' weights are not embeddings)."""
+    return {name.casefold() for entry in bundle.manifest.label_sets.values()
+            if entry.source in (TEXT_SOURCE, EXAMPLES_SOURCE) for name in entry.names}
+
+
+def missing_prompts(bundle: Bundle, labels: LabelList, wanted: tuple[str, ...] = PROFILE_PROMPTS) -> LabelList | None:
+    """The ``wanted`` prompts neither in ``labels`` nor embedded in the bundle yet, as a list of their own."""
+    have = embedded_names(bundle) | {name.casefold() for name in labels.names}
+    missing = tuple(p for p in wanted if p.casefold() not in have)
+    return LabelList(missing, ("",) * len(missing)) if missing else None
+
+
+def store_text_labels(bundle: Bundle, labels: LabelList, embedder: TextEmbedder,
+                      templates: tuple[str, ...]) -> tuple[Manifest, LabelList | None]:
+    """Embed and store ``labels``, then the shipped profiles' prompts the bundle lacks (one set of their own).
+
+    Returns the manifest and the prompts added (None when the bundle had them all).
+    """
+    manifest = store_label_set(bundle, labels, template_embeddings(embedder, labels, templates), TEXT_SOURCE,
+                               templates)
+    bundle = dataclasses.replace(bundle, manifest=manifest)
+    prompts_list = missing_prompts(bundle, labels)
+    if prompts_list is not None:
+        manifest = store_label_set(bundle, prompts_list, template_embeddings(embedder, prompts_list, templates),
+                                   TEXT_SOURCE, templates)
+    return manifest, prompts_list
 
 
 def check_label_set_model(bundle: Bundle, entry: LabelSetEntry) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from edge.errors import ConfigError, LabelError
 from edge.model.bundle import LOCAL_REVISION_PREFIX, Bundle
 from edge.scoring.label_sets import check_label_set_model
-from edge.scoring.labels import LabelList
+from edge.scoring.labels import LabelList, read_labels
 
 SCORE_MODES = ("logit", "softmax")
 HEAD_SOURCE = "head"
@@ -76,10 +77,25 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise LabelError(
             f"{len(missing)} label(s) have no embeddings in bundle {bundle.root}: {shown}",
-            f"run `{add_labels_command(bundle, labels_path)}` on the workstation",
+            f"run `{missing_labels_command(bundle, labels_path, missing)}` on the workstation",
         )
     rows = np.stack([by_name[n.casefold()] for n in labels.names]).astype(np.float32)
     return LabelSet(labels.names, rows)
+
+
+def missing_labels_command(bundle: Bundle, labels_path: str, missing: list[str]) -> str:
+    """A command that embeds ``missing``: the list file's export, or, for names the file does not hold (a
+    config's background/privacy prompts), one that writes them to a file of their own first."""
+    try:
+        listed = {name.casefold() for name in read_labels(labels_path).names}
+    except LabelError:
+        return add_labels_command(bundle, labels_path)
+    extra = [name for name in missing if name.casefold() not in listed]
+    if not extra:
+        return add_labels_command(bundle, labels_path)
+    prompts_file = str(Path(labels_path).resolve().parent / "prompts.txt")
+    write = shlex.join(["printf", "%s\\n", *extra])
+    return f"{write} > {shlex.quote(prompts_file)} && {add_labels_command(bundle, prompts_file)}"
 
 
 def add_labels_command(bundle: Bundle, labels_path: str) -> str:
@@ -88,7 +104,7 @@ def add_labels_command(bundle: Bundle, labels_path: str) -> str:
     words = ["biolingual-export", "labels", "--model", manifest.model_id]
     if not manifest.model_revision.startswith(LOCAL_REVISION_PREFIX) and manifest.model_revision != "unknown":
         words += ["--revision", manifest.model_revision]
-    words += ["--labels", labels_path, "--bundle", str(bundle.root)]
+    words += ["--labels", str(Path(labels_path).resolve()), "--bundle", str(bundle.root.resolve())]
     return shlex.join(words)
 
 

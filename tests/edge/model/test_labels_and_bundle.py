@@ -129,7 +129,8 @@ def test_missing_label_says_how_to_add_it(example_bundle: Path, tmp_path: Path) 
     with pytest.raises(LabelError, match="'owl'") as info:
         load_label_set(bundle, parse_labels("toad\nowl\n"), "my.txt")
     model_id = bundle.manifest.model_id
-    assert f"biolingual-export labels --model {model_id} --labels my.txt --bundle {example_bundle}" in info.value.hint
+    assert (f"biolingual-export labels --model {model_id} --labels {Path('my.txt').resolve()} "
+            f"--bundle {example_bundle}") in info.value.hint
 
 
 def test_same_checkpoint_from_another_folder_is_the_same_model(tiny_checkpoint: Path, bundle_copy: Path,
