@@ -4,6 +4,7 @@ Jepsen-style count of what the card holds against what the live database holds."
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +18,11 @@ from desk.collect.live import LiveCollector, live_client_id
 from edge.card.cardlog import CardLog, UnitIdentity
 from edge.config.uplink import UplinkSection
 from edge.uplink.link import link_settings
+from edge.uplink.messages import decode_batch
 from edge.uplink.runlog import UplinkLog
 from edge.uplink.service import Uplink
 from tests.cardlog_support import HOP, LABELS, RATE, T0, WINDOW, event_at
+from tests.mqtt_broker import Broker
 
 TABLES = ("detections", "effort", "events", "health")
 
@@ -115,3 +118,48 @@ def db_rows(db: Path) -> dict[str, tuple[int, int]]:
 
 def desk_added(collector: LiveCollector) -> dict[str, int]:
     return {table: (collector.counts.added or {}).get(table, 0) for table in TABLES}
+
+
+class Subscriber:
+    """A plain MQTT client keeping every message (topic, payload, retained) in arrival order."""
+
+    def __init__(self, broker: Broker, topic: str = "biolingual/#", user: tuple[str, str] | None = None,
+                 **tls: object) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if tls:
+            client.tls_set(**tls)
+        if user is not None:
+            client.username_pw_set(*user)
+        client.on_message = self._keep
+        client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        self.client = client
+
+    def _keep(self, _c: object, _u: object, message: object) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))  # type: ignore[attr-defined]
+
+    def statuses(self) -> list[str]:
+        with self.lock:
+            return [json.loads(p)["state"] for t, p, _ in self.messages if t.endswith("/status")]
+
+    def data(self) -> list[tuple[str, int, int]]:
+        with self.lock:
+            batches = [decode_batch(p)[1] for t, p, _ in self.messages if "/data/" in t]
+        return [(b.segment, b.start, b.end) for b in batches]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def delivered(self) -> dict[str, int]:
+        """Per segment, the furthest byte any data message reached."""
+        out: dict[str, int] = {}
+        for segment, _, end in self.data():
+            out[segment] = max(out.get(segment, 0), end)
+        return out

@@ -88,3 +88,29 @@ def test_broker_outage_mid_run_everything_arrives_in_order_once(tmp_path: Path) 
     finally:
         recorder.close()
         broker.stop()
+
+
+def test_collect_after_live_adds_exactly_the_rows_that_never_came_over_the_air(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    card, db = tmp_path / "card", tmp_path / "season.duckdb"
+    try:
+        with live_desk(broker.url, db) as desk:
+            log = unit_log(card, broker.url, max_rows_per_s=30, rows_per_message=4, max_inflight=1)
+            open_stream(log)
+            write_hops(log, 0, 60)
+            wait_for(lambda: desk_added(desk)["effort"] >= 10, 30, "part of the card at the desk")
+            log.uplink.stop(0)  # the modem dies mid-drain: the rest stays on the card
+            log.card.close()
+            wait_for(lambda: sum(desk_added(desk).values()) == log.uplink.stats.rows_acked - 1, 10,
+                     "the desk to commit what the broker acknowledged", lambda: (desk_added(desk), log.uplink.stats))
+            live = desk_added(desk)
+        on_card = card_counts(card)
+        assert all(live[t] <= on_card[t] for t in TABLES) and live != on_card
+        result = collect([card], db)
+        assert {t: result.added.get(t, 0) for t in TABLES} == {t: on_card[t] - live[t] for t in TABLES}
+        rows = db_rows(db)
+        assert {t: n for t, (n, _) in rows.items()} == on_card
+        assert all(n == distinct for n, distinct in rows.values())
+        assert collect([card], db).added.get("detections", 0) == 0  # and again: nothing
+    finally:
+        broker.stop()

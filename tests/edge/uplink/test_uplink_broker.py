@@ -7,17 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from desk.collect.cards import read_card
 from edge.uplink.link import read_credentials
-from edge.uplink.messages import OFFLINE, OFFLINE_UNCLEAN, ONLINE, UplinkError, decode_batch
+from edge.uplink.messages import OFFLINE, OFFLINE_UNCLEAN, ONLINE, UplinkError
 from edge.uplink.outbox import Cursor
 from tests.mqtt_broker import Broker, credentials_file, make_tls
 from tests.uplink_support import (
+    Subscriber,
     card_counts,
     db_rows,
     desk_added,
@@ -28,48 +28,12 @@ from tests.uplink_support import (
     write_hops,
 )
 
-mqtt = pytest.importorskip("paho.mqtt.client")
+pytest.importorskip("paho.mqtt.client")
 REPO = Path(__file__).resolve().parents[3]
 
 
 def card_events(card: Path) -> list[dict]:
     return [record for record, _ in read_card(card).events]
-
-
-class Subscriber:
-    """A plain MQTT client keeping every message (topic, payload, retained) in arrival order."""
-
-    def __init__(self, broker: Broker, topic: str = "biolingual/#", user: tuple[str, str] | None = None,
-                 **tls: object) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        if tls:
-            client.tls_set(**tls)
-        if user is not None:
-            client.username_pw_set(*user)
-        client.on_message = self._keep
-        client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        client.connect("127.0.0.1", broker.port)
-        client.loop_start()
-        self.client = client
-
-    def _keep(self, _c: object, _u: object, message: object) -> None:
-        with self.lock:
-            self.messages.append((message.topic, message.payload, message.retain))  # type: ignore[attr-defined]
-
-    def statuses(self) -> list[str]:
-        with self.lock:
-            return [json.loads(p)["state"] for t, p, _ in self.messages if t.endswith("/status")]
-
-    def data(self) -> list[tuple[str, int, int]]:
-        with self.lock:
-            batches = [decode_batch(p)[1] for t, p, _ in self.messages if "/data/" in t]
-        return [(b.segment, b.start, b.end) for b in batches]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def test_wrong_password_is_an_event_with_capped_backoff_and_the_card_keeps_writing(tmp_path: Path) -> None:
