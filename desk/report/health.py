@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.collect.findings import CONFIG_COPIES
+from desk.collect.live import UnitLiveness, unit_liveness
 from desk.report.effort_strip import CRASHED, GAP, LISTENED, SCHEDULED_OFF
 from desk.report.season import MINUTES_PER_HOUR, Season
 from desk.report.summary import SUMMARY_QUERY
@@ -18,16 +19,21 @@ if TYPE_CHECKING:
     import duckdb
 
 MIB = 1024 * 1024
+SILENT_AFTER = 3
+"""A unit heard over the air (``logs live``) is flagged silent after this many heartbeat periods without a word."""
 DRIFT_VALUE_CHARS = 80
 """Long setting values (label lists, checksum maps) are shortened in the drift table."""
 
 
-def unit_table(con: duckdb.DuckDBPyConnection, season: Season, minute_states: np.ndarray) -> list[dict[str, Any]]:
-    """One row per unit: the SUMMARY.csv columns plus hours listened / scheduled off / in gaps / down."""
+def unit_table(con: duckdb.DuckDBPyConnection, season: Season, minute_states: np.ndarray,
+               now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per unit: the SUMMARY.csv columns plus hours listened / scheduled off / in gaps / down, and when
+    it was last heard over the air (units on an uplink; silent ones flagged)."""
     cursor = con.execute(f"SELECT * FROM {SUMMARY_QUERY}")
     names = [d[0] for d in cursor.description]
     summary = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
     sync = _clock_sync(con)
+    heard = {u.unit_id: u for u in unit_liveness(con, now, SILENT_AFTER)} if now is not None else {}
     rows = []
     for i, unit in enumerate(season.units):
         row = summary.get(unit, {"unit_id": unit})
@@ -39,9 +45,19 @@ def unit_table(con: duckdb.DuckDBPyConnection, season: Season, minute_states: np
             "gap_h": round(float((states == GAP).sum()) / MINUTES_PER_HOUR, 2),
             "down_after_crash_h": round(float((states == CRASHED).sum()) / MINUTES_PER_HOUR, 2),
             "clock_sync": sync.get(unit, {}),
+            "last_heard": _heard(heard.get(unit)),
         })
         rows.append(row)
     return rows
+
+
+def _heard(unit: UnitLiveness | None) -> str:
+    """``2024-05-01 21:00:00 (online)``, with ``SILENT`` when quiet beyond the limit; empty without an uplink."""
+    if unit is None:
+        return ""
+    when = "never" if unit.last_heard_utc is None else f"{unit.last_heard_utc:%Y-%m-%d %H:%M:%S}"
+    flag = f" SILENT > {SILENT_AFTER} × {unit.heartbeat_s:g} s" if unit.silent else ""
+    return f"{when} ({unit.status or 'no status'}){flag}"
 
 
 def _clock_sync(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:

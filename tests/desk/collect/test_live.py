@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from desk.collect.database import connect
 from desk.collect.ingest import collect
+from desk.report.page import write_report
 from edge.uplink.messages import decode_batch
 from tests.mqtt_broker import Broker
 from tests.uplink_support import (
@@ -45,6 +49,14 @@ class Recorder:
 def _position(payload: bytes) -> tuple[str, int, int]:
     _, batch = decode_batch(payload)
     return batch.segment, batch.start, batch.end
+
+
+def health_of(report: Path) -> str:
+    """The report's 'last heard on the air' of unit AM-01, read from the data embedded in the page."""
+    text = report.read_text(encoding="utf-8")
+    start = text.index('<script id="season-data"')
+    data = json.loads(text[text.index(">", start) + 1:text.index("</script>", start)])
+    return next(row["last_heard"] for row in data["health"]["units"] if row["unit_id"] == "AM-01")
 
 
 def assert_in_order(messages: list[tuple[str, int, int]]) -> None:
@@ -112,5 +124,15 @@ def test_collect_after_live_adds_exactly_the_rows_that_never_came_over_the_air(t
         assert {t: n for t, (n, _) in rows.items()} == on_card
         assert all(n == distinct for n, distinct in rows.values())
         assert collect([card], db).added.get("detections", 0) == 0  # and again: nothing
+        # the season report names when each unit was last heard on the air, and flags the silent ones
+        con = connect(db, read_only=True)
+        try:
+            heard = con.execute("SELECT last_heard_utc FROM live_units WHERE unit_id = 'AM-01'").fetchone()[0]
+            soon, later = (heard.replace(tzinfo=timezone.utc) + timedelta(seconds=s) for s in (60, 181))
+            assert health_of(write_report(con, tmp_path / "r1.html", now=soon).path) == \
+                f"{heard:%Y-%m-%d %H:%M:%S} (offline)"
+            assert health_of(write_report(con, tmp_path / "r2.html", now=later).path).endswith("SILENT > 3 × 60 s")
+        finally:
+            con.close()
     finally:
         broker.stop()
