@@ -158,3 +158,21 @@ def test_the_reports_figures_are_the_databases_in_chromium(season: dict[str, Any
         assert float(row["uptime h"]) == pytest.approx(float(summary[site]["uptime_h"]), abs=1e-3), site
         assert float(row["effort h"]) == pytest.approx(float(summary[site]["effort_h"]), abs=1e-3), site
         assert int(row["boots"]) == len(RECORDINGS[site]) and int(row["crashes"]) == 0, site
+
+
+def test_review_takes_the_detections_of_every_site(season: dict[str, Any], example_bundle: Path,
+                                                    example_labels: tuple[Path, Path]) -> None:
+    out = season["root"] / "review"
+    _cli("logs", "review", "--db", str(season["db"]), "--bundle", str(example_bundle), "--labels",
+         str(example_labels[0]), "--detections", "--per-label", "50", "--out", str(out))
+    with open(out / "review.csv", newline="", encoding="utf-8") as handle:
+        reviewed = list(csv.DictReader(handle))
+    detected = _query(season["db"], """
+        SELECT w.window_id, d.label FROM detections d JOIN windows w
+          ON w.unit_id = d.unit_id AND w.boot_id = d.boot_id AND w.stream = d.stream
+         AND w.start_sample = d.peak_start_sample""")
+    total = _query(season["db"], "SELECT count(*) FROM detections")[0][0]
+    assert len(detected) == total, "every detection's window is archived"
+    assert sorted((int(r["window_id"]), r["label"]) for r in reviewed) == sorted(detected)  # 50 per label: all
+    assert {r["unit_id"] for r in reviewed} == set(RECORDINGS)
+    assert all(r["source_path"] and r["audio"] for r in reviewed), "every reviewed window has its audio"

@@ -1,8 +1,10 @@
-"""Audio snippets for pages at the desk: a window cut from a recording on disk, as MP3 and spectrogram data URIs.
+"""Audio snippets for pages at the desk: a window cut from a recording on disk, as Opus and spectrogram data URIs.
 
-The audio is kept at :data:`SNIPPET_RATE`, above twice the highest frequency the model hears (14 kHz), so the
-reviewer hears what the model heard; MP3 at about 33 kbit/s keeps a 10 s window, spectrogram included, under
-:data:`SNIPPET_BUDGET_BYTES` (a 1 000-window review is ~50 MB, not the 900 MB of inlined 48 kHz WAV).
+The audio is kept at the model's own rate (48 kHz) and full band, so the reviewer hears everything the model
+heard (up to its 14 kHz): Ogg Opus at about 19 kbit/s keeps a 10 s window, spectrogram included, well under
+:data:`SNIPPET_BUDGET_BYTES` (about 24 KB of audio; MP3 cannot go below 32 kbit/s at a rate that holds 14 kHz),
+so a 1 000-window review is ~40 MB, not the 900 MB of inlined 48 kHz WAV. Browsers: Chrome/Edge, Firefox,
+Safari 18.4+.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-SNIPPET_RATE = 32_000
-"""Sample rate of embedded snippets (Hz): 16 kHz of bandwidth covers the model's 50-14 000 Hz band."""
-MP3_COMPRESSION = 0.9
-"""libsndfile's MP3 quality, 0 (best) .. 1 (smallest), variable bit rate: ~33 kbit/s at 32 kHz mono."""
+SNIPPET_RATE = 48_000
+"""Sample rate of embedded snippets (Hz): Opus's own rate, and the model's."""
+OPUS_COMPRESSION = 0.95
+"""libsndfile's Opus setting, 0 (best) .. 1 (smallest): ~19 kbit/s mono, the lowest that libopus still encodes
+full band (a 13 kHz tone survives; at 0.97 it switches to 12 kHz super-wideband and the top of the band is lost)."""
 SNIPPET_BUDGET_BYTES = 64 * 1024
 """Audio + spectrogram of one window at most (decoded bytes)."""
-SPECTROGRAM_FFT = 512
-SPECTROGRAM_HOP = 800
-"""25 ms at 32 kHz: 400 columns for a 10 s window."""
-SPECTROGRAM_BIN_POOL = 2
-"""Neighbouring frequency bins averaged: 128 rows of 62.5 Hz."""
+SPECTROGRAM_FFT = 1024
+SPECTROGRAM_HOP = 1200
+"""25 ms at 48 kHz: 400 columns for a 10 s window."""
+SPECTROGRAM_BIN_POOL = 4
+"""Neighbouring frequency bins averaged: 128 rows of 187.5 Hz (0-24 kHz)."""
 SPECTROGRAM_RANGE_DB = 80.0
 JPEG_QUALITY = 50
 
@@ -60,12 +63,11 @@ def cut_recording(path: Path, start_s: float, length_s: float, rate: int = SNIPP
     return np.asarray(soxr.resample(mono, native, rate), dtype=np.float32) if native != rate else mono
 
 
-def mp3_data_uri(samples: np.ndarray, rate: int = SNIPPET_RATE) -> str:
-    """Variable-bit-rate MP3 as a ``data:audio/mpeg;base64`` URI."""
+def opus_data_uri(samples: np.ndarray, rate: int = SNIPPET_RATE) -> str:
+    """Ogg Opus as a ``data:audio/ogg;base64`` URI."""
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(samples, -1, 1), rate, format="MP3", compression_level=MP3_COMPRESSION,
-             bitrate_mode="VARIABLE")
-    return "data:audio/mpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    sf.write(buffer, np.clip(samples, -1, 1), rate, format="OGG", subtype="OPUS", compression_level=OPUS_COMPRESSION)
+    return "data:audio/ogg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def spectrogram_data_uri(samples: np.ndarray) -> str:
@@ -89,4 +91,4 @@ def snippet(path: Path, start_s: float, length_s: float) -> Snippet | None:
     samples = cut_recording(path, start_s, length_s)
     if samples is None:
         return None
-    return Snippet(mp3_data_uri(samples), spectrogram_data_uri(samples))
+    return Snippet(opus_data_uri(samples), spectrogram_data_uri(samples))

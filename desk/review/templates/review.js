@@ -99,13 +99,12 @@ function progress() {
 function arrange() {
   const label = labelFilter.value;
   const sort = document.getElementById("f-sort").value;
-  const current = order[position];
   order = rows.map((_, i) => i).filter((i) => !label || rows[i].label === label);
   if (sort) order.sort((a, b) => (Number(rows[a].score) - Number(rows[b].score)) * (sort === "asc" ? 1 : -1));
   const shown = new Set(order);
   rows.forEach((_, i) => { byIndex[i].hidden = !shown.has(i); });
   main.append(...order.map((i) => byIndex[i]));  // display order
-  position = Math.max(0, order.indexOf(current));
+  position = 0;  // a new arrangement is reviewed from its top
   rows.forEach((_, i) => paint(i));
   progress();
   if (order.length) select(position);
@@ -159,8 +158,9 @@ document.getElementById("download").addEventListener("click", () => {
   link.download = "review.csv";
   document.body.appendChild(link); link.click(); link.remove();
 });
-labelFilter.addEventListener("change", arrange);
-document.getElementById("f-sort").addEventListener("change", arrange);
+for (const control of [labelFilter, document.getElementById("f-sort")]) {
+  control.addEventListener("change", () => { arrange(); control.blur(); });  // keys review again at once
+}
 document.getElementById("next-unreviewed").addEventListener("click", nextUnreviewed);
 
 document.addEventListener("keydown", (event) => {

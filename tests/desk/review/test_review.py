@@ -84,9 +84,9 @@ def test_scripted_review_in_chromium_feeds_calibrate_and_analyze(archive: dict[s
             page.keyboard.press("k")  # go back and change the first verdict: the last key wins
             page.keyboard.press("y" if label == "toad" and score >= toad_median else "n")
     assert page.locator("#progress").text_content() == f"{2 * PER_LABEL} / {2 * PER_LABEL} reviewed"
-    # every window visited has its audio (MP3 at a rate the model hears) and spectrogram attached
+    # every window visited has its audio (Opus at the model's rate) and spectrogram attached
     sources = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
-    assert len(sources) == 2 * PER_LABEL and all(s.startswith("data:audio/mpeg;base64,") for s in sources)
+    assert len(sources) == 2 * PER_LABEL and all(s.startswith("data:audio/ogg;base64,") for s in sources)
     assert page.eval_on_selector_all("img", "els => els.every(e => e.complete && e.naturalWidth > 0)")
     with page.expect_download() as download:
         page.click("#download")
