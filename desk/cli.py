@@ -32,6 +32,8 @@ register_live_command(logs_app)
 RESCORE_FORMATS = ("csv", "raven", "audacity")
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+SpaceOpt = Annotated[str | None, typer.Option("--space", help="The archive's embedding space to work in (a prefix; "
+                                              "needed when the archive holds windows of several).")]
 
 
 @logs_app.command()
@@ -109,11 +111,14 @@ def rescore(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for detections.csv and Raven tables.")],
     threshold: Annotated[float | None, typer.Option(help="Keep labels scoring at least this.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Labels kept per window.")] = 1,
-    score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
+    score_mode: Annotated[str | None, typer.Option(help="logit (cosine × scale, the default) or softmax across "
+                                                        "the list.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Unit config: re-run its detector rules "
-                                                 "(thresholds, hysteresis, N-of-M, cooldown) per stream.")] = None,
+                                                 "(thresholds, hysteresis, N-of-M, cooldown, heads, installed "
+                                                 "confidence) per stream.")] = None,
     formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(RESCORE_FORMATS)))]
     = ",".join(DEFAULT_FORMATS),
+    space: SpaceOpt = None,
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -122,17 +127,19 @@ def rescore(
     if top_k < 1:
         raise ConfigError("--top-k must be at least 1", "pass a positive integer")
     chosen = parse_formats(formats, RESCORE_FORMATS, "logs rescore")
-    options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode)
+    options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode or "logit")
     if config is not None:
-        options = _config_rules(config, bundle, labels)
-    options = dataclasses.replace(options, formats=chosen)
+        options = _config_rules(config, bundle, labels, threshold, score_mode)
+    options = dataclasses.replace(options, formats=chosen, space=space)
     result = rescore_archive(db, bundle, labels, out, options)
     if result.other_model:
-        stderr.print(f"[yellow]warning:[/] {result.other_model} archived window(s) from another model skipped")
+        stderr.print(f"{result.other_model} archived window(s) of other embedding spaces left alone (--space)")
     stderr.print(f"{result.windows} window(s) re-scored, {result.rows} row(s) -> {result.csv_path or out}")
 
 
-def _config_rules(config: Path, bundle: Path, labels: Path) -> RescoreOptions:
+def _config_rules(config: Path, bundle: Path, labels: Path, threshold: float | None,
+                  score_mode: str | None) -> RescoreOptions:
+    """The unit's rules from its config; ``--threshold``/``--score-mode`` must agree with it (or be left out)."""
     from desk.archive.rescore import RescoreOptions
     from edge.config.loader import resolve_config
     from edge.ops.setup import detector_options
@@ -140,11 +147,17 @@ def _config_rules(config: Path, bundle: Path, labels: Path) -> RescoreOptions:
     resolved = resolve_config(config, None, {"model.bundle": str(bundle.resolve()),
                                              "analysis.labels": str(labels.resolve())})
     analysis = resolved.analysis
+    for flag, given, configured in (("--threshold", threshold, analysis.threshold),
+                                    ("--score-mode", score_mode, analysis.score_mode)):
+        if given is not None and given != configured:
+            raise ConfigError(f"{flag} {given} conflicts with the unit config {config} ({configured})",
+                              f"leave {flag} out (the config's rules apply), or change the config")
     rate = open_bundle(bundle).manifest.frontend.sampling_rate
     rules = detector_options(resolved, rate)
     rules.validate(round(analysis.window_s * rate), round(analysis.hop_s * rate))
     prompts = tuple(analysis.background_prompts + analysis.privacy_prompts)
-    return RescoreOptions(score_mode=analysis.score_mode, rules=rules, hidden_labels=prompts, extra_prompts=prompts)
+    return RescoreOptions(score_mode=analysis.score_mode, rules=rules, hidden_labels=prompts, extra_prompts=prompts,
+                          heads=tuple(analysis.heads))
 
 
 @logs_app.command()
@@ -164,6 +177,7 @@ def search(
                                                     "(needs the export extra).")] = None,
     prefilter: Annotated[bool, typer.Option(help="Binary-code prefilter + exact re-rank (very large archives; "
                                                  "approximate).")] = False,
+    space: SpaceOpt = None,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
     from desk.archive.search import example_query, text_query, write_hits
@@ -176,7 +190,7 @@ def search(
     query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
     where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
                          until=_utc_option(until, "--to"))
-    hits = search_archive(db, opened, query, top, where, prefilter)
+    hits = search_archive(db, opened, query, top, where, prefilter, space)
     for path in write_hits(hits, out, opened, clips, text if text is not None else f"like {example}"):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")

@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         detections: Annotated[bool, typer.Option(
             "--detections", help="Review the units' own detections (across units) instead of sampled windows.")]
         = False,
+        space: Annotated[str | None, typer.Option("--space", help="The archive's embedding space to review (a "
+                                                  "prefix; needed when it holds several).")] = None,
     ) -> None:
         """Sample archived windows (or the units' detections) per label across score bins; review them by ear in
         review.html."""
@@ -46,7 +48,7 @@ def register(app: typer.Typer) -> None:
         from desk.review.detections import detections_for_review
         from desk.review.page import sample_for_review, write_review_csv, write_review_page
         from edge.model.bundle import open_bundle
-        from edge.scoring.confidence import space_sha256
+        from edge.model.space import embedding_space
         from edge.scoring.labels import read_labels
 
         if per_label < 1 or bins < 1:
@@ -54,14 +56,14 @@ def register(app: typer.Typer) -> None:
         opened = open_bundle(bundle)
         label_list = read_labels(labels)
         if detections:
-            items, missing = detections_for_review(db, opened, label_list, labels, per_label, bins, seed)
+            items, missing = detections_for_review(db, opened, label_list, labels, per_label, bins, seed, space)
             if missing:
                 stderr.print(f"warning: {missing} detection(s) have no archived window (embeddings off or not "
                              "collected); they cannot be reviewed")
         else:
-            items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed)
+            items = sample_for_review(db, opened, label_list, labels, per_label, bins, seed, space)
         out.mkdir(parents=True, exist_ok=True)
-        sha = space_sha256(opened)
+        sha = embedding_space(opened)
         write_review_csv(out / "review.csv", items, label_list.key, sha)
         with Progress(TextColumn("cutting audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=stderr, transient=True) as progress:

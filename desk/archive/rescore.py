@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from desk.archive.rescore_tables import RescoreTables, utc, window_tables
-from desk.archive.windows import WindowFilter, WindowStore, open_store, require_windows
-from desk.collect.database import CollectError
+from desk.archive.spaces import choose_space
+from desk.archive.windows import WindowFilter, WindowStore, open_store
 from edge.batch.tables import DEFAULT_FORMATS
-from edge.errors import EdgeError, LabelError
+from edge.errors import ConfigError, EdgeError, LabelError
 from edge.model.bundle import Bundle, open_bundle
-from edge.scoring.confidence import load_confidences
+from edge.scoring.confidence import Confidence, load_confidences
+from edge.scoring.heads import head_key, load_head
 from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
 from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
@@ -43,6 +44,10 @@ class RescoreOptions:
     """Prompts appended to the label list before scoring (the config's background and privacy prompts)."""
     formats: tuple[str, ...] = DEFAULT_FORMATS
     """Result tables written (``--format``): csv, raven, audacity."""
+    heads: tuple[str, ...] = ()
+    """The bundle's heads scored after the list (the config's ``analysis.heads``), as on the unit."""
+    space: str | None = None
+    """``--space``: the archive's embedding space to work in (needed when it holds several)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class RescoreResult:
     windows: int
     rows: int
     other_model: int
-    """Archived windows skipped because another model computed them (a different embedding space)."""
+    """Archived windows of other embedding spaces, left alone by an explicit ``--space``."""
 
 
 def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> LabelSet:
@@ -71,23 +76,6 @@ def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> Label
         return LabelSet(labels.names, np.asarray(encoder.embed(list(labels.names)), np.float32))
 
 
-def bundle_model_shas(bundle: Bundle) -> list[str]:
-    return sorted({bundle.manifest.files[m.path] for m in bundle.manifest.models.values()
-                   if m.path in bundle.manifest.files})
-
-
-def model_filter(store: WindowStore, bundle: Bundle) -> tuple[WindowFilter, int, int]:
-    """(the bundle's embedding space as a filter, windows kept, windows of other models); raises when no
-    archived window is in the bundle's space."""
-    shas = bundle_model_shas(bundle)
-    total = require_windows(store)
-    kept = sum(n for sha, n in store.spaces().items() if sha in shas)
-    if kept == 0:
-        raise CollectError(f"none of the {total} archived windows was computed by a model of bundle {bundle.root}",
-                           "pass the bundle the units ran (embeddings from different models are not comparable)")
-    return WindowFilter(spaces=tuple(shas)), kept, total - kept
-
-
 def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     table = store.windows(ids, EVENT_COLUMNS)
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
@@ -95,28 +83,59 @@ def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
 
 def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
             options: RescoreOptions) -> RescoreResult:
-    """Score every archived window of the bundle's model against ``labels_path``; writes ``out_dir``."""
+    """Score every archived window of the bundle's embedding space against ``labels_path``; writes ``out_dir``.
+
+    The installed confidence of the list (and of the heads) supplies per-label thresholds and ``p_correct`` as in
+    ``analyze``/``run``; one fitted in another score mode is refused.
+    """
     bundle = open_bundle(bundle_dir)
     listed = read_labels(labels_path)
     labels = LabelList(listed.names + options.extra_prompts, listed.scientific_names + ("",) * len(
         options.extra_prompts))
-    scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale, mode=options.score_mode)
-    names = np.array(labels.names, dtype=object)
-    shown = np.array([n not in options.hidden_labels for n in labels.names])
+    label_set = label_set_for(bundle, labels, labels_path)
+    for head in options.heads:
+        label_set = label_set.merged(load_head(bundle, head))
+    confidence = load_confidences(bundle, [listed.key, *map(head_key, options.heads)])
+    check_score_mode(confidence, options.score_mode)
+    scorer = Scorer(label_set, bundle.manifest.logit_scale, mode=options.score_mode)
+    names = np.array(label_set.names, dtype=object)
+    shown = np.array([n not in options.hidden_labels for n in label_set.names])
     band = (bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
     with open_store(db_path) as store:
-        where, kept, other = model_filter(store, bundle)
+        space = choose_space(store, bundle, options.space)
         tables = RescoreTables(out_dir, options.formats)
         try:
             if options.rules is None:
-                chunks = ((chunk.window_ids, chunk.cosines) for chunk in store.scan(scorer.label_matrix, where))
+                chunks = ((chunk.window_ids, chunk.cosines) for chunk in store.scan(scorer.label_matrix, space.where))
                 window_tables(chunks, lambda ids: _meta(store, ids), scorer, names, shown, options, tables, band,
-                              load_confidences(bundle, [listed.key]))
+                              confidence)
             else:
-                _write_events(store, where, scorer, tables, band, names, shown, options.rules)
+                rules = unit_rules(options, label_set.names, label_set.head_mask, confidence)
+                _write_events(store, space.where, scorer, tables, band, names, shown, rules)
         finally:
             tables.close()
-        return RescoreResult(tables.csv_path, kept, tables.rows, other)
+        return RescoreResult(tables.csv_path, space.windows, tables.rows, space.other)
+
+
+def check_score_mode(confidence: Confidence | None, score_mode: str) -> None:
+    """Refuse to apply a confidence fitted on scores of another mode (its thresholds mean other numbers)."""
+    if confidence is not None and score_mode not in confidence.score_mode.split("/"):
+        raise ConfigError(f"the installed confidence ({confidence.labels_key}) was fitted on {confidence.score_mode} "
+                          f"scores, not --score-mode {score_mode}",
+                          f"rescore with --score-mode {confidence.score_mode}, or review and fit confidence again "
+                          "in this mode")
+
+
+def unit_rules(options: RescoreOptions, names: tuple[str, ...], head_mask: np.ndarray,
+               confidence: Confidence | None) -> DetectorOptions:
+    """The detector rules a unit runs with: per label its configured threshold (in ``options.rules``), else the
+    installed confidence's, else the head default for heads (as ``edge.ops.setup.build_daemon`` gives ``run``)."""
+    from edge.scoring.heads import HEAD_THRESHOLD
+
+    assert options.rules is not None
+    per_label = {name: HEAD_THRESHOLD for name, head in zip(names, head_mask) if head}
+    per_label.update(confidence.thresholds() if confidence else {})
+    return replace(options.rules, per_label_enter={**per_label, **options.rules.per_label_enter})
 
 
 def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, tables: RescoreTables,

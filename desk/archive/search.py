@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from desk.archive.rescore import model_filter
-from desk.archive.windows import EVERY_WINDOW, WindowFilter, normalised, open_store, require_windows
+from desk.archive.spaces import choose_space
+from desk.archive.windows import EVERY_WINDOW, WindowFilter, WindowStore, normalised, open_store, require_windows
 from desk.collect.database import CollectError
 from edge.batch.tables import RAVEN_SUFFIX, RavenTable, Selection, seconds
 from edge.errors import AudioError, ConfigError, EdgeError
-from edge.model.bundle import Bundle
+from edge.model.bundle import SPACE_PRECISION, Bundle
 
 HITS_CSV = "hits.csv"
 HITS_COLUMNS = ("rank", "score", "window_id", "unit_id", "start_utc", "end_utc", "recording", "start_s", "end_s",
@@ -40,33 +40,54 @@ class Hit:
 
 
 def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where: WindowFilter = EVERY_WINDOW,
-           prefilter: bool = False) -> list[Hit]:
-    """The ``top`` archived windows (of the bundle's model, within ``where``) ranked by cosine to ``query``.
+           prefilter: bool = False, space: str | None = None) -> list[Hit]:
+    """The ``top`` archived windows (of the bundle's embedding space, within ``where``) ranked by cosine to
+    ``query``.
 
     ``prefilter``: re-rank only the Hamming-nearest candidates (:mod:`desk.archive.prefilter`) instead of all.
+    ``space``: the archive's space to search (needed when it holds several). A filter naming a unit the archive
+    lacks, or a time range that ends before it starts, is an error listing what exists.
     """
     if top < 1:
         raise ConfigError(f"--top {top} must be at least 1", "ask for one or more hits")
+    if where.since is not None and where.until is not None and where.since >= where.until:
+        raise ConfigError(f"--from {where.since.isoformat()} is not before --to {where.until.isoformat()}",
+                          "swap them, or widen the range")
     with open_store(db_path) as store:
-        space, _, _ = model_filter(store, bundle)
+        chosen = choose_space(store, bundle, space)
+        check_units(store, where)
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
-        ids, scores = store.nearest(vector, top, replace(where, spaces=space.spaces), approximate=prefilter)
+        ids, scores = store.nearest(vector, top, replace(where, spaces=chosen.where.spaces), approximate=prefilter)
         meta = store.windows(ids).to_pylist()
     return [Hit(rank, float(score), row) for rank, (row, score) in enumerate(zip(meta, scores), start=1)]
 
 
+def check_units(store: WindowStore, where: WindowFilter) -> None:
+    """Refuse a unit filter naming a unit with no archived window, listing the units there are."""
+    if where.units is None:
+        return
+    have = sorted(str(key[0]) for key in store.tally(("unit_id",)))
+    unknown = [u for u in where.units if u not in have]
+    if unknown:
+        raise ConfigError(f"--unit {', '.join(unknown)}: no archived window of that unit (units: "
+                          f"{', '.join(have) or 'none'})", "pass one of the units listed")
+
+
 def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
-    """(precision key, window length in samples) of the bundle model that computed most archived windows."""
+    """(precision key, window length in samples): the bundle's ONNX model that computed most archived windows,
+    else (windows of an engine or of a model file this bundle lacks) its fp32 model, whose space every precision
+    shares (:func:`search` checks the archive's space)."""
     with open_store(db_path) as store:
         require_windows(store)
-        by_sha = store.spaces()
+        by_sha = {str(key[0]): n for key, n in store.tally(("model_sha256",)).items()}
         lengths = store.tally(("samples",))
     ranked = sorted(((by_sha.get(bundle.manifest.files.get(m.path, ""), 0), key)
                      for key, m in bundle.manifest.models.items() if m.runtime == "onnxruntime"), reverse=True)
-    if not ranked or ranked[0][0] == 0 or not lengths:
-        raise CollectError(f"no archived window was computed by an ONNX model of bundle {bundle.root}",
-                           "pass the bundle the units ran")
-    return ranked[0][1], int(max(lengths, key=lambda key: lengths[key])[0])
+    if not ranked:
+        raise CollectError(f"bundle {bundle.root} has no ONNX audio encoder to embed --example with",
+                           "pass the bundle exported with `biolingual-export onnx`")
+    precision = ranked[0][1] if ranked[0][0] else SPACE_PRECISION
+    return precision, int(max(lengths, key=lambda key: lengths[key])[0])
 
 
 def parse_example(spec: str) -> tuple[Path, float]:
@@ -119,6 +140,10 @@ def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray
     from edge.scoring.labels import LabelList
 
     model = checkpoints.load_checkpoint(str(checkpoint))
+    if model.revision != bundle.manifest.model_revision:
+        raise ConfigError(f"--model {checkpoint} is checkpoint {model.revision}, bundle {bundle.root} was exported "
+                          f"from {bundle.manifest.model_id} at {bundle.manifest.model_revision} (another text space)",
+                          "pass the checkpoint the bundle was exported from, or add its text tower to the bundle")
     return np.asarray(labels.text_embeddings(model, LabelList((text,), ("",)), ("{common}",))[0], np.float32)
 
 

@@ -44,12 +44,15 @@ CREATE TABLE IF NOT EXISTS windows (
     window_id BIGINT, unit_id VARCHAR, deployment_id VARCHAR, boot_id VARCHAR, stream INTEGER,
     start_sample BIGINT, end_sample BIGINT, sample_rate INTEGER, start_utc TIMESTAMP, end_utc TIMESTAMP,
     clock_sync VARCHAR, source_path VARCHAR, source_offset BIGINT, model_sha256 VARCHAR,
-    shard VARCHAR, shard_row INTEGER, card VARCHAR);
+    shard VARCHAR, shard_row INTEGER, card VARCHAR, embedding_space VARCHAR);
+ALTER TABLE windows ADD COLUMN IF NOT EXISTS embedding_space VARCHAR;
 CREATE TABLE IF NOT EXISTS embedding_segments (
     unit_id VARCHAR, boot_id VARCHAR, segment VARCHAR, records BIGINT, card VARCHAR);
 """
 """``windows``: one row per archived window; ``shard``/``shard_row`` say where its embedding is (path relative
-to the archive folder, row in that file). ``embedding_segments``: which card segments were taken whole."""
+to the archive folder, row in that file), ``embedding_space`` the space the unit recorded (null or empty for
+windows from before spaces were named: their ``model_sha256`` is the key). ``embedding_segments``: which card
+segments were taken whole."""
 ARCHIVE_SUFFIX = ".archive"
 UNKNOWN_DAY = "unknown"
 DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/stream' || stream)",
@@ -57,6 +60,8 @@ DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/st
            "stop": "coalesce(source_offset, start_sample) + end_sample - start_sample",
            "samples": "end_sample - start_sample"}
 """SQL of the derived columns of :data:`~desk.archive.windows.DESCRIPTION`."""
+SPACE_KEY = "coalesce(nullif(embedding_space, ''), model_sha256)"
+"""A window's space key: its recorded space, else (archived before spaces were named) its model file's sha256."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -66,18 +71,21 @@ def archive_root(db_path: Path) -> Path:
     return db_path.with_name(db_path.stem + ARCHIVE_SUFFIX)
 
 
-def _column(name: str) -> str:
+def _column(name: str, space_key: str = SPACE_KEY) -> str:
     if name not in DESCRIPTION:
         raise ValueError(f"{name!r} is not a window column ({', '.join(DESCRIPTION)})")
+    if name == "space":
+        return f"{space_key} AS space"
     return f"{DERIVED[name]} AS {name}" if name in DERIVED else name
 
 
-def filter_sql(where: WindowFilter) -> tuple[str, list[Any]]:
-    """``where`` as a SQL condition over ``windows``, and its parameters."""
+def filter_sql(where: WindowFilter, space_key: str = SPACE_KEY) -> tuple[str, list[Any]]:
+    """``where`` as a SQL condition over ``windows``, and its parameters (``space_key``: the SQL of a window's
+    space)."""
     parts: list[str] = []
     params: list[Any] = []
     for column, values in (("unit_id", where.units), ("boot_id", where.boots), ("stream", where.streams),
-                           ("model_sha256", where.spaces)):
+                           (space_key, where.spaces)):
         if values is not None:
             parts.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "FALSE")
             params += list(values)
@@ -101,6 +109,10 @@ class DuckShardStore:
             run(self.con, ARCHIVE_SCHEMA)
         self._has_windows = writable or bool(run(
             self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0])
+        recorded = self._has_windows and bool(run(
+            self.con, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'windows' AND "
+                      "column_name = 'embedding_space'")[0][0])
+        self._space_key = SPACE_KEY if recorded else "model_sha256"  # a database from before spaces were named
         self._shards: dict[str, Shard] = {}
         if writable:
             self.migrate()
@@ -134,31 +146,38 @@ class DuckShardStore:
     def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
         if not self._archived():
             return 0
-        sql, params = filter_sql(where)
+        sql, params = self._filter(where)
         return int(run(self.con, f"SELECT count(*) FROM windows WHERE {sql}", params)[0][0])
 
     def tally(self, columns: tuple[str, ...], where: WindowFilter = EVERY_WINDOW) -> dict[tuple[Any, ...], int]:
         if not self._archived():
             return {}
-        sql, params = filter_sql(where)
-        chosen = ", ".join(_column(c) for c in columns)
+        sql, params = self._filter(where)
+        chosen = ", ".join(_column(c, self._space_key) for c in columns)
         found = run(self.con, f"SELECT {chosen}, count(*) FROM windows WHERE {sql} GROUP BY ALL ORDER BY ALL", params)
         return {tuple(row[:-1]): int(row[-1]) for row in found}
 
     def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
-        return {key[0]: n for key, n in self.tally(("model_sha256",), where).items()}
+        if not self._archived():
+            return {}
+        sql, params = self._filter(where)
+        found = run(self.con, f"SELECT {self._space_key}, count(*) FROM windows WHERE {sql} GROUP BY ALL", params)
+        return {str(key): int(n) for key, n in found}
+
+    def _filter(self, where: WindowFilter) -> tuple[str, list[Any]]:
+        return filter_sql(where, self._space_key)
 
     def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
         if not self._archived():
             return np.zeros(0, np.int64)
-        sql, params = filter_sql(where)
+        sql, params = self._filter(where)
         tail = "" if limit is None else f" LIMIT {int(limit)}"
         found = self.con.execute(f"SELECT window_id FROM windows WHERE {sql} ORDER BY window_id{tail}", params)
         return np.asarray(found.fetchnumpy()["window_id"], np.int64)
 
     def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
         wanted = self._ids(ids)
-        chosen = ", ".join(_column(c) for c in columns)
+        chosen = ", ".join(_column(c, self._space_key) for c in columns)
         if len(wanted) and wanted[-1] - wanted[0] + 1 == len(wanted) and np.all(np.diff(wanted) > 0):
             # one run of ids (a scan chunk): a range the table's zone maps answer, ~8x faster than a join
             table = self.con.sql(f"SELECT {chosen} FROM windows WHERE window_id BETWEEN $first AND $last "
@@ -197,7 +216,7 @@ class DuckShardStore:
     def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
         if not self._archived():
             return
-        sql, params = filter_sql(where)
+        sql, params = self._filter(where)
         for shard, rows, ids in shards(self.con, sql, params):
             for positions, matrix in self.shard(shard).pieces(rows):
                 yield Scored(ids[positions], cosines(matrix, queries))
@@ -205,7 +224,7 @@ class DuckShardStore:
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if approximate and self._archived():
-            return prefiltered_top(self, query, k, *filter_sql(where))
+            return prefiltered_top(self, query, k, *self._filter(where))
         return top_of(self.scan(query.reshape(-1, 1), where), k)
 
     def insert(self, batch: WindowBatch) -> int:
@@ -268,10 +287,11 @@ class DuckShardStore:
             "source_path": pa.array([batch.source_path] * count, pa.string()),
             "source_offset": pa.array(starts, pa.int64(), mask=np.full(count, batch.source_path is None)),
             "model_sha256": [batch.model_sha256] * count, "shard": [shard] * count,
-            "shard_row": np.arange(count, dtype=np.int32), "card": [batch.card] * count})
+            "shard_row": np.arange(count, dtype=np.int32), "card": [batch.card] * count,
+            "embedding_space": [batch.embedding_space] * count})
         self.con.register("new_windows", table)
         try:
-            run(self.con, "INSERT INTO windows SELECT * FROM new_windows")
+            run(self.con, "INSERT INTO windows BY NAME SELECT * FROM new_windows")
         finally:
             self.con.unregister("new_windows")
 

@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 DESCRIPTION = ("window_id", "unit_id", "deployment_id", "boot_id", "stream", "start_sample", "end_sample",
                "sample_rate", "start_utc", "end_utc", "clock_sync", "source_path", "source_offset", "model_sha256",
-               "card", "recording", "start", "stop", "samples")
+               "card", "recording", "start", "stop", "samples", "space")
 """Columns of :meth:`WindowStore.windows` (and of :meth:`WindowStore.tally`). Samples count on the unit's stream
 clock; ``start_utc``/``end_utc`` are naive UTC (null when the clock was unknown); ``source_path``/``source_offset``
 (samples) are set for windows of ``analyze --embeddings``. Derived: ``recording`` (the file, else
 ``unit/boot/streamN``), ``start``/``stop`` (the window's place in that recording, samples), ``samples`` (its
-length)."""
+length), ``space`` (its embedding-space key, see :meth:`WindowStore.spaces`)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class WindowFilter:
     until: datetime | None = None
     """Windows starting before this instant."""
     spaces: tuple[str, ...] | None = None
-    """Embedding spaces: the sha256 of the model file that computed the windows (see :meth:`WindowStore.spaces`)."""
+    """Embedding-space keys of the windows (see :meth:`WindowStore.spaces`)."""
 
 
 EVERY_WINDOW = WindowFilter()
@@ -73,6 +73,8 @@ class WindowBatch:
     clock_sync: list[str]
     vectors: np.ndarray
     """``(N, D)`` float16, unit length."""
+    embedding_space: str = ""
+    """The space the unit recorded (:mod:`edge.model.space`); ``""`` for windows from before spaces were named."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ class WindowStore(Protocol):
         """Windows matching ``where`` per distinct value of ``columns`` (names from :data:`DESCRIPTION`)."""
 
     def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
-        """Windows per embedding space (model sha256): only windows of one space are comparable."""
+        """Windows per embedding-space key: the space each window recorded, else (windows from before spaces were
+        named) the sha256 of the model file that computed it. Only windows of one space are comparable; see
+        :func:`desk.archive.spaces.choose_space`."""
 
     def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
         """Ids ``(n,)`` int64 of the windows matching ``where``, ascending."""

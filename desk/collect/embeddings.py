@@ -54,4 +54,4 @@ def window_batch(segment: EmbeddingSegment, name: str, card: str) -> WindowBatch
         sample_rate=header.sample_rate, model_sha256=header.model_sha256, source_path=header.source_path, card=card,
         stream=records["stream"], start_sample=records["start_sample"], end_sample=records["end_sample"],
         start_utc_us=records["start_utc_us"], clock_sync=[CLOCK_SYNC_STATES[c] for c in records["clock_sync"]],
-        vectors=vectors)
+        vectors=vectors, embedding_space=header.embedding_space)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.scoring.confidence import CONFIDENCE_SCHEMA, confidence_path, space_sha256
+from edge.model.space import check_space
+from edge.scoring.confidence import CONFIDENCE_SCHEMA, confidence_path
 
 VERDICTS = ("yes", "no", "unsure")
 MIN_VERDICTS = 10
@@ -179,9 +180,8 @@ def install_confidence(bundle_dir: Path, confidence: dict[str, Any], target: str
     from edge.model.bundle import open_bundle, write_manifest
 
     bundle = open_bundle(bundle_dir)
-    if confidence["model_sha256"] and confidence["model_sha256"] != space_sha256(bundle):
-        raise ConfigError(f"the review was scored with another model than bundle {bundle_dir}",
-                          "review again with this bundle (`logs review --bundle ...`)")
+    check_space(f"confidence fit of {confidence['labels_key']}", str(confidence.get("model_sha256") or ""), bundle,
+                "review again with this bundle (`logs review --bundle ...`), then fit confidence again")
     if target is not None:
         if target not in confidence.get("targets", []):
             raise ConfigError(f"target precision {target} was not fitted (have: {confidence.get('targets')})",

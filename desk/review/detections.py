@@ -27,9 +27,11 @@ class ReviewError(EdgeError):
 
 
 def detections_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
-                          bins: int, seed: int = 0) -> tuple[list[ReviewItem], int]:
-    """(review items, detections whose window is not archived) for every label of the list the units detected."""
-    from desk.archive.rescore import label_set_for, model_filter
+                          bins: int, seed: int = 0, space: str | None = None) -> tuple[list[ReviewItem], int]:
+    """(review items, detections whose window is not archived) for every label of the list the units detected
+    (``space``: the archive's embedding space, needed when it holds several)."""
+    from desk.archive.rescore import label_set_for
+    from desk.archive.spaces import choose_space
     from desk.archive.windows import open_store
     from desk.collect.database import connect, run
 
@@ -46,7 +48,7 @@ def detections_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_pa
         raise ReviewError(f"no detection of a label of {labels_path} in {db}",
                           "review sampled windows instead (leave out --detections), or pass the units' label list")
     with open_store(db) as store:
-        where, _, _ = model_filter(store, bundle)
+        where = choose_space(store, bundle, space, "the detections' windows").where
         where = dataclasses.replace(where, units=tuple(sorted({d[0] for d in detected})),
                                     boots=tuple(sorted({d[1] for d in detected})))
         table = store.windows(store.match(where), KEY_COLUMNS)

@@ -75,14 +75,16 @@ def stratified_sample(scores: np.ndarray, per_label: int, bins: int, rng: np.ran
 
 
 def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
-                      bins: int = DEFAULT_BINS, seed: int = 0) -> list[ReviewItem]:
-    """The review sample of every label, label by label, in window order within a label."""
-    from desk.archive.rescore import label_set_for, model_filter
+                      bins: int = DEFAULT_BINS, seed: int = 0, space: str | None = None) -> list[ReviewItem]:
+    """The review sample of every label, label by label, in window order within a label (``space``: the
+    archive's embedding space, needed when it holds several)."""
+    from desk.archive.rescore import label_set_for
+    from desk.archive.spaces import choose_space
     from desk.archive.windows import open_store
 
     scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale)
     with open_store(db) as store:
-        where, _, _ = model_filter(store, bundle)
+        where = choose_space(store, bundle, space, "the windows to review").where
         ids, scores = [], []
         for chunk in store.scan(scorer.label_matrix, where):  # chunk by chunk: memory stays bounded
             ids.append(chunk.window_ids)

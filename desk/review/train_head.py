@@ -23,7 +23,7 @@ from desk.review.confidence import read_review
 from edge.audio.files import find_audio_files
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle, LabelSetEntry, sha256_file, write_manifest
-from edge.scoring.confidence import space_sha256
+from edge.model.space import check_space, embedding_space, space_of_model
 from edge.scoring.heads import head_key
 from edge.scoring.scorer import HEAD_SOURCE
 
@@ -120,8 +120,14 @@ def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | N
     from edge.model.examples import embed_recordings
 
     sets = []
+    check_space(f"review {review_csv}", read_review(review_csv).model_sha256, bundle,
+                "train the head into the bundle the review was made with, or review again with this one")
     reviewed = sorted(read_verdict_ids(review_csv).items())
     with open_store(db) as store:
+        ids = sorted({i for _, verdicts in reviewed for i in verdicts})
+        for key in set(store.windows(ids, ("space",)).column("space").to_pylist()) if ids else ():
+            check_space(f"reviewed windows of {db}", space_of_model(bundle, key) or key, bundle,
+                        "train with the bundle the units ran (the export their windows came from)")
         archived = {label: store.embeddings(sorted(verdicts)) for label, verdicts in reviewed}
     for label, verdicts in reviewed:
         ids = sorted(verdicts)
@@ -157,13 +163,15 @@ def install_head(bundle: Bundle, name: str, fits: list[HeadFit], provenance: dic
     rel = f"labels/{key}.npz"
     (bundle.root / "labels").mkdir(exist_ok=True)
     names = tuple(f.label for f in fits)
-    record = {**provenance, "model_sha256": space_sha256(bundle), "created_utc": datetime.now(timezone.utc).isoformat(),
+    space = embedding_space(bundle)
+    record = {**provenance, "model_sha256": space, "created_utc": datetime.now(timezone.utc).isoformat(),
               "labels": {f.label: {k: v for k, v in dataclasses.asdict(f).items() if k not in ("weights", "label")}
                          for f in fits}}
     np.savez(bundle.root / rel, embeddings=np.stack([f.weights for f in fits]),
              bias=np.array([f.bias for f in fits], dtype=np.float32), names=np.array(names),
              provenance=np.array(json.dumps(record)))
-    entry = LabelSetEntry(key=key, path=rel, names=names, source=HEAD_SOURCE)
+    entry = LabelSetEntry(key=key, path=rel, names=names, source=HEAD_SOURCE,
+                          model_revision=bundle.manifest.model_revision, embedding_space=space)
     write_manifest(bundle.root, dataclasses.replace(bundle.manifest,
                                                     label_sets={**bundle.manifest.label_sets, key: entry}))
     return bundle.root / rel

@@ -27,6 +27,7 @@ from edge.card.embedformat import (
 from edge.card.segments import SegmentStream, atomic_write, make_dirs
 from edge.card.streamclock import StreamClock
 from edge.model.bundle import Bundle
+from edge.model.space import recorded_space
 
 if TYPE_CHECKING:
     from edge.batch.piece_analysis import PieceResult
@@ -53,6 +54,8 @@ class EmbeddingSpec:
     """``fp16`` or ``int8``."""
     dim: int
     model_sha256: str
+    embedding_space: str = ""
+    """The bundle's embedding space (``""``: an old bundle that names none and has no fp32 file)."""
 
 
 def embedding_spec(bundle: Bundle, precision: str, dtype: str) -> EmbeddingSpec | None:
@@ -63,7 +66,7 @@ def embedding_spec(bundle: Bundle, precision: str, dtype: str) -> EmbeddingSpec 
     dim = entry.outputs[0].shape[-1]
     if not isinstance(dim, int):
         raise ValueError(f"bundle {bundle.root}: model output {entry.outputs[0].name} has no fixed size")
-    return EmbeddingSpec(dtype, dim, bundle.manifest.files.get(entry.path, ""))
+    return EmbeddingSpec(dtype, dim, bundle.manifest.files.get(entry.path, ""), recorded_space(bundle))
 
 
 class CardEmbeddings:
@@ -72,7 +75,7 @@ class CardEmbeddings:
     def __init__(self, root: Path, unit_id: str, deployment_id: str, boot_id: str, sample_rate: int,
                  spec: EmbeddingSpec) -> None:
         self.header = SegmentHeader(unit_id, deployment_id, boot_id, sample_rate, spec.dim, spec.dtype,
-                                    spec.model_sha256)
+                                    spec.model_sha256, embedding_space=spec.embedding_space)
         self.stream = SegmentStream(root / EMBEDDINGS_DIR, boot_id, EXTENSION, self.header.encode(),
                                     MAX_PENDING_EMBEDDINGS)
 
@@ -136,7 +139,8 @@ class FileEmbeddingArchive:
         boot = file_boot_id(source, self.spec.model_sha256)
         header = SegmentHeader(self.unit_of(source), "", boot, self.sample_rate, self.spec.dim, self.spec.dtype,
                                self.spec.model_sha256, source_path=str(source.resolve()),
-                               source_start_utc=start_utc.isoformat() if start_utc else None)
+                               source_start_utc=start_utc.isoformat() if start_utc else None,
+                               embedding_space=self.spec.embedding_space)
         offsets = np.asarray(starts, np.int64)
         if start_utc is None:
             utc_us = np.full(offsets.shape, UNKNOWN_UTC_US, np.int64)

@@ -58,6 +58,9 @@ class SegmentHeader:
     """The recording the windows were cut from (``analyze --embeddings``); None on a unit."""
     source_start_utc: str | None = None
     """ISO-8601 UTC start of ``source_path`` when known."""
+    embedding_space: str = ""
+    """The bundle's embedding space (:mod:`edge.model.space`), the same whatever precision or engine computed the
+    embeddings; ``""`` in segments written before spaces were named (then ``model_sha256`` is the key)."""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     """Header keys this reader does not know (written by a newer writer), kept rather than refused."""

@@ -21,6 +21,8 @@ LOCAL_REVISION_PREFIX = "sha256:"
 """``model_revision`` of a local checkpoint: this prefix + a content hash of its weights (hub models: the commit)."""
 TRT_PREFIX = "trt-"
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
+SPACE_PRECISION = "fp32"
+"""The model whose sha256 names the bundle's embedding space (every other precision maps into it)."""
 ORT_OPTIMIZED_KEY = "ort_optimized"
 """Key in a model entry's ``details``: the ONNX Runtime-only optimised graph of that model (path, ORT version)."""
 
@@ -97,6 +99,8 @@ class LabelSetEntry:
     scientific_names: tuple[str, ...] = ()
     model_revision: str = ""
     """Content hash (revision) of the checkpoint that computed the embeddings; ``""`` in older bundles."""
+    embedding_space: str = ""
+    """The bundle's :attr:`Manifest.embedding_space` when the set was stored; ``""`` in older bundles."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,10 @@ class Manifest:
     """Relative path -> sha256 of every file the manifest refers to."""
     tool_versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    embedding_space: str = ""
+    """The audio tower's identity: sha256 of the fp32 ONNX it was exported as (from ``model_id`` at
+    ``model_revision``). Every precision and engine of the bundle maps windows into this one space; ``""`` in
+    older bundles (then derived from the fp32 file, see :func:`embedding_space`)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -144,6 +152,7 @@ class Manifest:
                 templates=tuple(s.get("templates", ())),
                 scientific_names=tuple(s.get("scientific_names", ())),
                 model_revision=s.get("model_revision", ""),
+                embedding_space=s.get("embedding_space", ""),
             )
             for key, s in raw.get("label_sets", {}).items()
         }
@@ -160,6 +169,7 @@ class Manifest:
             files=dict(raw.get("files", {})),
             tool_versions=dict(raw.get("tool_versions", {})),
             schema_version=int(raw["schema_version"]),
+            embedding_space=str(raw.get("embedding_space", "")),
         )
 
 
@@ -173,18 +183,45 @@ def sha256_file(path: Path) -> str:
 
 
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
-    """Recompute the checksum of every referenced file and write ``manifest.json`` atomically."""
+    """Recompute the checksum of every referenced file and write ``manifest.json`` atomically and durably.
+
+    The manifest names the embedding space (the fp32 audio encoder's sha256) once it has an fp32 model; a
+    bundle that carries only other precisions keeps the space it was exported with.
+    """
     referenced = [m.path for m in manifest.models.values()] + [s.path for s in manifest.label_sets.values()]
     referenced += [m.path for m in manifest.text_encoders.values()]
     referenced += [manifest.tokenizer] if manifest.tokenizer else []
     known = [*manifest.files, PARITY_FILE]
     extra = [p for p in known if p not in referenced and (bundle_dir / p).exists()]
     files = {rel: sha256_file(bundle_dir / rel) for rel in sorted(set(referenced + extra))}
-    manifest = dataclasses.replace(manifest, files=files)
-    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+    fp32 = manifest.models.get(SPACE_PRECISION)
+    space = files.get(fp32.path, "") if fp32 is not None else manifest.embedding_space
+    manifest = dataclasses.replace(manifest, files=files, embedding_space=space)
+    for rel in files:  # the files the manifest vouches for reach the disk before the manifest does
+        fsync_path(bundle_dir / rel)
+    write_durably(bundle_dir / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
     return manifest
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or folder) that was written through another handle to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new file, never an empty one:
+    temp file, fsync, rename, fsync of the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

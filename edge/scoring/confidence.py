@@ -2,7 +2,7 @@
 
 Made at the desk by ``logs fit-confidence`` from reviewed windows (a logistic fit per label after Wood & Kahl 2024)
 and installed with ``--install BUNDLE`` as ``calibrations/<labels key>.json``, checksummed in the manifest and
-tied to the label list (by its key) and to the embedding space (the fp32 audio encoder's sha256). ``analyze``,
+tied to the label list (by its key) and to the embedding space (:mod:`edge.model.space`). ``analyze``,
 ``run`` and ``rescore`` then use each fitted label's threshold and write ``p_correct`` next to its score.
 """
 
@@ -16,23 +16,16 @@ import numpy as np
 
 from edge.errors import BundleError
 from edge.model.bundle import Bundle
+from edge.model.space import check_space
 
 CONFIDENCE_SCHEMA = 1
 CONFIDENCE_DIR = "calibrations"
 """Bundle folder of the installed fits (its name predates the word: bundles already in the field keep theirs)."""
-SPACE_MODEL = "fp32"
-"""The model whose sha256 names the embedding space that scores (and so confidence fits) belong to."""
 
 
 def confidence_path(labels_key: str) -> str:
     """Bundle-relative path of the confidence of the label list with this key."""
     return f"{CONFIDENCE_DIR}/{labels_key}.json"
-
-
-def space_sha256(bundle: Bundle) -> str:
-    """sha256 of the bundle's fp32 audio encoder: the identity of its embedding space."""
-    entry = bundle.model(SPACE_MODEL)
-    return bundle.manifest.files.get(entry.path, "")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -103,9 +96,8 @@ def load_confidence(bundle: Bundle, labels_key: str) -> Confidence | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BundleError(f"confidence {bundle.root / rel} is unreadable ({e})",
                           "re-install it with `biolingual-edge logs fit-confidence --install`") from e
-    if confidence.model_sha256 and confidence.model_sha256 != space_sha256(bundle):
-        raise BundleError(f"confidence {rel} was fitted on another model's scores",
-                          "review and fit confidence again with this bundle")
+    check_space(f"confidence {rel}", confidence.model_sha256, bundle,
+                "review and fit confidence again with this bundle (`logs review`, then `logs fit-confidence`)")
     return confidence
 
 

@@ -8,10 +8,13 @@ JSON), listed in the manifest as a label set with ``source="head"`` and checksum
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from edge.errors import LabelError
 from edge.model.bundle import Bundle
+from edge.model.space import check_space
 from edge.scoring.scorer import HEAD_SOURCE, LabelSet
 
 HEAD_KEY_PREFIX = "head-"
@@ -38,4 +41,11 @@ def load_head(bundle: Bundle, name: str) -> LabelSet:
         raise LabelError(f"bundle {bundle.root} has no head '{name}' (it has: {have})",
                          f"train one with `biolingual-edge logs train-head --bundle {bundle.root} --name {name} ...`")
     data = np.load(bundle.root / entry.path)
+    try:
+        trained_in = str(json.loads(str(data["provenance"]))["model_sha256"])
+    except (KeyError, ValueError, TypeError):  # no provenance at all: nothing says which space it was trained in
+        trained_in = ""
+    check_space(f"head '{name}' ({entry.path})", entry.embedding_space or trained_in, bundle,
+                f"train it again into this bundle: `biolingual-edge logs train-head --bundle {bundle.root} "
+                f"--name {name} ...`")
     return LabelSet(entry.names, data["embeddings"].astype(np.float32), data["bias"].astype(np.float32))

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.errors import LabelError
 from edge.model.bundle import Bundle, LabelSetEntry, Manifest, write_manifest
+from edge.model.space import check_space, recorded_space
 from edge.scoring.labels import LabelList
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def store_label_set(bundle: Bundle, labels: LabelList, embeddings: np.ndarray, s
     rel = f"{LABELS_DIR}/{labels.key}.npz"
     np.savez(bundle.root / rel, embeddings=embeddings.astype(np.float32), names=np.array(labels.names))
     entry = LabelSetEntry(key=labels.key, path=rel, names=labels.names, source=source, templates=templates,
-                          scientific_names=labels.scientific_names, model_revision=bundle.manifest.model_revision)
+                          scientific_names=labels.scientific_names, model_revision=bundle.manifest.model_revision,
+                          embedding_space=recorded_space(bundle))
     sets = {**bundle.manifest.label_sets, labels.key: entry}
     return write_manifest(bundle.root, dataclasses.replace(bundle.manifest, label_sets=sets))
 
@@ -126,13 +128,16 @@ def store_text_labels(bundle: Bundle, labels: LabelList, embedder: TextEmbedder,
 
 
 def check_label_set_model(bundle: Bundle, entry: LabelSetEntry) -> None:
-    """Refuse a label set whose embeddings were computed by another checkpoint than the bundle's."""
+    """Refuse a label set whose embeddings were computed by another checkpoint than the bundle's, or stored in a
+    bundle of another embedding space."""
+    command = f"biolingual-edge labels add --bundle {bundle.root} --labels LABELS.txt"
+    if entry.source != TEXT_SOURCE:
+        command = f"biolingual-export labels --bundle {bundle.root} --labels LABELS.txt --examples DIR"
     if entry.model_revision and entry.model_revision != bundle.manifest.model_revision:
-        command = f"biolingual-edge labels add --bundle {bundle.root} --labels LABELS.txt"
-        if entry.source != TEXT_SOURCE:
-            command = f"biolingual-export labels --bundle {bundle.root} --labels LABELS.txt --examples DIR"
         raise LabelError(
             f"label set {entry.path} of bundle {bundle.root} was computed by checkpoint {entry.model_revision}, "
             f"the bundle's model is {bundle.manifest.model_revision}",
             f"recompute it: `{command}`",
         )
+    if entry.embedding_space:
+        check_space(f"label set {entry.path}", entry.embedding_space, bundle, f"recompute it: `{command}`")

@@ -127,7 +127,7 @@ def test_installed_calibration_sets_per_label_thresholds_and_p_correct(
 
     from desk.review.confidence import install_confidence
     from edge.model.bundle import open_bundle
-    from edge.scoring.confidence import space_sha256
+    from edge.model.space import embedding_space as space_sha256
     from edge.scoring.labels import read_labels
 
     bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
@@ -173,7 +173,7 @@ def test_run_uses_the_installed_calibration_and_heads(example_bundle: Path, exam
     from desk.review.confidence import install_confidence
     from desk.review.train_head import HeadFit, install_head
     from edge.model.bundle import open_bundle
-    from edge.scoring.confidence import space_sha256
+    from edge.model.space import embedding_space as space_sha256
     from edge.scoring.labels import read_labels
     from edge.scoring.scorer import load_label_set
 
