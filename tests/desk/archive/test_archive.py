@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[3]
 RATE = 48_000
 NEAR_TIE = 2e-3
 """Cosine gap between two labels below which fp16 rounding may swap their order."""
+FP16_COSINE = 5e-4
+"""Largest cosine change the archive's float16 storage makes on the tiny model's unit vectors."""
 
 
 def cli(*args: str) -> str:
@@ -121,6 +123,52 @@ def test_rescore_equals_analyze_window_for_window(season: dict[str, Path], examp
     for table in (raven, season["analyze"].parent / raven.name):
         loaded = crowsetta.formats.by_name("raven").from_file(table, annot_col="Species")
         assert len(loaded.to_bbox()) == 22 and loaded.to_bbox()[0].low_freq > 0
+
+
+def test_rescore_equals_analyze_with_thresholds_and_confidence(season: dict[str, Path], example_bundle: Path,
+                                                               example_labels: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    """With a global threshold and an installed confidence (a fitted threshold and P(correct) for toad) in play,
+    rescore keeps and drops exactly the labels analyze keeps, with the same scores, ranks and p_correct."""
+    import shutil
+
+    from desk.review.confidence import install_confidence
+    from edge.model.space import embedding_space
+    from edge.scoring.labels import read_labels
+
+    scores = {(r["start_s"], r["label"]): float(r["score"]) for r in rows(season["analyze"])}
+    toad = sorted(v for (_, label), v in scores.items() if label == "toad")
+    night = sorted(v for (_, label), v in scores.items() if label == "night")
+    scale = open_bundle(example_bundle).manifest.logit_scale
+
+    def cut(values: list[float]) -> float:
+        """A threshold in the widest gap between two inner scores: far from every score, dropping some rows."""
+        low, high = max(zip(values[1:-2], values[2:-1]), key=lambda pair: pair[1] - pair[0])
+        assert high - low > 2 * FP16_COSINE * scale
+        return (low + high) / 2
+
+    toad_limit, global_limit = cut(toad), cut(night)
+    bundle = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
+    fit = {"fitted": True, "a": -2.0, "b": 0.3, "thresholds": {"0.9": {"score": toad_limit, "ci": [0, 0]}}}
+    install_confidence(bundle, {"schema": 1, "model_sha256": embedding_space(open_bundle(bundle)),
+                                "labels_key": read_labels(example_labels[0]).key, "score_mode": "logit",
+                                "target": "0.9", "targets": ["0.9"], "labels": {"toad": fit}})
+    analyze_paths([season["recording"]], example_labels[0], bundle, tmp_path / "analyze",
+                  AnalyzeOptions(top_k=2, threshold=global_limit, embeddings_dir=tmp_path / "recordings"))
+    collect([tmp_path / "recordings"], tmp_path / "season.duckdb")
+    cli("logs", "rescore", "--db", str(tmp_path / "season.duckdb"), "--bundle", str(bundle), "--labels",
+        str(example_labels[0]), "--out", str(tmp_path / "rescored"), "--top-k", "2", "--threshold", str(global_limit))
+    want, got = rows(tmp_path / "analyze" / "detections.csv"), rows(tmp_path / "rescored" / "detections.csv")
+    kept = {(r["start_s"], r["label"]) for r in want}
+    assert {k for k, v in scores.items() if v >= (toad_limit if k[1] == "toad" else global_limit)} == kept
+    assert 0 < len(kept) < len(scores) and any(k[1] == "toad" for k in kept)  # both thresholds dropped rows
+    assert [(r["file"], r["start_s"], r["label"], r["rank"]) for r in got] == \
+        [(r["file"], r["start_s"], r["label"], r["rank"]) for r in want]
+    for have, expected in zip(got, want):
+        assert float(have["score"]) == pytest.approx(float(expected["score"]), abs=FP16_COSINE * scale)
+        assert (have["p_correct"] == "") == (expected["p_correct"] == "") == (have["label"] != "toad")
+        if have["p_correct"]:
+            assert float(have["p_correct"]) == pytest.approx(float(expected["p_correct"]), abs=1e-3)
 
 
 def test_rescore_format_picks_the_tables(season: dict[str, Path], example_bundle: Path,
