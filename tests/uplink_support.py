@@ -17,6 +17,7 @@ from desk.collect.database import KEYS, connect
 from desk.collect.live import LiveCollector, live_client_id
 from edge.card.cardlog import CardLog, UnitIdentity
 from edge.config.uplink import UplinkSection
+from edge.uplink.alerts import AlertRules
 from edge.uplink.link import link_settings
 from edge.uplink.messages import decode_batch
 from edge.uplink.runlog import UplinkLog
@@ -45,13 +46,13 @@ def section(url: str, **fields: Any) -> UplinkSection:
 
 
 def unit_log(card: Path, url: str, unit: str = "AM-01", boot_id: str | None = None,
-             **fields: Any) -> UplinkLog:
+             rules: AlertRules | None = None, **fields: Any) -> UplinkLog:
     """A card log of ``unit`` at ``card`` with an uplink to ``url`` (started)."""
     log = CardLog(card, UnitIdentity(unit, "marsh-2024"), RATE, {"config_hash": "cfg"}, boot_id=boot_id,
                   wall_clock=lambda: T0)
     cfg = section(url, **fields)
     uplink = Uplink(card, cfg, unit, "marsh-2024", log.boot_id, log.durable_segments)
-    return UplinkLog(log, uplink)
+    return UplinkLog(log, uplink, rules)
 
 
 def write_hops(log: Any, first: int, count: int, health_every: int = 4) -> int:

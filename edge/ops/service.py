@@ -59,6 +59,15 @@ def supplementary_groups(config: UnitConfig) -> tuple[str, ...]:
     return (AUDIO_GROUP, *GPU_GROUPS) if config.model.backend == "trt" else (AUDIO_GROUP,)
 
 
+def _network(config: UnitConfig) -> str:
+    """No network at all; with an uplink, outgoing connections only (binding any port, a listener, is refused)."""
+    if not config.uplink.enabled:
+        return ("# No network: no listener, no sockets except local ones (systemd notify, PulseAudio).\n"
+                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any")
+    return ("# Uplink: outgoing connections to the MQTT broker (and DNS) only; bind(), so any listener, is refused.\n"
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nSocketBindDeny=any")
+
+
 def render_service_file(config: UnitConfig, config_path: Path, user: str = DEFAULT_USER,
                 python: str = sys.executable) -> str:
     """The unit file text for running ``biolingual-edge run --config config_path`` as ``user``."""
@@ -91,9 +100,7 @@ RestartSec={RESTART_DELAY_S}
 WatchdogSec={config.health.watchdog_s:g}
 TimeoutStartSec={START_TIMEOUT_S}
 TimeoutStopSec={STOP_TIMEOUT_S}
-# No network: no listener, no sockets except local ones (systemd notify, PulseAudio).
-RestrictAddressFamilies=AF_UNIX
-IPAddressDeny=any
+{_network(config)}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only

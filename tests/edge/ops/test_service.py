@@ -61,6 +61,20 @@ def test_unit_runs_the_daemon_as_a_notify_service_with_the_watchdog(tmp_path: Pa
     assert unit["ReadWritePaths"] == [f'"{tmp_path / "field logs"}" /var/lib/biolingual-edge/unwritten']
 
 
+def test_with_an_uplink_the_unit_may_connect_out_but_never_listen(tmp_path: Path) -> None:
+    path = unit_config(tmp_path)
+    config = resolve_config(path, None, {"uplink.url": "mqtts://broker.example.org"})
+    unit = directives(render_service_file(config, path, user="recorder"))
+    assert unit["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"] and unit["SocketBindDeny"] == ["any"]
+    assert "IPAddressDeny" not in unit
+    if shutil.which("systemd-analyze") is not None:
+        unit_file = tmp_path / SERVICE_FILE
+        unit_file.write_text(render_service_file(config, path, user="recorder"), encoding="utf-8")
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True,
+                                check=False)
+        assert verify.returncode == 0 and SERVICE_FILE not in verify.stderr, verify.stderr
+
+
 def test_root_is_refused(tmp_path: Path) -> None:
     config = resolve_config(unit_config(tmp_path), None, {})
     with pytest.raises(ConfigError, match="refusing to run the recorder as root"):

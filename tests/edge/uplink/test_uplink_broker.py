@@ -7,14 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from desk.collect.cards import read_card
+from edge.config.uplink import AlertRule
+from edge.uplink.alerts import AlertRules
 from edge.uplink.link import read_credentials
 from edge.uplink.messages import OFFLINE, OFFLINE_UNCLEAN, ONLINE, UplinkError
 from edge.uplink.outbox import Cursor
+from tests.cardlog_support import HOP, event_at, write_card
 from tests.mqtt_broker import Broker, credentials_file, make_tls
 from tests.uplink_support import (
     Subscriber,
@@ -159,4 +163,66 @@ def test_kill9_mid_drain_cursor_never_claims_unsent_and_resend_is_only_the_unack
         assert {t: n for t, (n, _) in rows.items()} == expected
     finally:
         watch.close()
+        broker.stop()
+
+
+def test_alerts_overtake_a_day_of_backlog_and_arrive_before_their_row(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    watch = Subscriber(broker)
+    card = tmp_path / "card"
+    try:
+        write_card(card, "AM-01", minutes=30)  # an earlier boot's rows, still waiting: ~900 rows
+        rules = AlertRules([AlertRule(label="toad", min_score=2.0, cooldown_s=0)])
+        log = unit_log(card, broker.url, rules=rules, max_rows_per_s=20, rows_per_message=5)
+        wait_for(lambda: log.uplink.stats.connected, 15, "the unit to connect")
+        open_stream(log)
+        log.detections([event_at(0, "toad", score=1.0), event_at(HOP, "toad", score=3.0)])
+        log.flush()
+        started = time.monotonic()
+        wait_for(lambda: any(t.endswith("/alert") for t, _, _ in watch.messages), 5, "the alert")
+        assert time.monotonic() - started < 2.0
+        alerts = [json.loads(p) for t, p, _ in watch.messages if t.endswith("/alert")]
+        assert [(a["label"], a["score"], a["start_sample"]) for a in alerts] == [("toad", 3.0, HOP)]
+        this_boot = [s for s, _, _ in watch.data() if log.card.boot_id in s and s.startswith("detections/")]
+        assert not this_boot  # its row is still behind the backlog, which drains at 20 rows/s
+        assert log.uplink.stats.rows_sent < 200
+        log.uplink.stop(0)
+        log.card.close()
+    finally:
+        watch.close()
+        broker.stop()
+
+
+def socket_states(pid: int) -> list[str]:
+    """TCP/UDP states (``0A`` = LISTEN, ``01`` = ESTABLISHED, ``07`` = UDP bound) of the sockets ``pid`` holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    states = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                states.append(f"{table}:{fields[3]}")
+    return states
+
+
+def test_the_unit_never_listens(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    try:
+        unit = run_unit(tmp_path / "card", broker.url, 5, rate=1000.0)
+        try:
+            # on the air: its outgoing connection to the broker
+            states = wait_for(lambda: [s for s in socket_states(unit.pid) if s.endswith(":01")] and
+                              socket_states(unit.pid), 15, "the unit's connection")
+            assert not [s for s in states if s.endswith(":0A") or s.startswith("udp")], states  # no listener
+        finally:
+            unit.kill()
+            unit.wait(10)
+    finally:
         broker.stop()
