@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config.uplink import UplinkSection
-from edge.uplink.link import Link, LinkSettings, link_settings
+from edge.uplink.link import CONNECT_TIMEOUT_S, Link, LinkSettings, link_settings
 from edge.uplink.messages import (
     OFFLINE,
     OFFLINE_UNCLEAN,
@@ -139,10 +139,16 @@ class Uplink:
         wait = first_wait
         down_since: float | None = None
         last_error = ""
-        while not self._stop.is_set():
+        final_try = False
+        while not self._stop.is_set() or not final_try:
+            if self._stop.is_set():
+                # stopping while waiting out a back-off: one last try within the drain budget, then leave
+                final_try = True
+                if time.monotonic() >= self._drain_until:
+                    break
             try:
                 link = self._link_factory(self.settings, on_ack=self._on_ack)
-                link.connect()
+                link.connect(CONNECT_TIMEOUT_S if not final_try else max(0.5, self._drain_until - time.monotonic()))
             except UplinkError as e:
                 self.stats.failures += 1
                 self.stats.last_error = e.message
@@ -173,12 +179,16 @@ class Uplink:
                 log.exception("uplink: unexpected error while sending")
                 link.error = link.error or f"{type(e).__name__}: {e}"
             self.stats.connected = False
-            if not self._stop.is_set():
-                self.stats.last_error = link.error
-                self._event("uplink_lost", error=link.error, broker=self.settings.where)
-                down_since = time.monotonic()
-                link.close()
-                self._save_cursor()
+            if self._stop.is_set():
+                if link.lost.is_set():
+                    link.close()
+                break
+            self.stats.last_error = link.error
+            self._event("uplink_lost", error=link.error, broker=self.settings.where)
+            down_since = time.monotonic()
+            link.close()
+            self._save_cursor()
+            self._stop.wait(first_wait)  # never a tight reconnect loop, whatever dropped the connection
 
     def _serve(self, link: Link) -> None:
         """Send until the connection drops or the daemon stops; the cursor follows the broker's acks."""
