@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -158,3 +161,37 @@ def test_a_unit_stopping_during_a_long_backoff_tries_once_more_and_drains(tmp_pa
                      lambda: desk_added(desk))
     finally:
         broker.stop()
+
+
+def test_logs_live_command_writes_the_card_rows_rejects_strangers_and_lists_units(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    card, db = tmp_path / "card", tmp_path / "season.duckdb"
+    repo = Path(__file__).resolve().parents[3]
+    desk = subprocess.Popen([sys.executable, "-m", "edge", "logs", "live", "--broker", broker.url, "--into", str(db),
+                             "--for", "10"], stderr=subprocess.PIPE, text=True, cwd=repo,
+                            env={**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "200"})
+    try:
+        assert desk.stderr is not None
+        first = desk.stderr.readline()
+        assert first.startswith("listening on mqtt://127.0.0.1:"), first
+        stranger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        stranger.connect("127.0.0.1", broker.port)
+        stranger.loop_start()
+        stranger.publish("biolingual/AM-01/data/detections", b"<script>not ours</script>", qos=1).wait_for_publish(5)
+        stranger.disconnect()
+        stranger.loop_stop()
+        log = unit_log(card, broker.url)
+        open_stream(log)
+        write_hops(log, 0, 8)
+        log.close()
+        output = first + desk.communicate(timeout=30)[1]
+    finally:
+        if desk.poll() is None:
+            desk.kill()
+        broker.stop()
+    assert desk.returncode == 0, output
+    expected = card_counts(card)
+    assert {t: n for t, (n, _) in db_rows(db).items()} == expected
+    assert "not a biolingual-edge uplink message" in output and "1 rejected" in output
+    assert f", {expected['detections']} detections, " in output
+    assert "AM-01: last heard" in output and "status offline" in output and "SILENT" not in output
