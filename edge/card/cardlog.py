@@ -388,7 +388,9 @@ class CardLog:
         rows = [(kind, day, line) for kind, s in self._kinds.items() for day, line in s.pending.lines]
         if not rows:
             return
-        path, spilled = spill(self.policy.fallback_dir, self.boot_id, rows) if self.policy.fallback_dir else (None, 0)
+        binary = {"embeddings": self._embeddings.stream.header} if self._embeddings is not None else {}
+        path, spilled = (spill(self.policy.fallback_dir, self.boot_id, rows, binary) if self.policy.fallback_dir
+                         else (None, 0))
         for stream in self._kinds.values():
             stream.pending.lines.clear()
         if spilled:

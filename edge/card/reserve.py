@@ -2,11 +2,15 @@
 
 At boot the card log reserves ``reserve_bytes`` on the card (a file of zeros, fsync'd). If the card is full at
 stop, the reserve is deleted so the rows still in memory fit; rows that still cannot be written are spilled as
-JSON lines to ``<fallback_dir>/<boot_id>.unwritten.jsonl`` (on the unit's own disk), each naming its record kind.
+JSON lines to ``<fallback_dir>/<boot_id>.unwritten.jsonl`` (on the unit's own disk), each naming its record kind:
+``{"kind", "day", "line"}`` for a CSV line, ``{"kind", "day", "base64"}`` for binary records (window
+embeddings), preceded once per binary kind by ``{"kind", "segment_header": base64}``, the segment header that
+decodes them (:mod:`edge.card.embedformat`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -62,17 +66,28 @@ class ReservedSpace:
         return True
 
 
-def spill(folder: Path, boot_id: str, rows: Iterable[tuple[str, date, bytes]]) -> tuple[Path | None, int]:
+def spill(folder: Path, boot_id: str, rows: Iterable[tuple[str, date, bytes]],
+          binary_headers: dict[str, bytes] | None = None) -> tuple[Path | None, int]:
     """Append ``(kind, day, line)`` rows to the fallback file, fsync'd; returns (path, rows written there).
 
-    Returns ``(None, 0)`` when the fallback folder cannot be written either (the rows are lost, and counted).
+    Rows of a kind in ``binary_headers`` are binary records (kept as base64 after their segment header); every
+    other row is a UTF-8 line. Returns ``(None, 0)`` when the fallback folder cannot be written either (the
+    rows are lost, and counted).
     """
     rows = list(rows)
     if not rows:
         return None, 0
     path = folder / f"{boot_id}{FALLBACK_SUFFIX}"
-    data = b"".join(json.dumps({"kind": kind, "day": day.isoformat(), "line": line.decode("utf-8")},
-                               ensure_ascii=False).encode("utf-8") + b"\n" for kind, day, line in rows)
+    headers = binary_headers or {}
+    entries: list[dict[str, str]] = []
+    for kind in dict.fromkeys(kind for kind, _, _ in rows if kind in headers):
+        entries.append({"kind": kind, "segment_header": base64.b64encode(headers[kind]).decode("ascii")})
+    for kind, day, line in rows:
+        if kind in headers:
+            entries.append({"kind": kind, "day": day.isoformat(), "base64": base64.b64encode(line).decode("ascii")})
+        else:  # a line we wrote ourselves; a byte that is not UTF-8 is kept, escaped, rather than losing the row
+            entries.append({"kind": kind, "day": day.isoformat(), "line": line.decode("utf-8", "surrogateescape")})
+    data = b"".join(json.dumps(entry, ensure_ascii=True).encode("ascii") + b"\n" for entry in entries)
     try:
         make_dirs(folder)
         with open(path, "ab") as handle:
