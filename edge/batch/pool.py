@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from edge.batch.piece_analysis import AnalysisSpec, PieceAnalyzer, PieceResult
 from edge.batch.pieces import Piece
@@ -13,6 +16,10 @@ from edge.errors import ConfigError, EdgeError
 
 MATH_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """numpy's BLAS reads these at import: set in a worker so workers × threads stays within the cores."""
+IN_FLIGHT_PER_WORKER = 2
+"""Pieces submitted per worker ahead of the writer (results wait in plan order; memory stays bounded)."""
+MAX_TRIES = 2
+"""A piece whose worker process dies is tried once more, alone; a second death fails the piece."""
 
 _worker: PieceAnalyzer | EdgeError | None = None
 """This worker process's analyzer, or the typed error that building it raised (re-raised per piece: an
@@ -76,17 +83,93 @@ def run_local(spec: AnalysisSpec, pieces: list[Piece], workers: int) -> Iterator
     """Results of ``pieces`` in their order; ``workers`` processes (1: in this process, no pool).
 
     Workers are spawned (not forked), so no thread or ONNX Runtime state of this process leaks into them;
-    each builds its stages once. A worker's typed error (say, a corrupt model) is raised here.
+    each builds its stages once. A worker's typed error (say, a corrupt model) is raised here. A worker that
+    dies (``kill -9``, the OOM killer) breaks the pool: it is restarted and the pieces that were in flight are
+    retried one at a time; a piece whose worker dies again comes back as a failed piece naming it (the run
+    then exits non-zero), never a hang and never a silent gap.
     """
     if workers == 1 or len(pieces) <= 1:
         analyzer = PieceAnalyzer(spec)
         yield from (analyzer(piece) for piece in pieces)
         return
-    context = multiprocessing.get_context("spawn")
-    with _math_threads(spec.threads):
-        pool = context.Pool(min(workers, len(pieces)), initializer=_start_worker, initargs=(spec,))
-    try:
-        yield from pool.imap(_run_unit, pieces, chunksize=1)
-    finally:
-        pool.terminate()
-        pool.join()
+    yield from _PoolRun(spec, min(workers, len(pieces))).results(pieces)
+
+
+def died_error(piece: Piece, rate: int) -> str:
+    """The failure line of a piece whose worker process died on both tries."""
+    where = "" if piece.length is None else (f" from {piece.start_sample / rate:.1f} s to "
+                                             f"{(piece.start_sample + piece.length) / rate:.1f} s")
+    return (f"{piece.path}{where}: the worker process died twice analysing it (killed by a signal or the "
+            "out-of-memory killer); its windows are missing from the results — rerun with fewer --workers "
+            "or more memory, then --resume")
+
+
+class _PoolRun:
+    """A spawned process pool that survives its workers dying (see :func:`run_local`)."""
+
+    def __init__(self, spec: AnalysisSpec, workers: int) -> None:
+        self.spec = spec
+        self.workers = workers
+        self.executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self.spec,))
+
+    def _submit(self, piece: Piece) -> Future[PieceResult]:
+        with _math_threads(self.spec.threads):  # workers are spawned on demand, at submit
+            return self.executor.submit(_run_unit, piece)
+
+    def results(self, pieces: list[Piece]) -> Iterator[PieceResult]:
+        queue = collections.deque(range(len(pieces)))
+        retry: collections.deque[int] = collections.deque()
+        tries = [0] * len(pieces)
+        finished: dict[int, PieceResult] = {}
+        running: dict[Future[PieceResult], int] = {}
+        emitted = 0
+        try:
+            while emitted < len(pieces):
+                if retry and not running:  # a piece retried after a worker died runs alone: a second death is its own
+                    position = retry.popleft()
+                    running[self._submit(pieces[position])] = position
+                while not retry and queue and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
+                    position = queue.popleft()
+                    running[self._submit(pieces[position])] = position
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    position = running.pop(future)
+                    try:
+                        finished[position] = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        running[future] = position
+                if broken:
+                    lost = sorted(running.values())
+                    running.clear()
+                    self._restart()
+                    for position in lost:
+                        tries[position] += 1
+                        if tries[position] >= MAX_TRIES:
+                            finished[position] = PieceResult(pieces[position].index,
+                                                             error=died_error(pieces[position], self.spec.rate))
+                        else:
+                            retry.append(position)
+                while emitted in finished:
+                    yield finished.pop(emitted)
+                    emitted += 1
+        finally:
+            self._stop()
+
+    def _restart(self) -> None:
+        self._stop()
+        self.executor = self._start()
+
+    def _stop(self) -> None:
+        """End the pool now: cancel what has not started and kill the workers (an early exit must not wait)."""
+        workers = dict(getattr(self.executor, "_processes", None) or {})  # no public kill before Python 3.14
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in workers.values():
+            if process.is_alive():
+                process.kill()
+                process.join()
