@@ -167,7 +167,8 @@ def search(
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for hits.csv, a Raven table and clips.")],
     text: Annotated[str | None, typer.Option(help='What to find, e.g. "frog chorus at night".')] = None,
-    example: Annotated[str | None, typer.Option(help="A recording like the sound wanted: FILE[@START_S].")] = None,
+    example: Annotated[str | None, typer.Option(
+        help="A recording like the sound wanted: FILE\\[@START_S] (start in seconds).")] = None,
     top: Annotated[int, typer.Option(help="Hits to keep.")] = 20,
     unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
     since: Annotated[str | None, typer.Option("--from", help="Only windows starting at/after (UTC).")] = None,

@@ -109,7 +109,7 @@ def analyze(
     = False,
     workers: Annotated[int | None, typer.Option(help="Worker processes (Ray: actors); default: one per core.")]
     = None,
-    engine: Annotated[str, typer.Option(help="local (process pool) or ray (pip install 'biolingual-edge[ray]').")]
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (pip install 'biolingual-edge\\[ray]').")]
     = "local",
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one).")]
     = None,
