@@ -176,3 +176,35 @@ def test_review_takes_the_detections_of_every_site(season: dict[str, Any], examp
     assert sorted((int(r["window_id"]), r["label"]) for r in reviewed) == sorted(detected)  # 50 per label: all
     assert {r["unit_id"] for r in reviewed} == set(RECORDINGS)
     assert all(r["source_path"] and r["audio"] for r in reviewed), "every reviewed window has its audio"
+
+
+def test_birdnet_table_and_detection_history_from_analyze(season: dict[str, Any], example_bundle: Path,
+                                                          example_labels: tuple[Path, Path]) -> None:
+    import pandas as pd
+
+    out = season["root"] / "formats"
+    _cli("analyze", str(season["root"] / "sd"), "--labels", str(example_labels[0]), "--bundle", str(example_bundle),
+         "--out", str(out), "--threshold", "-100", "--format", "csv,birdnet,occupancy", "--workers", "1")
+    detections = pd.read_csv(out / "detections.csv")
+    birdnet = pd.read_csv(out / "BirdNET_CombinedTable.csv")
+    assert list(birdnet.columns) == ["Start (s)", "End (s)", "Scientific name", "Common name", "Confidence", "File"]
+    assert len(birdnet) == len(detections) > 0
+    assert (birdnet["Common name"].tolist(), birdnet["File"].tolist()) == (
+        detections["label"].tolist(), [str(Path(f).resolve()) for f in detections["file"]])
+    assert birdnet["Confidence"].tolist() == pytest.approx(detections["score"].tolist(), abs=1e-4)
+    days = ["2024-05-03", "2024-05-04"]
+    listened = {"site-A": {"2024-05-03"}, "site-B": set(days), "site-C": {"2024-05-04"}}
+    detections["site"] = [Path(f).parent.name for f in detections["file"]]
+    detections["day"] = [d[:10] for d in detections["start_utc"]]
+    for name in example_labels[0].read_text(encoding="utf-8").split():
+        history = pd.read_csv(out / "detection_history" / f"{name}.csv", index_col="site")
+        assert list(history.columns) == days and sorted(history.index) == sorted(RECORDINGS)
+        for site in RECORDINGS:
+            for day in days:
+                value = history.loc[site, day]
+                if day not in listened[site]:
+                    assert pd.isna(value), (name, site, day)  # not listened: missing, never 0
+                else:
+                    hit = ((detections["site"] == site) & (detections["day"] == day)
+                           & (detections["label"] == name)).any()
+                    assert value == (1 if hit else 0), (name, site, day)

@@ -30,7 +30,7 @@ from edge.scoring.scorer import SCORE_MODES
 from edge.stream.pipeline import label_rules
 
 ENGINES = ("local", "ray")
-ANALYZE_FORMATS = ("csv", "raven", "audacity")
+ANALYZE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
 """``--format`` values ``analyze`` writes (Parquet needs pyarrow, which a unit does not have)."""
 ENGINE_ENTRY_POINTS = "biolingual_edge.engines"
 
@@ -169,15 +169,15 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     pieces = plan_pieces(files, rate, grid, round(run.piece_s * rate))
     workers, threads = _workers_and_threads(run, options.threads)
     archive_spec = embedding_spec(bundle, options.precision, "fp16") if options.embeddings_dir else None
+    site_of = folder_unit if options.unit_id is None else (lambda _: str(options.unit_id))
     season_log = None
     if options.embeddings_dir is not None and archive_spec is not None:
-        unit_of = folder_unit if options.unit_id is None else (lambda _: str(options.unit_id))
         model_sha = archive_spec.model_sha256
         season_log = RecordingSeasonLog(
-            options.embeddings_dir, rate, recording_start_utc, unit_of, lambda p: file_boot_id(p, model_sha),
+            options.embeddings_dir, rate, recording_start_utc, site_of, lambda p: file_boot_id(p, model_sha),
             _season_settings(bundle.manifest.model_id, labels.key, options), options.threshold is not None)
         sinks = [*sinks, FileEmbeddingArchive(options.embeddings_dir, rate, archive_spec, recording_start_utc,
-                                              unit_of), season_log]
+                                              site_of), season_log]
         keep_embeddings = True
     spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
                         verify_bundle=run.engine == "ray")
@@ -188,7 +188,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
         remove_stale_tables(out_dir)
     worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume)
     writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks,
-                            options.formats)
+                            options.formats, dict(zip(labels.names, labels.scientific_names)), site_of)
     result = AnalyzeResult(None if writer.csv is None else writer.csv.path, pieces=len(pieces),
                            pieces_resumed=worklog.done,
                            warnings=[w for path in files for w in (truncation_warning(path),

@@ -6,6 +6,9 @@ It owns every format those commands share, so the three cannot drift apart:
 - ``detections.csv``: :data:`CSV_COLUMNS` in one dialect (``,``, minimal quoting, ``\\n`` line ends);
 - the Raven Pro selection table: :data:`RAVEN_COLUMNS` (tab-separated, frequencies as decimals: ``50.0``);
 - the Audacity label track: ``start<TAB>end<TAB>label (score)``, no header;
+- BirdNET-Analyzer's combined table: :data:`BIRDNET_COLUMNS` in ``BirdNET_CombinedTable.csv``;
+- a site × day detection history per label (:class:`DetectionHistory`): 1 detected, 0 listened without a
+  detection, ``NA`` not listened, as occupancy models (R ``unmarked``, ``occupancy``) read it;
 - file names unique by construction (:class:`TableNames`).
 
 Tables are appended to in pieces and can be cut back to a checkpoint, which is how ``analyze --resume``
@@ -19,16 +22,17 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from edge.card.cardformat import safe_name
 from edge.errors import ConfigError
 
-FORMATS = ("csv", "raven", "audacity", "parquet")
+FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy", "parquet")
 """Output types of ``--format``: csv (``detections.csv``; ``logs export``: the tidy table with provenance),
-raven (selection tables), audacity (label tracks), parquet (``logs export`` only)."""
+raven (selection tables), audacity (label tracks), birdnet (BirdNET-Analyzer's combined CSV), occupancy (a site ×
+day detection history per label), parquet (``logs export`` only)."""
 DEFAULT_FORMATS = ("csv", "raven")
 FORMAT_HELP = "Output types, comma-separated: {allowed} (README: Analysis outputs)."
 """``--help`` of the shared ``--format`` option (``allowed``: the values the command writes)."""
@@ -41,6 +45,13 @@ RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
                  "File Offset (s)", "Begin Date Time (UTC)", "Clock Sync")
 """``Begin Path`` (absolute, empty where no audio file exists, e.g. a unit's stream) lets Raven open the sound;
 ``File Offset (s)`` is where the selection starts in that file."""
+BIRDNET_CSV = "BirdNET_CombinedTable.csv"
+BIRDNET_COLUMNS = ("Start (s)", "End (s)", "Scientific name", "Common name", "Confidence", "File")
+"""BirdNET-Analyzer's ``--rtype csv`` columns with ``File``, as its combined table has them. ``Confidence`` is
+``p_correct`` where the label has a confidence fit (0-1, as BirdNET's), else the score of the run's mode."""
+HISTORY_DIR = "detection_history"
+"""Folder of the detection histories: ``<label>.csv`` per label, rows = sites (units), columns = UTC days."""
+NOT_LISTENED = "NA"
 RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
 AUDACITY_SUFFIX = ".audacity-labels.txt"
 TABLE_FORMATS = ("raven", "audacity")
@@ -84,6 +95,8 @@ class Selection:
     utc: datetime | None = None
     """When the selection starts (naive values are UTC)."""
     clock_sync: str = ""
+    scientific: str = ""
+    """The label's scientific name, where the label file gives one."""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -105,6 +118,12 @@ def raven_row(number: int, s: Selection) -> list[object]:
             str(float(s.band_hz[1])), s.label, f"{s.score:.6g}", s.rank,
             "" if s.p_correct is None else f"{s.p_correct:.4f}", s.begin_path, s.begin_file, f"{offset:.3f}", when,
             s.clock_sync]
+
+
+def birdnet_row(file: str, s: Selection) -> list[object]:
+    """A :data:`BIRDNET_COLUMNS` row."""
+    confidence = s.score if s.p_correct is None else s.p_correct
+    return [f"{s.begin_s:.3f}", f"{s.end_s:.3f}", s.scientific, s.label, f"{confidence:.4f}", file]
 
 
 def audacity_row(s: Selection) -> list[object]:
@@ -156,6 +175,70 @@ class DetectionsCsv(_AppendedTable):
 
     def write(self, recording: str, selections: Iterable[Selection]) -> None:
         self._writer.writerows(csv_row(recording, s) for s in selections)
+
+
+class BirdnetCsv(_AppendedTable):
+    """``BirdNET_CombinedTable.csv``: one :data:`BIRDNET_COLUMNS` row per selection (``resume_at``: bytes kept)."""
+
+    def __init__(self, out_dir: Path, resume_at: int | None = None) -> None:
+        super().__init__(out_dir / BIRDNET_CSV, resume_at, **CSV_DIALECT)
+        if resume_at is None:
+            self._writer.writerow(BIRDNET_COLUMNS)
+
+    def write(self, file: str, selections: Iterable[Selection]) -> None:
+        self._writer.writerows(birdnet_row(file, s) for s in selections)
+
+
+class DetectionHistory:
+    """Per label, a site × day detection history: ``1`` (detected that day), ``0`` (listened, not detected),
+    ``NA`` (not listened: unknown, never 0). Days are UTC calendar days from the first to the last day any site
+    listened; sites are units (for recordings on disk, their site folder). Sets only, so adding the same piece
+    twice (a resumed run) changes nothing.
+    """
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.listened: set[tuple[str, str]] = {tuple(x) for x in (state or {}).get("listened", [])}  # type: ignore[misc]
+        self.detected: set[tuple[str, str, str]] = {tuple(x) for x in (state or {}).get("detected", [])}  # type: ignore[misc]
+        self.labels: set[str] = set((state or {}).get("labels", []))
+
+    def listen(self, site: str, first: datetime, last: datetime) -> None:
+        """``site`` listened from ``first`` to ``last`` (every UTC day they touch)."""
+        day, end = _utc(first).date(), _utc(last).date()
+        while day <= end:
+            self.listened.add((site, day.isoformat()))
+            day += timedelta(days=1)
+
+    def detect(self, site: str, moment: datetime, label: str) -> None:
+        self.detected.add((site, _utc(moment).date().isoformat(), label))
+
+    def know(self, labels: Iterable[str]) -> None:
+        """Labels that get a table even when never detected (a column of 0 and NA is a result too)."""
+        self.labels.update(labels)
+
+    def state(self) -> dict[str, Any]:
+        return {"listened": sorted(self.listened), "detected": sorted(self.detected), "labels": sorted(self.labels)}
+
+    def write(self, out_dir: Path) -> list[Path]:
+        """``out_dir/detection_history/<label>.csv`` for every label; returns the paths."""
+        folder = out_dir / HISTORY_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        days = sorted({d for _, d in self.listened} | {d for _, d, _ in self.detected})
+        if days:
+            first, last = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+            days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+        sites = sorted({s for s, _ in self.listened} | {s for s, _, _ in self.detected})
+        names = TableNames()
+        paths = []
+        for label in sorted(self.labels | {lab for _, _, lab in self.detected}):
+            path = folder / f"{names.stem(label, label)}.csv"
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle, **CSV_DIALECT)
+                writer.writerow(["site", *days])
+                for site in sites:
+                    writer.writerow([site, *("1" if (site, d, label) in self.detected else
+                                             "0" if (site, d) in self.listened else NOT_LISTENED for d in days)])
+            paths.append(path)
+        return paths
 
 
 class RavenTable(_AppendedTable):
@@ -268,7 +351,7 @@ class RecordingTables:
 def remove_stale_tables(out_dir: Path) -> list[Path]:
     """Delete the tables an earlier run left in ``out_dir`` (only ours: our suffixes and detections.csv)."""
     stale = sorted([*out_dir.glob("*" + RAVEN_SUFFIX), *out_dir.glob("*" + AUDACITY_SUFFIX),
-                    *out_dir.glob(DETECTIONS_CSV)])
+                    *out_dir.glob(DETECTIONS_CSV), *out_dir.glob(BIRDNET_CSV), *out_dir.glob(f"{HISTORY_DIR}/*.csv")])
     for path in stale:
         path.unlink()
     return stale

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,10 +23,21 @@ from typing import Any, Protocol
 from edge.audio.recording_time import recording_start_utc
 from edge.batch.piece_analysis import PieceResult
 from edge.batch.pieces import Piece
-from edge.batch.tables import DEFAULT_FORMATS, DetectionsCsv, RecordingTables, Selection
+from edge.batch.tables import (
+    DEFAULT_FORMATS,
+    BirdnetCsv,
+    DetectionHistory,
+    DetectionsCsv,
+    RecordingTables,
+    Selection,
+)
+from edge.card.recording_log import analysed_span, folder_unit
+from edge.card.segments import atomic_write
 from edge.errors import ConfigError
 
 WORKLOG_NAME = "analyze.worklog.jsonl"
+HISTORY_STATE = ".detection_history.json"
+"""The detection history so far (sets: a piece redone by ``--resume`` adds nothing twice), written each piece."""
 WORKLOG_SCHEMA = 2
 
 
@@ -123,7 +134,8 @@ class AnalysisWriter:
     """Writes pieces' results strictly in plan order (see module docstring)."""
 
     def __init__(self, out_dir: Path, rate: int, band_hz: tuple[float, float], files: list[Path], worklog: WorkLog,
-                 sinks: Sequence[PieceSink] = (), formats: Sequence[str] = DEFAULT_FORMATS) -> None:
+                 sinks: Sequence[PieceSink] = (), formats: Sequence[str] = DEFAULT_FORMATS,
+                 scientific: dict[str, str] | None = None, site_of: Callable[[Path], str] = folder_unit) -> None:
         self.out_dir = out_dir
         self.rate = rate
         self.band_hz = band_hz
@@ -134,6 +146,17 @@ class AnalysisWriter:
         self.csv = (DetectionsCsv(out_dir, resume_at=None if checkpoint is None else checkpoint["csv"])
                     if "csv" in formats else None)
         self.tables = RecordingTables(out_dir, formats, durable=True)
+        self.birdnet = (BirdnetCsv(out_dir, resume_at=None if checkpoint is None else checkpoint.get("birdnet"))
+                        if "birdnet" in formats else None)
+        self.scientific = scientific or {}
+        self.site_of = site_of
+        self.history: DetectionHistory | None = None
+        self._history_paths: list[Path] = []
+        if "occupancy" in formats:
+            state = out_dir / HISTORY_STATE
+            self.history = DetectionHistory(json.loads(state.read_text(encoding="utf-8"))
+                                            if checkpoint is not None and state.is_file() else None)
+            self.history.know(self.scientific)
         self._last_tables: dict[str, Any] | None = None if checkpoint is None else checkpoint["tables"]
         if self._last_tables is not None:
             index = self._last_tables["file"]
@@ -167,7 +190,7 @@ class AnalysisWriter:
         path = Path(os.path.abspath(piece.path))
         return [Selection(d.start_sample / self.rate, d.end_sample / self.rate, d.label, d.score, self.band_hz,
                           rank=d.rank, cosine=d.cosine, p_correct=d.p_correct, begin_path=str(path),
-                          begin_file=path.name,
+                          begin_file=path.name, scientific=self.scientific.get(d.label, ""),
                           utc=None if start_utc is None else start_utc + timedelta(seconds=d.start_sample / self.rate))
                 for d in result.detections]
 
@@ -185,14 +208,41 @@ class AnalysisWriter:
             identity = self._identity(piece.file_index)
             self.tables.write(*identity, selections)
             self._last_tables = {"file": piece.file_index, "positions": self.tables.checkpoint(*identity)}
+            if self.birdnet is not None:
+                self.birdnet.write(identity[0], selections)
+                self.birdnet.sync()
+            self._history(piece, result, selections)
         for sink in self.sinks:
             sink.write(piece, result)
         outputs = {"csv": None if self.csv is None else self.csv.position(), "tables": self._last_tables,
+                   "birdnet": None if self.birdnet is None else self.birdnet.position(),
                    "sinks": {sink.name: sink.checkpoint() for sink in self.sinks}}
         self.worklog.record(piece, result, outputs)
         self._count(piece.file_index, len(result.detections), result.error)
 
+    def _history(self, piece: Piece, result: PieceResult, selections: list[Selection]) -> None:
+        """The piece's listening and detections in the site × day history (recordings with a start time)."""
+        start = self._start_utc(piece.file_index)
+        if self.history is None or start is None or not result.window_starts:
+            return
+        site = self.site_of(piece.path)
+        first, last = analysed_span(piece, result)
+        self.history.listen(site, start + timedelta(seconds=first / self.rate),
+                            start + timedelta(seconds=max(first, last - 1) / self.rate))
+        for selection in selections:
+            if selection.utc is not None:
+                self.history.detect(site, selection.utc, selection.label)
+        atomic_write(self.out_dir / HISTORY_STATE, json.dumps(self.history.state()).encode("utf-8"))
+
+    @property
+    def history_paths(self) -> list[Path]:
+        """The detection histories (written by :meth:`close`)."""
+        return self._history_paths
+
     def close(self) -> None:
+        self._history_paths = [] if self.history is None else self.history.write(self.out_dir)
+        if self.birdnet is not None:
+            self.birdnet.close()
         if self.csv is not None:
             self.csv.close()
         for sink in self.sinks:

@@ -92,7 +92,7 @@ class RecordingSeasonLog:
             return
         clock = StreamClock(STREAM, epoch_us(start), 0, self.sample_rate, RECORDING_CLOCK)
         unit, boot = self.unit_of(piece.path), self.boot_of(piece.path)
-        first, last = _analysed_span(piece, result)
+        first, last = analysed_span(piece, result)
         day = clock.utc(first).date()
         part = first // self.sample_rate
         if first == 0:
@@ -137,7 +137,7 @@ class RecordingSeasonLog:
         return json_line({**envelope, **fields})
 
 
-def _analysed_span(piece: Piece, result: PieceResult) -> tuple[int, int]:
+def analysed_span(piece: Piece, result: PieceResult) -> tuple[int, int]:
     """Samples ``[first, last)`` of the recording this piece analysed: its windows, cut at the piece's end
     (the next piece owns what lies beyond), so a recording's pieces add up to its length exactly."""
     first = min(result.window_starts)
