@@ -29,6 +29,7 @@ RECORDINGS = {
     "site-C": [("20240504_010000.WAV", 12.0, RATE), ("20240504_011500.WAV", 3.0, BAT_RATE)],
 }
 SECOND_TOLERANCE = 1.0
+BIRDNET = "BirdNET_CombinedTable.csv"
 
 
 def _start(name: str) -> datetime:
@@ -208,3 +209,20 @@ def test_birdnet_table_and_detection_history_from_analyze(season: dict[str, Any]
                     hit = ((detections["site"] == site) & (detections["day"] == day)
                            & (detections["label"] == name)).any()
                     assert value == (1 if hit else 0), (name, site, day)
+    # the same season from the database: logs export writes the same histories; rescore the same BirdNET rows
+    exported = season["root"] / "exported"
+    _cli("logs", "export", "--db", str(season["db"]), "--format", "birdnet,occupancy", "--out", str(exported))
+    histories = sorted((exported / "detection_history").glob("*.csv"))
+    assert histories, "the database's detected labels each have a history"  # (it does not know the list's others)
+    for path in histories:
+        assert path.read_text() == (out / "detection_history" / path.name).read_text()
+    from_db = pd.read_csv(exported / "BirdNET_CombinedTable.csv")
+    assert list(from_db.columns) == list(birdnet.columns) and len(from_db) == len(birdnet)
+    assert sorted(from_db["Common name"]) == sorted(birdnet["Common name"])
+    rescored = season["root"] / "rescored"
+    _cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle), "--labels",
+         str(example_labels[0]), "--out", str(rescored), "--threshold", "-100", "--format", "csv,birdnet")
+    rescore_csv, rescore_birdnet = pd.read_csv(rescored / "detections.csv"), pd.read_csv(rescored / BIRDNET)
+    assert len(rescore_birdnet) == len(rescore_csv) > 0
+    assert rescore_birdnet["Common name"].tolist() == rescore_csv["label"].tolist()
+    assert rescore_birdnet["Start (s)"].tolist() == pytest.approx(rescore_csv["start_s"].tolist())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.batch.tables import DetectionsCsv, RecordingTables, Selection, remove_stale_tables
+from edge.batch.tables import BirdnetCsv, DetectionsCsv, RecordingTables, Selection, remove_stale_tables
 from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scorer, top_k
 
@@ -44,6 +44,7 @@ class RescoreTables:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_tables(out_dir)
         self.csv = DetectionsCsv(out_dir) if "csv" in formats else None
+        self.birdnet = BirdnetCsv(out_dir) if "birdnet" in formats else None
         self.tables = RecordingTables(out_dir, formats)
         self.rows = 0
 
@@ -61,6 +62,8 @@ class RescoreTables:
             return
         if self.csv is not None:
             self.csv.write(recording, selections)
+        if self.birdnet is not None:
+            self.birdnet.write(recording, selections)
         self.tables.write(recording, display, selections)
         self.rows += len(selections)
 
@@ -71,6 +74,8 @@ class RescoreTables:
     def close(self) -> None:
         if self.csv is not None:
             self.csv.close()
+        if self.birdnet is not None:
+            self.birdnet.close()
 
 
 def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names: np.ndarray, shown: np.ndarray,

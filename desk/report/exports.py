@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from desk.collect.database import copy_table
-from edge.batch.tables import FORMATS, RecordingTables, Selection, parse_formats
+from edge.batch.tables import FORMATS, BirdnetCsv, DetectionHistory, RecordingTables, Selection, parse_formats
 
 if TYPE_CHECKING:
     import duckdb
@@ -69,11 +69,15 @@ def export(con: duckdb.DuckDBPyConnection, file_format: str, out: Path) -> list[
     for tidy in (f for f in formats if f in ("csv", "parquet")):
         copy_table(con, TIDY_QUERY, out / f"{TIDY_NAME}.{tidy}", tidy)
         paths.append(out / f"{TIDY_NAME}.{tidy}")
-    streams = stream_extents(con) if "raven" in formats or "audacity" in formats else {}
+    streams = stream_extents(con) if {"raven", "audacity", "birdnet"} & set(formats) else {}
     if "raven" in formats:
         paths += write_raven(con, streams, out)
     if "audacity" in formats:
         paths += write_audacity(con, streams, out)
+    if "birdnet" in formats:
+        paths.append(write_birdnet(con, streams, out))
+    if "occupancy" in formats:
+        paths += write_detection_history(con, out)
     return paths
 
 
@@ -166,3 +170,35 @@ def write_audacity(con: duckdb.DuckDBPyConnection, streams: dict[tuple[str, str,
             for _, _, _, start, end, label, score, _, _ in rows])
     return tables.paths
 
+
+
+def write_birdnet(con: duckdb.DuckDBPyConnection, streams: dict[tuple[str, str, int], StreamExtent],
+                  folder: Path) -> Path:
+    """BirdNET-Analyzer's combined table: ``File`` is the detection's clip on the card where it has one (times
+    into it), else its stream ``unit/boot_sN`` (times from the stream's first sample)."""
+    clips = _clips(con)
+    table = BirdnetCsv(folder)
+    try:
+        for unit, boot, stream_no, start, end, label, score, _, when in _detections(con):
+            stream = streams[(unit, boot, stream_no)]
+            clip = clips.get((unit, boot, label, start))
+            first, file = ((stream.first_sample, f"{unit}/{stream.name}") if clip is None
+                           else (clip[1], str(Path(clip[0]).resolve())))
+            table.write(file, [Selection((start - first) / stream.sample_rate, (end - first) / stream.sample_rate,
+                                         label, score, stream.band_hz, utc=when)])
+    finally:
+        table.close()
+    return table.path
+
+
+def write_detection_history(con: duckdb.DuckDBPyConnection, folder: Path) -> list[Path]:
+    """Per label a unit × UTC day detection history: a day with analysed audio (effort) is 0 or 1, any other
+    day ``NA`` (not listened: unknown)."""
+    history = DetectionHistory()
+    for unit, day in con.execute("""SELECT DISTINCT unit_id, date_trunc('day', minute_utc) FROM unit_effort
+                                    WHERE analysed_s > 0""").fetchall():
+        history.listen(unit, day, day)
+    for unit, when, label in con.execute("""SELECT DISTINCT unit_id, date_trunc('day', utc), label FROM detections
+                                            WHERE utc IS NOT NULL AND label IS NOT NULL""").fetchall():
+        history.detect(unit, when, label)
+    return history.write(folder)
