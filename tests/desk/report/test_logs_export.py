@@ -79,7 +79,7 @@ def test_unknown_export_format_is_one_clear_line(two_stream_db: Path, tmp_path: 
     result = runner.invoke(app, ["logs", "export", "--db", str(two_stream_db), "--format", "csv,xlsx",
                                  "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown --format 'xlsx' for logs export" in result.output
-    assert "hint: logs export writes csv, raven, audacity, parquet" in result.output
+    assert "hint: logs export writes csv, raven, audacity, birdnet, occupancy, parquet" in result.output
 
 
 def test_units_whose_names_sanitise_alike_get_their_own_tables(tmp_path: Path) -> None:
