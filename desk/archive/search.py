@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import logging
 from dataclasses import dataclass, replace
 from datetime import timezone
 from pathlib import Path
@@ -28,6 +29,8 @@ HITS_COLUMNS = ("rank", "score", "window_id", "unit_id", "start_utc", "end_utc",
                 "source_path", "source_offset_s")
 RAVEN_TABLE = "hits" + RAVEN_SUFFIX
 """The hits in ``analyze``'s Raven schema (Species: the query; Score: the cosine; one row per hit, in rank order)."""
+log = logging.getLogger(__name__)
+
 CLIPS_DIR = "clips"
 
 
@@ -186,13 +189,18 @@ def _cut_clips(hits: list[Hit], folder: Path, rate: int) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    uncut = 0
     for hit in hits:
         source = hit.meta["source_path"]
         if source is None or not Path(source).is_file():
+            uncut += 1
             continue
         audio = read_file(Path(source), rate)
         start = int(hit.meta["source_offset"])
         path = folder / f"{hit.rank:03d}_{Path(source).stem}_{start / rate:.1f}s.wav"
         sf.write(path, audio[start : start + int(hit.meta["stop"]) - int(hit.meta["start"])], rate)
         paths.append(path)
+    if uncut:
+        log.warning("%d of %d hit(s) have no recording on disk (a unit's live stream, or a file moved since): "
+                    "no clip cut for them", uncut, len(hits))
     return paths

@@ -213,6 +213,12 @@ def _minus(span: tuple[datetime, datetime], holes: list[tuple[datetime, datetime
     return [p for p in pieces if p[1] - p[0] >= timedelta(minutes=1)]
 
 
+def gap_text(start: datetime, end: datetime) -> str:
+    """``2024-05-01 03:04-03:15``, or with the end's date when the gap crosses midnight (``…-2024-05-03 03:15``)."""
+    until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
+    return f"{start:%Y-%m-%d %H:%M}-{until}"
+
+
 def effort_gaps(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     """Minutes with no analysed audio between a unit's first and last analysed minute.
 
@@ -238,7 +244,7 @@ def effort_gaps(con: duckdb.DuckDBPyConnection) -> list[Finding]:
             continue
         total_h = sum((end - start).total_seconds() for start, end in spans) / SECONDS_PER_HOUR
         largest = sorted(spans, key=lambda s: s[0] - s[1])[:LARGEST_GAPS_LISTED]
-        listed = ", ".join(f"{s:%Y-%m-%d %H:%M}-{e:%H:%M}" for s, e in largest)
+        listed = ", ".join(gap_text(s, e) for s, e in largest)
         findings.append(Finding("warning", "effort", f"unit {unit}: {len(spans)} gap(s) in effort totalling "
                                 f"{total_h:.2f} h (largest: {listed} UTC); no audio was analysed there, so "
                                 "absences in those spans are unknown"))

@@ -82,11 +82,11 @@ def minute_states(con: duckdb.DuckDBPyConnection, season: Season, boots: list[Bo
             continue
         for boot in spans:
             states[row[unit], index(boot.first):index(boot.last) + 1] = GAP
-        for i, boot in enumerate(spans):
+        # down after a crash until the unit's next boot; after its last record the unit has no record (a card
+        # retrieved mid-run ends without a stop, and nothing is known of the time after it)
+        for boot, following in zip(spans, spans[1:]):
             if not boot.clean:
-                until = spans[i + 1].first if i + 1 < len(spans) else None
-                stop = index(until) if until is not None else minutes
-                crashed = slice(index(boot.last) + 1, stop)
+                crashed = slice(index(boot.last) + 1, index(following.first))
                 states[row[unit], crashed] = np.where(states[row[unit], crashed] == NO_RECORD, CRASHED,
                                                       states[row[unit], crashed])
     for unit, moment, seconds in gap_spans(con):

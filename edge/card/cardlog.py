@@ -104,8 +104,13 @@ class CardLog:
 
     def __init__(self, root: Path, unit: UnitIdentity, sample_rate: int, boot_info: dict[str, Any],
                  storage: StoragePolicy | None = None, *, boot_id: str | None = None,
-                 wall_clock: Callable[[], datetime] = utc_now, embeddings: EmbeddingSpec | None = None) -> None:
+                 wall_clock: Callable[[], datetime] = utc_now, embeddings: EmbeddingSpec | None = None,
+                 source: Path | None = None) -> None:
+        """``source``: the recording streamed instead of a microphone (``run --input``). Its windows name it (the
+        desk cuts their audio from it) and heartbeats are stamped with the stream's time, the recording's, so
+        health, uptime and effort share one time base."""
         self.root = Path(root)
+        self.source = source
         self.unit = unit
         self.sample_rate = sample_rate
         self.policy = storage or StoragePolicy()
@@ -128,7 +133,7 @@ class CardLog:
             "health": SegmentStream(self.root / HEALTH_DIR, self.boot_id, "jsonl", b"", limit),
         }
         self._embeddings = None if embeddings is None else CardEmbeddings(
-            self.root, unit.unit_id, unit.deployment_id, self.boot_id, sample_rate, embeddings)
+            self.root, unit.unit_id, unit.deployment_id, self.boot_id, sample_rate, embeddings, source)
         if self._embeddings is not None:
             self._kinds["embeddings"] = self._embeddings.stream  # last: written after the records it ranks below
         self._effort = EffortCounter()
@@ -204,8 +209,13 @@ class CardLog:
             auto["disk_total_bytes"] = shutil.disk_usage(self.root).total
         except OSError as e:
             auto["disk_error"] = str(e)
-        # A heartbeat is stamped with the wall clock: during an outage no new sample exists to time it by.
-        self._add_record("health", "health", self._last_sample, {**auto, **fields}, moment=self._wall_clock())
+        # A unit's heartbeat is stamped with the wall clock: during an outage no new sample exists to time it by.
+        # A recording's stream has no outages and its own time (a --fast run is hours of audio in minutes).
+        clock = self._clock
+        moment = self._wall_clock()
+        if self.source is not None and clock is not None:
+            moment = clock.utc(clock.anchor_sample if self._last_sample is None else self._last_sample)
+        self._add_record("health", "health", self._last_sample, {**auto, **fields}, moment=moment)
 
     def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int,
                   cut_samples: int = 0) -> Path | None:

@@ -73,9 +73,11 @@ class CardEmbeddings:
     """The ``embeddings`` stream of one boot's card log."""
 
     def __init__(self, root: Path, unit_id: str, deployment_id: str, boot_id: str, sample_rate: int,
-                 spec: EmbeddingSpec) -> None:
+                 spec: EmbeddingSpec, source: Path | None = None) -> None:
+        """``source``: the recording a ``run --input`` stream reads (its start samples are offsets in it)."""
         self.header = SegmentHeader(unit_id, deployment_id, boot_id, sample_rate, spec.dim, spec.dtype,
-                                    spec.model_sha256, embedding_space=spec.embedding_space)
+                                    spec.model_sha256, embedding_space=spec.embedding_space,
+                                    source_path=None if source is None else str(source.resolve()))
         self.stream = SegmentStream(root / EMBEDDINGS_DIR, boot_id, EXTENSION, self.header.encode(),
                                     MAX_PENDING_EMBEDDINGS)
 

@@ -188,7 +188,8 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     sink = CardLog(Path(config.storage.log_dir), identity, rate,
                    boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config),
                    embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
-                                             config.storage.embeddings))
+                                             config.storage.embeddings),
+                   source=None if input_options is None else input_options.path)
     run_log = with_uplink(config, sink, stages.selector.confidence)
     schedule = None if input_options is not None else build_schedule(config.schedule)
 
