@@ -66,7 +66,7 @@ def bench_scorer(text_labels: int, heads: int, repeats: int = 2000) -> tuple[flo
     x = rng.normal(size=(1, DIM)).astype(np.float32)
     results = []
     for labels in (LabelSet(tuple(f"t{i}" for i in range(text_labels)), text),
-                   LabelSet(tuple(f"t{i}" for i in range(text_labels)), text).merged(head_set)):
+                   LabelSet(tuple(f"t{i}" for i in range(text_labels)), text).with_head(head_set)):
         scorer = Scorer(labels, 100.0)
         scorer.score(x)
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from desk.collect.ingest import collect as collect_cards
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
 from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, FORMATS, parse_formats
-from edge.cli_support import renamed, report_errors, stderr
+from edge.cli_support import HEAD_HELP, renamed, report_errors, stderr
 from edge.errors import ConfigError
 from edge.model.bundle import open_bundle
 
@@ -119,6 +119,8 @@ def rescore(
     formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(RESCORE_FORMATS)))]
     = ",".join(DEFAULT_FORMATS),
     space: SpaceOpt = None,
+    head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP + " Default with --config: its "
+                                                   "analysis.heads.")] = None,
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -130,7 +132,7 @@ def rescore(
     options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode or "logit")
     if config is not None:
         options = _config_rules(config, bundle, labels, threshold, score_mode)
-    options = dataclasses.replace(options, formats=chosen, space=space)
+    options = dataclasses.replace(options, formats=chosen, space=space, heads=tuple(head) if head else options.heads)
     result = rescore_archive(db, bundle, labels, out, options)
     if result.other_model:
         stderr.print(f"{result.other_model} archived window(s) of other embedding spaces left alone (--space)")

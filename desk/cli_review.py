@@ -112,7 +112,9 @@ def register(app: typer.Typer) -> None:
         db: DbOpt,
         review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts.")],
         bundle: BundleOpt,
-        name: Annotated[str, typer.Option("--name", help="Name of the head in the bundle (run --head NAME).")],
+        name: Annotated[str, typer.Option("--name", help=(
+            "Name of the head in the bundle; choose it with --head NAME on `run`, `analyze` and `logs rescore` "
+            "(or analysis.heads: NAME in a unit config's list)."))],
         examples: Annotated[Path | None, typer.Option("--examples",
                                                       help="Folder of DIR/<label>/*.wav positives.")] = None,
     ) -> None:
@@ -129,4 +131,4 @@ def register(app: typer.Typer) -> None:
             zero = "n/a" if fit.ap_zero_shot is None else f"{fit.ap_zero_shot:.3f}"
             stderr.print(f"{fit.label}: {fit.positives} pos / {fit.negatives} neg, {fit.folds}-fold AP head "
                          f"{fit.ap_head:.3f} vs zero-shot {zero}")
-        stderr.print(f"head '{name}' -> {path} (use it with `--head {name}`)")
+        stderr.print(f"head '{name}' -> {path} (use it with `--head {name}` on run, analyze or logs rescore)")

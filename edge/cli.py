@@ -16,7 +16,7 @@ from edge.batch.run_record import ALL_WINDOWS_NOTE
 from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
 from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
-from edge.cli_support import renamed, report_errors, setup_logging, stderr
+from edge.cli_support import HEAD_HELP, renamed, report_errors, setup_logging, stderr
 from edge.ops.bench import bench_command
 
 DESK_GROUP = "logs"
@@ -125,8 +125,7 @@ def analyze(
     unit_id: Annotated[str | None, typer.Option(
         "--unit-id", help="Recorder/site id of every recording in --embeddings (default: each recording's "
         "folder name, i.e. one folder per site).")] = None,
-    head: Annotated[list[str] | None, typer.Option("--head", help="Trained head of the bundle to score too "
-                                                   "(repeatable; made by `logs train-head`).")] = None,
+    head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP)] = None,
     formats: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(ANALYZE_FORMATS)))]
     = ",".join(DEFAULT_FORMATS),
 ) -> None:
@@ -200,6 +199,7 @@ def run(
     fast: Annotated[bool, typer.Option(help="With --input: as fast as possible, not real time.")] = False,
     force_precision: Annotated[bool, typer.Option(
         help="Run a precision even if its parity report is missing or failed.")] = False,
+    head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP + " Sets analysis.heads.")] = None,
 ) -> None:
     """Listen to the microphone (or --input FILE) and log detections until stopped (SIGTERM/Ctrl-C).
 
@@ -215,6 +215,8 @@ def run(
                                    confirm=confirm, window=window, hop=hop, device=device, rate=rate,
                                    channel=channel, precision=precision, score_mode=score_mode,
                                    heartbeat=heartbeat))
+    if head:
+        overrides["analysis.heads"] = list(head)
     unit = renamed(profile, old_profile, "--unit", "--profile")
     resolved = resolve_config(config, unit, overrides)
     source = InputOptions(input_file, fast=fast) if input_file is not None else None

@@ -62,3 +62,7 @@ def renamed_command(fn: Callable[P, R], old: str, new: str) -> Callable[P, R]:
         return fn(*args, **kwargs)
 
     return wrapper
+
+HEAD_HELP = ("Trained head of the bundle (repeatable; made by `logs train-head --name`): its labels replace the "
+             "same-named labels' zero-shot scores, other labels of the head are added.")
+"""Help of --head on run, analyze and logs rescore: the one way to choose heads."""

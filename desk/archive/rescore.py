@@ -45,7 +45,8 @@ class RescoreOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     """Result tables written (``--format``): csv, raven, audacity."""
     heads: tuple[str, ...] = ()
-    """The bundle's heads scored after the list (the config's ``analysis.heads``), as on the unit."""
+    """Trained heads of the bundle (``--head``, else the config's ``analysis.heads``): their labels replace the
+    same-named labels' zero-shot scores, as on the unit."""
     space: str | None = None
     """``--space``: the archive's embedding space to work in (needed when it holds several)."""
 
@@ -94,8 +95,10 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
         options.extra_prompts))
     label_set = label_set_for(bundle, labels, labels_path)
     for head in options.heads:
-        label_set = label_set.merged(load_head(bundle, head))
-    confidence = load_confidences(bundle, [listed.key, *map(head_key, options.heads)])
+        label_set = label_set.with_head(load_head(bundle, head))
+    # a head-replaced label is not held to the list's fit of its zero-shot scores
+    replaced = [n for n, is_head in zip(label_set.names, label_set.head_mask) if is_head and n in listed.names]
+    confidence = load_confidences(bundle, [listed.key, *map(head_key, options.heads)], replaced)
     check_score_mode(confidence, options.score_mode)
     scorer = Scorer(label_set, bundle.manifest.logit_scale, mode=options.score_mode)
     names = np.array(label_set.names, dtype=object)

@@ -8,6 +8,8 @@ The archive is cut into pieces (``edge/batch/pieces.py``), analysed by a local p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +25,11 @@ from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprin
 from edge.card.embeddings import FileEmbeddingArchive, embedding_spec, file_boot_id
 from edge.card.recording_log import RecordingSeasonLog, folder_unit
 from edge.errors import AudioError, ConfigError
-from edge.model.bundle import open_bundle
+from edge.model.bundle import open_bundle, sha256_file
 from edge.model.precision_gate import check_precision, model_key
 from edge.scoring.labels import read_labels
 from edge.scoring.scorer import SCORE_MODES
-from edge.stream.pipeline import label_rules
+from edge.stream.pipeline import label_rules, scoring_provenance
 
 ENGINES = ("local", "ray")
 ANALYZE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
@@ -159,7 +161,9 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     _check_timing(options, frontend_params.max_length_s)
     labels = read_labels(labels_path)
     check_precision(bundle, model_key("ort", options.precision), options.force_precision)
-    label_rules(bundle, labels, str(labels_path), options.heads, options.score_mode)  # fails here, not in workers
+    # fails here, not in workers; what it resolved goes into run.json
+    _, per_label, confidence = label_rules(bundle, labels, str(labels_path), options.heads, options.score_mode)
+    scoring = scoring_provenance(bundle, options.heads, per_label, confidence, options.threshold)
     files = find_audio_files(paths)
     if not files:
         raise AudioError(f"no audio files found in {', '.join(map(str, paths))}",
@@ -186,7 +190,11 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     if not run.resume:
         remove_stale_tables(out_dir)
-    worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume)
+    plan = hashlib.sha256(json.dumps([p.key for p in pieces], default=str).encode()).hexdigest()[:12]
+    settings = {**dataclasses.asdict(dataclasses.replace(options, threads=None)), "labels": labels.key,
+                "labels_file": str(labels_path), "bundle": sha256_file(bundle.root / "manifest.json")[:16],
+                "recordings": f"{len(files)} file(s), {len(pieces)} piece(s), plan {plan}"}
+    worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume, settings)
     writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks,
                             options.formats, dict(zip(labels.names, labels.scientific_names)), site_of)
     result = AnalyzeResult(None if writer.csv is None else writer.csv.path, pieces=len(pieces),
@@ -212,5 +220,5 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
         bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
         top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
         raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
-        files_failed=len(result.failures), detections=result.detections))
+        files_failed=len(result.failures), detections=result.detections, scoring=scoring))
     return result

@@ -50,6 +50,9 @@ class RunRecord:
     files_failed: int
     detections: int
     note: str
+    scoring: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Heads (name, file, sha256, labels), installed confidence (id, files, target, labels) and the thresholds
+    applied per label (``global`` for the rest): see :func:`edge.stream.pipeline.scoring_provenance`."""
     tool_version: str = __version__
     python: str = platform.python_version()
     finished_utc: str = ""

@@ -76,6 +76,11 @@ def seconds(samples: int, sample_rate: int) -> str:
 
 
 @dataclass(frozen=True)
+
+def p_correct_text(value: float | None) -> str:
+    """``p_correct`` as every table writes it: 4 decimals, empty (never ``nan``) where the label has no fit."""
+    return "" if value is None or value != value else f"{value:.4f}"
+
 class Selection:
     """One detection as every table shows it; times in seconds on the table's time line."""
 
@@ -107,7 +112,7 @@ def csv_row(recording: str, s: Selection) -> list[object]:
     """A :data:`CSV_COLUMNS` row."""
     return [recording, f"{s.begin_s:.3f}", f"{s.end_s:.3f}", s.label, f"{s.score:.6g}",
             "" if s.cosine is None else f"{s.cosine:.6g}", s.rank, "" if s.utc is None else _utc(s.utc).isoformat(),
-            "" if s.p_correct is None else f"{s.p_correct:.4f}"]
+            p_correct_text(s.p_correct)]
 
 
 def raven_row(number: int, s: Selection) -> list[object]:
@@ -116,7 +121,7 @@ def raven_row(number: int, s: Selection) -> list[object]:
     when = "" if s.utc is None else _utc(s.utc).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
     return [number, "Spectrogram 1", 1, f"{s.begin_s:.3f}", f"{s.end_s:.3f}", str(float(s.band_hz[0])),
             str(float(s.band_hz[1])), s.label, f"{s.score:.6g}", s.rank,
-            "" if s.p_correct is None else f"{s.p_correct:.4f}", s.begin_path, s.begin_file, f"{offset:.3f}", when,
+            p_correct_text(s.p_correct), s.begin_path, s.begin_file, f"{offset:.3f}", when,
             s.clock_sync]
 
 

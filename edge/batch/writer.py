@@ -75,14 +75,22 @@ def _fsync_append(path: Path, line: str) -> None:
 class WorkLog:
     """``OUT/analyze.worklog.jsonl``: a job line, then one line per finished piece (JSON, fsync'd)."""
 
-    def __init__(self, out_dir: Path, fingerprint: str, resume: bool) -> None:
+    def __init__(self, out_dir: Path, fingerprint: str, resume: bool, settings: dict[str, Any] | None = None) -> None:
+        """``settings``: the job's settings by name (JSON values), kept so a refused resume names what changed."""
         self.path = out_dir / WORKLOG_NAME
         self.entries: list[dict[str, Any]] = []
+        self.settings = json.loads(json.dumps(settings or {}, sort_keys=True, default=str))
         if resume and self.path.exists():
             self._load(fingerprint)
         else:
             self.path.write_text("", encoding="utf-8")
-            _fsync_append(self.path, json.dumps({"schema": WORKLOG_SCHEMA, "job": fingerprint}))
+            _fsync_append(self.path, json.dumps({"schema": WORKLOG_SCHEMA, "job": fingerprint,
+                                                 "settings": self.settings}))
+
+    def _changed(self, before: dict[str, Any]) -> str:
+        """``threshold 12.0 -> 14.0, labels ...``: the settings that differ from the logged job's."""
+        keys = sorted(k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k))
+        return ", ".join(f"{k} {before.get(k)!r} -> {self.settings.get(k)!r}" for k in keys)
 
     def _load(self, fingerprint: str) -> None:
         raw = self.path.read_bytes()
@@ -95,8 +103,10 @@ class WorkLog:
             raise ConfigError(f"{self.path} is not a work log ({e})",
                               "run again without --resume to start over") from e
         if header.get("job") != fingerprint:
-            raise ConfigError(f"{self.path} belongs to a different job (other recordings, model, labels or settings)",
-                              "resume with the same arguments, or run without --resume to start over")
+            changed = self._changed(header["settings"]) if isinstance(header.get("settings"), dict) else ""
+            raise ConfigError(f"{self.path} belongs to a different job ("
+                              + (f"changed: {changed}" if changed else "other recordings, model, labels or settings")
+                              + ")", "resume with the same arguments, or run without --resume to start over")
         with open(self.path, "r+b") as handle:
             handle.truncate(len(complete))
 

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +27,7 @@ from edge.card import RunLog
 from edge.config.schedule import Schedule
 from edge.daemon import notify
 from edge.daemon.contract import (
+    CLIPPED_SPANS_REMEMBERED,
     DEVICE_POLL_S,
     EXIT_CARD_INCOMPLETE,
     EXIT_NO_AUDIO,
@@ -84,6 +86,7 @@ class Daemon:
         self._anchor: tuple[datetime, int] | None = None
         """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
         self._privacy_hits: list[DetectionEvent] = []
+        self._clipped_spans: deque[tuple[int, int]] = deque(maxlen=CLIPPED_SPANS_REMEMBERED)
         self._xruns_logged = 0
         self._ready_sent = False
         self.reopen_requested = False
@@ -430,9 +433,14 @@ class Daemon:
             self.detections_logged += len(detections)
         if self.options.save_clips:
             guard = round(self.options.privacy_guard_s * self.options.sample_rate)
-            for event in detections:
+            # one clip per detected span: labels detected over the same audio share the best-scoring one's clip
+            for event in sorted(detections, key=lambda e: -e.peak_score):
                 if any(_overlap(event, p, guard) for p in self._privacy_hits):
                     continue
+                span = (event.start_sample, event.end_sample)
+                if span in self._clipped_spans:
+                    continue
+                self._clipped_spans.append(span)
                 rate = self.options.sample_rate
                 clip = self._clips.cut(max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate)),
                                        event.end_sample + round(self.options.clip_post_roll_s * rate))

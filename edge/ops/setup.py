@@ -27,7 +27,7 @@ from edge.model.bundle import Bundle, open_bundle
 from edge.model.precision_gate import model_key
 from edge.scoring.labels import LabelList, read_labels
 from edge.stream.detector import DetectorOptions, EventDetector
-from edge.stream.pipeline import Stages, build_stages
+from edge.stream.pipeline import Stages, build_stages, scoring_provenance
 from edge.uplink.attach import with_uplink
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def storage_policy(config: UnitConfig) -> StoragePolicy:
 
 
 def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: str,
-              power: dict[str, str] | None = None) -> dict[str, Any]:
+              power: dict[str, str] | None = None, scoring: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings that explain every row of this run (no timestamps: equal settings, equal hash).
 
     ``config`` is the whole resolved unit config, so the desk can name the setting that differs between units.
@@ -129,6 +129,7 @@ def boot_info(config: UnitConfig, bundle: Bundle, labels: LabelList, precision: 
         "precision": precision,
         "backend": config.model.backend,
         "thresholds": {"global": config.analysis.threshold, **config.analysis.label_thresholds},
+        **(scoring or {}),
         "hysteresis": config.analysis.hysteresis,
         "confirm": f"{config.analysis.confirm_n}/{config.analysis.confirm_m}",
         "window_s": config.analysis.window_s,
@@ -186,7 +187,10 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         clock_sync=clock_sync or "unsynchronised")
     identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
     sink = CardLog(Path(config.storage.log_dir), identity, rate,
-                   boot_info(config, bundle, labels, precision, apply_power(config.power)), storage_policy(config),
+                   boot_info(config, bundle, labels, precision, apply_power(config.power),
+                             scoring_provenance(bundle, tuple(config.analysis.heads), options.per_label_enter,
+                                                stages.selector.confidence, config.analysis.threshold)),
+                   storage_policy(config),
                    embeddings=embedding_spec(bundle, model_key(config.model.backend, precision),
                                              config.storage.embeddings),
                    source=None if input_options is None else input_options.path)

@@ -43,17 +43,27 @@ class LabelSet:
             return np.zeros(len(self.names), dtype=bool)
         return ~np.isnan(self.bias)
 
-    def merged(self, other: LabelSet) -> LabelSet:
-        """This set followed by ``other`` (e.g. text labels then heads); names must stay unique."""
-        clash = {n.casefold() for n in self.names} & {n.casefold() for n in other.names}
-        if clash:
-            raise LabelError(f"label(s) {', '.join(sorted(clash))} appear both as text labels and as a head",
-                             "rename the head (train-head --name) or drop the label from the list")
-        nan = np.full(len(self.names), np.nan, np.float32)
-        biases = [self.bias if self.bias is not None else nan,
-                  other.bias if other.bias is not None else np.full(len(other.names), np.nan, np.float32)]
-        return LabelSet(self.names + other.names, np.concatenate([self.embeddings, other.embeddings]),
-                        np.concatenate(biases).astype(np.float32))
+    def with_head(self, head: LabelSet) -> LabelSet:
+        """This set with a trained head's labels: a head label named like a label here (ignoring case) replaces
+        that label's zero-shot score in place (the list's order and names stay); other head labels are appended.
+        """
+        folded = {n.casefold(): i for i, n in enumerate(self.names)}
+        rows = self.embeddings.copy()
+        bias = self.bias.copy() if self.bias is not None else np.full(len(self.names), np.nan, np.float32)
+        names, extra_rows, extra_bias = list(self.names), [], []
+        assert head.bias is not None
+        for name, row, b in zip(head.names, head.embeddings, head.bias):
+            at = folded.get(name.casefold())
+            if at is None:
+                names.append(name)
+                extra_rows.append(row)
+                extra_bias.append(b)
+            else:
+                rows[at], bias[at] = row, b
+        if extra_rows:
+            rows = np.concatenate([rows, np.stack(extra_rows)])
+            bias = np.concatenate([bias, np.asarray(extra_bias, np.float32)])
+        return LabelSet(tuple(names), rows.astype(np.float32), bias.astype(np.float32))
 
 
 def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels.txt") -> LabelSet:

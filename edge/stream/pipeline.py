@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from edge.model.backends import Backend, create_backend
 from edge.model.bundle import Bundle
 from edge.model.frontend_stream import StreamingLogMel
 from edge.model.precision_gate import check_precision, model_key
-from edge.scoring.confidence import Confidence, load_confidences
+from edge.scoring.confidence import Confidence, confidence_path, load_confidences
 from edge.scoring.heads import HEAD_THRESHOLD, head_key, load_head
 from edge.scoring.labels import LabelList
 from edge.scoring.scorer import LabelSet, Scorer, Scores, load_label_set
@@ -67,7 +68,7 @@ def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tupl
     """
     label_set = load_label_set(bundle, labels, labels_path)
     for name in heads:
-        label_set = label_set.merged(load_head(bundle, name))
+        label_set = label_set.with_head(load_head(bundle, name))
     confidence = load_confidences(bundle, [labels.key, *map(head_key, heads)])
     if confidence is not None and score_mode not in confidence.score_mode.split("/"):
         raise ConfigError(f"the installed confidence is for score mode '{confidence.score_mode}', not '{score_mode}'",
@@ -76,6 +77,26 @@ def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tupl
     per_label.update(confidence.thresholds() if confidence else {})
     per_label.update(label_thresholds or {})
     return label_set, per_label, confidence
+
+
+def scoring_provenance(bundle: Bundle, heads: tuple[str, ...], per_label: dict[str, float],
+                       confidence: Confidence | None, threshold: float | None) -> dict[str, Any]:
+    """What produced every score and row: the heads (file, sha256, labels), the installed confidence (its id: the
+    sha256 of its file(s) in the bundle, target and fitted labels) and the thresholds actually applied per label
+    (``global`` for labels without their own). Recorded in ``run.json`` and each boot manifest."""
+    files = bundle.manifest.files
+    head_rows = []
+    for name in heads:
+        entry = bundle.manifest.label_sets[head_key(name)]
+        head_rows.append({"name": name, "file": entry.path, "sha256": files.get(entry.path, ""),
+                          "labels": list(entry.names)})
+    fit = None
+    if confidence is not None:
+        paths = [confidence_path(key) for key in confidence.labels_key.split("+")]
+        fit = {"id": "+".join(files.get(p, "")[:16] for p in paths), "files": paths,
+               "labels": sorted(confidence.labels), "target": confidence.target}
+    return {"heads": head_rows, "confidence": fit,
+            "thresholds_applied": {"global": threshold, **dict(sorted(per_label.items()))}}
 
 
 def build_stages(bundle: Bundle, labels: LabelList, labels_path: str, *, precision: str = "fp32",

@@ -27,7 +27,7 @@ def test_scorer_scores_a_head_as_its_logit_next_to_text_labels() -> None:
     text = rng.normal(size=(2, 16)).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     weights = rng.normal(size=(1, 16)).astype(np.float32) * 3
-    labels = LabelSet(("a", "b"), text).merged(LabelSet(("head",), weights, np.array([0.7], np.float32)))
+    labels = LabelSet(("a", "b"), text).with_head(LabelSet(("head",), weights, np.array([0.7], np.float32)))
     x = rng.normal(size=(5, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     scores = Scorer(labels, logit_scale=20.0).score(x)
