@@ -75,12 +75,12 @@ def seconds(samples: int, sample_rate: int) -> str:
     return f"{samples / sample_rate:.3f}"
 
 
-@dataclass(frozen=True)
-
 def p_correct_text(value: float | None) -> str:
     """``p_correct`` as every table writes it: 4 decimals, empty (never ``nan``) where the label has no fit."""
     return "" if value is None or value != value else f"{value:.4f}"
 
+
+@dataclass(frozen=True)
 class Selection:
     """One detection as every table shows it; times in seconds on the table's time line."""
 

@@ -9,6 +9,7 @@ tied to the label list (by its key) and to the embedding space (:mod:`edge.model
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,18 +102,28 @@ def load_confidence(bundle: Bundle, labels_key: str) -> Confidence | None:
     return confidence
 
 
-def load_confidences(bundle: Bundle, labels_keys: list[str]) -> Confidence | None:
-    """The installed confidence fits of several label sets (a list and its heads) as one, or None if none."""
-    found = [c for key in labels_keys if (c := load_confidence(bundle, key)) is not None]
+def load_confidences(bundle: Bundle, labels_keys: list[str], replaced: Collection[str] = ()) -> Confidence | None:
+    """The installed confidence fits of several label sets (a list and its heads) as one, or None if none.
+
+    ``replaced``: labels of the first set (the list) whose scores a head replaces; the list's fits of them are
+    fits of zero-shot scores, so they are dropped (the head's own fit, if installed, applies).
+    """
+    found = [(i, c) for i, key in enumerate(labels_keys) if (c := load_confidence(bundle, key)) is not None]
     if not found:
         return None
     merged: dict[str, LabelConfidence] = {}
     thresholds: dict[str, LabelConfidence] = {}
-    for confidence in found:
+    dropped = {name.casefold() for name in replaced}
+    for index, confidence in found:
         for name, cal in confidence.labels.items():
+            if index == 0 and name.casefold() in dropped:
+                continue
             merged[name] = cal
             if confidence.target in cal.thresholds:
                 thresholds[name] = LabelConfidence(cal.a, cal.b, {"run": cal.thresholds[confidence.target]})
-    modes = {c.score_mode for c in found}
-    return Confidence("+".join(c.labels_key for c in found), found[0].model_sha256, "/".join(sorted(modes)), "run",
-                       {name: thresholds.get(name, LabelConfidence(cal.a, cal.b, {})) for name, cal in merged.items()})
+    if not merged:
+        return None
+    modes = {c.score_mode for _, c in found}
+    fits = {name: thresholds.get(name, LabelConfidence(cal.a, cal.b, {})) for name, cal in merged.items()}
+    return Confidence("+".join(c.labels_key for _, c in found), found[0][1].model_sha256, "/".join(sorted(modes)),
+                      "run", fits)

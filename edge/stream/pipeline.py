@@ -69,7 +69,8 @@ def label_rules(bundle: Bundle, labels: LabelList, labels_path: str, heads: tupl
     label_set = load_label_set(bundle, labels, labels_path)
     for name in heads:
         label_set = label_set.with_head(load_head(bundle, name))
-    confidence = load_confidences(bundle, [labels.key, *map(head_key, heads)])
+    replaced = [n for n, is_head in zip(label_set.names, label_set.head_mask) if is_head and n in labels.names]
+    confidence = load_confidences(bundle, [labels.key, *map(head_key, heads)], replaced)
     if confidence is not None and score_mode not in confidence.score_mode.split("/"):
         raise ConfigError(f"the installed confidence is for score mode '{confidence.score_mode}', not '{score_mode}'",
                           f"use --score-mode {confidence.score_mode} or fit confidence again in this mode")
