@@ -128,6 +128,7 @@ def test_resume_refuses_a_different_job(archive: Path, example_bundle: Path, exa
     code, output = analyze(archive / "unit01", example_bundle, labels, tmp_path, "--workers", "1", "--hop", "2.5",
                            "--resume")
     assert code == 2 and "belongs to a different job" in output and "Traceback" not in output
+    assert "changed: hop_s 5.0 -> 2.5" in " ".join(output.split())  # names the setting, not "something"
 
 
 class CountingSink:

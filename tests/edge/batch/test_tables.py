@@ -57,3 +57,10 @@ def test_names_are_unique_whatever_the_ids() -> None:
     taken.stem("/a/x.wav", "x")
     clash = taken.stem("/c/x.wav", f"x-{stems[4].split('-')[1]}")  # a recording literally named like a hashed one
     assert taken.stem("/b/x.wav", "x") != clash
+
+
+def test_p_correct_is_empty_the_same_way_for_none_and_nan() -> None:
+    from edge.batch.tables import p_correct_text
+
+    assert p_correct_text(None) == p_correct_text(float("nan")) == ""
+    assert p_correct_text(0.91234) == "0.9123"
