@@ -39,6 +39,9 @@ class Tls:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    """A client certificate signed by the same CA (for a broker that requires one)."""
 
 
 def make_tls(folder: Path, *, expired: bool = False) -> Tls:
@@ -54,7 +57,12 @@ def make_tls(folder: Path, *, expired: bool = False) -> Tls:
     else:
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=folder)
-    return Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+            "-subj", "/CN=unit-pole-7", cwd=folder)
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "client.pem", "-days", "2", cwd=folder)
+    return Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem",
+               folder / "client.key")
 
 
 def _sign_expired(folder: Path) -> None:
@@ -80,7 +88,8 @@ def _sign_expired(folder: Path) -> None:
 class Broker:
     """mosquitto on 127.0.0.1:``port``; ``stop()``/``start()`` make an outage, keeping the port."""
 
-    def __init__(self, folder: Path, *, tls: Tls | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, *, tls: Tls | None = None, users: dict[str, str] | None = None,
+                 require_certificate: bool = False) -> None:
         self.binary = need_mosquitto()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,8 @@ class Broker:
             lines.append("allow_anonymous true")
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+            if require_certificate:
+                lines.append("require_certificate true")
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None

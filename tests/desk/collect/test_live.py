@@ -195,3 +195,21 @@ def test_logs_live_command_writes_the_card_rows_rejects_strangers_and_lists_unit
     assert "not a biolingual-edge uplink message" in output and "1 rejected" in output
     assert f", {expected['detections']} detections, " in output
     assert "AM-01: last heard" in output and "status offline" in output and "SILENT" not in output
+
+
+def test_the_broker_keeps_what_arrives_while_the_desk_is_away(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    card, db = tmp_path / "card", tmp_path / "season.duckdb"
+    try:
+        with live_desk(broker.url, db):
+            pass  # the desk subscribed once (a persistent session), then went home
+        log = unit_log(card, broker.url)
+        open_stream(log)
+        write_hops(log, 0, 12)
+        log.close()
+        with live_desk(broker.url, db) as desk:
+            expected = card_counts(card)
+            wait_for(lambda: desk_added(desk) == expected, 30, f"the queued rows at the desk: {expected}",
+                     lambda: desk_added(desk))
+    finally:
+        broker.stop()

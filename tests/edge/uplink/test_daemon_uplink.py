@@ -13,7 +13,7 @@ from edge.config.loader import resolve_config
 from edge.config.schema import UnitConfig
 from edge.ops.checks import Status, check_uplink
 from edge.ops.setup import InputOptions, build_daemon
-from tests.mqtt_broker import Broker
+from tests.mqtt_broker import Broker, credentials_file
 from tests.uplink_support import card_counts, db_rows, desk_added, live_desk, wait_for
 
 
@@ -73,3 +73,29 @@ def test_unit_without_paho_runs_as_today_and_check_says_unavailable(
     row = check_uplink(config)
     assert row.status is Status.WARN and "paho-mqtt is not installed" in row.detail
     assert check_uplink(unit_config(example_bundle, example_labels[0], tmp_path)).status is Status.SKIP
+
+
+def test_wrong_password_never_stops_listening(example_bundle: Path, example_labels: tuple[Path, Path],
+                                              toad_in_night: Path, tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker", users={"pole-7": "right"})
+    card = tmp_path / "card"
+    card.mkdir()
+    creds = credentials_file(tmp_path / "creds", "pole-7", "Hunter2-not-it")
+    config = unit_config(example_bundle, example_labels[0], card, **{
+        "uplink.url": broker.url, "uplink.credentials_file": str(creds), "uplink.backoff_max_s": 0.5})
+    try:
+        assert build_daemon(config, InputOptions(toad_in_night, fast=True)).run() == 0
+        row = check_uplink(config)
+    finally:
+        broker.stop()
+    assert row.status is Status.FAIL and "Not authorized" in row.detail and "uplink.credentials_file" in row.detail
+    assert "KiB on the card not yet acknowledged" in row.detail
+    events = [r for r, _ in read_card(card).events]
+    failed = [e for e in events if e["kind"] == "uplink_failed"]
+    assert len(failed) == 1 and "Not authorized" in failed[0]["error"]
+    effort = read_card(card).effort
+    seconds = sum(float(r[effort.columns.index("analysed_s")]) for r in effort.rows)
+    assert seconds == pytest.approx(60.0)  # the whole minute analysed, as without an uplink
+    assert [e["exit_code"] for e in events if e["kind"] == "stop"] == [0]
+    boots = "".join(p.read_text() for p in (card / "boots").iterdir())
+    assert "Hunter2" not in boots and str(creds) in boots  # the file's path is recorded, never the password

@@ -226,3 +226,35 @@ def test_the_unit_never_listens(tmp_path: Path) -> None:
             unit.wait(10)
     finally:
         broker.stop()
+
+
+def test_client_certificate_required_by_the_broker(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path / "tls")
+    broker = Broker(tmp_path / "broker", tls=tls, require_certificate=True)
+    try:
+        without = unit_log(tmp_path / "card-a", broker.url, ca_file=str(tls.ca), backoff_max_s=0.5)
+        wait_for(lambda: without.uplink.stats.failures >= 1, 15, "a refused handshake without a client certificate")
+        assert not without.uplink.stats.connects
+        without.close()
+        card = tmp_path / "card-b"
+        log = unit_log(card, broker.url, ca_file=str(tls.ca), client_cert=str(tls.client_cert),
+                       client_key=str(tls.client_key))
+        open_stream(log)
+        write_hops(log, 0, 4)
+        wait_for(lambda: log.uplink.stats.connected, 15, "the unit to connect with its certificate")
+        wait_for(lambda: log.uplink.stats.rows_acked >= 9, 15, "its rows acknowledged", lambda: log.uplink.stats)
+        log.close()
+    finally:
+        broker.stop()
+
+
+def test_dns_failure_is_an_event(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    log = unit_log(card, "mqtt://no-such-broker.invalid", backoff_max_s=0.5)
+    open_stream(log)
+    write_hops(log, 0, 2)
+    wait_for(lambda: log.uplink.stats.failures >= 1, 30, "the failed lookup")
+    log.close()
+    failed = [e for e in card_events(card) if e["kind"] == "uplink_failed"]
+    assert failed and "cannot resolve no-such-broker.invalid" in failed[0]["error"]
+    assert card_counts(card)["detections"] == 2
