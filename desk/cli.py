@@ -29,7 +29,7 @@ logs_app = typer.Typer(help="Collect SD-card logs from recorder units, export an
 register_review_commands(logs_app)
 register_live_command(logs_app)
 
-RESCORE_FORMATS = ("csv", "raven", "audacity", "birdnet")
+RESCORE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 SpaceOpt = Annotated[str | None, typer.Option("--space", help="The archive's embedding space to work in (a prefix; "

@@ -221,8 +221,11 @@ def test_birdnet_table_and_detection_history_from_analyze(season: dict[str, Any]
     assert sorted(from_db["Common name"]) == sorted(birdnet["Common name"])
     rescored = season["root"] / "rescored"
     _cli("logs", "rescore", "--db", str(season["db"]), "--bundle", str(example_bundle), "--labels",
-         str(example_labels[0]), "--out", str(rescored), "--threshold", "-100", "--format", "csv,birdnet")
+         str(example_labels[0]), "--out", str(rescored), "--threshold", "-100", "--format", "csv,birdnet,occupancy")
     rescore_csv, rescore_birdnet = pd.read_csv(rescored / "detections.csv"), pd.read_csv(rescored / BIRDNET)
     assert len(rescore_birdnet) == len(rescore_csv) > 0
     assert rescore_birdnet["Common name"].tolist() == rescore_csv["label"].tolist()
     assert rescore_birdnet["Start (s)"].tolist() == pytest.approx(rescore_csv["start_s"].tolist())
+    for name in example_labels[0].read_text(encoding="utf-8").split():  # every label of the list, sites = units
+        assert (rescored / "detection_history" / f"{name}.csv").read_text() == \
+            (out / "detection_history" / f"{name}.csv").read_text(), name

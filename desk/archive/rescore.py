@@ -18,6 +18,7 @@ import numpy as np
 from desk.archive.rescore_tables import RescoreTables, utc, window_tables
 from desk.archive.spaces import choose_space
 from desk.archive.windows import WindowFilter, WindowStore, open_store
+from desk.collect.database import listened_days
 from edge.batch.tables import DEFAULT_FORMATS
 from edge.errors import ConfigError, EdgeError, LabelError
 from edge.model.bundle import Bundle, open_bundle
@@ -104,9 +105,13 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     names = np.array(label_set.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in label_set.names])
     band = (bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
+    listened = listened_days(db_path) if "occupancy" in options.formats else []
     with open_store(db_path) as store:
         space = choose_space(store, bundle, options.space)
-        tables = RescoreTables(out_dir, options.formats)
+        units = ({str(r): str(u) for r, u in store.tally(("recording", "unit_id"), space.where)}
+                 if "occupancy" in options.formats else {})
+        tables = RescoreTables(out_dir, options.formats, dict(zip(labels.names, labels.scientific_names)), units,
+                               listened)
         try:
             if options.rules is None:
                 chunks = ((chunk.window_ids, chunk.cosines) for chunk in store.scan(scorer.label_matrix, space.where))

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.batch.tables import BirdnetCsv, DetectionsCsv, RecordingTables, Selection, remove_stale_tables
+from edge.batch.tables import (
+    BirdnetCsv,
+    DetectionHistory,
+    DetectionsCsv,
+    RecordingTables,
+    Selection,
+    remove_stale_tables,
+)
 from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scorer, top_k
 
@@ -40,12 +47,24 @@ def utc(value: Any) -> datetime | None:
 class RescoreTables:
     """The outputs of one rescore: ``detections.csv`` and per-recording tables, as ``--format`` chose them."""
 
-    def __init__(self, out_dir: Path, formats: Sequence[str]) -> None:
+    def __init__(self, out_dir: Path, formats: Sequence[str], scientific: dict[str, str] | None = None,
+                 units: dict[str, str] | None = None, listened: Iterable[tuple[str, datetime]] = ()) -> None:
+        """``scientific``: label -> scientific name; ``units``: recording -> unit (the history's site);
+        ``listened``: (unit, day) the collection's effort says were listened to."""
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_tables(out_dir)
+        self.out_dir = out_dir
         self.csv = DetectionsCsv(out_dir) if "csv" in formats else None
         self.birdnet = BirdnetCsv(out_dir) if "birdnet" in formats else None
         self.tables = RecordingTables(out_dir, formats)
+        self.scientific = scientific or {}
+        self.units = units or {}
+        self.history: DetectionHistory | None = None
+        if "occupancy" in formats:
+            self.history = DetectionHistory()
+            self.history.know(self.scientific)
+            for unit, day in listened:
+                self.history.listen(unit, day, day)
         self.rows = 0
 
     def write(self, recording: str, rate: int, band: tuple[float, float],
@@ -56,7 +75,8 @@ class RescoreTables:
                                            else ("", f"{stream['boot']}_s{stream['stream']}",
                                                  recording.replace("/", "_")))
         selections = [Selection(start / rate, end / rate, label, score, band, rank=rank, cosine=cosine,
-                                p_correct=p_correct, begin_path=begin_path, begin_file=begin_file, utc=when)
+                                p_correct=p_correct, begin_path=begin_path, begin_file=begin_file, utc=when,
+                                scientific=self.scientific.get(label, ""))
                       for start, end, label, score, cosine, rank, p_correct, when in rows]
         if not selections:
             return
@@ -64,6 +84,11 @@ class RescoreTables:
             self.csv.write(recording, selections)
         if self.birdnet is not None:
             self.birdnet.write(recording, selections)
+        if self.history is not None:
+            site = self.units.get(recording, stream["unit"] if stream else recording)
+            for selection in selections:
+                if selection.utc is not None:
+                    self.history.detect(site, selection.utc, selection.label)
         self.tables.write(recording, display, selections)
         self.rows += len(selections)
 
@@ -76,6 +101,8 @@ class RescoreTables:
             self.csv.close()
         if self.birdnet is not None:
             self.birdnet.close()
+        if self.history is not None:
+            self.history.write(self.out_dir)
 
 
 def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names: np.ndarray, shown: np.ndarray,

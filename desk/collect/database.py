@@ -257,3 +257,14 @@ def copy_table(con: duckdb.DuckDBPyConnection, query: str, path: Path, file_form
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def listened_days(db: Path) -> list[tuple[str, Any]]:
+    """(unit, UTC midnight) of every day a unit analysed audio (``unit_effort``): the days a detection history
+    counts as listened. Empty for a database without effort (windows of ``analyze --embeddings`` of old)."""
+    con = connect(db, read_only=True)
+    try:
+        return run(con, """SELECT DISTINCT unit_id, date_trunc('day', minute_utc) FROM unit_effort
+                           WHERE analysed_s > 0 ORDER BY ALL""")
+    finally:
+        con.close()

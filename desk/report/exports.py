@@ -197,7 +197,7 @@ def write_detection_history(con: duckdb.DuckDBPyConnection, folder: Path) -> lis
     history = DetectionHistory()
     for unit, day in con.execute("""SELECT DISTINCT unit_id, date_trunc('day', minute_utc) FROM unit_effort
                                     WHERE analysed_s > 0""").fetchall():
-        history.listen(unit, day, day)
+        history.listen(unit, day, day)  # the query of desk.collect.database.listened_days, on this connection
     for unit, when, label in con.execute("""SELECT DISTINCT unit_id, date_trunc('day', utc), label FROM detections
                                             WHERE utc IS NOT NULL AND label IS NOT NULL""").fetchall():
         history.detect(unit, when, label)
