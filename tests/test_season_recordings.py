@@ -149,6 +149,8 @@ def test_the_reports_figures_are_the_databases_in_chromium(season: dict[str, Any
         header = page.evaluate("() => [...document.querySelectorAll('#health-table th')].map(c => c.innerText)")
         cells = page.evaluate("""() => [...document.querySelectorAll('#health-table tbody tr')]
                                  .map(r => [...r.querySelectorAll('td')].map(c => c.innerText))""")
+        species = page.evaluate("""() => [...document.querySelectorAll('#species-table tbody tr')]
+                                   .map(r => [r.cells[0].innerText, Number(r.cells[1].innerText)])""")
     finally:
         context.close()
     assert not errors
@@ -159,6 +161,8 @@ def test_the_reports_figures_are_the_databases_in_chromium(season: dict[str, Any
         assert float(row["uptime h"]) == pytest.approx(float(summary[site]["uptime_h"]), abs=1e-3), site
         assert float(row["effort h"]) == pytest.approx(float(summary[site]["effort_h"]), abs=1e-3), site
         assert int(row["boots"]) == len(RECORDINGS[site]) and int(row["crashes"]) == 0, site
+    counted = dict(_query(season["db"], "SELECT label, count(*) FROM detections GROUP BY label"))
+    assert dict(species) == counted and sum(counted.values()) > 0
 
 
 def test_review_takes_the_detections_of_every_site(season: dict[str, Any], example_bundle: Path,
