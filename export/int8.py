@@ -1,15 +1,21 @@
 """INT8 as explicit Q/DQ ONNX via ONNX Runtime static quantization, calibrated on runtime log-mel features.
 
-Two flavours from one fp32 graph: ``ort`` (uint8 activations, int8 per-channel weights: what ONNX
-Runtime's CPU kernels accelerate) and ``trt`` (symmetric int8 activations and weights, zero points 0:
-what TensorRT's explicit-quantization builder accepts). Only Conv/MatMul/Gemm are quantized; sensitive
-groups of nodes can be kept in fp32 by name.
+Two flavours from one fp32 graph, each shaped by what its runtime's integer kernels do:
 
-For ``trt`` the Q/DQ pairs sit on the *inputs* of Conv/MatMul/Gemm only, as TensorRT's Q/DQ placement
-guidance asks (it fuses DQ -> op -> Q itself and picks int8 or float for everything in between); a Q/DQ on
-every output would force int8 round trips between layers. The exact bicubic-stretch MatMul
-(``*_as_matmul``, see :mod:`export.optimize`) is never quantized: its constant is the first operand, where a
-per-channel scale would run along the contraction axis, and it is an exact interpolation, not a learnt weight.
+* ``ort``: uint8 activations x int8 per-channel weights, the one pairing ONNX Runtime's x86 kernels run on
+  VNNI/AMX (and ARM's on its dot-product instructions). Only the weight MatMul/Gemm are quantized, on the
+  *inputs* only, from the graph after ONNX Runtime's transformer fusions (:func:`export.optimize.transformer_fused`):
+  each becomes one ``MatMulIntegerToFloat`` (integer product, float out), and GELU/LayerNorm stay fused
+  float ops between them. The attention's activation x activation MatMuls (Q·Kᵀ, P·V) stay in float: as
+  uint8 x uint8 they get no integer speed-up at all (measured 1.1x fp32 on AVX-512 VNNI + AMX vs 6x for
+  uint8 x int8) and cost a quantize/dequantize each. Measured by ``benchmarks/precision_cpu.py``.
+* ``trt``: symmetric int8 activations and weights, zero points 0, Q/DQ on the *inputs* of Conv/MatMul/Gemm
+  only, as TensorRT's Q/DQ placement guidance asks (it fuses DQ -> op -> Q itself and picks int8 or float
+  for everything in between), from the standard exported graph.
+
+Sensitive groups of nodes can be kept in fp32 by name. The exact bicubic-stretch MatMul (``*_as_matmul``,
+see :mod:`export.optimize`) is never quantized: its constant is the first operand, where a per-channel
+scale would run along the contraction axis, and it is an exact interpolation, not a learnt weight.
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ import onnx
 
 from calibration.dataset import CalibrationSet
 from export.errors import ExportError
+from export.optimize import transformer_fused
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("ort", "trt")
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+OP_TYPES = {"ort": ("MatMul", "Gemm"), "trt": QUANTIZED_OP_TYPES}
+"""Op types quantized per target (the ORT patch-embedding Conv is one small layer: float)."""
+ALWAYS_FLOAT = {"ort": ("attention",), "trt": ()}
+"""Groups kept in float for speed whatever ``keep_fp32`` says (uint8 x uint8 MatMuls are not accelerated)."""
 SENSITIVE_GROUPS = ("patch_embed", "head", "softmax", "attention")
 """``patch_embed``: the patch-embedding Conv; ``head``: MatMul/Gemm after the last LayerNormalization
 (final norm + projection); ``softmax``: MatMuls fed by a Softmax (attention probabilities × V);
@@ -38,7 +49,7 @@ DEFAULT_KEEP_FP32 = ("head",)
 """Measured on the trained tiny model: keeping the projection head in fp32 cuts the max abs error ~3x;
 the patch embedding, softmax and attention groups gave no measurable gain."""
 CALIBRATION_METHODS = ("minmax", "percentile")
-QDQ_PLACEMENT = {"ort": "inputs and outputs of Conv/MatMul/Gemm (ONNX Runtime QDQ)",
+QDQ_PLACEMENT = {"ort": "inputs of weight MatMul/Gemm only, after transformer fusions (ONNX Runtime QDQ)",
                  "trt": "inputs of Conv/MatMul/Gemm only (TensorRT placement)"}
 EXACT_MATMUL_SUFFIX = "_as_matmul"
 """Name suffix of the exact interpolation MatMuls written by :func:`export.optimize.resize_to_matmul`."""
@@ -128,21 +139,27 @@ def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options
     symmetric = options.target == "trt"
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="biolingual-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        source, prepared = fp32_path, Path(tmp) / "prepared.onnx"
+        if options.target == "ort":
+            source = Path(tmp) / "fused.onnx"
+            onnx.save(transformer_fused(onnx.load(str(fp32_path)), (2, *data.features.shape[1:])).model, str(source))
         # Symbolic shape inference crashes on the dynamo-exported graph; ONNX shape inference suffices.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True,
+                          skip_optimization=options.target == "ort")
         prepared_model = onnx.load(str(prepared))
-        excluded = sensitive_nodes(prepared_model, options.keep_fp32) + exact_matmuls(prepared_model)
+        groups = tuple(dict.fromkeys(options.keep_fp32 + ALWAYS_FLOAT[options.target]))
+        excluded = sensitive_nodes(prepared_model, groups) + exact_matmuls(prepared_model)
+        op_types = list(OP_TYPES[options.target])
         quantize_static(
             str(prepared), str(out_path), _Reader(data, options.batch),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=excluded,
+            op_types_to_quantize=op_types, nodes_to_exclude=excluded,
             calibrate_method=method[options.calibration_method],
             # TensorRT takes float biases (it fuses them itself); int32 bias Q/DQ is for ORT's kernels.
+            # Q/DQ on the inputs only: TensorRT's placement; for ORT a float-out integer MatMul.
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric,
-                           # TensorRT: Q/DQ on the inputs of Conv/MatMul/Gemm only, never on their outputs.
-                           "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES) if symmetric else []},
+                           "OpTypesToExcludeOutputQuantization": op_types},
         )
     log.info("INT8 (%s) written to %s; %d node(s) kept in fp32", options.target, out_path, len(excluded))
     return excluded

@@ -36,6 +36,7 @@ STRETCH_MAX_ABS = 1e-6
 """Gate for the MatMul replacing the Resize vs torch's bicubic, on unit-scale random input."""
 TRANSFORMER_MODEL_TYPE = "swin"
 OPTIMIZED_SUFFIX = ".opt.onnx"
+CONTRIB_DOMAIN = "com.microsoft"
 RUNTIME_NOTE = "onnxruntime-only: contains com.microsoft contrib ops; TensorRT uses the exported standard file"
 
 
@@ -185,15 +186,26 @@ def stretch_errors(original: Any, rewritten: Any, input_shape: tuple[int, ...], 
     return errors[0], errors[1]
 
 
-def optimize_onnx(source: Path, target: Path, input_shape: tuple[int, ...]) -> OptimizeReport:
-    """Write the ONNX Runtime-optimised version of ``source`` to ``target`` (see the module docstring)."""
+@dataclass(frozen=True)
+class Fused:
+    """Steps 1 and 2 applied to a graph (still portable: standard ONNX plus ``com.microsoft`` contrib ops)."""
+
+    model: Any
+    steps: tuple[str, ...]
+    resize_vs_torch: float | None
+    matmul_vs_torch: float | None
+
+
+def transformer_fused(original: Any, input_shape: tuple[int, ...]) -> Fused:
+    """Steps 1 and 2 of the module docstring on a copy of ``original`` (the exact stretch gated vs torch).
+
+    Both the ORT-optimised fp32 graph and the INT8 graph for ONNX Runtime start from this: quantising
+    after the fusions keeps GELU and LayerNorm as single float ops between the integer MatMuls.
+    """
     import onnx
-    import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
 
-    original = onnx.load(str(source))
-    ops_before = len(original.graph.node)
-    rewritten = onnx.ModelProto()
+    rewritten = type(original)()
     rewritten.CopyFrom(original)
     rewritten, replaced = resize_to_matmul(rewritten)
     steps: list[str] = []
@@ -204,21 +216,36 @@ def optimize_onnx(source: Path, target: Path, input_shape: tuple[int, ...]) -> O
             raise ExportError(f"bicubic MatMul differs from torch by {matmul_error:.2e} (gate {STRETCH_MAX_ABS:g})",
                               "report this graph; export without optimisation meanwhile")
         steps.append(f"resize_to_matmul x{replaced}")
+    with quiet_third_party(stdout=True):
+        fused = optimize_model(rewritten, model_type=TRANSFORMER_MODEL_TYPE, opt_level=0, use_gpu=False)
+    counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    steps.append("transformer fusions " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    model = fused.model
+    if not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):  # as save_model_to_file would add
+        model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    return Fused(model, tuple(steps), resize_error, matmul_error)
+
+
+def optimize_onnx(source: Path, target: Path, input_shape: tuple[int, ...]) -> OptimizeReport:
+    """Write the ONNX Runtime-optimised version of ``source`` to ``target`` (see the module docstring)."""
+    import onnx
+    import onnxruntime as ort
+
+    original = onnx.load(str(source))
+    ops_before = len(original.graph.node)
+    fused = transformer_fused(original, input_shape)
     with tempfile.TemporaryDirectory() as scratch:
         fused_path = Path(scratch) / "fused.onnx"
-        with quiet_third_party(stdout=True):
-            fused = optimize_model(rewritten, model_type=TRANSFORMER_MODEL_TYPE, opt_level=0, use_gpu=False)
-        counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-        steps.append("transformer fusions " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
-        fused.save_model_to_file(str(fused_path))
+        onnx.save(fused.model, str(fused_path))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(target)
         ort.InferenceSession(str(fused_path), options, providers=["CPUExecutionProvider"])
-    steps.append("onnxruntime extended offline optimisation")
+    steps = (*fused.steps, "onnxruntime extended offline optimisation")
     ops_after = len(onnx.load(str(target), load_external_data=False).graph.node)
-    return OptimizeReport(path=target, steps=tuple(steps), ops_before=ops_before, ops_after=ops_after,
-                          resize_vs_torch=resize_error, matmul_vs_torch=matmul_error, ort_version=ort.__version__)
+    return OptimizeReport(path=target, steps=steps, ops_before=ops_before, ops_after=ops_after,
+                          resize_vs_torch=fused.resize_vs_torch, matmul_vs_torch=fused.matmul_vs_torch,
+                          ort_version=ort.__version__)
 
 
 def optimized_name(model_path: str) -> str:

@@ -103,19 +103,29 @@ class PrecisionResult:
     batches: list[BatchResult] = field(default_factory=list)
 
 
+INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "avx512_bf16",
+              "avx512_fp16", "asimd", "asimddp", "i8mm", "sve", "asimdhp", "bf16")
+"""CPU features that decide ONNX Runtime's integer (and half) kernels: VNNI/AMX on x86, dot product
+(``asimddp``: SDOT/UDOT) and ``i8mm`` (SMMLA) on ARM."""
+
+
 def machine_info() -> dict[str, str]:
-    """CPU, cores and library versions for the report header."""
+    """CPU, its INT8-relevant features, cores and library versions for the report header."""
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
+    features: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model") and cpu in (platform.processor(), platform.machine()):
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                features |= set(value.split())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "machine": platform.machine(),
+    flags = " ".join(f for f in INT8_FLAGS if f in features) or "unknown"
+    return {"cpu": cpu, "int8_flags": flags, "cores": str(os.cpu_count()), "machine": platform.machine(),
             "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from edge.errors import BackendError
 from edge.model.backends.cache_dirs import trt_ep_cache_dir
+from edge.model.backends.denormals import flush_denormals, keep_float_mode
 from edge.model.bundle import ORT_OPTIMIZED_KEY, Bundle, ModelEntry
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,16 @@ class OrtBackend:
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = not low_memory
         options.enable_mem_pattern = not low_memory
+        # ORT's pool threads flush subnormals (Swin's masked softmax makes many; see backends/denormals.py).
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         path = bundle.root / self._model_file(entry, optimized)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options,
-                                                 providers=[_with_options(p, bundle) for p in providers])
+            with keep_float_mode():  # the option also sets this thread's mode for good: undo that
+                self._session = ort.InferenceSession(str(path), sess_options=options,
+                                                     providers=[_with_options(p, bundle) for p in providers])
         except Exception as e:  # ORT raises its own untyped exceptions for corrupt or unsupported graphs
             raise BackendError(f"ONNX Runtime cannot load {path}: {e}", "re-export the bundle") from e
         active = self._session.get_providers()
@@ -116,4 +120,5 @@ class OrtBackend:
         return self._run(features)
 
     def _run(self, features: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input: features})[0]
+        with flush_denormals():
+            return self._session.run([self._output], {self._input: features})[0]
