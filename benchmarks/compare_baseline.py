@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import sys
@@ -58,6 +59,9 @@ class Run:
     """From process start of the pipeline (model load included) to the first window's result."""
     peak_rss_mib: float
     stages: dict[str, float] = field(default_factory=dict)
+    cpu_s: float = 0.0
+    """CPU seconds of the whole process (all threads) over the same loop: steadier than wall time on a
+    machine shared with other tenants."""
     embeddings: Any = None
     top1: Any = None
 
@@ -79,8 +83,9 @@ def peak_rss() -> float:
 
 
 def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, batch: int,
-                  threads: int | None) -> Run:
-    """ClapFeatureExtractor + torch get_audio_features (fp32, eager), decode and resample included."""
+                  threads: int | None, flush_denormal: bool = False) -> Run:
+    """ClapFeatureExtractor + torch get_audio_features (fp32, eager), decode and resample included;
+    ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (not torch's default)."""
     started = time.perf_counter()
     import torch
     from transformers import ClapFeatureExtractor, ClapModel
@@ -89,6 +94,7 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
 
     if threads:
         torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
 
     extractor = ClapFeatureExtractor.from_pretrained(checkpoint)
     model = ClapModel.from_pretrained(checkpoint).eval()
@@ -109,7 +115,7 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
     embed([warm])
     stages = dict.fromkeys(stages, 0.0)
     first = time.perf_counter() - started
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     for path in files:
         t0 = time.perf_counter()
         samples = read_file(path, RATE)
@@ -118,9 +124,10 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
         audio_s += samples.shape[0] / RATE
         for start in range(0, len(windows), batch):
             embeddings.append(embed(windows[start : start + batch]))
-    total = time.perf_counter() - begin
-    return Run("reference: ClapFeatureExtractor + torch fp32", total, sum(e.shape[0] for e in embeddings), audio_s,
-               first, peak_rss(), stages, np.concatenate(embeddings))
+    total, cpu = time.perf_counter() - begin, time.process_time() - cpu
+    name = "reference: ClapFeatureExtractor + torch fp32" + (" (flush denormals)" if flush_denormal else "")
+    return Run(name, total, sum(e.shape[0] for e in embeddings), audio_s,
+               first, peak_rss(), stages, cpu, np.concatenate(embeddings))
 
 
 def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path], window: int, hop: int,
@@ -157,7 +164,7 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
     embeddings.clear()
     top1.clear()
     stages = dict.fromkeys(stages, 0.0)
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     for path in files:
         frontend.reset()
         end = 0
@@ -165,11 +172,11 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
             end = windows[-1].end_sample
             process(windows)
         audio_s += end / RATE
-    total = time.perf_counter() - begin
+    total, cpu = time.perf_counter() - begin, time.process_time() - cpu
     stages["decode"] = total - sum(stages.values())
     kind = getattr(backend, "model_file", precision)
     return Run(f"ours {precision} ({kind})", total, sum(e.shape[0] for e in embeddings), audio_s, first,
-               peak_rss(), stages, np.concatenate(embeddings), np.concatenate(top1))
+               peak_rss(), stages, cpu, np.concatenate(embeddings), np.concatenate(top1))
 
 
 def in_child(function: Any, *args: Any) -> Run:
@@ -219,6 +226,7 @@ def summary_row(run: Run, reference: Run, quality: dict[str, float] | None) -> d
     row = {"pipeline": run.name, "windows": run.windows, "windows_per_s": run.windows / run.total_s,
            "real_time_factor": run.audio_s / run.total_s, "ms_per_window": per_window_ms,
            "speedup_vs_reference": reference.total_s / run.total_s,
+           "cpu_ms_per_window": 1e3 * run.cpu_s / run.windows, "cpu_speedup_vs_reference": reference.cpu_s / run.cpu_s,
            "frontend_ms_per_window": 1e3 * run.stages.get("frontend", 0.0) / run.windows,
            "frontend_speedup": reference.stages["frontend"] / max(run.stages.get("frontend", 0.0), 1e-12),
            "overhead_share": 1 - run.stages["inference"] / run.total_s,
@@ -231,19 +239,22 @@ def summary_row(run: Run, reference: Run, quality: dict[str, float] | None) -> d
 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """The results as a markdown table (speed next to fidelity)."""
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores; window {info['window_s']:g} s, hop {info['hop_s']:g} s, "
-             f"batch {info['batch']}, {info['recordings']} recordings, {info['audio_s']:.0f} s of audio, "
-             f"{rows[0]['windows']} windows, best of {info['rounds']} rounds.", "",
-             "| pipeline | windows/s | real-time × | ms/window | × reference | frontend ms/window (×) "
-             "| non-model share | first window s | peak RSS MiB | max abs | centred cos min / mean | top-1 agree |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, INT8 features: {info['int8_flags']}; load average "
+             f"{info['load_average']}; threads {info['threads'] or 'library default'}; window {info['window_s']:g} s, "
+             f"hop {info['hop_s']:g} s, batch {info['batch']}, {info['recordings']} recordings, "
+             f"{info['audio_s']:.0f} s of audio, {rows[0]['windows']} windows, best of {info['rounds']} rounds.", "",
+             "| pipeline | windows/s | real-time × | ms/window | × reference | CPU ms/window | × reference (CPU) "
+             "| frontend ms/window (×) | non-model share | first window s | peak RSS MiB | max abs "
+             "| centred cos min / mean | top-1 agree |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         quality = ("reference", "—", "—") if "max_abs" not in r else (
             f"{r['max_abs']:.1e}", f"{r['centred_cosine_min']:.6f} / {r['centred_cosine_mean']:.6f}",
             f"{100 * r['top1_agreement']:.1f} %")
         lines.append(
             f"| {r['pipeline']} | {r['windows_per_s']:.2f} | {r['real_time_factor']:.1f} | {r['ms_per_window']:.1f} "
-            f"| {r['speedup_vs_reference']:.2f} | {r['frontend_ms_per_window']:.2f} ({r['frontend_speedup']:.1f}×) "
+            f"| {r['speedup_vs_reference']:.2f} | {r['cpu_ms_per_window']:.1f} | {r['cpu_speedup_vs_reference']:.2f} "
+            f"| {r['frontend_ms_per_window']:.2f} ({r['frontend_speedup']:.1f}×) "
             f"| {100 * r['overhead_share']:.0f} % | {r['first_window_s']:.2f} | {r['peak_rss_mib']:.0f} "
             f"| {quality[0]} | {quality[1]} | {quality[2]} |")
     return "\n".join(lines)
@@ -260,6 +271,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and ORT intra-op threads (default: each library's own)")
     parser.add_argument("--precision", action="append", help="precisions to run (default: all in the bundle)")
+    parser.add_argument("--torch-flush-denormal", action="store_true",
+                        help="also run the reference with torch.set_flush_denormal(True) (ratios vs the plain one)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the results table as markdown here")
     args = parser.parse_args()
@@ -277,10 +290,13 @@ def main() -> None:
         variants.append(("fp32", False))
     best: dict[str, Run] = {}
     labels = reference_top1 = None
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
     for round_index in range(args.rounds):
         runs = [in_child(reference_run, str(checkpoint), files, window, hop, args.batch, args.threads)]
         if labels is None:
             labels, reference_top1 = prototypes(runs[0], files, window, hop)
+        if args.torch_flush_denormal:
+            runs.append(in_child(reference_run, str(checkpoint), files, window, hop, args.batch, args.threads, True))
         for precision, optimized in variants:
             runs.append(in_child(ours_run, str(bundle), precision, optimized, files, window, hop, args.batch,
                                  labels, args.threads))
@@ -293,7 +309,8 @@ def main() -> None:
     rows += [summary_row(run, reference, fidelity(reference, run, reference_top1)) for run in list(best.values())[1:]]
     info = {**machine_info(), "platform": platform.platform(), "window_s": args.window, "hop_s": args.hop,
             "batch": args.batch, "rounds": args.rounds, "recordings": len(files), "audio_s": reference.audio_s,
-            "threads": args.threads}
+            "threads": args.threads,
+            "load_average": f"{load_before} -> {' '.join(f'{v:.1f}' for v in os.getloadavg())}"}
     table = markdown(rows, info)
     print(table)
     if args.markdown:

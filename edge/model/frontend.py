@@ -18,6 +18,9 @@ RFFT_TAKES_OUT = int(np.__version__.split(".")[0]) >= 2
 """``np.fft.rfft(..., out=)`` exists from numpy 2.0; numpy 1.x (still pinned by Jetson wheels) lacks it."""
 POWER_FLOOR = 1e-10
 """Mel power below this is clamped before the log (the reference's ``mel_floor`` and ``min_value``)."""
+CHUNK_FRAMES = 128
+"""STFT frames per pass through the scratch buffers: ~3 MB of float64 scratch instead of ~24 MB for a whole
+10 s window (1001 frames), the same numbers bit for bit (every frame is computed on its own)."""
 SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3.0
 SLANEY_LOG_START_HZ = 1000.0
 SLANEY_LOG_START_MEL = SLANEY_LOG_START_HZ / SLANEY_LINEAR_HZ_PER_MEL
@@ -103,7 +106,8 @@ class LogMelFrontend:
 
     Window, sparse mel filters (cut to the bins any filter touches) and every scratch buffer are built once;
     a call allocates only its result. The FFT runs in float64 because numpy's pocketfft is faster in
-    float64 than in float32 on the machines we measured (BENCHMARKS.md); power and mel are float32.
+    float64 than in float32 on the machines we measured (BENCHMARKS.md); power and mel are float32. Frames
+    go through the scratch buffers :data:`CHUNK_FRAMES` at a time (a unit's peak RSS counts them).
     """
 
     def __init__(self, params: FrontendParams, highpass_hz: float = 0.0) -> None:
@@ -119,7 +123,7 @@ class LogMelFrontend:
         used = np.flatnonzero(filters.any(axis=1))
         self._bins = slice(int(used[0]), int(used[-1]) + 1)
         self._groups = sparse_filter_groups(filters[self._bins])
-        n_frames, n_band = params.n_frames, self._bins.stop - self._bins.start
+        n_frames, n_band = min(params.n_frames, CHUNK_FRAMES), self._bins.stop - self._bins.start
         self._padded = np.empty(params.window_samples + 2 * self.half, dtype=np.float32)
         self._frames = np.empty((n_frames, n), dtype=np.float64)
         self._spectrum = np.empty((n_frames, n // 2 + 1), dtype=np.complex128)
@@ -156,9 +160,11 @@ class LogMelFrontend:
 
     def log_mel_frames(self, frames: np.ndarray, out: np.ndarray) -> None:
         """Log-mel of ``frames`` ``(k, n_fft)`` (any float dtype, strided view allowed) into ``out`` ``(k, n_mels)``."""
+        for start in range(0, frames.shape[0], CHUNK_FRAMES):
+            self._log_mel_chunk(frames[start : start + CHUNK_FRAMES], out[start : start + CHUNK_FRAMES])
+
+    def _log_mel_chunk(self, frames: np.ndarray, out: np.ndarray) -> None:
         k = frames.shape[0]
-        if k == 0:
-            return
         windowed = self._frames[:k]
         np.multiply(frames, self._window, out=windowed)
         spectrum = self._spectrum[:k]
