@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
 """glibc ``mallopt`` parameter: the most malloc arenas the process may create."""
+M_MMAP_THRESHOLD = -3
+"""glibc ``mallopt`` parameter: allocations from this size up get pages of their own, unmapped on free."""
+LOW_MEMORY_MMAP_THRESHOLD = 256 * 1024
+"""Activations (0.3-6 MB each) are mapped and unmapped per tensor instead of piling up in the heap: the INT8
+model's first-inference peak drops by ≈ 15 MB and its steady RSS by ≈ 55 MB (BENCHMARKS.md, *Peak memory*)."""
 
 
 TRT_EP = "TensorrtExecutionProvider"
@@ -44,6 +49,30 @@ def limit_malloc_arenas() -> bool:
         return False
 
 
+def map_large_allocations(threshold: int = LOW_MEMORY_MMAP_THRESHOLD) -> bool:
+    """Serve allocations of ``threshold`` bytes and more with their own pages, returned to the OS on free
+    (glibc ``M_MMAP_THRESHOLD``, which also stops glibc raising the threshold as it sees large frees)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap memory freed so far back to the OS (glibc ``malloc_trim``; True when it could).
+
+    Loading a session parses the ONNX file and builds (and prepacks) the initializers, then frees the
+    parse: ≈ 16 MB of the INT8 model's load stays resident in the heap unless trimmed, and every later
+    allocation (activations) stacks on top of it in the peak.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 class OrtBackend:
     """Runs the bundle's ONNX audio encoder of one precision with ONNX Runtime.
 
@@ -59,7 +88,9 @@ class OrtBackend:
         """``low_memory`` turns off ONNX Runtime's CPU memory arena and memory-pattern planning and runs a batch
         one window at a time: the full model's activations are ≈ 55 MB per window in flight (INT8, measured with
         the arena off), so peak RSS stays at the one-window level whatever batch the caller sends; it also
-        limits glibc to one malloc arena (:func:`limit_malloc_arenas`). BENCHMARKS.md, *Peak memory*."""
+        limits glibc to one malloc arena (:func:`limit_malloc_arenas`), maps large allocations on their own pages
+        (:func:`map_large_allocations`) and trims the heap the session load freed (:func:`release_freed_memory`).
+        BENCHMARKS.md, *Peak memory*."""
         entry = bundle.model(precision)
         if entry.runtime != "onnxruntime":
             raise BackendError(f"the {precision} model is for {entry.runtime}, not ONNX Runtime",
@@ -73,6 +104,7 @@ class OrtBackend:
             )
         if low_memory:
             limit_malloc_arenas()
+            map_large_allocations()
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = not low_memory
         options.enable_mem_pattern = not low_memory
@@ -88,6 +120,8 @@ class OrtBackend:
                                                      providers=[_with_options(p, bundle) for p in providers])
         except Exception as e:  # ORT raises its own untyped exceptions for corrupt or unsupported graphs
             raise BackendError(f"ONNX Runtime cannot load {path}: {e}", "re-export the bundle") from e
+        if low_memory:
+            release_freed_memory()
         active = self._session.get_providers()
         if active[0] != providers[0]:
             # ORT falls back to the next provider when one fails to initialise; we refuse instead.

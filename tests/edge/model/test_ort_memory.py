@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model.backends.ort import OrtBackend, limit_malloc_arenas
+from edge.model.backends.ort import OrtBackend, limit_malloc_arenas, map_large_allocations, release_freed_memory
 from edge.model.bundle import open_bundle
 
 
@@ -25,3 +25,8 @@ def test_low_memory_runs_one_window_at_a_time_with_the_same_result(tiny_bundle: 
 
 def test_malloc_arenas_are_limited_on_glibc() -> None:
     assert limit_malloc_arenas()
+
+
+def test_large_allocations_get_their_own_pages_on_glibc() -> None:
+    assert map_large_allocations()
+    assert release_freed_memory() in (True, False)  # glibc answers whether it returned anything
