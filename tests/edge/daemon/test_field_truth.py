@@ -236,6 +236,15 @@ def test_clips_of_long_events_cover_the_event(long_event_run: Path) -> None:
         assert clip_start <= start or float(guano["BIOL|Cut Start S"]) > 0, clip.name
 
 
+def test_one_clip_per_detected_span_however_many_labels_fired(long_event_run: Path) -> None:
+    detections = read_card(long_event_run).detections
+    spans = list(zip(column(detections, "start_sample"), column(detections, "end_sample")))
+    assert len(set(spans)) < len(spans), "precondition: two labels detected over the same audio"
+    clips = sorted((long_event_run / "clips").rglob("*.flac"))
+    clipped = [(read_guano(c)["BIOL|Event Start Sample"], read_guano(c)["BIOL|Event End Sample"]) for c in clips]
+    assert len(clipped) == len(set(clipped)) == len({(str(s), str(e)) for s, e in spans})
+
+
 def test_clip_limits_per_hour_and_folder_size_are_enforced(example_bundle: Path, example_labels: tuple[Path, Path],
                                                            alternating: Path, tmp_path: Path) -> None:
     settings = {"storage.clips.mode": "detections", "storage.governor.min_free_mb": 0,
