@@ -45,7 +45,8 @@ def collect(
     = None,
     quiet_info: Annotated[bool, typer.Option("--quiet-info", help="Hide info-level findings.")] = False,
 ) -> None:
-    """Ingest card folders (idempotent: re-collecting adds nothing) and report what needs attention."""
+    """Ingest card folders (idempotent: re-collecting adds nothing) and report what needs attention; exit 1 when
+    any finding is an error."""
     result = collect_cards(cards, into, parquet, on_card=lambda card: stderr.print(f"reading {card}"))
     for finding in result.findings:
         if quiet_info and finding.severity == "info":
@@ -57,6 +58,8 @@ def collect(
     warnings = sum(f.severity == "warning" for f in result.findings)
     stderr.print(f"{result.cards} card(s): {result.read.get('detections', 0)} detection rows read, added "
                  f"{added}; {errors} error(s), {warnings} warning(s) -> {into}")
+    if errors:  # what was readable is in the database; the errors above need attention before it is trusted
+        raise typer.Exit(1)
 
 
 @logs_app.command()

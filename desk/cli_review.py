@@ -88,9 +88,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit P(correct | score) per label and the score threshold for each target precision."""
         from desk.review.confidence import fit_confidence as fit
-        from desk.review.confidence import install_confidence, read_review, write_json_atomic
+        from desk.review.confidence import install_confidence, read_review, require_fitted, write_json_atomic
 
         result = fit(read_review(review_csv), _targets(target_precision), replicates=max(1, bootstrap))
+        require_fitted(result)
         write_json_atomic(out, result)
         for name, entry in result["labels"].items():
             if entry["fitted"]:

@@ -66,6 +66,8 @@ class CardContents:
     clips: Table = field(default_factory=lambda: Table(CLIP_COLUMNS))
     findings: list[Finding] = field(default_factory=list)
     files_read: int = 0
+    skipped_boots: set[str] = field(default_factory=set)
+    """Boots written with a newer schema: none of their data (rows, clips, window embeddings) is taken."""
 
     def note(self, severity: str, check: str, message: str) -> None:
         self.findings.append(Finding(severity, check, message, self.card))
@@ -104,6 +106,7 @@ def _read_manifests(folder: Path, contents: CardContents) -> dict[str, int]:
         if version > SCHEMA_VERSION:
             contents.note("error", "schema", f"boot {boot_id} was written with schema version {version}, newer than "
                           f"this collector's {SCHEMA_VERSION}; skipped (upgrade biolingual-edge and collect again)")
+            contents.skipped_boots.add(boot_id)
             continue
         if version < SCHEMA_VERSION:
             contents.note("warning", "schema", f"boot {boot_id} was written with older schema version {version} "
@@ -202,6 +205,8 @@ def _read_clips(folder: Path, contents: CardContents) -> None:
                                      guano["Samplerate"], guano["Length"], str(path.resolve())]
         except (OSError, UnicodeDecodeError, KeyError) as e:
             contents.note("info", "clips", f"{path}: no readable GUANO metadata ({e}); not linked to a detection")
+            continue
+        if row[1] in contents.skipped_boots:
             continue
         contents.clips.rows.append(row)
         contents.clips.files.append(str(path))

@@ -96,6 +96,20 @@ class IngestCounts:
     """Rows whose key columns could not be parsed (reported, not stored)."""
 
 
+NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DUCKDB_MAGIC = b"DUCK"
+"""DuckDB's file signature, at byte 8 of the file."""
+
+
+def _is_duckdb(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(12)[8:12] == DUCKDB_MAGIC
+    except OSError:
+        return True  # unreadable: let DuckDB say why
+
+
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the collection database, with timestamps handled in UTC."""
     try:
@@ -104,8 +118,14 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         raise CollectError("duckdb is not installed", "pip install 'biolingual-edge[desk]'") from e
     if read_only and not path.is_file():
         raise CollectError(f"no collection database at {path}", "run `biolingual-edge logs collect` first")
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
+    if not path.parent.is_dir():
+        why = "is not a folder" if path.parent.exists() else "does not exist"
+        raise CollectError(f"cannot create {path}: {path.parent} {why}",
+                           f"create it first (mkdir -p {path.parent}) or pick another --into")
+    if path.is_file() and path.stat().st_size and not _is_duckdb(path):
+        raise CollectError(f"{path} is not a DuckDB database", "pass the .duckdb file written by `logs collect`")
+    try:  # never fetch or load an extension: a foreign file must not make DuckDB go to the network
+        con = duckdb.connect(str(path), read_only=read_only, config=NO_EXTENSIONS)
     except duckdb.Error as e:
         raise CollectError(f"cannot open {path}: {e}", "is another process using it? is it a DuckDB file?") from e
     run(con, "SET TimeZone = 'UTC'")

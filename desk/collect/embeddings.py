@@ -24,8 +24,9 @@ class ArchiveCounts:
     findings: list[Finding]
 
 
-def archive_card(store: WindowStore, card: Path) -> ArchiveCounts:
-    """Archive every embedding segment under ``card/embeddings/`` (sealed and ``.part``)."""
+def archive_card(store: WindowStore, card: Path, skipped_boots: frozenset[str] = frozenset()) -> ArchiveCounts:
+    """Archive every embedding segment under ``card/embeddings/`` (sealed and ``.part``), except those of
+    ``skipped_boots`` (boots of a newer schema, skipped whole)."""
     folder = card / EMBEDDINGS_DIR
     paths = sorted(p for p in folder.glob(f"*.{EXTENSION}*")
                    if p.name.endswith((f".{EXTENSION}", f".{EXTENSION}{OPEN_SUFFIX}"))
@@ -36,7 +37,7 @@ def archive_card(store: WindowStore, card: Path) -> ArchiveCounts:
         segment = read_embedding_segment(path)
         findings += [Finding("info", "embeddings", n, str(card)) for n in segment.notes]
         findings += [Finding("warning", "embeddings", p, str(card)) for p in segment.problems]
-        if segment.header is None or not len(segment.records):
+        if segment.header is None or not len(segment.records) or segment.header.boot_id in skipped_boots:
             continue
         read += len(segment.records)
         added += store.insert(window_batch(segment, path.name.removesuffix(OPEN_SUFFIX), str(card)))

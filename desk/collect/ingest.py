@@ -48,7 +48,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
             counts = ingest(con, contents)
             read.update(counts.read)
             added.update(counts.added)
-            archived = archive_card(store, folder)
+            archived = archive_card(store, folder, frozenset(contents.skipped_boots))
             read["windows"] += archived.read
             added["windows"] += archived.added
             # an `analyze --embeddings` folder holds window embeddings only: not a card missing its log

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.model.bundle import Bundle
 from edge.model.space import check_space
 from edge.scoring.confidence import CONFIDENCE_SCHEMA, confidence_path
 
@@ -66,6 +67,9 @@ def read_review(path: Path) -> ReviewFile:
     except OSError as e:
         raise ConfigError(f"cannot read review file {path}: {e.strerror}",
                           "pass the review.csv written by `logs review` (filled in review.html)") from e
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"review file {path} is not UTF-8 CSV ({e})",
+                          "save it as UTF-8 CSV (the review page downloads it so), or review again") from e
     needed = {"label", "score", "verdict", "labels_key", "model_sha256"}
     if not rows or not needed <= set(rows[0]):
         raise ConfigError(f"{path} is not a review file (needs columns {', '.join(sorted(needed))})",
@@ -78,7 +82,14 @@ def read_review(path: Path) -> ReviewFile:
         if verdict not in VERDICTS:
             raise ConfigError(f"{path} line {number}: verdict '{row['verdict']}' is not one of {', '.join(VERDICTS)}",
                               "write yes, no or unsure (or leave it empty)")
-        verdicts.append(Verdict(row["label"], float(row["score"]), verdict))
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            score = math.nan
+        if not math.isfinite(score):
+            raise ConfigError(f"{path} line {number}: score '{row['score']}' is not a finite number",
+                              "pass the review.csv written by `logs review`; scores are never edited by hand")
+        verdicts.append(Verdict(row["label"], score, verdict))
     keys = {row["labels_key"] for row in rows}
     if len(keys) != 1:
         raise ConfigError(f"{path} mixes {len(keys)} label lists", "fit-confidence each review file on its own")
@@ -138,6 +149,9 @@ def _label_fit(label_verdicts: list[Verdict], targets: tuple[float, ...], rng: n
     usable = (boot_y.min(1) < 1) & (boot_y.max(1) > 0)
     boot_a, boot_b = fit_logistic(x[picks][usable], boot_y[usable])
     rising = boot_b > 0
+    if not (math.isfinite(a) and math.isfinite(b)):  # never install a curve that would write NaN thresholds
+        entry.update(reason=f"the fit did not converge (a={a}, b={b})")
+        return entry
     entry.update(fitted=True, a=a, b=b, score_range=[float(x.min()), float(x.max())])
     for target in targets:
         value = float(threshold_at(a, b, target))
@@ -175,11 +189,37 @@ def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def require_fitted(confidence: dict[str, Any]) -> None:
+    """Refuse a confidence in which no label could be fitted (nothing to write or install)."""
+    labels = confidence["labels"]
+    if not any(entry["fitted"] for entry in labels.values()):
+        reasons = "; ".join(f"{name}: {entry['reason']}" for name, entry in labels.items()) or "no verdicts"
+        raise ConfigError(f"no label could be fitted ({reasons})",
+                          f"review more windows: each label needs {MIN_VERDICTS} yes/no verdicts, "
+                          f"at least {MIN_EACH_CLASS} of each")
+
+
+def check_fits(confidence: dict[str, Any], bundle: Bundle) -> None:
+    """Refuse a confidence with a non-finite parameter or threshold, or a fitted label its list does not have."""
+    stored = bundle.manifest.label_sets.get(str(confidence.get("labels_key")))
+    for name, entry in confidence.get("labels", {}).items():
+        if not entry.get("fitted"):
+            continue
+        numbers = [entry.get("a"), entry.get("b"), *(t.get("score") for t in entry.get("thresholds", {}).values())]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ConfigError(f"the confidence of '{name}' has a parameter or threshold that is not a finite number",
+                              "fit confidence again from the review (`logs fit-confidence`)")
+        if stored is not None and name not in stored.names:
+            raise ConfigError(f"the confidence names '{name}', which label list {stored.key} ({stored.path}) "
+                              "does not have", "fit confidence on the review of this list")
+
+
 def install_confidence(bundle_dir: Path, confidence: dict[str, Any], target: str | None = None) -> Path:
     """Put a confidence into the bundle (checksummed), refusing one from another embedding space."""
     from edge.model.bundle import open_bundle, write_manifest
 
     bundle = open_bundle(bundle_dir)
+    check_fits(confidence, bundle)
     check_space(f"confidence fit of {confidence['labels_key']}", str(confidence.get("model_sha256") or ""), bundle,
                 "review again with this bundle (`logs review --bundle ...`), then fit confidence again")
     if target is not None:

@@ -249,10 +249,20 @@ def read_csv_segment(path: Path) -> CsvSegment:
     lines = _complete_lines(path, notes, problems)
     if not lines:
         return CsvSegment(path, (), [], notes, problems)
-    parsed = list(csv.reader(lines))
+    parsed: list[list[str] | None] = []
+    for number, line in enumerate(lines, start=1):  # line by line: one damaged byte costs one line, not the file
+        try:
+            parsed.append(next(csv.reader([line]), []))
+        except csv.Error as e:
+            problems.append(f"{path}:{number}: damaged line ({e}); skipped")
+            parsed.append(None)
+    if parsed[0] is None:
+        return CsvSegment(path, (), [], notes, problems)
     header = tuple(parsed[0])
     rows = []
     for number, row in enumerate(parsed[1:], start=2):
+        if row is None:
+            continue
         if len(row) == len(header):
             rows.append(row)
         else:

@@ -172,7 +172,7 @@ def test_cli_collect_prints_findings_and_a_missing_folder_is_a_finding(tmp_path:
     write_card(tmp_path / "card", minutes=1)
     result = CliRunner().invoke(app, ["logs", "collect", str(tmp_path / "card"), str(tmp_path / "nope"),
                                       "--into", str(tmp_path / "db.duckdb"), "--parquet", str(tmp_path / "pq")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # an error-level finding: what was readable is still collected
     assert "is not a folder" in result.output and "Traceback" not in result.output
     assert (tmp_path / "pq" / "detections.parquet").stat().st_size > 0
 
