@@ -96,8 +96,8 @@ def check_model(config: UnitConfig, bundle: Bundle | None) -> CheckRow:
         started = time.perf_counter()
         scores = score_windows(stages, [Window(0, samples)])
         elapsed_ms = (time.perf_counter() - started) * 1000
-    except EdgeError as e:
-        return CheckRow("model", Status.FAIL, e.message)
+    except EdgeError as e:  # with its fix: a row that only says what is wrong leaves the technician stuck
+        return CheckRow("model", Status.FAIL, f"{e.message}; {e.hint}" if e.hint else e.message)
     if not np.all(np.isfinite(scores.score)):
         return CheckRow("model", Status.FAIL, f"{model.backend} {precision}: scores are not finite (NaN/inf)")
     labels = len(stages.scorer.label_set.names)

@@ -109,6 +109,7 @@ def test_labels_or_prompts_without_embeddings_fail(tmp_path: Path, example_bundl
     row = check_model(config_for(tmp_path, example_bundle, example_labels[0],
                                  **{"analysis.privacy_prompts": ["human speech"]}), bundle)
     assert row.status is Status.FAIL and "'human speech'" in row.detail
+    assert "printf" in row.detail and "biolingual-export labels" in row.detail  # the command that fixes it
 
 
 @pytest.fixture(scope="module")
