@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,16 +70,21 @@ def _piece_from_row(batch: dict[str, np.ndarray], row: int) -> Piece:
 
 
 class PieceActor:
-    """A Ray actor holding one ONNX Runtime session: a batch of piece rows -> their pickled results."""
+    """A Ray actor holding one ONNX Runtime session: a batch of piece rows -> their pickled results and the
+    node that computed them (the job reports its placement)."""
 
     def __init__(self, spec: AnalysisSpec) -> None:
+        import ray
+
         os.environ.update({name: str(spec.threads) for name in MATH_THREAD_VARIABLES})
         self.analyzer = PieceAnalyzer(spec)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = range(len(batch["index"]))
         results = [pickle.dumps(self.analyzer(_piece_from_row(batch, row))) for row in rows]
-        return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object)}
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object),
+                "node": np.array([self.node] * len(results), dtype=object)}
 
 
 def _start(ray: Any, address: str | None, cpus: int) -> None:
@@ -115,9 +122,39 @@ def _edge_cause(error: BaseException) -> EdgeError | None:
     return None
 
 
+def pieces_not_done(pieces: list[Piece], done: int) -> str:
+    """``pieces[done:]`` in words: how many, their numbers (1-based, as the progress bar counts) and files."""
+    left = pieces[done:]
+    files = sorted({u.path.name for u in left})
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (f"pieces {left[0].index + 1}-{left[-1].index + 1} ({len(left)} of {len(pieces)} here; "
+            f"files {shown}) not done")
+
+
+def _failed(pieces: list[Piece], done: int, cause: str) -> BackendError:
+    return BackendError(f"the Ray job stopped: {cause}; {pieces_not_done(pieces, done)}",
+                        "the work log keeps what was written: rerun the same command with --resume to finish")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else 'no message'}"
+
+
+def _report_placement(placement: Counter[str]) -> None:
+    """One stderr line: pieces per Ray node, so a user sees the cluster was used."""
+    parts = ", ".join(f"{count} on node {node[:12]}" for node, count in sorted(placement.items()))
+    sys.stderr.write(f"ray: pieces per node: {parts}\n")
+
+
 def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address: str | None,
             cpus: int | None = None) -> Iterator[PieceResult]:
-    """Results of ``pieces`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads)."""
+    """Results of ``pieces`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads).
+
+    Never ends early: a Ray failure that its retries do not heal (a lost node whose results cannot be
+    recomputed, a crashed actor) raises :class:`BackendError` naming the pieces not done, and so does a
+    dataset that ends with pieces missing.
+    """
     ray = _import_ray(local=address is None or _is_loopback(address))
     _start(ray, address, cpus or (actors or 1) * spec.threads)
     try:
@@ -129,19 +166,23 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
                                       batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
                                       num_cpus=spec.threads)
         waiting: dict[int, PieceResult] = {}
-        expected = iter(pieces)
-        next_unit = next(expected, None)
+        placement: Counter[str] = Counter()
+        done = 0
         try:
             for row in results.iter_rows():
                 result: PieceResult = pickle.loads(row["result"])
+                placement[str(row["node"])] += 1
                 waiting[result.index] = result
-                while next_unit is not None and next_unit.index in waiting:
-                    yield waiting.pop(next_unit.index)
-                    next_unit = next(expected, None)
+                while done < len(pieces) and pieces[done].index in waiting:
+                    yield waiting.pop(pieces[done].index)
+                    done += 1
         except Exception as e:  # Ray wraps what an actor raised; show the typed error as one line
             cause = _edge_cause(e)
-            if cause is None:
-                raise
-            raise cause from e
+            if cause is not None:
+                raise cause from e
+            raise _failed(pieces, done, _first_line(e)) from e
+        if done < len(pieces):
+            raise _failed(pieces, done, "the dataset ended early")
+        _report_placement(placement)
     finally:
         ray.shutdown()

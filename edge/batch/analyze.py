@@ -24,7 +24,7 @@ from edge.batch.tables import parse_formats, remove_stale_tables
 from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprint
 from edge.card.embeddings import FileEmbeddingArchive, embedding_spec, file_boot_id
 from edge.card.recording_log import RecordingSeasonLog, folder_unit
-from edge.errors import AudioError, ConfigError
+from edge.errors import AudioError, BackendError, ConfigError
 from edge.model.bundle import open_bundle, sha256_file
 from edge.model.precision_gate import check_precision, model_key
 from edge.scoring.labels import read_labels
@@ -203,10 +203,16 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                                                                    band_warning(path, frontend_params.f_max)) if w])
     try:
         todo = pieces[worklog.done :]
-        for piece, unit_result in zip(todo, _results(spec, todo, run, workers)):
+        written = 0
+        for unit_result, piece in zip(_results(spec, todo, run, workers), todo):  # the engine first: it ends
             writer.write(piece, unit_result)
+            written += 1
             if on_progress:
                 on_progress(piece.index + 1, len(pieces), piece.path.name)
+        if written < len(todo):  # an engine that stops short must never look like a finished job
+            raise BackendError(f"the {run.engine} engine returned {written} of {len(todo)} pieces; pieces "
+                               f"{todo[written].index + 1}-{todo[-1].index + 1} not done",
+                               "rerun the same command with --resume to finish")
     finally:
         writer.close()
     if season_log is not None and season_log.undated:
