@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,9 @@ address as its IP, and every Ray server then binds to it; ``ray.init(_node_ip_ad
 turned back into the external address. :func:`_start` checks the outcome, since both are Ray internals."""
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of a local instance: results are small, Ray's default (30 % of memory) is not."""
+PIECE_RETRIES = 3
+"""Tries of a piece after its actor died (a lost node heals in one); Ray Data's default is forever, so a piece
+that kills its actor every time would hang the job instead of failing it."""
 NO_LENGTH = -1
 """``length``/``total`` of a whole-file piece in a row (Arrow columns hold no None in an int column)."""
 
@@ -156,15 +160,19 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
     dataset that ends with pieces missing.
     """
     ray = _import_ray(local=address is None or _is_loopback(address))
+    from ray.util.annotations import RayDeprecationWarning
+
     _start(ray, address, cpus or (actors or 1) * spec.threads)
     try:
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
-        results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
-                                      batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
-                                      num_cpus=spec.threads)
+        with warnings.catch_warnings():  # Ray 2.60 has no named parameter for task retries yet
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+            results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
+                                          batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
+                                          num_cpus=spec.threads, max_task_retries=PIECE_RETRIES)
         waiting: dict[int, PieceResult] = {}
         placement: Counter[str] = Counter()
         done = 0

@@ -58,9 +58,9 @@ class Cluster:
 
     def free_cpus(self) -> tuple[float, float, int]:
         """(available CPUs, total CPUs, live nodes) as the cluster sees them, asked by a separate driver."""
-        probe = ("import ray; ray.init(address=%r, log_to_driver=False, configure_logging=False); "
+        probe = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False, configure_logging=False); "
                  "print(ray.available_resources().get('CPU', 0), ray.cluster_resources().get('CPU', 0), "
-                 "sum(n['Alive'] for n in ray.nodes()))") % self.address
+                 "sum(n['Alive'] for n in ray.nodes()))")
         out = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True,
                              timeout=120, check=True).stdout.split()
         return float(out[-3]), float(out[-2]), int(out[-1])
@@ -125,14 +125,21 @@ def local_outputs(archive: Path, example_bundle: Path, example_labels: tuple[Pat
     return out
 
 
-def analyze_command(archive: Path, bundle: Path, labels: Path, out: Path, address: str, *extra: str) -> list[str]:
+def analyze_command(archive: Path, bundle: Path, labels: Path, out: Path, address: str | None) -> list[str]:
+    """``analyze --engine ray`` on ``address`` (None: a private local instance) with two actors."""
     return [sys.executable, "-m", "edge", "analyze", str(archive), "--labels", str(labels), "--bundle", str(bundle),
-            "--out", str(out), "--top-k", "2", "--piece-seconds", "20", "--engine", "ray", "--ray-address", address,
-            "--workers", "2", *extra]
+            "--out", str(out), "--top-k", "2", "--piece-seconds", "20", "--engine", "ray", "--workers", "2",
+            *(["--ray-address", address] if address else [])]
 
 
 def same_outputs(a: Path, b: Path) -> bool:
     return all((a / name).read_bytes() == (b / name).read_bytes() for name in TABLES)
+
+
+def ended_with_one_line_error(stderr: str) -> bool:
+    """The command's last words are our ``error:`` line and a ``hint:`` to resume (Ray logs its own above)."""
+    last = [line for line in stderr.splitlines() if line.strip()][-2:]
+    return last[0].startswith("error: the Ray job stopped") and last[1].startswith("hint:") and "--resume" in last[1]
 
 
 def logged_pieces(out: Path) -> int:
@@ -177,11 +184,12 @@ def test_cluster_job_survives_a_killed_node_or_says_what_is_missing(
     assert not session_pids(cluster.node_sid)
     _, stderr = job.communicate(timeout=JOB_LIMIT_S)
     assert killed_at < 24, "the job ended before the node was killed: nothing was tested"
+    print(f"node killed after {killed_at} of 24 pieces; the job ended with rc {job.returncode}: {stderr[-300:]}")
     if job.returncode == 0:  # Ray's retries healed it: every piece, the pool's bytes
         assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)
         return
     assert re.search(r"pieces \d+-24 \(\d+ of 24 here; files .*\) not done", stderr), stderr
-    assert "--resume" in stderr and "Traceback" not in stderr
+    assert ended_with_one_line_error(stderr)
     assert logged_pieces(out) < 24
     resumed = subprocess.run([*command, "--resume"], env=cluster.env, capture_output=True, text=True,
                              timeout=JOB_LIMIT_S)
@@ -205,4 +213,25 @@ def test_killed_driver_resumes_to_the_pool_bytes_and_frees_the_cluster(
                              timeout=JOB_LIMIT_S)
     assert resumed.returncode == 0, resumed.stderr
     assert "pieces from the earlier run" in resumed.stderr
+    assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)
+
+
+def test_a_piece_that_kills_its_actor_fails_the_job_naming_the_rest_and_resume_finishes(
+        archive: Path, local_outputs: Path, example_bundle: Path, example_labels: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    out = tmp_path / "ray"
+    command = analyze_command(archive, example_bundle, example_labels[0], out, None)
+    hook = str(Path(__file__).parent / "crash_hook")
+    crashing = {**os.environ, "PYTHONPATH": os.pathsep.join([hook, os.environ.get("PYTHONPATH", "")]),
+                "BIOLINGUAL_TEST_CRASH_ON": "r5."}
+    job = subprocess.run(command, env=crashing, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert job.returncode != 0
+    written = logged_pieces(out)
+    assert written <= 15  # at most r0..r4, in plan order, before the crash of r5
+    files = ", ".join(f"r{i}.wav" for i in range(written // 3, 8))
+    assert re.search(rf"pieces {written + 1}-24 \({24 - written} of 24 here; files {files[:22]}.*\) not done",
+                     job.stderr), job.stderr
+    assert ended_with_one_line_error(job.stderr)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert resumed.returncode == 0, resumed.stderr
     assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)
