@@ -124,6 +124,10 @@ def rescore(
     space: SpaceOpt = None,
     head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP + " Default with --config: its "
                                                    "analysis.heads.")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray: the archive's files as a Ray Data job "
+                                        "(pip install 'biolingual-edge[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one); "
+                                                    "every node must see the archive at the same path.")] = None,
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -135,7 +139,8 @@ def rescore(
     options = RescoreOptions(threshold=threshold, top_k=top_k, score_mode=score_mode or "logit")
     if config is not None:
         options = _config_rules(config, bundle, labels, threshold, score_mode)
-    options = dataclasses.replace(options, formats=chosen, space=space, heads=tuple(head) if head else options.heads)
+    options = dataclasses.replace(options, formats=chosen, space=space, heads=tuple(head) if head else options.heads,
+                                  engine=engine, ray_address=ray_address)
     result = rescore_archive(db, bundle, labels, out, options)
     if result.other_model:
         stderr.print(f"{result.other_model} archived window(s) of other embedding spaces left alone (--space)")

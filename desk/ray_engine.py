@@ -18,13 +18,14 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from edge.batch.piece_analysis import AnalysisSpec, PieceAnalyzer, PieceResult
 from edge.batch.pieces import Piece
-from edge.batch.pool import MATH_THREAD_VARIABLES
+from edge.batch.pool import MATH_THREAD_VARIABLES, available_cores
 from edge.errors import BackendError, ConfigError, EdgeError
 
 LOOPBACK = "127.0.0.1"
@@ -110,6 +111,29 @@ def _start(ray: Any, address: str | None, cpus: int) -> None:
                            "127.0.0.1 yourself (ray start --head --node-ip-address 127.0.0.1) and pass --ray-address")
 
 
+@contextmanager
+def connect(address: str | None, cpus: int | None = None) -> Iterator[Any]:
+    """``ray`` joined to the cluster at ``address``, or to a private local instance of ``cpus`` CPUs (default:
+    this machine's) listening on 127.0.0.1 only; shut down (left, for a cluster) on the way out."""
+    ray = _import_ray(local=address is None or _is_loopback(address))
+    _start(ray, address, cpus or available_cores())
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def remote_args_allowed() -> Iterator[None]:
+    """Ray 2.60 has no named ``map_batches`` parameter for task retries yet: pass them as remote args without
+    its deprecation warning (here only; Ray's other warnings stay)."""
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        yield
+
+
 def _is_loopback(address: str) -> bool:
     """A cluster on this machine's loopback (Ray would otherwise rewrite 127.0.0.1 to the external address)."""
     host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
@@ -140,7 +164,7 @@ def _failed(pieces: list[Piece], done: int, cause: str) -> BackendError:
                         "the work log keeps what was written: rerun the same command with --resume to finish")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200] if lines else 'no message'}"
 
@@ -159,17 +183,12 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
     recomputed, a crashed actor) raises :class:`BackendError` naming the pieces not done, and so does a
     dataset that ends with pieces missing.
     """
-    ray = _import_ray(local=address is None or _is_loopback(address))
-    from ray.util.annotations import RayDeprecationWarning
-
-    _start(ray, address, cpus or (actors or 1) * spec.threads)
-    try:
+    with connect(address, cpus or (actors or 1) * spec.threads) as ray:
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
-        with warnings.catch_warnings():  # Ray 2.60 has no named parameter for task retries yet
-            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        with remote_args_allowed():
             results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
                                           batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
                                           num_cpus=spec.threads, max_task_retries=PIECE_RETRIES)
@@ -188,9 +207,7 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
             cause = _edge_cause(e)
             if cause is not None:
                 raise cause from e
-            raise _failed(pieces, done, _first_line(e)) from e
+            raise _failed(pieces, done, first_line(e)) from e
         if done < len(pieces):
             raise _failed(pieces, done, "the dataset ended early")
         _report_placement(placement)
-    finally:
-        ray.shutdown()

@@ -8,6 +8,7 @@ rules run over each stream instead, so the rows are the events a unit with that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from desk.archive.rescore_tables import RescoreTables, utc, window_tables
 from desk.archive.spaces import choose_space
-from desk.archive.windows import WindowFilter, WindowStore, open_store
+from desk.archive.windows import Scored, WindowFilter, WindowStore, open_store
 from desk.collect.database import listened_days
 from edge.batch.tables import DEFAULT_FORMATS
 from edge.errors import ConfigError, EdgeError, LabelError
@@ -28,6 +29,7 @@ from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
 from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
 
+ENGINES = ("local", "ray")
 EVENT_COLUMNS = ("recording", "start", "stop", "sample_rate", "start_utc")
 """Per window: the recording it belongs to (file, else unit/boot/stream), its place in it (samples), its time."""
 
@@ -50,6 +52,10 @@ class RescoreOptions:
     same-named labels' zero-shot scores, as on the unit."""
     space: str | None = None
     """``--space``: the archive's embedding space to work in (needed when it holds several)."""
+    engine: str = "local"
+    """Who reads the archive's files: ``local`` (this process) or ``ray`` (a Ray Data job, see ray_scan.py)."""
+    ray_address: str | None = None
+    """The Ray cluster to join (None: a private local instance)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,25 @@ def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
+def _check_engine(options: RescoreOptions) -> None:
+    if options.engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{options.engine}'", f"choose one of: {', '.join(ENGINES)}")
+    if options.ray_address is not None and options.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
+    if options.engine == "ray" and options.rules is not None:
+        raise ConfigError("--engine ray does not run a unit's detector rules (--config) yet",
+                          "drop --engine ray: the rules follow each stream in order on this machine")
+
+
+def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options: RescoreOptions) -> Iterator[Scored]:
+    """The exact scan, here or as a Ray Data job over the store's files (the same chunks, the same cosines)."""
+    if options.engine == "local":
+        return store.scan(queries, where)
+    from desk.archive.ray_scan import scan_on_ray
+
+    return scan_on_ray(store.files(where), queries, options.ray_address)
+
+
 def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
             options: RescoreOptions) -> RescoreResult:
     """Score every archived window of the bundle's embedding space against ``labels_path``; writes ``out_dir``.
@@ -90,6 +115,7 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     The installed confidence of the list (and of the heads) supplies per-label thresholds and ``p_correct`` as in
     ``analyze``/``run``; one fitted in another score mode is refused.
     """
+    _check_engine(options)
     bundle = open_bundle(bundle_dir)
     listed = read_labels(labels_path)
     labels = LabelList(listed.names + options.extra_prompts, listed.scientific_names + ("",) * len(
@@ -114,7 +140,8 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
                                listened)
         try:
             if options.rules is None:
-                chunks = ((chunk.window_ids, chunk.cosines) for chunk in store.scan(scorer.label_matrix, space.where))
+                chunks = ((chunk.window_ids, chunk.cosines)
+                          for chunk in _scan(store, scorer.label_matrix, space.where, options))
                 window_tables(chunks, lambda ids: _meta(store, ids), scorer, names, shown, options, tables, band,
                               confidence)
             else:

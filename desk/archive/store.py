@@ -25,6 +25,7 @@ from desk.archive.windows import (
     DESCRIPTION,
     EVERY_WINDOW,
     Scored,
+    StoredRows,
     WindowBatch,
     WindowFilter,
     normalised,
@@ -221,6 +222,13 @@ class DuckShardStore:
             for positions, matrix in self.shard(shard).pieces(rows):
                 yield Scored(ids[positions], cosines(matrix, queries))
 
+    def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
+        if not self._archived():
+            return []
+        sql, params = self._filter(where)
+        return [StoredRows(str((self.root / shard).resolve()), rows, ids)
+                for shard, rows, ids in shards(self.con, sql, params)]
+
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if approximate and self._archived():
@@ -314,3 +322,9 @@ def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any
                                  FROM windows WHERE shard = ? AND ({where})""", [shard, *(params or [])])[0]
         result.append((shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)))
     return result
+
+
+def score_file(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
+    """:func:`desk.archive.windows.read_rows` for this store's shards (the same pages and product as ``scan``)."""
+    return [Scored(stored.window_ids[positions], cosines(matrix, queries))
+            for positions, matrix in Shard(Path(stored.path)).pieces(stored.rows)]

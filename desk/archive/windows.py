@@ -87,6 +87,21 @@ class Scored:
     """``(n, K)`` float32."""
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """Where some windows' embeddings lie, for a reader on another machine: one file and rows of it.
+
+    Read it with :func:`read_rows` anywhere the file's path is visible (storage every node sees); no database
+    connection travels with it, so a cluster job reads each file once, memory bounded by one file."""
+
+    path: str
+    """The file (absolute)."""
+    rows: slice | np.ndarray
+    """Its rows holding the windows: a slice, or ``(n,)`` int64 row numbers."""
+    window_ids: np.ndarray
+    """``(n,)`` int64 ids of those windows, in row order (ascending)."""
+
+
 class WindowStore(Protocol):
     """Archived window embeddings and their metadata. Window ids are unique positive integers."""
 
@@ -122,12 +137,24 @@ class WindowStore(Protocol):
         """(ids, cosines) of the ``k`` windows nearest unit ``query`` ``(D,)``, best first (ties by id);
         ``approximate`` may trade recall for speed."""
 
+    def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
+        """The files holding the windows matching ``where``, in window order: :meth:`scan` of them, read by
+        :func:`read_rows` one by one (a cluster job spreads them over its workers)."""
+
     def close(self) -> None:
         """Release files and connections."""
 
     def __enter__(self) -> WindowStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def read_rows(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
+    """Cosines of the windows in ``stored`` against unit ``queries`` ``(D, K)``: the chunks
+    :meth:`WindowStore.scan` yields for them, bit for bit."""
+    from desk.archive.store import score_file
+
+    return score_file(stored, queries)
 
 
 def open_store(db_path: Path, writable: bool = False) -> WindowStore:

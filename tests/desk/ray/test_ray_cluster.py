@@ -235,3 +235,44 @@ def test_a_piece_that_kills_its_actor_fails_the_job_naming_the_rest_and_resume_f
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert resumed.returncode == 0, resumed.stderr
     assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)
+
+
+@pytest.fixture
+def season_db(tmp_path: Path, archive: Path, example_bundle: Path, example_labels: tuple[Path, Path]) -> Path:
+    """The eight recordings analysed with --embeddings and collected: an archive of several files."""
+    from desk.collect.ingest import collect
+
+    analyze_paths([archive], example_labels[0], example_bundle, tmp_path / "analyzed",
+                  AnalyzeOptions(embeddings_dir=tmp_path / "embeddings"), run=RunOptions(workers=1))
+    db = tmp_path / "season.duckdb"
+    collect([tmp_path / "embeddings"], db)
+    return db
+
+
+def rescore_command(db: Path, bundle: Path, labels: Path, out: Path, *engine: str) -> list[str]:
+    return [sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle", str(bundle), "--labels",
+            str(labels), "--out", str(out), "--top-k", "2", "--format", "csv,raven,audacity", *engine]
+
+
+def test_rescore_as_a_ray_job_over_the_archive_files_equals_the_local_scan_row_for_row(
+        cluster: Cluster, season_db: Path, example_bundle: Path, example_labels: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    from desk.archive.windows import open_store
+
+    with open_store(season_db) as store:
+        files = store.files()
+    assert len(files) > 1 and all(Path(f.path).is_file() for f in files)
+    local = subprocess.run(rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "local"),
+                           capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert local.returncode == 0, local.stderr
+    before = cluster.free_cpus()
+    on_cluster = subprocess.run(rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray",
+                                                "--engine", "ray", "--ray-address", cluster.address),
+                                env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    written = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert len(written) == 1 + 2 * 8 and written == sorted(p.name for p in (tmp_path / "ray").iterdir())
+    for name in written:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert (tmp_path / "ray" / "detections.csv").read_text().count("\n") == 1 + 8 * 11 * 2
+    wait_for(lambda: cluster.free_cpus() == before, "the scan's workers to give their CPUs back")
