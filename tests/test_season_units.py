@@ -10,11 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from desk.collect.cards import read_card
+from desk.report.health import unit_scoring
 from edge.card.embedformat import EMBEDDINGS_DIR, dequantise, read_embedding_segment
 from edge.cli import app
 from edge.model.bundle import open_bundle
@@ -153,6 +155,14 @@ def test_three_units_season_to_heads_and_confidence_back_on_a_unit(season: dict[
             assert score == pytest.approx(float(x @ head["embeddings"][i] + head["bias"][i]), abs=0.05)
             checked += 1
     assert checked, "no detection of a head label"
+
+    heads_db = root / "heads.duckdb"
+    cli("logs", "collect", str(card), "--into", str(heads_db))
+    with duckdb.connect(str(heads_db), read_only=True) as con:
+        shown = unit_scoring(con)["u1"]
+    assert f"heads frogs (sha256 {opened.manifest.files[head_entry.path][:12]})" in shown
+    if kept_fits:
+        assert f"confidence {info['confidence']['id']}" in shown
 
     analysed = root / "analysed"
     cli("analyze", str(season["recording"]), "--labels", str(labels), "--bundle", str(bundle), "--head", "frogs",

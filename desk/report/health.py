@@ -33,6 +33,7 @@ def unit_table(con: duckdb.DuckDBPyConnection, season: Season, minute_states: np
     names = [d[0] for d in cursor.description]
     summary = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
     sync = _clock_sync(con)
+    scoring = unit_scoring(con)
     heard = {u.unit_id: u for u in unit_liveness(con, now, SILENT_AFTER)} if now is not None else {}
     rows = []
     for i, unit in enumerate(season.units):
@@ -46,6 +47,7 @@ def unit_table(con: duckdb.DuckDBPyConnection, season: Season, minute_states: np
             "down_after_crash_h": round(float((states == CRASHED).sum()) / MINUTES_PER_HOUR, 2),
             "clock_sync": sync.get(unit, {}),
             "last_heard": _heard(heard.get(unit)),
+            "scoring": scoring.get(unit, ""),
         })
         rows.append(row)
     return rows
@@ -99,6 +101,31 @@ def _settings(info: dict[str, Any]) -> dict[str, str]:
     if not isinstance(config, dict):
         return _flat(info)
     return {**_flat({k: v for k, v in info.items() if k != "config" and k not in CONFIG_COPIES}), **_flat(config)}
+
+
+def scoring_text(info: dict[str, Any]) -> str:
+    """What produced a boot's rows, from its manifest: ``heads frogs (sha256 1a2b3c4d5e6f); confidence 5d3e…;
+    own thresholds for 3 label(s)`` (``zero-shot`` without heads or confidence)."""
+    heads = [f"{h.get('name')} (sha256 {str(h.get('sha256', ''))[:12]})" for h in info.get("heads") or []]
+    fit = info.get("confidence") or {}
+    own = [k for k in info.get("thresholds_applied") or {} if k != "global"]
+    parts = ([f"heads {', '.join(heads)}"] if heads else []) + ([f"confidence {fit.get('id')}"] if fit else [])
+    parts += [f"own thresholds for {len(own)} label(s)"] if own else []
+    return "; ".join(parts) or "zero-shot"
+
+
+def unit_scoring(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Per unit, :func:`scoring_text` of its latest boot (heads and confidence by id, per-label thresholds)."""
+    rows = con.execute("""
+        SELECT unit_id, boot_info FROM boots
+        QUALIFY row_number() OVER (PARTITION BY unit_id ORDER BY wall_utc_at_boot DESC, boot_id DESC) = 1""").fetchall()
+    found = {}
+    for unit, info in rows:
+        try:
+            found[unit] = scoring_text(json.loads(info or "{}"))
+        except (ValueError, AttributeError):
+            found[unit] = ""
+    return found
 
 
 def config_drift(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

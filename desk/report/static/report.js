@@ -340,10 +340,11 @@ function drawHealth(f) {
     r.unit_id, r.time_zone, r.boots, r.crashes, r.uptime_h, r.effort_h, r.effort_fraction, r.listened_h,
     r.scheduled_off_h, r.gap_h, r.down_after_crash_h, r.gap_events, r.xruns, r.max_temperature_c === null ? null : r.max_temperature_c.toFixed(1),
     r.min_disk_free_mib, Object.entries(r.clock_sync || {}).map(([k, x]) => `${k} ${(100 * x).toFixed(0)}%`).join(", "),
-    r.first_utc, r.last_utc, r.last_heard]);
+    r.first_utc, r.last_utc, r.last_heard, r.scoring]);
   table($("health-table"), ["unit", "time zone", "boots", "crashes", "uptime h", "effort h", "effort fraction",
     "listened h", "scheduled off h", "gap h", "down after crash h", "gap events", "xruns", "max °C",
-    "min free MiB", "clock sync (share of effort)", "first (UTC)", "last (UTC)", "last heard on the air (UTC)"], rows);
+    "min free MiB", "clock sync (share of effort)", "first (UTC)", "last (UTC)", "last heard on the air (UTC)",
+    "scoring (latest boot)"], rows);
   const days = H / 24, labels = Array.from({ length: days }, (_, d) => new Date(DATA.start_ms + d * DAY_MS)
     .toISOString().slice(5, 10));
   for (const [id, index] of [["temperature", 0], ["disk", 1]]) {
