@@ -61,7 +61,7 @@ def live(
     collector = LiveCollector(into, settings, prefix, on_line=lambda line: stderr.print(line, soft_wrap=True,
                                                                                           markup=False))
     counts = collector.run(stop, seconds)
-    added = ", ".join(f"{n} {table}" for table, n in sorted((counts.added or {}).items()) if n) or "nothing new"
+    added = ", ".join(f"{n} {table}" for table, n in sorted(counts.added.items()) if n) or "nothing new"
     stderr.print(f"{counts.messages} message(s): added {added}; {counts.rejected} rejected -> {into}")
     con = connect(into, read_only=True)
     try:

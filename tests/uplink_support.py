@@ -118,7 +118,7 @@ def db_rows(db: Path) -> dict[str, tuple[int, int]]:
 
 
 def desk_added(collector: LiveCollector) -> dict[str, int]:
-    return {table: (collector.counts.added or {}).get(table, 0) for table in TABLES}
+    return {table: collector.counts.added.get(table, 0) for table in TABLES}
 
 
 class Subscriber:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,11 +60,8 @@ class UnitLiveness:
 @dataclass
 class LiveCounts:
     messages: int = 0
-    added: Counter[str] | None = None
+    added: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
-
-    def __post_init__(self) -> None:
-        self.added = Counter()
 
 
 def live_client_id(db_path: Path) -> str:
@@ -190,7 +187,7 @@ class LiveCollector:
             contents, bad = contents_of(unit, unit_batches)
             self.counts.rejected += bad
             counts = ingest(con, contents)
-            self.counts.added.update(counts.added)  # type: ignore[union-attr]
+            self.counts.added.update(counts.added)
         for unit, n in heard.items():
             run(con, """INSERT INTO live_units VALUES (?, ?, NULL, NULL, ?) ON CONFLICT (unit_id) DO UPDATE
                         SET last_heard_utc = excluded.last_heard_utc, messages = live_units.messages + ?""",

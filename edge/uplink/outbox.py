@@ -101,11 +101,26 @@ class CardOutbox:
                 return batch
         return None
 
+    def forget_acked(self, acked: dict[str, int]) -> None:
+        """Mark every sealed segment and manifest the broker acknowledged in full (at start: a long season's
+        finished segments are then never opened again)."""
+        for name, end in acked.items():
+            if name not in self._done:
+                self.mark_done(name, end)
+
     def mark_done(self, segment: str, acked_to: int) -> None:
         """Forget a sealed segment once all of it is acknowledged (keeps polling cheap over a long season)."""
+        if segment.startswith(BOOTS_DIR + "/"):
+            self._done.add(segment)
+            return
         path = self.root / segment
+        if not path.exists():  # never sealed: an earlier boot's open segment is as final as a sealed one
+            match = SEGMENT.match(path.name)
+            if match is None or match["boot"] == self.boot_id:
+                return
+            path = path.with_name(path.name + OPEN_SUFFIX)
         try:
-            if segment.startswith(BOOTS_DIR + "/") or path.stat().st_size <= acked_to:
+            if path.stat().st_size <= acked_to:
                 self._done.add(segment)
         except OSError:
             pass

@@ -69,7 +69,8 @@ class UplinkStats:
     rows_acked: int = 0
     alerts_sent: int = 0
     last_error: str = ""
-    backoff: list[float] = field(default_factory=list)
+    backoff: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+    """The latest waits between connection attempts (seconds)."""
 
 
 class Uplink:
@@ -198,6 +199,7 @@ class Uplink:
             self._acked.clear()  # message ids start again with each connection
         link.publish(status, _status(ONLINE, unit_id=self.unit_id, deployment_id=self._deployment), retain=True)
         position = dict(self.cursor.acked)
+        self.outbox.forget_acked(self.cursor.acked)
         rate, burst = self.section.max_rows_per_s, max(self.section.rows_per_message, self.section.max_rows_per_s)
         tokens, last_tick, last_save = burst, time.monotonic(), time.monotonic()
         while not link.lost.is_set():
