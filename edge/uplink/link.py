@@ -113,7 +113,8 @@ class Link:
                                keyfile=_str(settings.client_key), cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError, ValueError) as e:
                 raise UplinkError(f"uplink TLS files unusable: {e}",
-                                  "check uplink.ca_file / client_cert / client_key (PEM, readable)") from e
+                                  "check the CA file and client certificate/key are readable PEM files "
+                                  "(unit: uplink.ca_file, client_cert, client_key; desk: --ca, --cert, --key)") from e
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = lambda _c, _u, mid, _rc, _p: on_ack(mid)
