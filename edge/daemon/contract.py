@@ -3,6 +3,7 @@ lock that lets the analysis and main threads share one run log."""
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ class DaemonOptions:
     lag_bound_s: float = 30.0
     """Audio waiting beyond this: widen the hop (logged); back to normal below a quarter of it."""
     max_pipeline_restarts: int = 3
+    """More inference failures than this within ``pipeline_restart_window_s`` exit non-zero."""
+    pipeline_restart_window_s: float = 3600.0
+    """Failures older than this no longer count: four transient ones over a season never end the process."""
     stop_budget_s: float = 10.0
     """On stop, keep analysing the backlog for at most this long (systemd's stop timeout is 90 s)."""
     flatline_s: float = 60.0
@@ -97,6 +101,24 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, EdgeError):
         return error.message
     return f"{type(error).__name__}: {error}".strip().replace("\n", " ")[:500]
+
+
+class RecentFailures:
+    """Counts failures within a sliding window of time (monotonic seconds), so transient ones age out."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._times: collections.deque[float] = collections.deque()
+
+    def add(self, now: float) -> int:
+        """Record a failure at ``now``; returns how many fell within the last ``window_s`` (this one included)."""
+        self._times.append(now)
+        return self.count(now)
+
+    def count(self, now: float) -> int:
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        return len(self._times)
 
 
 class SerialisedLog:

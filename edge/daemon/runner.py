@@ -39,6 +39,7 @@ from edge.daemon.contract import (
     READ_TIMEOUT_S,
     SCHEDULE_POLL_S,
     DaemonOptions,
+    RecentFailures,
     SerialisedLog,
     Source,
     describe_error,
@@ -81,7 +82,7 @@ class Daemon:
         self.effort_end = 0
         self.analysed_end = 0
         self.degraded = False
-        self._pipeline_restarts = 0
+        self._pipeline_restarts = RecentFailures(self.options.pipeline_restart_window_s)
         self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples)
         self._anchor: tuple[datetime, int] | None = None
         """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
@@ -103,6 +104,8 @@ class Daemon:
             # e.g. the USB microphone is missing at boot: say so on the card, then exit non-zero (systemd retries)
             self.sink.event("stream_open_failed", 0, reason=e.message)
             self.sink.close()
+            if not self.options.is_file:  # the documented "no audio" exit; an unreadable --input file stays 2
+                e.exit_code = EXIT_NO_AUDIO
             raise
         worker = threading.Thread(target=self._analyse_loop, name="analysis", daemon=True)
         worker.start()
@@ -273,7 +276,7 @@ class Daemon:
             log.error("analysis stopped: %s", reason)
             log.debug("analysis failure", exc_info=True)
             self.sink.event("pipeline_failed", self.analysed_end, reason=reason, action="exit",
-                            restarts=self._pipeline_restarts)
+                            restarts=self._pipeline_restarts.count(time.monotonic()))
             self.exit_code = EXIT_NO_AUDIO if isinstance(e, AudioError) else EXIT_PIPELINE
         finally:
             self._close_events()
@@ -380,13 +383,13 @@ class Daemon:
 
     def _restart_pipeline(self, sample: int, kind: str, reason: str) -> None:
         """Record the failure, then rebuild the stages; too many rebuilds is fatal (exit non-zero)."""
-        self._pipeline_restarts += 1
-        fatal = self._pipeline_restarts > self.options.max_pipeline_restarts
-        self.sink.event(kind, sample, reason=reason, restarts=self._pipeline_restarts,
-                        action="exit" if fatal else "rebuild_stages")
+        recent = self._pipeline_restarts.add(time.monotonic())
+        fatal = recent > self.options.max_pipeline_restarts
+        self.sink.event(kind, sample, reason=reason, restarts=recent, action="exit" if fatal else "rebuild_stages")
         self.sink.flush()
         if fatal:
-            raise BackendError(f"inference failed {self._pipeline_restarts} times, last: {reason}",
+            raise BackendError(f"inference failed {recent} times within "
+                               f"{self.options.pipeline_restart_window_s:g} s, last: {reason}",
                                "check the bundle and the model file; the journal has the details")
         self.stages = self.stages_factory()
 
