@@ -18,7 +18,7 @@ from desk.report.clips import select_clips
 from desk.report.confidence import load_confidence
 from desk.report.effort_strip import SLOT_MIN, STATE_NAMES, boot_spans, minute_states, slot_states
 from desk.report.health import as_json, config_drift, daily_health, last_findings, unit_table
-from desk.report.season import MIN_LISTENED_S, Season, load_season, plausible_range
+from desk.report.season import MIN_LISTENED_S, ReportError, Season, load_season, plausible_range
 
 if TYPE_CHECKING:
     import duckdb
@@ -62,8 +62,13 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, options: ReportOptio
     html = render_html(options.title, payload)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".tmp-{out.name}")
-    temp.write_text(html, encoding="utf-8")
-    temp.replace(out)
+    try:
+        temp.write_text(html, encoding="utf-8")
+        temp.replace(out)
+    except OSError as e:  # a full disk (or no permission) leaves no half-written page behind
+        temp.unlink(missing_ok=True)
+        raise ReportError(f"cannot write {out}: {e.strerror}",
+                          "free space (or pick a writable place) for the report and run it again") from e
     return ReportResult(out, out.stat().st_size, time.perf_counter() - started, len(season.units),
                         len(season.species), payload["detections"], sum(len(c) for c in clips.values()))
 

@@ -118,3 +118,16 @@ def test_fit_confidence_refuses_bad_scores_strange_labels_and_nothing_fitted(rev
     refused(run_cli(*base, "--review", latin1), "is not UTF-8")
     done = run_cli(*base, "--review", tmp_path / "ok.csv")  # the same verdicts, well formed, fit
     assert done.exit_code == 0, done.output
+
+
+def test_a_full_disk_under_collect_and_report_is_one_line_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    from tests.cardlog_support import fill_up, small_filesystem
+
+    write_card(tmp_path / "card", minutes=2)
+    assert run_cli("logs", "collect", tmp_path / "card", "--into", tmp_path / "db.duckdb").exit_code == 0
+    with small_filesystem(tmp_path / "full", "1m") as full:
+        fill_up(full)
+        refused(run_cli("logs", "collect", tmp_path / "card", "--into", full / "db.duckdb"), "db.duckdb")
+        refused(run_cli("logs", "report", "--db", tmp_path / "db.duckdb", "--out", full / "report.html"),
+                "report.html", "free space")
+        assert sorted(p.name for p in full.iterdir() if p.name != "filler.bin") in ([], ["db.duckdb"])
