@@ -106,10 +106,10 @@ def local_folder(model_id: str) -> Path | None:
 
 def load_checkpoint(model_id: str = DEFAULT_MODEL, revision: str | None = None) -> Checkpoint:
     """``ClapModel`` + ``ClapProcessor`` via ``from_pretrained`` (hub id or local folder), validated."""
+    folder = local_folder(model_id)  # before importing transformers (seconds): a wrong path fails at once
+    model_id = str(folder) if folder is not None else model_id
     from transformers import ClapModel, ClapProcessor
 
-    folder = local_folder(model_id)
-    model_id = str(folder) if folder is not None else model_id
     try:
         model = ClapModel.from_pretrained(model_id, revision=revision).eval()
         processor = ClapProcessor.from_pretrained(model_id, revision=revision)
