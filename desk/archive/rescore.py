@@ -8,7 +8,7 @@ rules run over each stream instead, so the rows are the events a unit with that 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +30,10 @@ from edge.scoring.scorer import LabelSet, Scorer, load_label_set
 from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
 
 ENGINES = ("local", "ray")
+CELLS_PER_PIECE = 4_000_000
+"""Window × label scores held at once (16 MB a float32 array): a scan chunk is cut into pieces of at most this."""
+ROWS_PER_PIECE = 200_000
+"""Output rows (window × kept rank) made at once: with ``--top-k`` in the thousands a piece is a few windows."""
 EVENT_COLUMNS = ("recording", "start", "stop", "sample_rate", "start_utc")
 """Per window: the recording it belongs to (file, else unit/boot/stream), its place in it (samples), its time."""
 
@@ -82,6 +86,15 @@ def label_set_for(bundle: Bundle, labels: LabelList, labels_path: Path) -> Label
         except EdgeError:  # no text encoder in this bundle: the missing labels' message says what to run
             raise missing from None
         return LabelSet(labels.names, np.asarray(encoder.embed(list(labels.names)), np.float32))
+
+
+def pieces(chunks: Iterable[Scored], labels: int, top_k: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Scan chunks cut so that no piece holds more than :data:`CELLS_PER_PIECE` scores or can make more than
+    :data:`ROWS_PER_PIECE` output rows: memory stays flat whatever the archive, the label list or ``top_k``."""
+    windows = max(1, min(CELLS_PER_PIECE // max(labels, 1), ROWS_PER_PIECE // max(min(top_k, labels), 1)))
+    for chunk in chunks:
+        for first in range(0, len(chunk.window_ids), windows):
+            yield chunk.window_ids[first : first + windows], chunk.cosines[first : first + windows]
 
 
 def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,8 +153,7 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
                                listened)
         try:
             if options.rules is None:
-                chunks = ((chunk.window_ids, chunk.cosines)
-                          for chunk in _scan(store, scorer.label_matrix, space.where, options))
+                chunks = pieces(_scan(store, scorer.label_matrix, space.where, options), len(names), options.top_k)
                 window_tables(chunks, lambda ids: _meta(store, ids), scorer, names, shown, options, tables, band,
                               confidence)
             else:

@@ -63,6 +63,8 @@ DERIVED = {"recording": "coalesce(source_path, unit_id || '/' || boot_id || '/st
 """SQL of the derived columns of :data:`~desk.archive.windows.DESCRIPTION`."""
 SPACE_KEY = "coalesce(nullif(embedding_space, ''), model_sha256)"
 """A window's space key: its recorded space, else (archived before spaces were named) its model file's sha256."""
+SCAN_CELLS = 4_000_000
+"""Cosines (rows × queries, float32) a scan yields at once: a page of 20 000 rows for up to 200 queries."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -218,9 +220,11 @@ class DuckShardStore:
         if not self._archived():
             return
         sql, params = self._filter(where)
+        step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
         for shard, rows, ids in shards(self.con, sql, params):
             for positions, matrix in self.shard(shard).pieces(rows):
-                yield Scored(ids[positions], cosines(matrix, queries))
+                for first in range(0, len(positions), step):
+                    yield Scored(ids[positions[first : first + step]], cosines(matrix[first : first + step], queries))
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
         if not self._archived():
