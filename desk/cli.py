@@ -186,8 +186,8 @@ def search(
     clips: Annotated[bool, typer.Option(help="Cut each hit's audio where its recording is on disk.")] = False,
     model: Annotated[Path | None, typer.Option(help="Checkpoint for --text when the bundle has no text encoder "
                                                     "(needs the export extra).")] = None,
-    prefilter: Annotated[bool, typer.Option(help="Binary-code prefilter + exact re-rank (very large archives; "
-                                                 "approximate).")] = False,
+    exact: Annotated[bool, typer.Option(help="Score every window instead of the index's candidates (collect "
+                                             "indexes archives of 20 000 windows or more).")] = False,
     space: SpaceOpt = None,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
@@ -201,7 +201,7 @@ def search(
     query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
     where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
                          until=_utc_option(until, "--to"))
-    hits = search_archive(db, opened, query, top, where, prefilter, space)
+    hits = search_archive(db, opened, query, top, where, approximate=not exact, space=space)
     for path in write_hits(hits, out, opened, clips, text if text is not None else f"like {example}"):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")

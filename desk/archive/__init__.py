@@ -1,1 +1,1 @@
-"""The season archive of window embeddings: store, scan kernels, prefilter, search, rescore."""
+"""The season archive of window embeddings: store, shard format, scan kernels, index, search, rescore."""

@@ -1,8 +1,8 @@
 """``logs search``: rank archived windows by cosine to a text query or an example recording.
 
-The ranking is the archive's own (:meth:`desk.archive.windows.WindowStore.nearest`): exact by default (the
-windows narrowed by unit and time first, then every match scored, chunk by chunk, into a running top-K),
-approximate with ``--prefilter``.
+The ranking is the archive's own (:meth:`desk.archive.windows.WindowStore.nearest`): by default the index's
+candidates re-ranked exactly (:mod:`desk.archive.ivf`; an archive without an index is scanned), with ``--exact``
+every window matching the unit and time filter scored, chunk by chunk, into a running top-K.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ class Hit:
 
 
 def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where: WindowFilter = EVERY_WINDOW,
-           prefilter: bool = False, space: str | None = None) -> list[Hit]:
+           approximate: bool = True, space: str | None = None) -> list[Hit]:
     """The ``top`` archived windows (of the bundle's embedding space, within ``where``) ranked by cosine to
     ``query``.
 
-    ``prefilter``: re-rank only the Hamming-nearest candidates (:mod:`desk.archive.prefilter`) instead of all.
+    ``approximate``: re-rank the index's candidates instead of scanning every window (filters stay exact).
     ``space``: the archive's space to search (needed when it holds several). A filter naming a unit the archive
     lacks, or a time range that ends before it starts, is an error listing what exists.
     """
@@ -60,7 +60,8 @@ def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where: Wi
         chosen = choose_space(store, bundle, space)
         check_units(store, where)
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
-        ids, scores = store.nearest(vector, top, replace(where, spaces=chosen.where.spaces), approximate=prefilter)
+        ids, scores = store.nearest(vector, top, replace(where, spaces=chosen.where.spaces),
+                                    approximate=approximate)
         meta = store.windows(ids).to_pylist()
     return [Hit(rank, float(score), row) for rank, (row, score) in enumerate(zip(meta, scores), start=1)]
 

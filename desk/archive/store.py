@@ -1,12 +1,11 @@
-"""The season archive today: :class:`DuckShardStore`, the :class:`~desk.archive.windows.WindowStore` of the desk.
+"""The season archive: :class:`DuckShardStore`, the :class:`~desk.archive.windows.WindowStore` of the desk.
 
-Embeddings live in Parquet shards (``<db>.archive/unit=<unit>/day=<UTC day>/*.parquet``: ``window_id`` and a
-``FixedSizeList<float16, D>`` column, L2-normalised, uncompressed), the archive of record that any Parquet tool
-reads; beside each shard a raw float16 ``.f16.npy`` copy is what scans memory-map (a matrix product, not a
-value-by-value list decode), and the sign codes of the optional search prefilter. Window metadata lives in the
-DuckDB table ``windows`` next to the detections. Inserts are idempotent: a window already archived (same unit,
-boot, stream and start sample) is never added twice, and a segment already taken whole is skipped.
-Nothing outside this module and its prefilter knows this layout.
+Embeddings live once, in Parquet shards (``<db>.archive/unit=<unit>/day=<UTC day>/*.parquet``, the layout of
+:mod:`desk.archive.shardfile`) that scans memory-map in place; the approximate index (:mod:`desk.archive.ivf`)
+sits in ``<db>.archive/index/``. Window metadata lives in the DuckDB table ``windows`` next to the detections.
+Inserts are idempotent: a window already archived (same unit, boot, stream and start sample) is never added
+twice, and a segment already taken whole is skipped. Nothing outside this module, its shard format and its index
+knows this layout.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.archive.half_matmul import cosines
-from desk.archive.prefilter import prefiltered_top
+from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, TRAIN_SAMPLE, IvfIndex
 from desk.archive.shardfile import Shard, migrate_shard, pyarrow_module, write_shard
 from desk.archive.windows import (
     DESCRIPTION,
@@ -65,6 +64,11 @@ SPACE_KEY = "coalesce(nullif(embedding_space, ''), model_sha256)"
 """A window's space key: its recorded space, else (archived before spaces were named) its model file's sha256."""
 SCAN_CELLS = 4_000_000
 """Cosines (rows × queries, float32) a scan yields at once: a page of 20 000 rows for up to 200 queries."""
+EXACT_BELOW = 200_000
+"""Windows a filter may leave for approximate search to still scan them exactly (a fraction of a second)."""
+CANDIDATES_PER_HIT = 20
+MIN_CANDIDATES = 400
+"""Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -117,6 +121,7 @@ class DuckShardStore:
                       "column_name = 'embedding_space'")[0][0])
         self._space_key = SPACE_KEY if recorded else "model_sha256"  # a database from before spaces were named
         self._shards: dict[str, Shard] = {}
+        self._index: IvfIndex | None = None
         if writable:
             self.migrate()
 
@@ -216,15 +221,39 @@ class DuckShardStore:
             raise CollectError(f"{wanted - found} of {wanted} window ids are not in {self.db_path}",
                                "take window ids from this database's archive")
 
+    def chunks(self, where: str = "TRUE", params: list[Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(window ids, their ``(n, D)`` float16 rows, memory-mapped) of the windows matching SQL ``where``,
+        page by page in window order."""
+        for shard, rows, ids in shards(self.con, where, params):
+            for positions, matrix in self.shard(shard).pieces(rows):
+                yield ids[positions], matrix
+
     def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
         if not self._archived():
             return
-        sql, params = self._filter(where)
         step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
-        for shard, rows, ids in shards(self.con, sql, params):
-            for positions, matrix in self.shard(shard).pieces(rows):
-                for first in range(0, len(positions), step):
-                    yield Scored(ids[positions[first : first + step]], cosines(matrix[first : first + step], queries))
+        for ids, matrix in self.chunks(*self._filter(where)):
+            for first in range(0, len(ids), step):
+                yield Scored(ids[first : first + step], cosines(matrix[first : first + step], queries))
+
+    def ann(self) -> IvfIndex | None:
+        """The approximate index beside the archive, None while there is none."""
+        if self._index is None and (self.root / INDEX_DIR).is_dir():
+            self._index = IvfIndex(self.root / INDEX_DIR)
+        return self._index if self._index is not None and self._index.segments else None
+
+    def index(self) -> int:
+        """Index the windows archived since the last call (none below :data:`~desk.archive.ivf.MIN_WINDOWS`);
+        returns how many were indexed. Existing segments are never rebuilt."""
+        total = self.count()
+        if total < MIN_WINDOWS:
+            return 0
+        index = self._index = IvfIndex(self.root / INDEX_DIR)
+        if index.centroids is None:
+            every = self.match()
+            sample = every[np.linspace(0, len(every) - 1, min(TRAIN_SAMPLE, len(every))).astype(np.int64)]
+            index.train(self.embeddings(np.unique(sample)))
+        return index.append(self.chunks("window_id > ?", [index.last_id]))
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
         if not self._archived():
@@ -235,9 +264,20 @@ class DuckShardStore:
 
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        if approximate and self._archived():
-            return prefiltered_top(self, query, k, *self._filter(where))
-        return top_of(self.scan(query.reshape(-1, 1), where), k)
+        index = self.ann() if approximate and self._archived() else None
+        if index is None:
+            return top_of(self.scan(query.reshape(-1, 1), where), k)
+        matched, total = self.count(where), self.count()
+        if matched < total and matched <= EXACT_BELOW:  # a narrow filter: its exact scan is as fast as the index
+            return top_of(self.scan(query.reshape(-1, 1), where), k)
+        ids = index.candidates(query, int(max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES) * total / max(matched, 1)))
+        ids = ids[ids > 0]
+        if matched < total:
+            ids = ids[np.isin(ids, self.match(where))]
+        ids = np.sort(ids[: max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES)])
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return top_of([Scored(ids, self.embeddings(ids) @ query.reshape(-1, 1))], k)
 
     def insert(self, batch: WindowBatch) -> int:
         done = run(self.con, "SELECT max(records) FROM embedding_segments WHERE unit_id = ? AND boot_id = ? AND "

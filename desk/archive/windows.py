@@ -135,7 +135,12 @@ class WindowStore(Protocol):
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(ids, cosines) of the ``k`` windows nearest unit ``query`` ``(D,)``, best first (ties by id);
-        ``approximate`` may trade recall for speed."""
+        ``approximate``: candidates from the index (when the archive has one), re-ranked exactly; filters still
+        apply exactly."""
+
+    def index(self) -> int:
+        """Bring the approximate index up to date with the windows inserted so far (adds, never rebuilds);
+        returns how many windows were indexed."""
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
         """The files holding the windows matching ``where``, in window order: :meth:`scan` of them, read by

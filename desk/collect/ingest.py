@@ -56,6 +56,7 @@ def collect(card_dirs: Sequence[Path], db_path: Path, parquet_dir: Path | None =
             findings.extend(Finding("warning", "rows", f"{n} {table} row(s) with unparseable key fields skipped",
                                     contents.card) for table, n in counts.unusable.items() if n)
             findings.extend(archived.findings)
+        added["indexed"] = store.index()
         findings.extend(run_checks(con, collected_at))
         record_findings(con, findings, cards)
         if parquet_dir is not None:

@@ -203,8 +203,8 @@ def test_search_by_example_finds_its_own_window(season: dict[str, Path], example
         assert raven.to_bbox()[0].label == f"like {season['recording']}@{start_s}"
         assert set(raven.df["Begin Path"]) == {str(season["recording"])}
     cli("logs", "search", "--db", str(season["db"]), "--bundle", str(example_bundle), "--example",
-        f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "prefiltered"), "--prefilter")
-    assert rows(tmp_path / "prefiltered" / "hits.csv")[0]["source_offset_s"] == "40.000"
+        f"{season['recording']}@40", "--top", "3", "--out", str(tmp_path / "exact"), "--exact")
+    assert rows(tmp_path / "exact" / "hits.csv")[0]["source_offset_s"] == "40.000"
 
 
 def test_search_by_text_through_the_checkpoint(season: dict[str, Path], example_bundle: Path,
