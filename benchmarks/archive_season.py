@@ -48,6 +48,23 @@ def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+SPECIES = 200
+"""Clusters of the synthetic season: one per species heard (not uniform random vectors, which no archive has)."""
+SPREAD_DIMS = 6
+
+
+def season_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Unit vectors that cluster like a season's: a species' centre, variation along a few directions of its own,
+    a little isotropic noise (the same mixture as tests/desk/archive/test_index.py)."""
+    mixture = np.random.default_rng(99)
+    centres = unit_vectors(mixture, SPECIES)
+    bases = mixture.standard_normal((SPECIES, SPREAD_DIMS, DIM), dtype=np.float32) / np.sqrt(DIM)
+    species = rng.integers(0, SPECIES, count)
+    spread = np.einsum("nk,nkd->nd", rng.standard_normal((count, SPREAD_DIMS), dtype=np.float32), bases[species])
+    rows = centres[species] + 0.5 * spread + 0.03 * rng.standard_normal((count, DIM), dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
 def make_bundle(folder: Path, labels: int) -> tuple[Path, Path]:
     """A bundle with a 512-d label set (the audio model is never run here, only its sha256 matters)."""
     from edge.model.bundle import FrontendParams, LabelSetEntry, Manifest, ModelEntry, TensorSpec, write_manifest
@@ -86,7 +103,7 @@ def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
         for first in range(0, per_unit, WRITE_BATCH):
             count = min(WRITE_BATCH, per_unit - first)
             starts = [(first + i) * HOP for i in range(count)]
-            log.embeddings(starts, [s + WINDOW for s in starts], unit_vectors(rng, count))
+            log.embeddings(starts, [s + WINDOW for s in starts], season_vectors(rng, count))
             log.flush()
         log.close()
     card_bytes = sum(p.stat().st_size for p in (work / "cards").rglob("embeddings/*.emb"))
@@ -97,7 +114,21 @@ def phase_collect(work: Path) -> dict[str, float]:
     from desk.collect.ingest import collect
 
     result = collect(sorted((work / "cards").iterdir()), work / "season.duckdb")
-    return {"windows_added": result.added.get("windows", 0)}
+    archive = work / "season.archive"
+    windows = max(1, result.added.get("windows", 0))
+    shard_bytes = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
+    index_bytes = sum(p.stat().st_size for p in (archive / "index").rglob("*.npy"))
+    return {"windows_added": result.added.get("windows", 0), "indexed": result.added.get("indexed", 0),
+            "shard_bytes_per_window": shard_bytes / windows, "index_bytes_per_window": index_bytes / windows}
+
+
+def phase_index(work: Path) -> dict[str, float]:
+    """Index build alone: the index folder removed and rebuilt from the archive (what collect did at its end)."""
+    from desk.archive.windows import open_store
+
+    shutil.rmtree(work / "season.archive" / "index", ignore_errors=True)
+    with open_store(work / "season.duckdb", writable=True) as store:
+        return {"indexed": store.index()}
 
 
 def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
@@ -109,48 +140,49 @@ def phase_rescore(work: Path, threshold: float | None) -> dict[str, float]:
 
 
 def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
+    """First query of a fresh process, warm medians (index, exact scan: the baseline), one unit, recall@10."""
     from desk.archive.search import search
     from desk.archive.windows import WindowFilter
     from edge.model.bundle import open_bundle
 
     bundle = open_bundle(work / "bundle")
+    db = work / "season.duckdb"
     rng = np.random.default_rng(7)
+    queries = season_vectors(rng, SEARCH_QUERIES * 2 + 2)
     started = time.perf_counter()
-    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter())
+    search(db, bundle, queries[0], 10, WindowFilter())
     first = time.perf_counter() - started
-    warm = []
-    for _ in range(SEARCH_QUERIES):
-        started = time.perf_counter()
-        search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter())
-        warm.append(time.perf_counter() - started)
+    timings: dict[str, list[float]] = {"index": [], "exact": []}
+    found: dict[str, list[set[int]]] = {"index": [], "exact": []}
+    for query in queries[1 : SEARCH_QUERIES + 1]:
+        for kind in ("index", "exact"):
+            started = time.perf_counter()
+            hits = search(db, bundle, query, 10, WindowFilter(), approximate=kind == "index")
+            timings[kind].append(time.perf_counter() - started)
+            found[kind].append({h.meta["window_id"] for h in hits})
     started = time.perf_counter()
-    search(work / "season.duckdb", bundle, unit_vectors(rng, 1)[0], 10, WindowFilter(units=("unit-03",)))
+    search(db, bundle, queries[-1], 10, WindowFilter(units=("unit-03",)))
     one_unit = time.perf_counter() - started
-    result = {"first_query_s": first, "warm_median_s": float(np.median(warm)), "one_unit_s": one_unit}
-    return {**result, **prefilter_recall(work, bundle, rng)} if recall else result
+    result = {"first_query_s": first, "index_warm_median_s": float(np.median(timings["index"])),
+              "exact_warm_median_s": float(np.median(timings["exact"])), "one_unit_s": one_unit,
+              "recall10_index": float(np.mean([len(a & b) / 10 for a, b in zip(found["index"], found["exact"])]))}
+    return {**result, **example_recall(db, bundle, rng)} if recall else result
 
 
-def prefilter_recall(work: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
-    """recall@10 of the binary prefilter against the exact scan: random queries, and archived windows + noise."""
+def example_recall(db: Path, bundle: object, rng: np.random.Generator) -> dict[str, float]:
+    """recall@10 of the index against the exact scan for archived windows + noise (search by example)."""
     from desk.archive.search import search
     from desk.archive.windows import WindowFilter, open_store
 
-    db = work / "season.duckdb"
     with open_store(db) as store:
-        examples = store.embeddings(rng.integers(1, 1000, SEARCH_QUERIES))
+        examples = store.embeddings(rng.integers(1, store.count(), SEARCH_QUERIES))
     noisy = examples + rng.standard_normal(examples.shape, dtype=np.float32) * 0.02
-    recalls: dict[str, list[float]] = {"random": [], "example": []}
-    timings = []
-    for kind, queries in (("random", unit_vectors(rng, SEARCH_QUERIES)), ("example", noisy)):
-        for query in queries:
-            exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, WindowFilter())}  # type: ignore[arg-type]
-            started = time.perf_counter()
-            fast = search(db, bundle, query, 10, WindowFilter(), prefilter=True)  # type: ignore[arg-type]
-            timings.append(time.perf_counter() - started)
-            recalls[kind].append(len(exact & {h.meta["window_id"] for h in fast}) / 10)
-    return {"prefilter_warm_median_s": float(np.median(timings)),
-            "prefilter_recall10_random": float(np.mean(recalls["random"])),
-            "prefilter_recall10_example": float(np.mean(recalls["example"]))}
+    recalls = []
+    for query in noisy:
+        exact = {h.meta["window_id"] for h in search(db, bundle, query, 10, WindowFilter(), approximate=False)}  # type: ignore[arg-type]
+        fast = {h.meta["window_id"] for h in search(db, bundle, query, 10, WindowFilter())}  # type: ignore[arg-type]
+        recalls.append(len(exact & fast) / 10)
+    return {"recall10_index_example": float(np.mean(recalls))}
 
 
 def phase_naive(work: Path) -> dict[str, float]:
@@ -181,7 +213,7 @@ def phase_naive(work: Path) -> dict[str, float]:
     return {"s_per_window_tiny": seconds / windows, "windows": windows}
 
 
-PHASES = {"write", "collect", "rescore", "rescore-threshold", "search", "naive"}
+PHASES = {"write", "collect", "index", "rescore", "rescore-threshold", "search", "naive"}
 
 
 def run_phase(name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -203,14 +235,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/archive-bench"))
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--no-recall", action="store_true", help="search phase: skip the prefilter recall runs")
-    parser.add_argument("--phases", default="write,collect,rescore,rescore-threshold,search,naive",
+    parser.add_argument("--no-recall", action="store_true", help="search phase: skip the search-by-example recall runs")
+    parser.add_argument("--phases", default="write,collect,index,rescore,rescore-threshold,search,naive",
                         help="comma-separated phases to run, in order")
     args = parser.parse_args()
     work: Path = args.workdir
     if args.phase:
         handlers = {"write": lambda: phase_write(work, args.windows, args.units),
-                    "collect": lambda: phase_collect(work), "rescore": lambda: phase_rescore(work, None),
+                    "collect": lambda: phase_collect(work), "index": lambda: phase_index(work),
+                    "rescore": lambda: phase_rescore(work, None),
                     "rescore-threshold": lambda: phase_rescore(work, RESCORE_THRESHOLD),
                     "search": lambda: phase_search(work, not args.no_recall), "naive": lambda: phase_naive(work)}
         result = handlers[args.phase]()

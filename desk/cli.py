@@ -31,6 +31,8 @@ register_live_command(logs_app)
 
 RESCORE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
+DbsOpt = Annotated[list[Path], typer.Option("--db", help="Collection database made by `logs collect`; repeat it to "
+                                                         "read several (years, sites) as one archive.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 SpaceOpt = Annotated[str | None, typer.Option("--space", help="The archive's embedding space to work in (a prefix; "
                                               "needed when the archive holds windows of several).")]
@@ -108,7 +110,7 @@ def _utc_option(value: str | None, name: str) -> datetime | None:
 @logs_app.command()
 @report_errors
 def rescore(
-    db: DbOpt,
+    db: DbsOpt,
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran (its label embeddings).")],
     labels: Annotated[Path, typer.Option("--labels", "-l", help="The new species list.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for detections.csv and Raven tables.")],
@@ -173,7 +175,7 @@ def _config_rules(config: Path, bundle: Path, labels: Path, threshold: float | N
 @logs_app.command()
 @report_errors
 def search(
-    db: DbOpt,
+    db: DbsOpt,
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="The bundle the units ran.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for hits.csv, a Raven table and clips.")],
     text: Annotated[str | None, typer.Option(help='What to find, e.g. "frog chorus at night".')] = None,

@@ -8,7 +8,7 @@ rules run over each stream instead, so the rows are the events a unit with that 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -121,7 +121,7 @@ def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options:
     return scan_on_ray(store.files(where), queries, options.ray_address)
 
 
-def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
+def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path, out_dir: Path,
             options: RescoreOptions) -> RescoreResult:
     """Score every archived window of the bundle's embedding space against ``labels_path``; writes ``out_dir``.
 
@@ -144,7 +144,9 @@ def rescore(db_path: Path, bundle_dir: Path, labels_path: Path, out_dir: Path,
     names = np.array(label_set.names, dtype=object)
     shown = np.array([n not in options.hidden_labels for n in label_set.names])
     band = (bundle.manifest.frontend.f_min, bundle.manifest.frontend.f_max)
-    listened = listened_days(db_path) if "occupancy" in options.formats else []
+    databases = [db_path] if isinstance(db_path, Path) else list(db_path)
+    listened = sorted({day for db in databases for day in listened_days(db)}) if "occupancy" in options.formats \
+        else []
     with open_store(db_path) as store:
         space = choose_space(store, bundle, options.space)
         units = ({str(r): str(u) for r, u in store.tally(("recording", "unit_id"), space.where)}

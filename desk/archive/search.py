@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timezone
 from pathlib import Path
@@ -42,8 +43,8 @@ class Hit:
     meta: dict[str, Any]
 
 
-def search(db_path: Path, bundle: Bundle, query: np.ndarray, top: int, where: WindowFilter = EVERY_WINDOW,
-           approximate: bool = True, space: str | None = None) -> list[Hit]:
+def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, top: int,
+           where: WindowFilter = EVERY_WINDOW, approximate: bool = True, space: str | None = None) -> list[Hit]:
     """The ``top`` archived windows (of the bundle's embedding space, within ``where``) ranked by cosine to
     ``query``.
 
@@ -77,7 +78,7 @@ def check_units(store: WindowStore, where: WindowFilter) -> None:
                           f"{', '.join(have) or 'none'})", "pass one of the units listed")
 
 
-def dominant_model(db_path: Path, bundle: Bundle) -> tuple[str, int]:
+def dominant_model(db_path: Path | Sequence[Path], bundle: Bundle) -> tuple[str, int]:
     """(precision key, window length in samples): the bundle's ONNX model that computed most archived windows,
     else (windows of an engine or of a model file this bundle lacks) its fp32 model, whose space every precision
     shares (:func:`search` checks the archive's space)."""
@@ -105,7 +106,7 @@ def parse_example(spec: str) -> tuple[Path, float]:
     return Path(spec), 0.0
 
 
-def example_query(db_path: Path, bundle: Bundle, spec: str) -> np.ndarray:
+def example_query(db_path: Path | Sequence[Path], bundle: Bundle, spec: str) -> np.ndarray:
     """The embedding of the archive-length window of ``FILE`` starting at ``START_S``, by the archive's model."""
     from edge.audio.files import read_file
     from edge.audio.windowing import Window

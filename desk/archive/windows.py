@@ -10,7 +10,7 @@ touching the commands. :func:`open_store` names the one implementation today
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -162,11 +162,27 @@ def read_rows(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
     return score_file(stored, queries)
 
 
-def open_store(db_path: Path, writable: bool = False) -> WindowStore:
-    """The archive that belongs to collection database ``db_path`` (read-only unless ``writable``)."""
+def open_store(db_path: Path | Sequence[Path], writable: bool = False) -> WindowStore:
+    """The archive that belongs to collection database ``db_path`` (read-only unless ``writable``); several
+    databases read as one (:class:`desk.archive.many.ManyStores`, window ids translated)."""
     from desk.archive.store import DuckShardStore
 
-    return DuckShardStore(db_path, writable)
+    if isinstance(db_path, Path):
+        return DuckShardStore(db_path, writable)
+    paths = list(dict.fromkeys(Path(p).resolve() for p in db_path))
+    if len(paths) == 1:
+        return DuckShardStore(paths[0], writable)
+    from desk.archive.many import ManyStores
+
+    stores: list[WindowStore] = []
+    try:
+        for path in paths:
+            stores.append(DuckShardStore(path, writable))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return ManyStores(stores)
 
 
 def require_windows(store: WindowStore) -> int:

@@ -1,0 +1,129 @@
+"""Many season databases as one archive (years, sites, teams): :class:`ManyStores`, after perch-hoplite's
+``MultiDBWrapper``.
+
+Each database keeps its own window ids; the window ids seen through this store carry the database's place in
+the list in their high bits (``place << ID_BITS | own id``), so nothing collides and the first database's ids
+are its own. Read-only: windows are inserted into one database at a time, by ``logs collect``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from desk.archive.windows import (
+    DESCRIPTION,
+    EVERY_WINDOW,
+    Scored,
+    StoredRows,
+    WindowBatch,
+    WindowFilter,
+    WindowStore,
+    top_of,
+)
+from desk.collect.database import CollectError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ID_BITS = 40
+"""Bits of a database's own window id (10¹² windows per database); the place in the list sits above them."""
+OWN = (1 << ID_BITS) - 1
+
+
+class ManyStores:
+    """Several :class:`~desk.archive.windows.WindowStore` as one, window ids translated."""
+
+    def __init__(self, stores: list[WindowStore]) -> None:
+        self.stores = stores
+
+    def __enter__(self) -> ManyStores:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+    def insert(self, batch: WindowBatch) -> int:
+        raise CollectError("several databases are read together, not written",
+                           "collect into one database with `logs collect ... --into DB`")
+
+    def index(self) -> int:
+        return 0
+
+    def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
+        return sum(store.count(where) for store in self.stores)
+
+    def tally(self, columns: tuple[str, ...], where: WindowFilter = EVERY_WINDOW) -> dict[tuple[Any, ...], int]:
+        total: Counter[tuple[Any, ...]] = Counter()
+        for store in self.stores:
+            total.update(store.tally(columns, where))
+        return dict(sorted(total.items(), key=lambda item: tuple((v is None, str(v)) for v in item[0])))
+
+    def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
+        return {key[0]: n for key, n in self.tally(("model_sha256",), where).items()}
+
+    def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
+        found = np.concatenate([np.zeros(0, np.int64)] + [
+            (place << ID_BITS) | store.match(where, limit) for place, store in enumerate(self.stores)])
+        return found if limit is None else found[:limit]
+
+    def _split(self, ids: Iterable[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wanted = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), np.int64)
+        places = wanted >> ID_BITS
+        if len(wanted) and (places.min() < 0 or places.max() >= len(self.stores)):
+            raise CollectError(f"window id {int(wanted[places.max() == places][0])} belongs to none of the "
+                               f"{len(self.stores)} databases", "take window ids from this archive")
+        return wanted, places
+
+    def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
+        import pyarrow as pa
+
+        wanted, places = self._split(ids)
+        parts, order = [], []
+        for place, store in enumerate(self.stores):
+            mine = np.flatnonzero(places == place)
+            if not len(mine) and place:
+                continue
+            table = store.windows(wanted[mine] & OWN, columns)
+            if "window_id" in columns:
+                table = table.set_column(table.schema.get_field_index("window_id"), "window_id",
+                                         pa.array(wanted[mine], pa.int64()))
+            parts.append(table)
+            order.append(mine)
+        table = pa.concat_tables(parts)
+        return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+    def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        wanted, places = self._split(ids)
+        out: np.ndarray | None = None
+        for place, store in enumerate(self.stores):
+            mine = np.flatnonzero(places == place)
+            if len(mine):
+                rows = store.embeddings(wanted[mine] & OWN)
+                if out is None:
+                    out = np.empty((len(wanted), rows.shape[1]), np.float32)
+                out[mine] = rows
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
+        for place, store in enumerate(self.stores):
+            for chunk in store.scan(queries, where):
+                yield Scored((place << ID_BITS) | chunk.window_ids, chunk.cosines)
+
+    def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
+        return [replace(stored, window_ids=(place << ID_BITS) | stored.window_ids)
+                for place, store in enumerate(self.stores) for stored in store.files(where)]
+
+    def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
+                approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        best = [store.nearest(query, k, where, approximate) for store in self.stores]
+        return top_of([Scored((place << ID_BITS) | ids, scores.reshape(-1, 1))
+                       for place, (ids, scores) in enumerate(best)], k)
