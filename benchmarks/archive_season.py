@@ -163,8 +163,20 @@ def phase_search(work: Path, recall: bool = True) -> dict[str, float]:
     started = time.perf_counter()
     search(db, bundle, queries[-1], 10, WindowFilter(units=("unit-03",)))
     one_unit = time.perf_counter() - started
+    from desk.archive.windows import open_store
+
+    with open_store(db) as store:  # the ranking alone, in an open archive (no metadata, no bundle checks)
+        for kind in ("index", "exact"):
+            ranked = []
+            for query in queries[1 : SEARCH_QUERIES + 1]:
+                started = time.perf_counter()
+                store.nearest(query, 10, approximate=kind == "index")
+                ranked.append(time.perf_counter() - started)
+            timings[f"{kind}_nearest"] = ranked
     result = {"first_query_s": first, "index_warm_median_s": float(np.median(timings["index"])),
               "exact_warm_median_s": float(np.median(timings["exact"])), "one_unit_s": one_unit,
+              "index_nearest_median_s": float(np.median(timings["index_nearest"])),
+              "exact_nearest_median_s": float(np.median(timings["exact_nearest"])),
               "recall10_index": float(np.mean([len(a & b) / 10 for a, b in zip(found["index"], found["exact"])]))}
     return {**result, **example_recall(db, bundle, rng)} if recall else result
 

@@ -27,7 +27,7 @@ LISTS = 1024
 """Inverted lists (k-means centroids); fewer when the first windows indexed are too few to train them."""
 WINDOWS_PER_LIST_TRAINED = 32
 TRAIN_SAMPLE = 32_768
-KMEANS_ROUNDS = 8
+KMEANS_ROUNDS = 6
 PROBES = 24
 """Lists probed per query: ~2.3 % of the windows are compared by their int8 codes."""
 SEGMENT_WINDOWS = 500_000
@@ -43,9 +43,11 @@ def kmeans(sample: np.ndarray, lists: int, rounds: int = KMEANS_ROUNDS, seed: in
     centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
     for _ in range(rounds):
         nearest = np.argmax(sample @ centroids.T, axis=1)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, nearest, sample)
+        order = np.argsort(nearest, kind="stable")
         counts = np.bincount(nearest, minlength=lists)
+        sums = np.zeros_like(centroids)
+        present = np.flatnonzero(counts)
+        sums[present] = np.add.reduceat(sample[order], np.concatenate([[0], np.cumsum(counts)[:-1]])[present])
         empty = counts == 0
         sums[empty] = sample[rng.choice(len(sample), int(empty.sum()), replace=False)]
         centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
