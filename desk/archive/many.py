@@ -68,7 +68,10 @@ class ManyStores:
         return dict(sorted(total.items(), key=lambda item: tuple((v is None, str(v)) for v in item[0])))
 
     def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
-        return {key[0]: n for key, n in self.tally(("model_sha256",), where).items()}
+        total: Counter[str] = Counter()
+        for store in self.stores:
+            total.update(store.spaces(where))
+        return dict(total)
 
     def match(self, where: WindowFilter = EVERY_WINDOW, limit: int | None = None) -> np.ndarray:
         found = np.concatenate([np.zeros(0, np.int64)] + [
