@@ -62,11 +62,19 @@ class Shard:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        pages = _mapped(path)
+        mapped = _mapped(path)
+        pages = None if mapped is None else mapped[1]
+        self._map = None if mapped is None else mapped[0]
         self.mapped = pages is not None
         """True when the pages are views of the file (the current layout), False when they were decoded."""
         self.pages = pages if pages is not None else [(0, _decoded(path))]
         self.rows = sum(len(m) for _, m in self.pages)
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process's resident memory (they stay in the OS page cache and fault
+        back in when read again), so a scan's RSS stays at one shard whatever the archive's size."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def pieces(self, rows: slice | np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(positions in ``rows``, the ``(n, D)`` float16 embeddings of those rows) page by page, in row order."""
@@ -91,7 +99,7 @@ class Shard:
         return out
 
 
-def _mapped(path: Path) -> list[tuple[int, np.ndarray]] | None:
+def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]]] | None:
     """The embedding column's pages as views of the memory-mapped file; None when its layout cannot be mapped."""
     pa = pyarrow_module()
     try:
@@ -120,7 +128,7 @@ def _mapped(path: Path) -> list[tuple[int, np.ndarray]] | None:
                 first += run.rows
     except PageError:
         return None
-    return pages if first == metadata.num_rows else None
+    return (whole, pages) if first == metadata.num_rows else None
 
 
 def _decoded(path: Path) -> np.ndarray:

@@ -227,6 +227,7 @@ class DuckShardStore:
         for shard, rows, ids in shards(self.con, where, params):
             for positions, matrix in self.shard(shard).pieces(rows):
                 yield ids[positions], matrix
+            self.shard(shard).release()
 
     def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
         if not self._archived():
