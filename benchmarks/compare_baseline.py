@@ -209,7 +209,8 @@ def fidelity(reference: Run, ours: Run, reference_top1: np.ndarray) -> dict[str,
     a, b = ref - centre, cand - centre
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return {"max_abs": float(np.abs(ref - cand).max()), "centred_cosine_min": float(cosine.min()),
-            "centred_cosine_mean": float(cosine.mean()), "top1_agreement": float((ours.top1 == reference_top1).mean())}
+            "centred_cosine_mean": float(cosine.mean()),
+            "top1_agreement": float("nan") if ours.top1 is None else float((ours.top1 == reference_top1).mean())}
 
 
 def prototypes(reference: Run, files: list[Path], window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,18 +59,25 @@ def ensure_labels(bundle: Path, checkpoint: Path, labels_path: Path) -> None:
         store_label_set(opened, labels, embeddings, "text", (DEFAULT_TEMPLATE,))
 
 
+def daemon_command(bundle: Path, labels: Path, recording: Path, precision: str, log_dir: Path,
+                   threads: int | None, low_memory: bool = False, threshold: float = 0.0) -> list[str]:
+    """The `biolingual-edge run --input --fast` command line the daemon benchmarks run."""
+    command = [sys.executable, "-m", "edge", "run", "--input", str(recording), "--fast", "--labels", str(labels),
+               "--bundle", str(bundle), "--log-dir", str(log_dir), "--threshold", f"{threshold:g}",
+               "--heartbeat", "1", "--precision", precision, "--force-precision", "--set", "unit.unit_id=bench"]
+    if threads:
+        command += ["--set", f"model.threads={threads}"]
+    if low_memory:
+        command += ["--set", "model.low_memory=true"]
+    return command
+
+
 def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_dir: Path,
                threads: int | None, low_memory: bool = False) -> dict[str, float]:
     """One `biolingual-edge run --fast` subprocess; wall time, CPU %, and what its health records say."""
     from desk.collect.cards import read_card
 
-    command = [sys.executable, "-m", "edge", "run", "--input", str(recording), "--fast", "--labels", str(labels),
-               "--bundle", str(bundle), "--log-dir", str(log_dir), "--threshold", "0", "--heartbeat", "1",
-               "--precision", precision, "--force-precision", "--set", "unit.unit_id=bench"]
-    if threads:
-        command += ["--set", f"model.threads={threads}"]
-    if low_memory:
-        command += ["--set", "model.low_memory=true"]
+    command = daemon_command(bundle, labels, recording, precision, log_dir, threads, low_memory)
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stderr=subprocess.DEVNULL)

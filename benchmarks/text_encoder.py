@@ -158,6 +158,29 @@ def compare_static(bundle: Path, audio: Path, texts: list[str], threads: int) ->
     return results
 
 
+def per_text_cpu(checkpoint: Path, bundle: Path, texts: list[str]) -> dict[str, float]:
+    """CPU ms per text of the embedding alone (no start-up), 1 thread each, same process, best of 2 rounds:
+    the ONNX text tower as ``labels add`` batches it vs torch as ``biolingual-export labels`` runs it."""
+    import torch
+
+    from edge.scoring.text_encoder import TextEncoder
+    from export.checkpoint import load_checkpoint
+    from export.labels import TorchTextEmbedder
+
+    torch.set_num_threads(1)
+    onnx_encoder = TextEncoder.from_bundle(bundle, "fp32", threads=1)
+    torch_encoder = TorchTextEmbedder(load_checkpoint(str(checkpoint)))
+    routes = {"onnx fp32, sorted batches of 64": lambda: onnx_encoder.embed(texts),
+              "torch fp32, one padded batch": lambda: torch_encoder.embed(texts)}
+    best: dict[str, float] = {}
+    for _ in range(2):
+        for name, embed in routes.items():
+            start = time.process_time()
+            embed()
+            best[name] = min(best.get(name, float("inf")), 1e3 * (time.process_time() - start) / len(texts))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
@@ -166,6 +189,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
     parser.add_argument("--compare-static", action="store_true")
+    parser.add_argument("--per-text", type=int, default=0, metavar="N",
+                        help="also time the embedding alone on N prompts, ONNX vs torch, 1 thread (CPU ms/text)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     checkpoint, bundle, int8_gate = prepare(args.workdir, args.size, args.audio)
@@ -207,6 +232,11 @@ def main() -> None:
         texts = [p for t in TEMPLATES for p in (t.format(common=n, scientific=s or n) for n, s in
                  zip(read_labels(labels).names, read_labels(labels).scientific_names))][:600]
         report["int8_dynamic_vs_static"] = compare_static(bundle, args.audio, texts, args.threads)
+    if args.per_text:
+        names = read_labels(labels)
+        texts = [t.format(common=n, scientific=sci or n) for t in TEMPLATES
+                 for n, sci in zip(names.names, names.scientific_names)][: args.per_text]
+        report["embedding_cpu_ms_per_text"] = per_text_cpu(checkpoint, bundle, texts)
     print(json.dumps(report, indent=2))
 
 
