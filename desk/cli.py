@@ -127,7 +127,7 @@ def rescore(
     head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP + " Default with --config: its "
                                                    "analysis.heads.")] = None,
     engine: Annotated[str, typer.Option(help="local (this process) or ray: the archive's files as a Ray Data job "
-                                        "(pip install 'biolingual-edge[ray]').")] = "local",
+                                        "(pip install 'biolingual-edge\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one); "
                                                     "every node must see the archive at the same path.")] = None,
 ) -> None:
