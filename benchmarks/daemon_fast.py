@@ -111,7 +111,12 @@ def main() -> None:
     labels = args.workdir / "daemon-labels.txt"
     ensure_labels(bundle, checkpoint, labels)
     recording = long_recording(args.audio, args.minutes, args.workdir / "ten-minutes.wav")
-    print(f"recording {recording}: {args.minutes:g} min; bundle {bundle}", flush=True)
+    from edge.ops.bench import machine_info
+
+    info = machine_info()
+    print(f"recording {recording}: {args.minutes:g} min; bundle {bundle}; CPU {info['cpu']}, {info['cores']} cores, "
+          f"INT8 features: {info['int8_flags']}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}",
+          flush=True)
 
     reference = in_child(reference_run, str(checkpoint), [recording], 10 * RATE, 5 * RATE, 4, args.threads)
     reference_rtf = reference.audio_s / reference.total_s

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,8 +58,6 @@ def write_labels(path: Path, count: int) -> None:
 def run_route(module: str, args: list[str], threads: int) -> dict[str, float]:
     """One CLI invocation in a fresh interpreter; its wall time and peak RSS."""
     env_threads = {"OMP_NUM_THREADS": str(threads)}
-    import os
-
     done = subprocess.run([sys.executable, "-c", RUNNER, module, *args], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env_threads}, check=False)
     if done.returncode != 0:
@@ -219,7 +218,10 @@ def main() -> None:
     torch_name = next(iter(routes))
     torch_s = results[torch_name]["seconds"]
     manifest = open_bundle(bundle).manifest
+    from edge.ops.bench import machine_info
+
     report = {
+        "machine": machine_info(), "load_average": os.getloadavg(),
         "labels": args.labels, "templates": len(TEMPLATES), "size": args.size, "threads": args.threads,
         "int8_gate": int8_gate,
         "text_encoder_mb": {k: (bundle / e.path).stat().st_size / MIB for k, e in manifest.text_encoders.items()},
