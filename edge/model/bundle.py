@@ -197,8 +197,13 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
     fp32 = manifest.models.get(SPACE_PRECISION)
     space = files.get(fp32.path, "") if fp32 is not None else manifest.embedding_space
     manifest = dataclasses.replace(manifest, files=files, embedding_space=space)
-    for rel in files:  # the files the manifest vouches for reach the disk before the manifest does
+    # the files the manifest vouches for, and their folder entries, reach the disk before the manifest does
+    folders = {bundle_dir}
+    for rel in files:
         fsync_path(bundle_dir / rel)
+        folders.update(p for p in (bundle_dir / rel).parents if p.is_relative_to(bundle_dir))
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_path(folder)
     write_durably(bundle_dir / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
     return manifest
 

@@ -25,7 +25,8 @@ import soundfile as sf
 
 from desk.collect.cards import CardContents, read_card
 from edge.card import segments
-from edge.card.cardformat import CLIPS_DIR
+from edge.card.cardformat import CLIPS_DIR, TEMP_PREFIX
+from edge.card.embedformat import EMBEDDINGS_DIR, read_embedding_segment
 from edge.card.guano import read_guano
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,7 +239,22 @@ def _clip_problems(card: Path) -> list[str]:
     return problems
 
 
-EXTRA_READERS: dict[str, Callable[[Path], list[str]]] = {CLIPS_DIR: _clip_problems}
+def _embedding_problems(card: Path) -> list[str]:
+    """Every ``.emb`` segment parses (a torn last record is a power-cut note), and no window is there twice."""
+    problems: list[str] = []
+    seen: Counter[tuple[str, int, int]] = Counter()
+    for path in sorted((card / EMBEDDINGS_DIR).glob("*.emb*")):
+        if path.name.startswith(TEMP_PREFIX):
+            continue
+        segment = read_embedding_segment(path)
+        problems += segment.problems
+        if segment.header is not None:
+            seen.update((segment.header.boot_id, int(r["stream"]), int(r["start_sample"])) for r in segment.records)
+    return problems + [f"window {key} on the card {n} times" for key, n in seen.items() if n > 1]
+
+
+EXTRA_READERS: dict[str, Callable[[Path], list[str]]] = {CLIPS_DIR: _clip_problems,
+                                                          EMBEDDINGS_DIR: _embedding_problems}
 """Card folders :func:`read_card` does not parse, by name -> a reader returning what is wrong with them."""
 
 

@@ -37,6 +37,8 @@ from desk.collect.ingest import collect
 from edge.card import segments
 from edge.card.cardformat import CardLogError
 from edge.card.cardlog import CardLog, UnitIdentity
+from edge.card.embeddings import EmbeddingSpec
+from edge.card.governor import StoragePolicy
 from edge.stream.detector import DetectionEvent
 from tests.powercut.harness import Ledger, PowerSwitch, check_card, power_switch, table_sizes
 
@@ -55,6 +57,8 @@ MAX_BOOTS = 160
 TORN_SHARE = 0.3
 CLIP = np.linspace(-0.5, 0.5, 2_400, dtype=np.float32)
 LABELS = ("toad", "wood frog", "barred owl")
+EMBEDDING_DIM = 8
+"""Window embeddings (``.emb`` records) are logged every step, through the same append segments."""
 if not os.path.exists("/dev/fuse"):
     pytest.skip("no /dev/fuse on this machine", allow_module_level=True)
 
@@ -72,7 +76,10 @@ def run_boot(card: Path, boot: int, switch: PowerSwitch, promised: Acknowledged)
     day = BOOT_START + timedelta(days=boot)
     try:
         log = CardLog(card, UnitIdentity("CUT-01", "lab"), RATE, {"config_hash": "cut", "boot": boot},
-                      boot_id=f"{day:%Y%m%dT%H%M%SZ}-{boot:06x}", wall_clock=lambda: day)
+                      boot_id=f"{day:%Y%m%dT%H%M%SZ}-{boot:06x}", wall_clock=lambda: day,
+                      storage=StoragePolicy(stop_clips_below_bytes=0, thin_clips_below_bytes=0,
+                                           stop_embeddings_below_bytes=0),
+                      embeddings=EmbeddingSpec("fp16", EMBEDDING_DIM, "a" * 64, "b" * 64))
     except CardLogError:
         assert switch.is_off(), "only a dead card stops the log from opening"
         return True
@@ -88,6 +95,7 @@ def run_boot(card: Path, boot: int, switch: PowerSwitch, promised: Acknowledged)
                   for k in range(1 + step % 2)]
         log.detections(events)
         log.effort(start, start + HOP)
+        log.embeddings([start], [start + HOP], np.eye(EMBEDDING_DIM, dtype=np.float32)[step % EMBEDDING_DIM][None])
         log.event("step", sample=start, step=step)
         queued_detections += [(log.boot_id, e.start_sample, e.label) for e in events]
         queued_steps.append((log.boot_id, step))
@@ -105,6 +113,14 @@ def run_boot(card: Path, boot: int, switch: PowerSwitch, promised: Acknowledged)
             return True
     log.close()
     return switch.is_off()
+
+
+def windows_in(db: Path) -> int:
+    con = connect(db, read_only=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM windows").fetchall()[0][0])
+    finally:
+        con.close()
 
 
 def database_losses(db: Path, promised: Acknowledged, on_card: dict[str, int]) -> list[str]:
@@ -180,6 +196,9 @@ def campaign(switch: PowerSwitch, ledger: Ledger, tmp_path: Path, cuts: int, see
         result = collect([copy], db, now=BOOT_START + timedelta(days=boot + 1))
         found += [f"collect: {f.message}" for f in result.findings if f.check == "rows"]
         found += database_losses(db, promised[card], table_sizes(checked.contents))
+        if result.read.get("windows", 0) != windows_in(db):  # every .emb record on the card is archived, once
+            found.append(f"the card holds {result.read.get('windows', 0)} window records, the archive "
+                         f"{windows_in(db)}")
         problems += [f"cut {boot} ({mode}): {p}" for p in found]
         if found and stop_at_first_loss:
             break
