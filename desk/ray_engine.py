@@ -99,8 +99,9 @@ def _start(ray: Any, address: str | None, cpus: int) -> None:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]})",
-                              "check the address with `ray status` on the head node; with Ray's token "
-                              "authentication the same RAY_AUTH_TOKEN must be set here") from e
+                              "check the address with `ray status` on the head node; a cluster with token "
+                              "authentication needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH or "
+                              "RAY_AUTH_TOKEN) here too, as scripts/local_cluster.sh start prints") from e
         return
     context = ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
     node_ip = context.address_info.get("node_ip_address")
