@@ -30,8 +30,8 @@ TRAIN_SAMPLE = 32_768
 KMEANS_ROUNDS = 6
 PROBES = 24
 """Lists probed per query: ~2.3 % of the windows are compared by their int8 codes."""
-SEGMENT_WINDOWS = 500_000
-"""Windows per segment (its codes, 512 B a window, are built in memory: 256 MB at most)."""
+SEGMENT_WINDOWS = 200_000
+"""Windows per segment (its codes, 512 B a window, are built in memory: ~100 MB, held twice while sorted)."""
 MIN_WINDOWS = 20_000
 """Below this an archive has no index: an exact scan takes milliseconds."""
 INT8_MAX = 127
