@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge import durable
 from edge.audio.files import find_audio_files, read_file
 from edge.audio.windowing import clip_windows
 from edge.errors import AudioError
@@ -87,6 +87,4 @@ def write_report(bundle_dir: Path, stage: str, result: Agreement | Fidelity | No
         model_file = manifest.models[model_key].path
         report["models"][model_key] = {"stage": stage, "passed": passed,
                                        "sha256": sha256_file(bundle_dir / model_file)}
-    tmp = path.with_name(PARITY_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    durable.atomic_write(path, json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge import durable
 from edge.model.backends.trt_api import gpu_identity, load_cudart, network_flags, require_tensorrt, version
 from edge.model.bundle import ModelEntry, open_bundle, write_manifest
 from edge.model.precision_gate import model_key
@@ -95,9 +95,7 @@ def save_timing_cache(config: Any, path: Path) -> bool:
         return False
     data = bytes(memoryview(cache.serialize()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    durable.atomic_write(path, data)
     return True
 
 
@@ -114,12 +112,7 @@ def _check_operators(onnx_path: Path, trt_version: str) -> str:
 
 def _write_plan(bundle_root: Path, precision: str, plan: bytes) -> str:
     name = engine_file(precision, plan)
-    tmp = bundle_root / (name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(plan)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, bundle_root / name)
+    durable.atomic_write(bundle_root / name, plan)
     return name
 
 

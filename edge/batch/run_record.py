@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge import __version__
+from edge import __version__, durable
 from edge.model.bundle import MANIFEST_NAME, Bundle, sha256_file
 from edge.scoring.labels import LabelList
 
@@ -75,7 +74,5 @@ def run_record(bundle: Bundle, precision: str, labels_path: Path, labels: LabelL
 def write_run_record(out_dir: Path, record: RunRecord) -> Path:
     """Write ``OUT/run.json`` atomically (a half-written record never replaces a whole one)."""
     path = out_dir / RUN_RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(record), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    durable.atomic_write(path, (json.dumps(dataclasses.asdict(record), indent=2) + "\n").encode("utf-8"))
     return path

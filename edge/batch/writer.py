@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge import durable
 from edge.audio.recording_time import recording_start_utc
 from edge.batch.piece_analysis import PieceResult
 from edge.batch.pieces import Piece
@@ -32,7 +33,6 @@ from edge.batch.tables import (
     Selection,
 )
 from edge.card.recording_log import analysed_span, folder_unit
-from edge.card.segments import atomic_write
 from edge.errors import ConfigError
 
 WORKLOG_NAME = "analyze.worklog.jsonl"
@@ -65,13 +65,6 @@ def job_fingerprint(description: dict[str, Any], pieces: list[Piece]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _fsync_append(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 class WorkLog:
     """``OUT/analyze.worklog.jsonl``: a job line, then one line per finished piece (JSON, fsync'd)."""
 
@@ -83,9 +76,8 @@ class WorkLog:
         if resume and self.path.exists():
             self._load(fingerprint)
         else:
-            self.path.write_text("", encoding="utf-8")
-            _fsync_append(self.path, json.dumps({"schema": WORKLOG_SCHEMA, "job": fingerprint,
-                                                 "settings": self.settings}))
+            header = json.dumps({"schema": WORKLOG_SCHEMA, "job": fingerprint, "settings": self.settings})
+            durable.atomic_write(self.path, (header + "\n").encode("utf-8"))
 
     def _changed(self, before: dict[str, Any]) -> str:
         """``threshold 12.0 -> 14.0, labels ...``: the settings that differ from the logged job's."""
@@ -127,7 +119,7 @@ class WorkLog:
     def record(self, piece: Piece, result: PieceResult, outputs: dict[str, Any]) -> None:
         entry = {"piece": piece.key, "file": piece.file_index, "detections": len(result.detections),
                  "error": result.error, "outputs": outputs}
-        _fsync_append(self.path, json.dumps(entry))
+        durable.append_durably(self.path, (json.dumps(entry) + "\n").encode("utf-8"))
         self.entries.append(entry)
 
 
@@ -242,7 +234,7 @@ class AnalysisWriter:
         for selection in selections:
             if selection.utc is not None:
                 self.history.detect(site, selection.utc, selection.label)
-        atomic_write(self.out_dir / HISTORY_STATE, json.dumps(self.history.state()).encode("utf-8"))
+        durable.atomic_write(self.out_dir / HISTORY_STATE, json.dumps(self.history.state()).encode("utf-8"))
 
     @property
     def history_paths(self) -> list[Path]:

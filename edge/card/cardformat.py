@@ -6,6 +6,7 @@ import re
 import secrets
 from datetime import date, datetime, timedelta, timezone
 
+from edge import durable
 from edge.errors import EdgeError
 
 SCHEMA_VERSION = 1
@@ -22,8 +23,8 @@ HEALTH_DIR = "health"
 CLIPS_DIR = "clips"
 OPEN_SUFFIX = ".part"
 """Suffix of the segment being appended to; removed by an atomic rename when the segment is sealed."""
-TEMP_PREFIX = ".tmp-"
-"""Prefix of files being written whole (manifests, clips) before their atomic rename."""
+TEMP_PREFIX = durable.TEMP_PREFIX
+"""Prefix of files being written whole (manifests, clips) before their atomic rename (by :mod:`edge.durable`)."""
 
 DETECTION_COLUMNS = (
     "utc", "end_utc", "unit_id", "deployment_id", "boot_id", "stream", "clock_sync",

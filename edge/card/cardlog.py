@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import durable
 from edge.card.cardformat import (
     BOOTS_DIR,
     CLIPS_DIR,
@@ -47,7 +48,7 @@ from edge.card.effort import EffortCounter
 from edge.card.embeddings import CardEmbeddings, EmbeddingSpec
 from edge.card.governor import StorageGovernor, StoragePolicy
 from edge.card.reserve import FALLBACK_SUFFIX, ReservedSpace, spill
-from edge.card.segments import SegmentStream, atomic_write, csv_line, json_line, make_dirs
+from edge.card.segments import SegmentStream, csv_line, json_line
 from edge.card.streamclock import StreamClock
 from edge.stream.detector import DetectionEvent
 
@@ -116,7 +117,7 @@ class CardLog:
         self.policy = storage or StoragePolicy()
         self._wall_clock = wall_clock
         try:
-            make_dirs(self.root)
+            durable.make_dirs(self.root)
         except OSError as e:
             raise CardLogError(f"cannot create the card log folder {self.root}: {e.strerror}",
                                "check that the SD card is mounted and writable") from e
@@ -365,8 +366,8 @@ class CardLog:
             return
         folder = self.root / BOOTS_DIR
         try:
-            make_dirs(folder)
-            atomic_write(folder / f"{self.boot_id}.json",
+            durable.make_dirs(folder)
+            durable.atomic_write(folder / f"{self.boot_id}.json",
                          json.dumps(self._manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         except OSError as e:
             self._on_write_failure(e)

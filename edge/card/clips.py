@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import durable
 from edge.card.cardformat import compact_utc, format_utc, safe_name
 from edge.card.guano import flac_with_guano, wav_with_guano
-from edge.card.segments import atomic_write, make_dirs
 from edge.stream.detector import DetectionEvent
 
 GUANO_MAKE = "biolingual-edge"
@@ -73,11 +73,11 @@ def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, au
     ``cut_samples`` > 0: the clip starts that much after the requested start (event longer than memory held).
     """
     path = clip_path(clips_root, context, event, start)
-    make_dirs(path.parent)
+    durable.make_dirs(path.parent)
     encode = flac_with_guano if context.clip_format == "flac" else wav_with_guano
     data = encode(audio, context.sample_rate,
                   guano_fields(context, event, start, audio_start_sample, int(audio.shape[0]), cut_samples))
-    atomic_write(path, data)
+    durable.atomic_write(path, data)
     return path
 
 

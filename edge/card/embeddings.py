@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge import durable
 from edge.card.cardformat import epoch_us, from_epoch_us
 from edge.card.embedformat import (
     EMBEDDINGS_DIR,
@@ -24,7 +25,7 @@ from edge.card.embedformat import (
     SegmentHeader,
     encode_records,
 )
-from edge.card.segments import SegmentStream, atomic_write, make_dirs
+from edge.card.segments import SegmentStream
 from edge.card.streamclock import StreamClock
 from edge.model.bundle import Bundle
 from edge.model.space import recorded_space
@@ -118,7 +119,7 @@ class FileEmbeddingArchive:
         self.start_utc = start_utc
         self.unit_of = unit_of
         """The unit (site) a recording's windows are filed under."""
-        make_dirs(self.folder)
+        durable.make_dirs(self.folder)
 
     def resume(self, state: Any) -> None:
         """Nothing to cut back: every segment on disk is whole."""
@@ -152,6 +153,6 @@ class FileEmbeddingArchive:
         path = self.folder / f"{day}_{boot}_{part:012d}.{EXTENSION}"
         vectors = np.asarray(vectors, np.float32).reshape(len(starts), self.spec.dim)
         clock_sync = "unsynchronised" if start_utc is None else RECORDING_CLOCK
-        atomic_write(path, header.encode() + encode_records(header, 1, clock_sync, offsets,
+        durable.atomic_write(path, header.encode() + encode_records(header, 1, clock_sync, offsets,
                                                             np.asarray(ends, np.int64), utc_us, vectors))
         return path

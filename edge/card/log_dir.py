@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge.card.segments import make_dirs
+from edge import durable
 from edge.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ def require_log_dir(log_dir: Path, create: bool) -> None:
     """Raise :class:`ConfigError` unless ``log_dir`` is usable; ``create`` makes a missing one first."""
     if create and not log_dir.exists():
         try:
-            make_dirs(log_dir)  # fsync'd into its parent: a power cut must not take the card folder
+            durable.make_dirs(log_dir)  # fsync'd into its parent: a power cut must not take the card folder
         except OSError as e:
             raise ConfigError(f"cannot create log folder {log_dir}: {e.strerror}",
                               "pass --log-dir with a writable folder") from e

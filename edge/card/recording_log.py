@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge import durable
 from edge.card.cardformat import (
     BOOTS_DIR,
     DETECTION_COLUMNS,
@@ -35,7 +36,7 @@ from edge.card.cardformat import (
 )
 from edge.card.effort import EffortCounter
 from edge.card.embeddings import RECORDING_CLOCK
-from edge.card.segments import atomic_write, csv_line, json_line, make_dirs
+from edge.card.segments import csv_line, json_line
 from edge.card.streamclock import StreamClock
 
 if TYPE_CHECKING:
@@ -122,13 +123,13 @@ class RecordingSeasonLog:
                     "sample_rate": self.sample_rate, "wall_utc_at_boot": format_utc(start),
                     "settings_hash": "", "boot_info": self.settings}
         folder = self.root / BOOTS_DIR
-        make_dirs(folder)
-        atomic_write(folder / f"{boot}.json", json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+        durable.make_dirs(folder)
+        durable.atomic_write(folder / f"{boot}.json", json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
 
     def _write_rows(self, kind: str, name: str, header: bytes, rows: list[bytes]) -> None:
         folder = self.root / kind
-        make_dirs(folder)
-        atomic_write(folder / name, header + b"".join(rows))
+        durable.make_dirs(folder)
+        durable.atomic_write(folder / name, header + b"".join(rows))
 
     @staticmethod
     def _event(clock: StreamClock, unit: str, boot: str, seq: int, sample: int, kind: str, **fields: Any) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from edge.card.segments import fsync_dir, make_dirs
+from edge import durable
 
 RESERVE_FILE = ".reserved-space"
 """Name of the reserve on the card root (deleted when the space is needed, recreated at the next boot)."""
@@ -45,7 +45,7 @@ class ReservedSpace:
                     missing -= handle.write(b"\0" * min(RESERVE_BLOCK_BYTES, missing))
                 handle.flush()
                 os.fsync(handle.fileno())
-            fsync_dir(self.path.parent)
+            durable.fsync_path(self.path.parent)
         except OSError:
             with contextlib.suppress(OSError):
                 self.path.unlink()
@@ -60,7 +60,7 @@ class ReservedSpace:
         self.held = False
         try:
             self.path.unlink()
-            fsync_dir(self.path.parent)
+            durable.fsync_path(self.path.parent)
         except OSError:
             return False
         return True
@@ -89,12 +89,8 @@ def spill(folder: Path, boot_id: str, rows: Iterable[tuple[str, date, bytes]],
             entries.append({"kind": kind, "day": day.isoformat(), "line": line.decode("utf-8", "surrogateescape")})
     data = b"".join(json.dumps(entry, ensure_ascii=True).encode("ascii") + b"\n" for entry in entries)
     try:
-        make_dirs(folder)
-        with open(path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fsync_dir(folder)
+        durable.make_dirs(folder)
+        durable.append_durably(path, data)
     except OSError:
         return None, 0
     return path, len(rows)

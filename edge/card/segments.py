@@ -18,55 +18,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from edge.card.cardformat import OPEN_SUFFIX, TEMP_PREFIX, segment_name
+from edge import durable
+from edge.card.cardformat import OPEN_SUFFIX, segment_name
 
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 """A segment larger than this is sealed and the next part started (keeps files easy to open)."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: Path) -> None:
-    """``mkdir -p`` that survives power loss: every folder it creates is fsync'd into its parent.
-
-    A folder whose parent could not be fsync'd is removed again, so that the next try redoes both.
-    """
-    if path.is_dir():
-        return
-    make_dirs(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        return
-    try:
-        fsync_dir(path.parent)
-    except OSError:
-        with contextlib.suppress(OSError):
-            path.rmdir()
-        raise
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsync'd temp file and an atomic rename; no partial file on failure."""
-    temp = path.with_name(TEMP_PREFIX + path.name)
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 class AppendSegment:
@@ -90,7 +46,7 @@ class AppendSegment:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
             if created:
-                fsync_dir(self.open_path.parent)
+                durable.fsync_path(self.open_path.parent)
         except OSError:
             self._undo(fd, created)
             raise
@@ -114,7 +70,7 @@ class AppendSegment:
         os.close(self._fd)
         self._fd = None
         os.replace(self.open_path, self.final_path)
-        fsync_dir(self.final_path.parent)
+        durable.fsync_path(self.final_path.parent)
 
 
 @dataclass
@@ -172,7 +128,7 @@ class SegmentStream:
         if self._segment is not None and (self._day != day or self._segment.size >= MAX_SEGMENT_BYTES):
             self.seal()
         if self._segment is None:
-            make_dirs(self.folder)
+            durable.make_dirs(self.folder)
             part = self._next_part.get(day, 0)
             self._next_part[day] = part + 1
             self._segment = AppendSegment(self.folder / segment_name(day, self.boot_id, part, self.extension),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import durable
 from edge.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -200,33 +200,12 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
     # the files the manifest vouches for, and their folder entries, reach the disk before the manifest does
     folders = {bundle_dir}
     for rel in files:
-        fsync_path(bundle_dir / rel)
+        durable.fsync_path(bundle_dir / rel)
         folders.update(p for p in (bundle_dir / rel).parents if p.is_relative_to(bundle_dir))
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        fsync_path(folder)
-    write_durably(bundle_dir / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
+        durable.fsync_path(folder)
+    durable.atomic_write(bundle_dir / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
     return manifest
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file (or folder) that was written through another handle to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a power cut leaves the old or the new file, never an empty one:
-    temp file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

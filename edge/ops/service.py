@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge import durable
 from edge.config.loader import UnitConfig
 from edge.errors import ConfigError
 
@@ -128,11 +129,9 @@ def install_service_file(config: UnitConfig, config_path: Path, user: str, syste
     if not systemd_dir.is_dir():
         raise ConfigError(f"systemd folder {systemd_dir} does not exist", "pass --systemd-dir with an existing folder")
     path = systemd_dir / SERVICE_FILE
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        durable.atomic_write(path, text.encode("utf-8"))
+        path.chmod(0o644)
     except PermissionError as e:
         raise ConfigError(f"cannot write {path} (permission denied)", "run it with sudo") from e
     created = False

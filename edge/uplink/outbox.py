@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from edge import durable
 from edge.card.cardformat import BOOTS_DIR, OPEN_SUFFIX, TEMP_PREFIX
-from edge.card.segments import atomic_write, make_dirs
 from edge.uplink.messages import BOOTS_KIND, DATA_KINDS, Batch
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ class Cursor:
         """Write the cursor durably (temp file, fsync, rename, fsync of the folder); raises ``OSError``."""
         if not self.dirty:
             return
-        make_dirs(self.path.parent)
+        durable.make_dirs(self.path.parent)
         data = json.dumps({"v": CURSOR_VERSION, "acked": self.acked}, sort_keys=True, separators=(",", ":"))
-        atomic_write(self.path, data.encode("utf-8"))
+        durable.atomic_write(self.path, data.encode("utf-8"))
         self._saved = dict(self.acked)
 
 

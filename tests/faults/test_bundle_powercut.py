@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge import durable
 from edge.errors import BundleError
-from edge.model import bundle as bundle_module
-from edge.model.bundle import Bundle, FrontendParams, Manifest, fsync_path, open_bundle, write_manifest
+from edge.model.bundle import Bundle, FrontendParams, Manifest, open_bundle, write_manifest
 from edge.scoring.label_sets import store_label_set
 from edge.scoring.labels import LabelList
-from tests.powercut.harness import PowerSwitch, power_switch
+from tests.powercut.harness import FSYNC_KINDS, PowerSwitch, power_switch, switch_fsync_off
 
 if not os.path.exists("/dev/fuse"):
     pytest.skip("no /dev/fuse on this machine", allow_module_level=True)
@@ -30,7 +30,7 @@ def fresh_bundle(root: Path) -> Bundle:
     manifest = write_manifest(root, Manifest(model_id="ckpt", model_revision="sha256:0", embedding_dim=DIM,
                                              logit_scale=10.0,
                                              frontend=FrontendParams(48_000, 1024, 480, 64, 50.0, 14_000.0, 10)))
-    fsync_path(root.parent)  # the bundle folder itself was made long before (it is not what is tested)
+    durable.fsync_path(root.parent)  # the bundle folder itself was made long before (it is not what is tested)
     return Bundle(root, manifest)
 
 
@@ -40,7 +40,8 @@ def add_labels(bundle: Bundle, number: int) -> None:
     store_label_set(bundle, labels, np.full((1, DIM), number, np.float32), "text", ("{common}",))
 
 
-def cut_campaign(switch: PowerSwitch, cuts: int, seed: int) -> list[str]:
+def cut_campaign(switch: PowerSwitch, cuts: int, seed: int, fsync_off: str | None = None) -> list[str]:
+    """``fsync_off``: ``labels add`` runs with that kind of fsync removed (the fresh bundle before it still has it)."""
     rng = random.Random(seed)
     calibration = fresh_bundle(switch.mountpoint / "calibration")
     switch.arm(1 << 30, "lazy", 0)
@@ -55,7 +56,10 @@ def cut_campaign(switch: PowerSwitch, cuts: int, seed: int) -> list[str]:
         switch.arm(rng.randint(1, operations + 2), mode, rng.randrange(1 << 30))
         returned = True
         try:
-            add_labels(bundle, cut)
+            with pytest.MonkeyPatch.context() as patch:
+                if fsync_off:
+                    switch_fsync_off(fsync_off, patch.setattr)
+                add_labels(bundle, cut)
         except OSError:
             returned = False
         if not switch.is_off():
@@ -77,13 +81,8 @@ def test_bundle_writes_are_atomic_and_durable_across_power_cuts(tmp_path: Path) 
     assert not problems, "\n".join(problems)
 
 
-def test_the_campaign_fails_without_the_manifests_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def write_plainly(path: Path, data: bytes) -> None:  # the write before it was made durable
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    monkeypatch.setattr(bundle_module, "write_durably", write_plainly)
+@pytest.mark.parametrize("kind", FSYNC_KINDS)
+def test_the_campaign_fails_when_an_fsync_is_removed(tmp_path: Path, kind: str) -> None:
     with power_switch(tmp_path / "mnt") as switch:
-        problems = cut_campaign(switch, CUTS, seed=21)
+        problems = cut_campaign(switch, CUTS, seed=21, fsync_off=kind)
     assert problems

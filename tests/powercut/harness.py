@@ -1,9 +1,10 @@
 """Power-cut harness: mount :mod:`tests.powercut.lazyfs`, record what the writer acknowledged, check what survived.
 
 The :class:`Ledger` spies on the two durability primitives every card writer uses (``AppendSegment.append``
-and ``atomic_write`` from :mod:`edge.card.segments`): the real functions run, and when one returns, its
-bytes were promised durable. A new kind of segment (window embeddings, ...) written through those primitives is
-covered without change; a new folder the desk reader does not parse gets a reader in :data:`EXTRA_READERS`.
+from :mod:`edge.card.segments` and ``atomic_write`` from :mod:`edge.durable`): the real functions run, and when
+one returns, its bytes were promised durable. A new kind of segment (window embeddings, ...) written through those
+primitives is covered without change; a new folder the desk reader does not parse gets a reader in
+:data:`EXTRA_READERS`. :func:`switch_fsync_off` removes one fsync from all of them, for the campaigns that must fail.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 import soundfile as sf
 
 from desk.collect.cards import CardContents, read_card
+from edge import durable
 from edge.card import segments
 from edge.card.cardformat import CLIPS_DIR, TEMP_PREFIX
 from edge.card.embedformat import EMBEDDINGS_DIR, read_embedding_segment
@@ -109,6 +111,30 @@ class SegmentRecord:
 Setter = Callable[[object, str, Any], None]
 """``setattr``, or ``monkeypatch.setattr`` in a test (undone at its end)."""
 
+FSYNC_KINDS = ("file", "directory")
+FSYNC_OFF_VARIABLE = "POWERCUT_FSYNC_OFF"
+"""Set to one of :data:`FSYNC_KINDS` for ``tests.powercut.acked_run``: that run's writer loses that fsync."""
+
+
+def switch_fsync_off(kind: str, patch: Setter) -> None:
+    """Remove one kind of fsync from every durable write (:mod:`edge.durable`, and the card's append segments,
+    which flush through the same ``os``); a power-cut campaign run so must fail, or it proves nothing.
+
+    ``file``: file contents are no longer fsync'd (folders still are); ``directory``: renames and creations are no
+    longer fsync'd on their folder.
+    """
+    if kind == "directory":
+        patch(durable, "fsync_path", lambda path: None)
+        return
+    assert kind == "file", kind
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            real_fsync(fd)
+
+    patch(durable.os, "fsync", fsync)
+
 
 class Ledger:
     """Every write the card writer acknowledged as durable (the real functions run underneath).
@@ -165,7 +191,7 @@ class Ledger:
     def install(self, patch: Setter) -> None:
         """Spy on ``AppendSegment.append`` and ``atomic_write`` (also where a module imported it by name)."""
         original_append = segments.AppendSegment.append
-        original_atomic = segments.atomic_write
+        original_atomic = durable.atomic_write
 
         def append(segment: segments.AppendSegment, data: bytes) -> None:
             final = str(segment.final_path)

@@ -40,7 +40,15 @@ from edge.card.cardlog import CardLog, UnitIdentity
 from edge.card.embeddings import EmbeddingSpec
 from edge.card.governor import StoragePolicy
 from edge.stream.detector import DetectionEvent
-from tests.powercut.harness import Ledger, PowerSwitch, check_card, power_switch, table_sizes
+from tests.powercut.harness import (
+    FSYNC_KINDS,
+    Ledger,
+    PowerSwitch,
+    check_card,
+    power_switch,
+    switch_fsync_off,
+    table_sizes,
+)
 
 RATE = 48_000
 HOP = 5 * RATE
@@ -215,28 +223,10 @@ def test_power_cut_at_random_moments_loses_no_acknowledged_write(card_power: tup
     assert len(ledger.files) > 100 and len(ledger.segments) > 200, "the campaign wrote clips, manifests, segments"
 
 
-def _without_file_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files are no longer fsync'd (directories still are)."""
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
-            return
-        real_fsync(fd)
-
-    monkeypatch.setattr(segments.os, "fsync", fsync)
-
-
-def _without_dir_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Renames and creations are no longer fsync'd on their directory."""
-    monkeypatch.setattr(segments, "fsync_dir", lambda path: None)
-
-
-@pytest.mark.parametrize("remove_fsync", [_without_file_fsync, _without_dir_fsync], ids=["file", "directory"])
+@pytest.mark.parametrize("kind", FSYNC_KINDS)
 def test_the_campaign_fails_when_an_fsync_is_removed(card_power: tuple[PowerSwitch, Ledger], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch, remove_fsync: object) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     switch, ledger = card_power
-    assert callable(remove_fsync)
-    remove_fsync(monkeypatch)
+    switch_fsync_off(kind, monkeypatch.setattr)
     problems = campaign(switch, ledger, tmp_path, 30, seed=7, stop_at_first_loss=True).problems
     assert any("acknowledged" in p or "flushed but" in p for p in problems), problems
