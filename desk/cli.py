@@ -64,15 +64,45 @@ def collect(
         raise typer.Exit(1)
 
 
+EXPORT_FORMATS = (*FORMATS, "hoplite")
+
+
 @logs_app.command()
 @report_errors
 def export(
     db: DbOpt,
-    file_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(FORMATS)))],
+    file_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(EXPORT_FORMATS))
+                                             + " hoplite: on its own, see below.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables (a single csv or parquet: the file, "
-                                      "when its name ends .csv / .parquet).")],
+                                      "when its name ends .csv / .parquet); hoplite: the new database folder.")],
+    review: Annotated[list[Path] | None, typer.Option("--review", help="hoplite: review.csv of `logs review` on this "
+                                                      "--db; its verdicts become annotations (repeatable).")] = None,
+    project: Annotated[str | None, typer.Option(help="hoplite: the project of the deployments (default: the "
+                                                     "database's name).")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="hoplite: who gave the verdicts (in each annotation's "
+                                                      "provenance).")] = None,
+    space: SpaceOpt = None,
 ) -> None:
-    """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels."""
+    """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels, BirdNET's
+    table, an occupancy history. `--format hoplite` instead writes the archive's windows as a perch-hoplite
+    database (SQLite + usearch, for Perch's agile modeling): units as deployments, recordings (a unit's stream
+    when no audio file), window offsets, the float16 embeddings, and `--review` verdicts as positive / negative /
+    uncertain annotations. Not carried over: detections, scores other than the one each verdict was given at,
+    P(correct), unit health and effort, card clips (README: Season archive, Open to Perch)."""
+    formats = parse_formats(file_format, EXPORT_FORMATS, "logs export")
+    if "hoplite" in formats:
+        from desk.report.hoplite import export_hoplite
+
+        if len(formats) > 1:
+            raise ConfigError("--format hoplite writes a database folder and goes on its own",
+                              "run `logs export` once for hoplite and once for the tables")
+        done = export_hoplite(db, out, review or [], project, reviewer, space)
+        stderr.print(f"wrote a perch-hoplite database -> {out}: {done.windows} window(s) of {done.deployments} "
+                     f"unit(s) in {done.recordings} recording(s), {done.annotations} annotation(s)")
+        return
+    if review or project or reviewer or space:
+        raise ConfigError("--review, --project, --reviewer and --space belong to --format hoplite",
+                          "leave them out, or export with --format hoplite")
     con = connect(db, read_only=True)
     try:
         paths = export_detections(con, file_format, out)

@@ -1,0 +1,210 @@
+"""``logs export --format hoplite``: a real archive (a unit's card + recordings analysed on disk) and its review
+verdicts, opened with perch-hoplite's own loader and searched with its own brute-force search.
+
+perch-hoplite is a test-only install (`.ci/run`: ``pip install --no-deps perch-hoplite==1.0.2``; its database
+code needs absl-py, etils and ml-collections from the ``test`` extra); never on a unit, never needed by the export.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from desk.archive.search import example_query
+from desk.archive.windows import WindowBatch, normalised, open_store
+from edge.cli import app
+from edge.model.bundle import open_bundle
+
+if os.environ.get("CI"):  # CI installs it: a missing reader is a failure there, not a skip
+    from perch_hoplite.db import brutalism, datatypes, db_loader, score_functions
+else:
+    db_loader = pytest.importorskip("perch_hoplite.db.db_loader",
+                                    reason="pip install --no-deps perch-hoplite==1.0.2 (see .ci/run)")
+    from perch_hoplite.db import brutalism, datatypes, score_functions
+
+RATE = 48_000
+MINUTE = "kitzeslab__opensoundscape/1min.wav"
+TIE = 2.0**-11
+"""hoplite's dot product of a stored float16 vector is our cosine times that vector's norm: 1 within float16
+rounding (relative error at most 2^-11; 1.9e-4 with the tiny model's 32 dimensions): windows whose cosines differ
+by less may swap places."""
+
+
+def cli(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory, example_bundle: Path, example_labels: tuple[Path, Path],
+           toad_in_night: Path, shared_audio: Path) -> dict[str, Any]:
+    """One unit's card (`run --input`) and one site's recording (`analyze --embeddings`) collected into one
+    archive; a review of it with scripted verdicts; the archive exported to hoplite."""
+    root = tmp_path_factory.mktemp("hoplite")
+    bundle, labels = example_bundle, example_labels[0]
+    recording = root / "sd" / "u1" / "20240501_210000.WAV"
+    recording.parent.mkdir(parents=True)
+    shutil.copy(shared_audio / MINUTE, recording)
+    cli("run", "--profile", "generic-x86", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
+        str(root / "card"), "--precision", "fp32", "--threshold", "-100", "--input", str(recording), "--fast",
+        "--set", "unit.unit_id=u1", "--set", "storage.clips.mode='off'", "--set", "analysis.background_prompts=[]",
+        "--set", "analysis.privacy_prompts=[]", "--set", "analysis.hop_s=2.5")
+    site = root / "disk" / "marsh-02"
+    site.mkdir(parents=True)
+    shutil.copy(toad_in_night, site / "20240502_210000.wav")
+    cli("analyze", str(site), "--labels", str(labels), "--bundle", str(bundle), "--out", str(root / "analyze"),
+        "--embeddings", str(root / "recordings"), "--hop", "2.5")
+    db = root / "season.duckdb"
+    cli("logs", "collect", str(root / "card"), str(root / "recordings"), "--into", str(db))
+    with open_store(db, writable=True) as store:  # a unit on a microphone: its stream has no audio file
+        space = next(iter(store.spaces()))
+        dim = store.embeddings(store.match()[:1]).shape[1]
+        store.insert(microphone_windows(space, dim, np.random.default_rng(3)))
+
+    cli("logs", "review", "--db", str(db), "--bundle", str(bundle), "--labels", str(labels), "--per-label", "9",
+        "--out", str(root / "review"))
+    review = rows_of(root / "review" / "review.csv")
+    for number, row in enumerate(review):  # yes / no / unsure / left empty, in turn
+        row["verdict"] = ("yes", "no", "unsure", "")[number % 4]
+    filled = root / "review-done.csv"
+    with open(filled, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(review[0]))
+        writer.writeheader()
+        writer.writerows(review)
+
+    example = f"{toad_in_night}@41"
+    cli("logs", "search", "--db", str(db), "--bundle", str(bundle), "--example", example, "--top", "10",
+        "--exact", "--out", str(root / "hits"))
+    out = root / "perch"
+    said = cli("logs", "export", "--db", str(db), "--format", "hoplite", "--out", str(out), "--review", str(filled),
+               "--reviewer", "alice", "--project", "marsh-2024")
+    query = normalised(example_query(db, open_bundle(bundle), example)[None])[0]
+    return {"db": db, "out": out, "said": said, "review": review, "filled": filled, "query": query,
+            "hits": rows_of(root / "hits" / "hits.csv"), "recording": site / "20240502_210000.wav", "root": root}
+
+
+def microphone_windows(space: str, dim: int, rng: np.random.Generator, count: int = 6) -> WindowBatch:
+    """Windows of a unit listening to a microphone (no source file) from 2024-05-03 21:00:05 UTC on."""
+    starts = RATE * 5 + np.arange(count, dtype=np.int64) * 5 * RATE
+    first = int(dt.datetime(2024, 5, 3, 21, 0, 5, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+    vectors = normalised(rng.standard_normal((count, dim)).astype(np.float32)).astype(np.float16)
+    return WindowBatch(segment="mic.emb", unit_id="u3", deployment_id="reedbed", boot_id="boot-3",
+                       sample_rate=RATE, model_sha256=space, source_path=None, card="/cards/u3",
+                       stream=np.zeros(count, np.int32), start_sample=starts, end_sample=starts + 10 * RATE,
+                       start_utc_us=first + (starts - starts[0]) * 1_000_000 // RATE, clock_sync=["ntp"] * count,
+                       vectors=vectors, embedding_space=space)
+
+
+def open_hoplite(folder: Path) -> Any:
+    """The export through hoplite's own loader (``DBConfig.load_db``), read-only."""
+    from ml_collections import config_dict
+
+    config = config_dict.ConfigDict({"db_path": str(folder), "readonly": True})
+    return db_loader.DBConfig("sqlite_usearch", config).load_db()
+
+
+def test_hoplite_opens_every_window_unit_recording_and_embedding(season: dict[str, Any]) -> None:
+    hoplite = open_hoplite(season["out"])
+    with open_store(season["db"]) as store:
+        ids = store.match()
+        meta = {r["window_id"]: r for r in store.windows(ids).to_pylist()}
+        ours = store.embeddings(ids)
+    assert hoplite.count_embeddings() == len(ids) > 40
+    assert sorted(hoplite.match_window_ids()) == ids.tolist()  # window ids are the archive's own
+    assert f"{len(ids)} window(s) of 3 unit(s)" in season["said"]
+
+    deployments = hoplite.get_all_deployments()
+    assert {(d.name, d.project) for d in deployments} == {(u, "marsh-2024") for u in ("u1", "marsh-02", "u3")}
+    by_deployment = {d.id: d.name for d in deployments}
+    recordings = {r.id: r for r in hoplite.get_all_recordings()}
+    assert {(by_deployment[r.deployment_id], r.filename) for r in recordings.values()} == \
+        {(m["unit_id"], m["recording"]) for m in meta.values()}
+    on_disk = [r for r in recordings.values() if r.filename == str(season["recording"].resolve())]
+    assert len(on_disk) == 1 and on_disk[0].datetime == dt.datetime(2024, 5, 2, 21, tzinfo=dt.timezone.utc)
+    (stream,) = [r for r in recordings.values() if by_deployment[r.deployment_id] == "u3"]
+    assert stream.filename == "u3/boot-3/stream0"  # a microphone's stream: named, no audio file
+    assert stream.datetime == dt.datetime(2024, 5, 3, 21, tzinfo=dt.timezone.utc)  # the stream's sample 0
+
+    for window_id in ids[:: max(1, len(ids) // 25)].tolist():
+        window = hoplite.get_window(window_id)
+        m = meta[window_id]
+        assert recordings[window.recording_id].filename == m["recording"]
+        assert window.offsets == [m["start"] / m["sample_rate"], m["stop"] / m["sample_rate"]]
+        assert (window.boot_id, window.stream, window.start_sample) == (m["boot_id"], m["stream"], m["start_sample"])
+    stored = hoplite.get_embeddings_batch(ids)
+    assert stored.dtype == np.float16
+    np.testing.assert_allclose(stored.astype(np.float32), ours, atol=1e-3)
+
+
+def test_review_verdicts_are_hoplite_annotations_with_provenance(season: dict[str, Any]) -> None:
+    hoplite = open_hoplite(season["out"])
+    reviewed = [r for r in season["review"] if r["verdict"]]
+    annotations = hoplite.get_all_annotations()
+    assert len(annotations) == len(reviewed) > 6
+    kinds = {"yes": datatypes.LabelType.POSITIVE, "no": datatypes.LabelType.NEGATIVE,
+             "unsure": datatypes.LabelType.UNCERTAIN}
+    wanted = sorted((int(r["window_id"]), r["label"], kinds[r["verdict"]]) for r in reviewed)
+    found = []
+    for row in reviewed:  # each verdict sits on its window's span, as hoplite finds a window's annotations
+        window_id = int(row["window_id"])
+        for note in hoplite.get_window_annotations(window_id, row["label"]):
+            if note.offsets == hoplite.get_window(window_id).offsets:
+                found.append((window_id, note.label, datatypes.LabelType(note.label_type)))
+                assert note.provenance.startswith("biolingual-edge review; reviewer=alice; saved=")
+                assert note.score == pytest.approx(float(row["score"]), rel=1e-5)
+    assert sorted(set(found)) == sorted(set(wanted))
+    positives = hoplite.count_each_label(datatypes.LabelType.POSITIVE)  # what agile modeling trains from
+    assert positives == Counter(r["label"] for r in reviewed if r["verdict"] == "yes")
+
+
+def test_hoplite_brute_force_search_finds_our_top_ten(season: dict[str, Any]) -> None:
+    hoplite = open_hoplite(season["out"])
+    ours = {int(h["window_id"]): float(h["score"]) for h in season["hits"]}
+    assert len(ours) == 10
+    ranked = list(ours)
+    dot = score_functions.get_score_fn("dot")
+    brute = sorted(brutalism.brute_search(hoplite, season["query"], 10, dot), key=lambda r: -r.sort_score)
+    assert {int(r.window_id) for r in brute} == set(ours)
+    for rank, found in enumerate(brute):  # the same order, but for windows tied within float16 rounding
+        tied = {i for i in ranked if abs(ours[i] - ours[ranked[rank]]) <= TIE}
+        assert int(found.window_id) in tied, (rank, [(int(r.window_id), r.sort_score) for r in brute], ours)
+        assert found.sort_score == pytest.approx(ours[int(found.window_id)], abs=TIE)
+    indexed = hoplite.search(season["query"], 10, approximate=True)  # its usearch HNSW index, re-ranked
+    assert {int(r.window_id) for r in indexed} == set(ours)
+
+
+def test_bad_hoplite_exports_are_one_line_errors(season: dict[str, Any], tmp_path: Path) -> None:
+    db = str(season["db"])
+    said = cli("logs", "export", "--db", db, "--format", "hoplite", "--out", str(season["out"]), code=2)
+    assert "already exists and is not an empty folder" in said and "hint:" in said
+    said = cli("logs", "export", "--db", db, "--format", "hoplite,csv", "--out", str(tmp_path / "x"), code=2)
+    assert "goes on its own" in said
+    said = cli("logs", "export", "--db", db, "--format", "csv", "--review", str(season["filled"]), "--out",
+               str(tmp_path / "y"), code=2)
+    assert "belong to --format hoplite" in said
+    other = tmp_path / "other-review.csv"  # a review made on another database: its window ids mean other windows
+    rows = rows_of(season["filled"])
+    rows[0]["unit_id"] = "somebody-else"
+    with open(other, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    said = cli("logs", "export", "--db", db, "--format", "hoplite", "--out", str(tmp_path / "z"), "--review",
+               str(other), code=2)
+    assert "in the review but" in said and "hint:" in said
+    assert not (tmp_path / "z").exists() and not list(tmp_path.glob(".tmp-*"))  # nothing half-written is left
