@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.card.segments import atomic_write, make_dirs
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle
 from edge.model.space import check_space
@@ -179,14 +179,9 @@ def fit_confidence(review: ReviewFile, targets: Iterable[float] = DEFAULT_TARGET
 
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    """Write JSON through a temporary file, fsync'd, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write JSON durably: the card's own atomic write (fsync'd temp file, rename, fsync of the folder)."""
+    make_dirs(path.parent)
+    atomic_write(path, json.dumps(content, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def require_fitted(confidence: dict[str, Any]) -> None:
