@@ -61,6 +61,8 @@ CASES: dict[str, list[str]] = {
                                     "--labels", "{root}/labels.txt", "--out", "{root}/review"],
     "biolingual-edge logs fit-confidence": ["logs", "fit-confidence", "--review", "{root}/labels.txt", "--out",
                                             "{root}/confidence.json"],
+    "biolingual-edge logs live": ["logs", "live", "--broker", "http://127.0.0.1:1883", "--into",
+                                  "{root}/live.duckdb"],
     "biolingual-edge logs train-head": ["logs", "train-head", "--db", "{root}/missing.duckdb", "--review",
                                         "{root}/missing.csv", "--bundle", "{root}/bundle", "--name", "frogs"],
     "biolingual-edge labels add": ["labels", "add", "--bundle", "{root}/bundle", "--labels", "{root}/labels.txt"],
@@ -99,9 +101,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def all_commands(group: Any, prefix: str) -> set[str]:
-    """Full names of the leaf commands of a click group (typer may vendor its own click: duck-typed)."""
+    """Full names of the visible leaf commands of a click group, lazily loaded groups (the unit CLI's ``logs``)
+    included (typer may vendor its own click: duck-typed)."""
     names = set()
-    for name, command in group.commands.items():
+    context = group.context_class(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        if command is None or command.hidden:
+            continue
         if hasattr(command, "commands"):
             names |= all_commands(command, f"{prefix} {name}")
         else:
