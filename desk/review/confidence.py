@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.card.segments import atomic_write, make_dirs
+from edge import durable
 from edge.errors import ConfigError
 from edge.model.bundle import Bundle
 from edge.model.space import check_space
@@ -179,9 +179,9 @@ def fit_confidence(review: ReviewFile, targets: Iterable[float] = DEFAULT_TARGET
 
 
 def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    """Write JSON durably: the card's own atomic write (fsync'd temp file, rename, fsync of the folder)."""
-    make_dirs(path.parent)
-    atomic_write(path, json.dumps(content, indent=2, sort_keys=True).encode("utf-8"))
+    """Write JSON durably through :mod:`edge.durable` (fsync'd temp file, rename, fsync of the folder)."""
+    durable.make_dirs(path.parent)
+    durable.atomic_write(path, json.dumps(content, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def require_fitted(confidence: dict[str, Any]) -> None:
