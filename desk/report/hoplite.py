@@ -242,7 +242,9 @@ class _Writer:
 
 def _space(counts: dict[str, int], chosen: str | None) -> str:
     """The one embedding-space key to export (``chosen``: a prefix of it)."""
-    listing = ", ".join(f"{key[:12]} ({n} windows)" for key, n in sorted(counts.items(), key=lambda i: -i[1]))
+    from edge.model.space import short_space
+
+    listing = ", ".join(f"{short_space(k)} ({n} windows)" for k, n in sorted(counts.items(), key=lambda i: -i[1]))
     keys = [k for k in counts if chosen is None or k.startswith(chosen.lower())]
     if chosen is not None and len(keys) != 1:
         raise ConfigError(f"--space {chosen!r} matches {len(keys)} of the archive's embedding spaces: {listing}",

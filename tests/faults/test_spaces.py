@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,21 @@ def test_a_mixed_archive_is_worked_one_space_at_a_time(command: str, spaces_seas
     if command == "rescore":  # exactly the windows of the chosen space, none lost, none of the other
         assert "11 window(s) re-scored, 11 row(s)" in chosen.output and "11 archived window(s) of other" in \
             " ".join(chosen.output.split())
+
+
+def test_a_mixed_archive_goes_to_hoplite_one_space_at_a_time(spaces_season: dict[str, Path], example_bundle: Path,
+                                                             other_bundle: Path, tmp_path: Path) -> None:
+    mine, theirs = space_of(example_bundle), space_of(other_bundle)
+    base = ["logs", "export", "--db", spaces_season["mixed"], "--format", "hoplite", "--out", tmp_path / "perch"]
+    refused(run_cli(*base), "2 embedding spaces", short_space(mine), short_space(theirs), "--space")
+    refused(run_cli(*base, "--space", "zz"), "matches 0")
+    assert not (tmp_path / "perch").exists()
+    chosen = run_cli(*base, "--space", mine[:8])
+    assert chosen.exit_code == 0, chosen.output
+    assert "11 window(s) of 1 unit(s)" in " ".join(chosen.output.split())  # the chosen space's, none of the other
+    metadata = sqlite3.connect(tmp_path / "perch" / "hoplite.sqlite").execute(
+        "SELECT value FROM hoplite_metadata WHERE key = 'biolingual_edge'").fetchone()[0]
+    assert json.loads(metadata)["embedding_space"] == mine
 
 
 @pytest.mark.parametrize("command", ["rescore", "search", "review"])

@@ -40,9 +40,10 @@ by less may swap places."""
 
 
 def cli(*args: str, code: int = 0) -> str:
+    """The CLI in-process; its output with line wrapping undone (rich wraps at the terminal's width)."""
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == code, result.output
-    return result.output
+    return " ".join(result.output.split())
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:
