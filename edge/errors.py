@@ -39,3 +39,9 @@ class BackendError(EdgeError):
 
 class ConfigError(EdgeError):
     """A configuration value is invalid."""
+
+
+class OutputError(EdgeError):
+    """A result could not be written (full disk, read-only or vanished folder); what was written is kept."""
+
+    exit_code = 1

@@ -7,6 +7,7 @@ The archive is cut into pieces (``edge/batch/pieces.py``), analysed by a local p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,7 +25,7 @@ from edge.batch.tables import parse_formats, remove_stale_tables
 from edge.batch.writer import AnalysisWriter, PieceSink, WorkLog, job_fingerprint
 from edge.card.embeddings import FileEmbeddingArchive, embedding_spec, file_boot_id
 from edge.card.recording_log import RecordingSeasonLog, folder_unit
-from edge.errors import AudioError, BackendError, ConfigError
+from edge.errors import AudioError, BackendError, ConfigError, OutputError
 from edge.model.bundle import open_bundle, sha256_file
 from edge.model.precision_gate import check_precision, model_key
 from edge.scoring.labels import read_labels
@@ -187,16 +188,19 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                         verify_bundle=run.engine == "ray")
     description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,
                    "options": dataclasses.asdict(dataclasses.replace(options, threads=None))}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not run.resume:
-        remove_stale_tables(out_dir)
+    writing = _writing_to([out_dir, *([options.embeddings_dir] if options.embeddings_dir else [])])
+    with writing():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not run.resume:
+            remove_stale_tables(out_dir)
     plan = hashlib.sha256(json.dumps([p.key for p in pieces], default=str).encode()).hexdigest()[:12]
     settings = {**dataclasses.asdict(dataclasses.replace(options, threads=None)), "labels": labels.key,
                 "labels_file": str(labels_path), "bundle": sha256_file(bundle.root / "manifest.json")[:16],
                 "recordings": f"{len(files)} file(s), {len(pieces)} piece(s), plan {plan}"}
-    worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume, settings)
-    writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks,
-                            options.formats, dict(zip(labels.names, labels.scientific_names)), site_of)
+    with writing():
+        worklog = WorkLog(out_dir, job_fingerprint(description, pieces), run.resume, settings)
+        writer = AnalysisWriter(out_dir, rate, (frontend_params.f_min, frontend_params.f_max), files, worklog, sinks,
+                                options.formats, dict(zip(labels.names, labels.scientific_names)), site_of)
     result = AnalyzeResult(None if writer.csv is None else writer.csv.path, pieces=len(pieces),
                            pieces_resumed=worklog.done,
                            warnings=[w for path in files for w in (truncation_warning(path),
@@ -205,7 +209,8 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
         todo = pieces[worklog.done :]
         written = 0
         for unit_result, piece in zip(_results(spec, todo, run, workers), todo):  # the engine first: it ends
-            writer.write(piece, unit_result)
+            with writing():
+                writer.write(piece, unit_result)
             written += 1
             if on_progress:
                 on_progress(piece.index + 1, len(pieces), piece.path.name)
@@ -213,7 +218,11 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
             raise BackendError(f"the {run.engine} engine returned {written} of {len(todo)} pieces; pieces "
                                f"{todo[written].index + 1}-{todo[-1].index + 1} not done",
                                "rerun the same command with --resume to finish")
-    finally:
+    except BaseException:
+        with contextlib.suppress(OSError):  # the first failure is the one to report
+            writer.close()
+        raise
+    with writing():
         writer.close()
     if season_log is not None and season_log.undated:
         result.warnings.append(f"{len(season_log.undated)} recording(s) have no start time ({season_log.undated[0]}"
@@ -222,9 +231,27 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     result.detections = writer.totals.detections
     result.failures = list(writer.totals.failures.values())
     result.files_ok = len(files) - len(writer.totals.failures)
-    result.run_record = write_run_record(out_dir, run_record(
-        bundle, options.precision, labels_path, labels, score_mode=options.score_mode, threshold=options.threshold,
-        top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s, sample_rate=rate,
-        raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
-        files_failed=len(result.failures), detections=result.detections, scoring=scoring))
+    with writing():
+        result.run_record = write_run_record(out_dir, run_record(
+            bundle, options.precision, labels_path, labels, score_mode=options.score_mode,
+            threshold=options.threshold, top_k=options.top_k, window_s=options.window_s, hop_s=options.hop_s,
+            sample_rate=rate, raven_band_hz=(frontend_params.f_min, frontend_params.f_max), files_ok=result.files_ok,
+            files_failed=len(result.failures), detections=result.detections, scoring=scoring))
     return result
+
+
+def _writing_to(folders: list[Path]) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """A context that turns an output write failing (full disk, read-only or vanished folder) into one
+    :class:`OutputError` naming ``folders``: what the work log holds is kept, and ``--resume`` finishes."""
+
+    @contextlib.contextmanager
+    def writing() -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            where = " or ".join(str(folder) for folder in folders)
+            raise OutputError(f"cannot write the results to {where}: {e.strerror or e}",
+                              "free space there (or make it writable), then rerun the same command with --resume "
+                              "to finish: the pieces already written are kept") from e
+
+    return writing
