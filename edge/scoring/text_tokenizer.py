@@ -1,8 +1,9 @@
 """The checkpoint's tokenizer from the bundle's ``tokenizer.json``, through the ``tokenizers`` library (no torch).
 
-Truncation and padding are the library's own, configured as ``transformers`` configures them for
-``tokenizer(texts, padding=True, truncation=True, max_length=77)``: right padding to the longest text of the
-batch with the pad token, truncation to 77 tokens with the special tokens counted.
+Truncation is the library's own, configured as ``transformers`` configures it for ``tokenizer(texts,
+padding=True, truncation=True, max_length=77)`` (77 tokens, the special tokens counted); :meth:`encode` pads
+as it does (right, with the pad token, to the longest text of the batch). The text tower itself never
+pads: it batches texts of equal token count (:func:`edge.scoring.text_encoder.length_batches`).
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class BundleTokenizer:
 
     def __init__(self, path: Path, max_tokens: int, pad_id: int, pad_token: str) -> None:
         self.max_tokens = max_tokens
-        self._batch = _load(path)
-        self._batch.no_truncation()
-        self._batch.enable_truncation(max_length=max_tokens)
-        self._batch.enable_padding(direction="right", pad_id=pad_id, pad_token=pad_token)
+        self.pad_id = pad_id
+        self._truncating = _load(path)
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(max_length=max_tokens)
         self._counting = _load(path)
         self._counting.no_truncation()
         self._counting.no_padding()
@@ -62,16 +63,28 @@ class BundleTokenizer:
     @property
     def vocab_size(self) -> int:
         """Number of token ids the tokenizer can emit (added tokens included)."""
-        return int(self._batch.get_vocab_size(with_added_tokens=True))
+        return int(self._truncating.get_vocab_size(with_added_tokens=True))
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, truncated to the maximum length, unpadded; empty texts raise :class:`LabelError`."""
+        reject_empty(texts)
+        return [e.ids for e in self._truncating.encode_batch(texts)]
 
     def encode(self, texts: list[str]) -> TokenBatch:
-        """Tokenise a batch; texts empty after stripping whitespace raise :class:`LabelError`."""
-        reject_empty(texts)
-        encodings = self._batch.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        return TokenBatch(ids, mask)
+        """Tokenise a batch, right-padded with the pad token to its longest text (empty texts are refused)."""
+        return pad(self.ids(texts), self.pad_id)
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Untruncated length of each text in tokens, special tokens included."""
         return [len(e.ids) for e in self._counting.encode_batch(texts)]
+
+
+def pad(rows: list[list[int]], pad_id: int) -> TokenBatch:
+    """Token id rows right-padded with ``pad_id`` to the longest, and the mask of the real tokens."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return TokenBatch(ids, mask)

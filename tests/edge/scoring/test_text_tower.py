@@ -20,7 +20,7 @@ from edge.errors import BundleError, LabelError
 from edge.model.bundle import open_bundle, write_manifest
 from edge.scoring.labels import read_labels
 from edge.scoring.scorer import load_label_set
-from edge.scoring.text_encoder import EMBED_BATCH, PARITY_KEY, TextEncoder
+from edge.scoring.text_encoder import EMBED_BATCH, PARITY_KEY, TextEncoder, length_batches
 from edge.scoring.text_tokenizer import BundleTokenizer
 from export.checkpoint import load_checkpoint
 from export.labels import TorchTextEmbedder
@@ -70,6 +70,35 @@ def test_embed_equals_get_text_features(text_bundle: Path, checkpoint) -> None: 
         assert ours.shape == (len(batch), 32) and ours.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
         assert np.abs(ours - reference).max() <= TOLERANCE
+
+
+def test_length_batches_group_equal_token_counts_in_runs_of_at_most_the_cap() -> None:
+    counts = [5, 3, 5, 3, 3, 7, 5, 3]
+    batches = length_batches(counts, cap=2)
+    assert [list(b) for b in batches] == [[1, 3], [4, 7], [0, 2], [6], [5]]
+    assert sorted(i for b in batches for i in b) == list(range(len(counts)))
+
+
+def test_embed_never_pads_and_equals_one_text_at_a_time(text_bundle: Path) -> None:
+    """Each ONNX call holds texts of one token count: the tower computes exactly the texts' tokens."""
+    encoder = TextEncoder.from_bundle(text_bundle)
+    texts = [f"{t} {i}" for i, t in enumerate(list(parity_texts()) * 6)][: 2 * EMBED_BATCH + 5]
+    texts += ["frog"] * (EMBED_BATCH + 1)  # one token count with more texts than a batch holds
+    feeds: list[dict[str, np.ndarray]] = []
+    session = encoder._session
+
+    class Spy:
+        def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            feeds.append(feed)
+            return session.run(names, feed)
+
+    encoder._session = Spy()  # type: ignore[assignment]
+    together = encoder.embed(texts)
+    encoder._session = session
+    assert all(f["attention_mask"].all() and len(f["input_ids"]) <= EMBED_BATCH for f in feeds)
+    assert sum(f["input_ids"].size for f in feeds) == sum(min(n, 77) for n in encoder.token_counts(texts))
+    alone = np.concatenate([encoder.embed([t]) for t in texts])
+    assert np.abs(together - alone).max() <= 1e-6
 
 
 def test_tokenizer_ids_equal_transformers_including_truncation(text_bundle: Path, checkpoint) -> None:  # type: ignore[no-untyped-def]
