@@ -20,6 +20,8 @@ from edge.card.cardformat import (
     OPEN_SUFFIX,
     SCHEMA_VERSION,
     TEMP_PREFIX,
+    safe_name,
+    unique_name,
 )
 from edge.card.guano import read_guano
 from edge.card.segments import read_csv_segment, read_jsonl_segment
@@ -85,6 +87,7 @@ def read_card(folder: Path) -> CardContents:
     _read_json_kind(folder / EVENTS_DIR, contents.events, contents, versions)
     _read_json_kind(folder / HEALTH_DIR, contents.health, contents, versions)
     _read_clips(folder / CLIPS_DIR, contents)
+    _note_shared_clip_folders(contents)
     if not contents.files_read and not contents.boots:
         contents.note("warning", "card", f"{folder} holds no biolingual-edge card log (no {BOOTS_DIR}/ or segments)")
     return contents
@@ -210,3 +213,23 @@ def _read_clips(folder: Path, contents: CardContents) -> None:
             continue
         contents.clips.rows.append(row)
         contents.clips.files.append(str(path))
+
+
+def _note_shared_clip_folders(contents: CardContents) -> None:
+    """Clips of older units lie in ``clips/<sanitised label>/``, a folder labels such as ``.`` and ``..`` shared.
+    They are still linked by the label in their GUANO; where two labels detected at the same moment shared the
+    folder, say which one the clip belongs to (the other label has no clip of its own there)."""
+    boot, start, label = (contents.detections.columns.index(c) for c in ("boot_id", "start_sample", "label"))
+    labels_at: dict[tuple[str | None, str | None], set[str]] = {}
+    for row in contents.detections.rows:
+        labels_at.setdefault((row[boot], row[start]), set()).add(str(row[label]))
+    for _, clip_boot, clip_label, clip_start, *_, path in contents.clips.rows:
+        folder = Path(str(path)).parent.name
+        if clip_label is None or folder == unique_name(clip_label):
+            continue
+        sharing = sorted(other for other in labels_at.get((clip_boot, clip_start), ())
+                         if other != clip_label and safe_name(other) == folder)
+        if sharing:
+            contents.note("warning", "clips", f"{path}: an older unit's clip folder {folder}/ is shared by labels "
+                          f"{', '.join(map(repr, [clip_label, *sharing]))} detected at this moment; the clip is "
+                          f"{clip_label!r}'s (its GUANO label) and linked to it only")

@@ -1,9 +1,10 @@
 """``--clips``: per species, the top-scoring and a few random detections' audio, as a small spectrogram (JPEG)
 and a short, downsampled MP3, both inlined as ``data:`` URIs.
 
-The audio comes from the clips on the cards (``clips/<label>/*.wav``, matched to detections by boot and start
-sample in the file name) or, for detections without one, from the recording the season archive's ``windows``
-table traces the detection's best window to (``source_path`` / ``source_offset``, offline analysis)."""
+The audio comes from the clips on the cards (``clips/<label>/*.wav``, matched to detections by unit, boot, start
+sample and the label in the clip's GUANO, as collected) or, for detections without one, from the recording the
+season archive's ``windows`` table traces the detection's best window to (``source_path`` / ``source_offset``,
+offline analysis)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edge.card.cardformat import CLIPS_DIR, safe_name
-from edge.card.governor import CLIP_SUFFIXES
 from edge.card.guano import read_guano
 
 if TYPE_CHECKING:
@@ -45,24 +44,6 @@ MP3_COMPRESSION = 0.8
 """libsndfile's 0 (best) .. 1 (smallest) MP3 quality: about 24 kbit/s at 16 kHz mono, fine for listening."""
 PEAK_LEVEL = 0.9
 """Clips are peak-normalised to this level so quiet calls are audible (the caption says so)."""
-
-
-@dataclass(frozen=True)
-class ClipFile:
-    path: Path
-    boot_id: str
-    start_sample: int
-
-
-def card_clips(cards: list[str]) -> list[ClipFile]:
-    """Every clip on the collected cards, identified by boot and event start sample from its file name."""
-    found = []
-    for card in cards:
-        for path in sorted(p for suffix in CLIP_SUFFIXES for p in Path(card, CLIPS_DIR).glob(f"*/*{suffix}")):
-            parts = path.stem.rsplit("_", 2)
-            if len(parts) == 3 and parts[2].isdigit():
-                found.append(ClipFile(path, parts[1], int(parts[2])))
-    return found
 
 
 @dataclass(frozen=True)
@@ -108,20 +89,16 @@ SourceKey = tuple[str, str, int, str]
 
 
 def _card_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipSource]]:
-    cards = [r[0] for r in con.execute("SELECT DISTINCT card FROM card_boots ORDER BY card").fetchall()]
-    files = {(c.boot_id, c.start_sample, c.path.parent.name): c for c in card_clips(cards)}
-    if not files:
-        return []
+    """Detections with a clip on a card, matched by the label the clip's own GUANO names (collect's ``clips``
+    table), never by its folder: a folder name is only a sanitised label (older cards let labels share one)."""
     rows = con.execute("""
-        SELECT unit_id, boot_id, start_sample, peak_start_sample, label, score, utc FROM detections
-        WHERE list_contains(?::VARCHAR[], boot_id)""", [sorted({boot for boot, _, _ in files})]).fetchall()
-    sources = []
-    for unit, boot, start, peak, label, score, utc in rows:
-        clip = files.get((boot, start, safe_name(label)))
-        if clip is not None:
-            sources.append(((unit, boot, start, label),
-                            ClipSource(unit, label, score, utc, clip.path, None, start if peak is None else peak)))
-    return sources
+        SELECT d.unit_id, d.boot_id, d.start_sample, d.peak_start_sample, d.label, d.score, d.utc, c.path
+        FROM detections d JOIN clips c ON c.unit_id = d.unit_id AND c.boot_id = d.boot_id AND c.label = d.label
+             AND c.event_start_sample = d.start_sample
+        ORDER BY c.path""").fetchall()
+    return [((unit, boot, start, label),
+             ClipSource(unit, label, score, utc, Path(path), None, start if peak is None else peak))
+            for unit, boot, start, peak, label, score, utc, path in rows if Path(path).is_file()]
 
 
 def _recording_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipSource]]:
@@ -149,7 +126,8 @@ def _order(found: list[ClipSource], rng: random.Random) -> list[tuple[str, ClipS
 
 
 def render_clip(source: ClipSource, kind: str) -> dict[str, Any] | None:
-    """One clip as ``{"unit", "utc", "score", "kind", "image", "audio"}`` (data URIs); None if unreadable."""
+    """One clip as ``{"unit", "utc", "score", "kind", "source", "file", "image", "audio"}`` (``file``: the clip's or
+    recording's file name; image and audio as data URIs); None if unreadable."""
     try:
         info = sf.info(str(source.path))
         if source.offset_s is None:
@@ -169,7 +147,7 @@ def render_clip(source: ClipSource, kind: str) -> dict[str, Any] | None:
         mono *= PEAK_LEVEL / peak
     return {"unit": source.unit, "utc": source.utc.isoformat(timespec="seconds") + "Z",
             "score": round(float(source.score), 4), "kind": kind, "source": "card clip" if source.offset_s is None
-            else "recording", "image": _spectrogram_jpeg(mono), "audio": _mp3(mono)}
+            else "recording", "file": source.path.name, "image": _spectrogram_jpeg(mono), "audio": _mp3(mono)}
 
 
 def _spectrogram_jpeg(audio: np.ndarray) -> str:

@@ -18,7 +18,6 @@ continues byte for byte. It runs on a recorder: standard library only.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.card.cardformat import safe_name
+from edge.card.cardformat import NAME_HASH_CHARS, unique_name
 from edge.errors import ConfigError
 
 FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy", "parquet")
@@ -56,7 +55,6 @@ RAVEN_SUFFIX = ".BioLingual.selection.table.txt"
 AUDACITY_SUFFIX = ".audacity-labels.txt"
 TABLE_FORMATS = ("raven", "audacity")
 """The formats written as one file per recording (or per unit / stream in ``logs export``)."""
-HASH_CHARS = 8
 
 
 def parse_formats(text: str, allowed: Sequence[str], command: str) -> tuple[str, ...]:
@@ -275,8 +273,8 @@ class AudacityTrack(_AppendedTable):
 
 
 class TableNames:
-    """File stems unique by construction: the sanitised display name, plus a short hash of the full identity
-    when sanitising lost something or the stem (compared case-insensitively) is taken.
+    """File stems unique by construction: :func:`~edge.card.cardformat.unique_name` (the rule the card's clip
+    folders use), with a longer hash when the stem (compared case-insensitively) is taken.
 
     ``u1`` and ``u1_`` (both sanitise to ``u1``) get ``u1`` and ``u1-<hash>``; ``a/x.wav`` and ``b/x.wav``
     get ``x`` and ``x-<hash of b/x.wav>``. The same identities in the same order always get the same stems.
@@ -289,15 +287,11 @@ class TableNames:
     def stem(self, identity: str, display: str) -> str:
         if identity in self._stems:
             return self._stems[identity]
-        base = safe_name(display)
-        stem = base
-        if base != display or base.casefold() in self._taken:
-            digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
-            length = HASH_CHARS
-            stem = f"{base}-{digest[:length]}"
-            while stem.casefold() in self._taken:
-                length += HASH_CHARS
-                stem = f"{base}-{digest[:length]}"
+        stem = unique_name(display, identity)
+        length = 0
+        while stem.casefold() in self._taken:
+            length += NAME_HASH_CHARS
+            stem = unique_name(display, identity, length)
         self._taken.add(stem.casefold())
         self._stems[identity] = stem
         return stem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import date, datetime, timedelta, timezone
@@ -88,3 +89,24 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def safe_name(text: str) -> str:
     """``text`` reduced to characters safe in file names on FAT/exFAT cards."""
     return _UNSAFE.sub("_", text).strip("._") or "_"
+
+
+NAME_HASH_CHARS = 8
+"""Hex characters of sha256 that :func:`unique_name` appends when sanitising a name lost something."""
+_HASHED_TAIL = re.compile(rf"-[0-9a-f]{{{NAME_HASH_CHARS},}}$")
+
+
+def unique_name(display: str, identity: str | None = None, hash_chars: int = 0) -> str:
+    """A file or folder name for ``display`` that no other identity gets: :func:`safe_name` of it when that lost
+    nothing, else that plus ``-`` and a short sha256 of ``identity`` (default ``display``).
+
+    ``.``, ``..`` and ``_`` get ``_-<hash>``, ``_-<other hash>`` and ``_``; ``a/b`` and ``a_b`` get ``a_b-<hash>``
+    and ``a_b``. A clean name that ends like a hash (``x-0123abcd``) is hashed too, so a clean name never equals a
+    hashed one. ``hash_chars`` > 0: always hash, with that many characters (a caller's clash on a case-insensitive
+    disk). Identities the same up to case need that caller (label lists refuse such duplicates).
+    """
+    base = safe_name(display)
+    if not hash_chars and base == display and not _HASHED_TAIL.search(base):
+        return base
+    digest = hashlib.sha256((display if identity is None else identity).encode("utf-8")).hexdigest()
+    return f"{base}-{digest[:hash_chars or NAME_HASH_CHARS]}"

@@ -1,4 +1,5 @@
-"""Audio clips of detections: FLAC or WAV with GUANO metadata, written atomically under ``clips/<label>/``."""
+"""Audio clips of detections: FLAC or WAV with GUANO metadata, written atomically under ``clips/<label>/``
+(one folder per label, never shared: :func:`edge.card.cardformat.unique_name`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import durable
-from edge.card.cardformat import compact_utc, format_utc, safe_name
+from edge.card.cardformat import compact_utc, format_utc, safe_name, unique_name
 from edge.card.guano import flac_with_guano, wav_with_guano
 from edge.stream.detector import DetectionEvent
 
@@ -35,8 +36,9 @@ class ClipContext:
 
 
 def clip_path(clips_root: Path, context: ClipContext, event: DetectionEvent, start: datetime) -> Path:
-    """``clips/<label>/<utc>_<unit>_<label>_<boot>_<sample>.flac``: sortable by time, unique per boot and sample."""
-    label = safe_name(event.label)
+    """``clips/<label>/<utc>_<unit>_<label>_<boot>_<sample>.flac``: sortable by time, unique per label, boot and
+    sample (``<label>``: :func:`~edge.card.cardformat.unique_name`, so no two labels share a folder)."""
+    label = unique_name(event.label)
     name = (f"{compact_utc(start)}_{safe_name(context.unit_id)}_{label}_{context.boot_id}_"
             f"{event.start_sample}.{context.clip_format}")
     return clips_root / label / name

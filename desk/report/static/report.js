@@ -450,7 +450,7 @@ function drawClips(name) {
     audio.controls = true; audio.preload = "metadata"; audio.src = c.audio;
     const p = document.createElement("p");
     p.textContent = `${c.kind === "top" ? "top-scoring" : "random"} · ${c.unit} · ${c.utc} · score ${c.score} ` +
-      `· ${c.source} (0–8 kHz, peak-normalised)`;
+      `· ${c.source} ${c.file} (0–8 kHz, peak-normalised)`;
     div.append(img, audio, p);
     box.append(div);
   }

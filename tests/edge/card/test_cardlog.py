@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.card.cardformat import CardLogError
+from edge.card.cardformat import CardLogError, unique_name
 from edge.card.cardlog import CardLog, UnitIdentity
 from edge.card.governor import StoragePolicy
 from edge.card.guano import read_guano
@@ -132,7 +132,7 @@ def test_clip_is_a_wav_with_guano_metadata_written_atomically(tmp_path: Path) ->
     audio = (0.5 * np.sin(np.arange(3 * RATE) / 10)).astype(np.float32)
     event = event_at(RATE, "wood frog")
     path = log.save_clip(event, audio, 0)
-    assert path is not None and path.parent.name == "wood_frog"
+    assert path is not None and path.parent.name == unique_name("wood frog")
     samples, rate = sf.read(path, dtype="float32")
     assert rate == RATE and np.abs(samples - audio).max() < 1e-4
     guano = read_guano(path)
@@ -160,11 +160,11 @@ def test_governor_stops_clips_then_thins_oldest_keeping_k_per_label(tmp_path: Pa
         filler = fill_up(card)
         filler.write_bytes(b"\0" * (filler.stat().st_size - 2 * mib // 3))  # leave free < thin threshold
         log.health({})  # heartbeat runs the governor
-        left = {label: sorted(p for p in saved if p.exists() and p.parent.name == label.replace(" ", "_"))
+        left = {label: sorted(p for p in saved if p.exists() and p.parent.name == unique_name(label))
                 for label in LABELS[:2]}
         for label, kept in left.items():
             assert len(kept) >= 2, label
-            newest = sorted((p for p in saved if p.parent.name == label.replace(" ", "_")), key=lambda p: p.name)
+            newest = sorted((p for p in saved if p.parent.name == unique_name(label)), key=lambda p: p.name)
             assert kept == newest[-len(kept):], "thinning removes the oldest first"
         filler.unlink()
         assert log.save_clip(event_at(99 * HOP, "toad"), audio, 99 * HOP) is not None
