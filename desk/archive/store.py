@@ -32,6 +32,7 @@ from desk.archive.windows import (
     top_of,
 )
 from desk.collect.database import CollectError, connect, run
+from desk.collect.layout import check_readable, upgrade
 from edge.card.cardformat import MICROSECONDS_PER_SECOND, safe_name
 from edge.card.embedformat import UNKNOWN_UTC_US
 
@@ -45,7 +46,6 @@ CREATE TABLE IF NOT EXISTS windows (
     start_sample BIGINT, end_sample BIGINT, sample_rate INTEGER, start_utc TIMESTAMP, end_utc TIMESTAMP,
     clock_sync VARCHAR, source_path VARCHAR, source_offset BIGINT, model_sha256 VARCHAR,
     shard VARCHAR, shard_row INTEGER, card VARCHAR, embedding_space VARCHAR);
-ALTER TABLE windows ADD COLUMN IF NOT EXISTS embedding_space VARCHAR;
 CREATE TABLE IF NOT EXISTS embedding_segments (
     unit_id VARCHAR, boot_id VARCHAR, segment VARCHAR, records BIGINT, card VARCHAR);
 """
@@ -112,8 +112,15 @@ class DuckShardStore:
         self.db_path = db_path
         self.root = archive_root(db_path)
         self.con = connect(db_path, read_only=not writable)
-        if writable:
-            run(self.con, ARCHIVE_SCHEMA)
+        try:
+            if writable:
+                upgrade(self.con, db_path, ARCHIVE_SCHEMA)
+            else:  # windows of before spaces were named are read by their model's sha256
+                check_readable(self.con, db_path, ARCHIVE_SCHEMA, frozenset({"windows.embedding_space"}),
+                               only_present=True)
+        except BaseException:
+            self.con.close()
+            raise
         self._has_windows = writable or bool(run(
             self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0])
         recorded = self._has_windows and bool(run(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.collect.cards import CardContents, Finding, Table
+from desk.collect.layout import check_readable, upgrade
 from edge.card.cardformat import ENVELOPE_FIELDS
 from edge.errors import EdgeError
 
@@ -129,8 +130,14 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as e:
         raise CollectError(f"cannot open {path}: {e}", "is another process using it? is it a DuckDB file?") from e
     run(con, "SET TimeZone = 'UTC'")
-    if not read_only:
-        run(con, SCHEMA)
+    try:
+        if read_only:
+            check_readable(con, path, SCHEMA)
+        else:
+            upgrade(con, path, SCHEMA)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
