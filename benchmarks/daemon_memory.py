@@ -1,14 +1,21 @@
-"""Where the INT8 daemon's peak RSS goes, stage by stage, with and without ``model.low_memory``, in one run.
+"""Where the INT8 daemon's peak RSS goes, per configuration and hardware profile, in one run.
 
-Each configuration runs in a fresh interpreter (VmHWM is per process): imports, the INT8 session, one
-window's log-mel, the first inference, a batch of 4; then the real ``biolingual-edge run --input --fast``
-daemon on the 10-minute recording under ``/usr/bin/time -v`` (its "Maximum resident set size" is the
-figure; the daemon's own heartbeat peak is shown next to it). Also per configuration: real-time factor,
-time to the first analysed window after start (the first heartbeat that counts a window: 1 s resolution)
-and the detections, which must be identical across configurations. The default configuration is the
-baseline; the ratio is low_memory / default.
+Configurations ``default`` and ``low_memory`` (no profile) also run stage by stage in a fresh interpreter
+(VmHWM is per process): imports, the INT8 session, one window's log-mel, the first inference, a batch of 4.
+Every configuration then runs the real ``biolingual-edge run --input --fast`` daemon on the 10-minute
+recording under ``/usr/bin/time -v`` (its "Maximum resident set size" is the figure; the daemon's own
+heartbeat peak is shown next to it): the profiles run with ``--profile NAME`` and nothing else changed
+but the bundle, labels, threshold and log folder, so their clips (FLAC around each detection) and
+embeddings (fp16) are on as shipped. ``jetson-orin-nano`` ships ``backend: trt``, which needs the Jetson's
+GPU: here it runs with ``model.backend=ort`` on the CPU (INT8), the only part of it this machine can measure.
+Also per configuration: real-time factor, time to the first analysed window after start (the first
+heartbeat that counts a window: 1 s resolution) and the detections, identical across configurations of
+the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
+PulseAudio null sink ``fieldmic`` (its monitor, through PortAudio's ``pulse`` device) while ``paplay``
+plays the first N minutes of the recording into it; skipped, saying so, when the sink is not there.
 
     python benchmarks/daemon_memory.py [--workdir /tmp/scale-bench] [--threshold -0.4] [--json out.json]
+        [--configs default low_memory raspberry-pi-4 raspberry-pi-5 jetson-orin-nano] [--capture-minutes 5]
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 RATE = 48_000
 MINUTE_S = 60
+SINK = "fieldmic"
+CONFIGS: dict[str, list[str]] = {
+    "default": [],
+    "low_memory": ["--set", "model.low_memory=true"],
+    "raspberry-pi-4": ["--profile", "raspberry-pi-4"],
+    "raspberry-pi-5": ["--profile", "raspberry-pi-5"],
+    "jetson-orin-nano": ["--profile", "jetson-orin-nano", "--set", "model.backend=ort",
+                         "--set", "model.providers=[CPUExecutionProvider]"],
+}
+"""Daemon flags per configuration (the profiles as shipped, but for what no unit here can run)."""
+PROFILE_PROMPTS = ("wind noise", "rain", "human speech")
 
 
 def vm_hwm_mb() -> float:
@@ -76,26 +94,110 @@ def time_v_run(command: list[str]) -> tuple[float, float]:
     return wall, int(line.rsplit(":", 1)[1]) / 1024
 
 
-def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, low_memory: bool,
+def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, extra: list[str],
                  threshold: float) -> dict[str, Any]:
     """One `run --input --fast` of the whole recording under /usr/bin/time -v, and what its card says."""
     import shutil
 
     from daemon_fast import daemon_command
 
+    shutil.rmtree(log_dir, ignore_errors=True)
+    threads = None if "--profile" in extra else 1
+    command = [*daemon_command(bundle, labels, recording, "int8", log_dir, threads, False, threshold), *extra]
+    wall, max_rss = time_v_run(command)
+    return {"wall_s": wall, "max_rss_mb": max_rss, **card_figures(log_dir, wall)}
+
+
+def card_figures(log_dir: Path, wall: float) -> dict[str, Any]:
+    """Heartbeat peak RSS, real-time factor, first analysed window and the detections of a daemon's card."""
     from desk.collect.cards import read_card
 
-    shutil.rmtree(log_dir, ignore_errors=True)
-    wall, max_rss = time_v_run(daemon_command(bundle, labels, recording, "int8", log_dir, 1, low_memory, threshold))
     card = read_card(log_dir)
     health = [record for record, _ in card.health]
     first = min((h["uptime_s"] for h in health if h["windows_analysed"] >= 1), default=float("nan"))
     columns = card.detections.columns
     kept = [i for i, c in enumerate(columns) if c in ("label", "score", "start_sample", "end_sample",
                                                        "peak_start_sample", "windows")]
-    return {"wall_s": wall, "max_rss_mb": max_rss, "heartbeat_peak_rss_mb": max(h["peak_rss_mb"] for h in health),
+    return {"heartbeat_peak_rss_mb": max(h["peak_rss_mb"] for h in health),
             "rtf": health[-1]["analysed_until_s"] / wall, "windows": health[-1]["windows_analysed"],
             "first_window_uptime_s": first, "detections": [[row[i] for i in kept] for row in card.detections.rows]}
+
+
+def ensure_prompts(bundle: Path, checkpoint: Path, workdir: Path) -> None:
+    """The profiles' background and privacy prompts embedded in the bundle (through torch, once)."""
+    from edge.model.bundle import open_bundle
+    from edge.scoring.label_sets import embedded_names
+
+    missing = [p for p in PROFILE_PROMPTS if p not in embedded_names(open_bundle(bundle))]
+    if missing:
+        prompts = workdir / "profile-prompts.txt"
+        prompts.write_text("\n".join(missing) + "\n", encoding="utf-8")
+        subprocess.run([sys.executable, "-m", "export", "labels", "--model", str(checkpoint), "--labels",
+                        str(prompts), "--bundle", str(bundle)], cwd=REPO, check=True, capture_output=True)
+
+
+def sink_running() -> bool:
+    import shutil
+
+    return shutil.which("paplay") is not None and SINK in subprocess.run(
+        ["pactl", "list", "short", "sinks"], capture_output=True, text=True, check=False).stdout
+
+
+def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, minutes: float,
+                 threshold: float) -> dict[str, Any]:
+    """The Raspberry Pi 4 profile capturing ``fieldmic`` while ``minutes`` of the recording play into it."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    import soundfile as sf
+
+    from desk.collect.cards import read_card
+
+    clip = workdir / f"capture-{minutes:g}min.wav"
+    samples, rate = sf.read(recording, frames=round(minutes * MINUTE_S * RATE), dtype="float32")
+    sf.write(clip, samples, rate, subtype="PCM_16")
+    log_dir = workdir / "memory-capture"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
+               str(log_dir), "--device", "pulse", "--threshold", f"{threshold:g}", "--heartbeat", "1",
+               "--precision", "int8", "--force-precision", "--set", "unit.unit_id=bench",
+               *CONFIGS["raspberry-pi-4"], "--set", "schedule.mode=always"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PULSE_SOURCE": f"{SINK}.monitor"}
+    started = time.perf_counter()
+    daemon = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    try:
+        while not any(r["kind"] == "stream_open" for r, _ in read_card(log_dir).events):
+            if daemon.poll() is not None or time.perf_counter() - started > 120:
+                raise SystemExit("capture pass: the daemon did not open the fieldmic stream within 120 s")
+            time.sleep(0.5)
+        subprocess.run(["paplay", f"--device={SINK}", str(clip)], check=True)  # takes `minutes`, real time
+        played = samples.shape[0] / RATE - 10  # the last full window ends 10 s before the end
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline and max(
+                (h["analysed_until_s"] for h, _ in read_card(log_dir).health), default=0) < played:
+            time.sleep(1)
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        _, status, usage = os.wait4(daemon.pid, 0)
+    wall = time.perf_counter() - started
+    events = [r["kind"] for r, _ in read_card(log_dir).events]
+    return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "exit_status": status,
+            "gaps": events.count("gap"), "xruns": events.count("xrun"), **card_figures(log_dir, wall)}
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    names = list(results)
+    print("\n| daemon (INT8 full size, 10-min recording unless said) | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    rows = (("max_rss_mb", "**peak RSS MB** (`/usr/bin/time -v`; capture: wait4)", ".1f"),
+            ("heartbeat_peak_rss_mb", "daemon's own heartbeat peak RSS MB", ".1f"),
+            ("rtf", "audio s analysed per wall s", ".1f"),
+            ("first_window_uptime_s", "first analysed window, s after start (heartbeat)", ".1f"))
+    for key, label, fmt in rows:
+        print(f"| {label} | " + " | ".join(f"{results[n][key]:{fmt}}" for n in names) + " |")
+    print("| detections | " + " | ".join(str(len(results[n]["detections"])) for n in names) + " |")
 
 
 def main() -> None:
@@ -104,6 +206,9 @@ def main() -> None:
     parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
     parser.add_argument("--threshold", type=float, default=-0.4,
                         help="detection threshold (random weights score near -0.4; pick one that gives detections)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--capture-minutes", type=float, default=0.0,
+                        help="also capture fieldmic in real time while this many minutes play into it (0: skip)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -119,35 +224,42 @@ def main() -> None:
     from edge.ops.bench import machine_info
 
     bundle, labels, recording = bench_inputs(args.workdir, args.audio, 10)
+    ensure_prompts(bundle, args.workdir / "checkpoint", args.workdir)
     minute = args.workdir / "one-minute.wav"
     samples, rate = sf.read(recording, frames=MINUTE_S * RATE, dtype="float32")
     sf.write(minute, samples, rate, subtype="PCM_16")
     results: dict[str, Any] = {}
-    for name, low_memory in (("default", False), ("low_memory", True)):
-        out = subprocess.run([sys.executable, __file__, "--child", str(bundle), str(minute), str(int(low_memory))],
-                             check=True, capture_output=True, text=True, cwd=REPO).stdout
-        marks = json.loads(out.strip().splitlines()[-1])
-        daemon = daemon_10min(bundle, labels, recording, args.workdir / f"memory-{name}", low_memory, args.threshold)
-        results[name] = {"stages_mb": marks, **daemon}
+    stages: dict[str, dict[str, float]] = {}
+    for name in args.configs:
+        if name in ("default", "low_memory"):
+            out = subprocess.run([sys.executable, __file__, "--child", str(bundle), str(minute),
+                                  str(int(name == "low_memory"))], check=True, capture_output=True, text=True,
+                                 cwd=REPO).stdout
+            stages[name] = json.loads(out.strip().splitlines()[-1])
+        results[name] = daemon_10min(bundle, labels, recording, args.workdir / f"memory-{name}", CONFIGS[name],
+                                     args.threshold)
+    capture = "not asked (--capture-minutes 0)"
+    if args.capture_minutes:
+        capture = f"not run: no PulseAudio null sink '{SINK}' (start it as .ci/run does)"
+        if sink_running():
+            results[f"capture {args.capture_minutes:g} min, raspberry-pi-4"] = capture_pass(
+                bundle, labels, recording, args.workdir, args.capture_minutes, args.threshold)
+            capture = "run"
     info = machine_info()
     print(f"CPU: {info['cpu']}, {info['cores']} cores; INT8 features: {info['int8_flags']}; load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print("\n| stage (cumulative peak RSS, MB) | default | low_memory |\n|---|---|---|")
-    for stage in results["default"]["stages_mb"]:
-        print(f"| {stage} | {results['default']['stages_mb'][stage]:.0f} | "
-              f"{results['low_memory']['stages_mb'][stage]:.0f} |")
-    for key, label, fmt in (("max_rss_mb", "**daemon, 10 min, `/usr/bin/time -v` max RSS MB**", ".1f"),
-                            ("heartbeat_peak_rss_mb", "daemon's own heartbeat peak RSS MB", ".1f"),
-                            ("rtf", "daemon real-time ×", ".1f"),
-                            ("first_window_uptime_s", "first analysed window, s after start (heartbeat)", ".1f")):
-        print(f"| {label} | {results['default'][key]:{fmt}} | {results['low_memory'][key]:{fmt}} |")
-    same = results["default"]["detections"] == results["low_memory"]["detections"]
-    print(f"\ndetections: {len(results['default']['detections'])} (default) / "
-          f"{len(results['low_memory']['detections'])} (low_memory), identical: {same}")
-    ratio = results["low_memory"]["max_rss_mb"] / results["default"]["max_rss_mb"]
-    print(f"low_memory / default daemon peak RSS: {ratio:.2f}")
+    if stages:
+        print("\n| stage (cumulative peak RSS, MB) | " + " | ".join(stages) + " |\n|---|" + "---|" * len(stages))
+        for stage in next(iter(stages.values())):
+            print(f"| {stage} | " + " | ".join(f"{marks[stage]:.0f}" for marks in stages.values()) + " |")
+    print_table(results)
+    print(f"\nreal-time capture pass: {capture}")
+    same_hop = [n for n in ("default", "low_memory", "raspberry-pi-5", "jetson-orin-nano") if n in results]
+    if len(same_hop) > 1:
+        same = all(results[n]["detections"] == results[same_hop[0]]["detections"] for n in same_hop)
+        print(f"detections identical across {', '.join(same_hop)} (5 s hop): {same}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps({"stages_mb": stages, **results}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ class CardLog:
 
     def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int,
                   cut_samples: int = 0) -> Path | None:
-        """Save ``audio`` ((N,) float32 at the model rate, pre/post-roll included) with GUANO metadata.
+        """Save ``audio`` ((N,) int16 PCM or float32 at the model rate, pre/post-roll included) with GUANO metadata.
 
         ``cut_samples``: how much of the requested start was no longer in memory (said in the metadata).
         Returns the clip's path, or ``None`` when the storage governor says no or the write failed.

@@ -70,7 +70,8 @@ def guano_fields(context: ClipContext, event: DetectionEvent, start: datetime, a
 
 def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, audio: np.ndarray,
                audio_start_sample: int, start: datetime, cut_samples: int = 0) -> Path:
-    """Write the clip (``audio``: (N,) float32 at ``context.sample_rate``); raises ``OSError`` leaving no file.
+    """Write the clip (``audio``: (N,) int16 PCM or float32, at ``context.sample_rate``); raises ``OSError``
+    leaving no file.
 
     ``cut_samples`` > 0: the clip starts that much after the requested start (event longer than memory held).
     """

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edge.stream.clip_buffer import to_pcm16
+
 GUANO_CHUNK = b"guan"
 GUANO_VERSION = "1.0"
 CLIP_SUBTYPE = "PCM_16"
@@ -21,10 +23,15 @@ def guano_text(fields: dict[str, str]) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Clip samples as 16-bit PCM: int16 as given, float32 (nominal [-1, 1]) by :func:`to_pcm16`."""
+    return audio if audio.dtype == np.int16 else to_pcm16(audio)
+
+
 def wav_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) -> bytes:
-    """A 16-bit PCM WAV of ``audio`` (shape (N,) float32 in [-1, 1]) with a ``guan`` chunk appended."""
+    """A 16-bit PCM WAV of ``audio`` ((N,) int16, or float32 in [-1, 1]) with a ``guan`` chunk appended."""
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype=CLIP_SUBTYPE, format="WAV")
+    sf.write(buffer, pcm16(audio), sample_rate, subtype=CLIP_SUBTYPE, format="WAV")
     text = guano_text(fields)
     chunk = GUANO_CHUNK + struct.pack("<I", len(text)) + text + (b"\0" if len(text) % 2 else b"")
     wav = bytearray(buffer.getvalue() + chunk)
@@ -33,11 +40,11 @@ def wav_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) 
 
 
 def flac_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) -> bytes:
-    """A 16-bit FLAC of ``audio`` ((N,) float32 in [-1, 1]) with the GUANO text as its Vorbis comment."""
+    """A 16-bit FLAC of ``audio`` ((N,) int16, or float32 in [-1, 1]) with the GUANO text as its Vorbis comment."""
     buffer = io.BytesIO()
     with sf.SoundFile(buffer, "w", sample_rate, 1, subtype=CLIP_SUBTYPE, format="FLAC") as handle:
         handle.comment = guano_text(fields).decode("utf-8")
-        handle.write(np.clip(audio, -1.0, 1.0))
+        handle.write(pcm16(audio))
     return buffer.getvalue()
 
 

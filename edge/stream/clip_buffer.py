@@ -1,4 +1,8 @@
-"""Recent audio kept for detection clips: enough to cover every event still open, up to a hard cap."""
+"""Recent audio kept for detection clips: enough to cover every event still open, up to a hard cap.
+
+Held as 16-bit PCM, the clips' own format: half the memory of float32 (a 120 s event at 48 kHz holds
+11.5 MB instead of 23 MB while the model runs; BENCHMARKS.md, *Peak memory*).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,21 @@ from edge.audio.chunk import AudioChunk
 
 MAX_CLIP_S = 120.0
 """Longest audio kept for one clip; a longer event's clip is cut at its start (and says so)."""
+PCM16_SCALE = np.float32(32768)
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """float32 (nominal [-1, 1]) -> int16: x * 32768 rounded to nearest (ties to even), clipped to int16.
+
+    The conversion libsndfile 1.2 applies when it writes float audio to a 16-bit FLAC, so FLAC clips are
+    the same samples as before the buffer held PCM (its WAV path truncates instead: within one step).
+    """
+    return np.clip(np.rint(samples * PCM16_SCALE), -32768, 32767).astype(np.int16)
 
 
 @dataclass(frozen=True)
 class Clip:
-    """Audio for one event: ``audio`` (N,) float32 starting at ``start_sample``; ``cut_samples`` > 0 if its
+    """Audio for one event: ``audio`` (N,) int16 PCM starting at ``start_sample``; ``cut_samples`` > 0 if its
     requested start (event start minus pre-roll) was no longer in memory."""
 
     audio: np.ndarray
@@ -28,7 +42,8 @@ class ClipBuffer:
     def __init__(self, sample_rate: int, keep_min_samples: int, max_clip_s: float = MAX_CLIP_S) -> None:
         self.keep_min_samples = keep_min_samples
         self.max_samples = max(keep_min_samples, round(max_clip_s * sample_rate))
-        self._chunks: list[AudioChunk] = []
+        self._chunks: list[tuple[int, np.ndarray]] = []
+        """(start sample, int16 samples) of each chunk held."""
 
     def reset(self) -> None:
         """Forget the audio (the stream was closed or jumped)."""
@@ -36,20 +51,21 @@ class ClipBuffer:
 
     def push(self, chunk: AudioChunk, needed_from: int | None) -> None:
         """Keep ``chunk``; drop audio before ``needed_from`` (and before the cap) once no open event needs it."""
-        self._chunks.append(chunk)
+        self._chunks.append((chunk.start_sample, to_pcm16(chunk.samples)))
         keep_from = chunk.end_sample - self.keep_min_samples
         if needed_from is not None:
             keep_from = min(keep_from, needed_from)
         keep_from = max(keep_from, chunk.end_sample - self.max_samples)
-        while self._chunks and self._chunks[0].end_sample <= keep_from:
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= keep_from:
             self._chunks.pop(0)
 
     def cut(self, start: int, end: int) -> Clip | None:
         """Audio of ``[start, end)`` as far as it is still held; None when none of it is."""
-        parts = [c for c in self._chunks if c.end_sample > start and c.start_sample < end]
+        parts = [(first, samples) for first, samples in self._chunks
+                 if first + len(samples) > start and first < end]
         if not parts:
             return None
-        audio = np.concatenate([c.samples for c in parts])
-        first = parts[0].start_sample
+        audio = np.concatenate([samples for _, samples in parts])
+        first = parts[0][0]
         lo, hi = max(0, start - first), min(audio.shape[0], end - first)
         return Clip(audio[lo:hi], first + lo, max(0, first + lo - start))
