@@ -1,13 +1,21 @@
-"""Fault injection for the Ray tests: a Ray worker dies (``os._exit``) on any piece of a file whose name holds
-``$BIOLINGUAL_TEST_CRASH_ON`` — an actor crash that no retry heals. Loaded by every Python process that has this
-folder on PYTHONPATH; does nothing unless the variable is set and the process is a Ray worker."""
+"""Fault injection for the Ray tests, loaded by every Python process that has this folder on PYTHONPATH; it acts
+only in Ray workers, and only when one of its variables is set:
 
+- ``BIOLINGUAL_TEST_CRASH_ON``: the worker dies (``os._exit``) on any piece of a file whose name holds it — an
+  actor crash that no retry heals.
+- ``BIOLINGUAL_TEST_HOLD_DIR``: before reading an archive file the worker writes ``started.<pid>.<n>`` there and
+  waits while ``hold`` exists there — so a test can kill a node while it is known to be reading a file."""
+
+import itertools
 import os
 import sys
+import time
 
 MARKER = os.environ.get("BIOLINGUAL_TEST_CRASH_ON")
+HOLD_DIR = os.environ.get("BIOLINGUAL_TEST_HOLD_DIR")
+IN_RAY_WORKER = any(arg.endswith("default_worker.py") for arg in sys.argv)
 
-if MARKER and any(arg.endswith("default_worker.py") for arg in sys.argv):
+if MARKER and IN_RAY_WORKER:
     from edge.batch import piece_analysis
 
     analyze_piece = piece_analysis.PieceAnalyzer.__call__
@@ -18,3 +26,18 @@ if MARKER and any(arg.endswith("default_worker.py") for arg in sys.argv):
         return analyze_piece(self, piece)
 
     piece_analysis.PieceAnalyzer.__call__ = crashing_call  # type: ignore[method-assign]
+
+if HOLD_DIR and IN_RAY_WORKER:
+    from desk.archive import store
+
+    score_file = store.score_file
+    calls = itertools.count()
+
+    def held_score_file(stored, queries):  # type: ignore[no-untyped-def]
+        with open(os.path.join(HOLD_DIR, f"started.{os.getpid()}.{next(calls)}"), "w") as marker:
+            marker.write(stored.path)
+        while os.path.exists(os.path.join(HOLD_DIR, "hold")):
+            time.sleep(0.05)
+        return score_file(stored, queries)
+
+    store.score_file = held_score_file

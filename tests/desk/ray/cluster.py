@@ -1,0 +1,109 @@
+"""The two-node cluster of scripts/local_cluster.sh as the Ray tests use it: start/stop, its processes (by
+session), its listeners, its free CPUs, and waiting on observable state."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "local_cluster.sh"
+HOOK = Path(__file__).resolve().parent / "crash_hook"
+"""A sitecustomize for Ray workers: crash on a file, or hold before reading an archive file (see its docstring)."""
+JOB_LIMIT_S = 400
+"""A job on the cluster ends (done or failed) well within this; longer is the hang the issue forbids."""
+
+
+@dataclass
+class Cluster:
+    address: str
+    directory: Path
+    env: dict[str, str]
+    head_sid: int
+    node_sid: int
+
+    def node_id(self, sid: int) -> str:
+        """The Ray node id of the raylet in session ``sid`` (its command line names it)."""
+        for pid in session_pids(sid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"/raylet"):
+                return next(a for a in argv if a.startswith(b"--node_id=")).decode().split("=", 1)[1]
+        raise AssertionError(f"no raylet in session {sid}")
+
+    def listeners(self) -> list[str]:
+        """Local addresses of every socket our cluster's processes listen on."""
+        ours = session_pids(self.head_sid) | session_pids(self.node_sid)
+        lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+        return [line.split()[3] for line in lines if {int(p) for p in re.findall(r"pid=(\d+)", line)} & ours]
+
+    def free_cpus(self) -> tuple[float, float, int]:
+        """(available CPUs, total CPUs, live nodes) as the cluster sees them, asked by a separate driver."""
+        probe = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False, configure_logging=False); "
+                 "print(ray.available_resources().get('CPU', 0), ray.cluster_resources().get('CPU', 0), "
+                 "sum(n['Alive'] for n in ray.nodes()))")
+        out = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True, text=True,
+                             timeout=120, check=True).stdout.split()
+        return float(out[-3]), float(out[-2]), int(out[-1])
+
+    def kill_node(self) -> None:
+        """SIGKILL the second node's whole process tree, as a failure would."""
+        subprocess.run([str(SCRIPT), "kill-node", str(self.directory)], check=True, timeout=60)
+        assert not session_pids(self.node_sid)
+
+
+def session_pids(sid: int) -> set[int]:
+    """Live (non-zombie) processes of session ``sid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def wait_for(condition: Callable[[], object], what: str, limit_s: float = 120.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def started_cluster(node_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """The two-node cluster, its nodes (and so their workers) started with ``node_env`` added; stopped after, and
+    checked to leave no process and no folder behind."""
+    started = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **(node_env or {})})
+    assert started.returncode == 0, started.stderr
+    printed = dict(line.split("=", 1) for line in started.stdout.splitlines())
+    directory = Path(printed["CLUSTER_DIR"])
+    state = dict(line.split("=", 1) for line in (directory / "cluster.env").read_text().splitlines())
+    env = {**os.environ, **{name: printed[name] for name in
+                            ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}}
+    found = Cluster(printed["RAY_ADDRESS"], directory, env, int(state["HEAD_SID"]), int(state["NODE_SID"]))
+    try:
+        yield found
+    finally:
+        stopped = subprocess.run([str(SCRIPT), "stop", str(directory)], capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+    assert not session_pids(found.head_sid) | session_pids(found.node_sid), "cluster processes outlived stop"
+    assert not directory.exists()
+
+
+def hooked(env: dict[str, str], **variables: str) -> dict[str, str]:
+    """``env`` with :data:`HOOK` first on PYTHONPATH and the hook's ``variables`` set."""
+    return {**env, "PYTHONPATH": os.pathsep.join([str(HOOK), env.get("PYTHONPATH", "")]), **variables}

@@ -1,0 +1,110 @@
+"""The archive on a real two-node cluster (scripts/local_cluster.sh): `logs rescore --engine ray` equals the local
+rescore byte for byte, and a node killed while it reads an archive file never yields a hang or a silent gap."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.desk.ray.cluster import JOB_LIMIT_S, Cluster, hooked, session_pids, started_cluster, wait_for
+
+try:
+    import ray  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):  # .ci/run installs the [ray] extra: a missing Ray there is a broken install
+        raise
+    pytest.skip("Ray is an optional extra: pip install 'biolingual-edge[ray]'", allow_module_level=True)
+
+
+def rescore_command(db: Path, bundle: Path, labels: Path, out: Path, *engine: str) -> list[str]:
+    return [sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle", str(bundle), "--labels",
+            str(labels), "--out", str(out), "--top-k", "2", "--format", "csv,raven,audacity", *engine]
+
+
+def assert_same_folders(got: Path, expected: Path) -> None:
+    names = sorted(p.name for p in expected.iterdir())
+    assert names == sorted(p.name for p in got.iterdir())
+    for name in names:
+        assert (got / name).read_bytes() == (expected / name).read_bytes(), name
+
+
+def one_line_error(stderr: str) -> bool:
+    """Our ``error:`` line and its ``hint:``, and nothing of Ray's (no traceback, no Ray log lines) before them."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return (len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+            and "Traceback" not in stderr)
+
+
+@pytest.fixture
+def local_rescore(season_db: Path, example_bundle: Path, example_labels: tuple[Path, Path], tmp_path: Path) -> Path:
+    out = tmp_path / "local"
+    local = subprocess.run(rescore_command(season_db, example_bundle, example_labels[0], out),
+                           capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert local.returncode == 0, local.stderr
+    return out
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Path:
+    """A folder where the cluster's workers mark each archive file they start, and wait while ``hold`` is there."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def holding_cluster(held: Path) -> Iterator[Cluster]:
+    with started_cluster(hooked(dict(os.environ), BIOLINGUAL_TEST_HOLD_DIR=str(held))) as found:
+        yield found
+
+
+def test_rescore_as_a_ray_job_over_the_archive_files_equals_the_local_scan_row_for_row(
+        cluster: Cluster, season_db: Path, local_rescore: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    from desk.archive.windows import open_store
+
+    with open_store(season_db) as store:
+        files = store.files()
+    assert len(files) > 1 and all(Path(f.path).is_file() for f in files)
+    before = cluster.free_cpus()
+    on_cluster = subprocess.run(rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray",
+                                                "--engine", "ray", "--ray-address", cluster.address),
+                                env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    assert len(list(local_rescore.iterdir())) == 1 + 2 * 8
+    assert_same_folders(tmp_path / "ray", local_rescore)
+    assert (tmp_path / "ray" / "detections.csv").read_text().count("\n") == 1 + 8 * 11 * 2
+    wait_for(lambda: cluster.free_cpus() == before, "the scan's workers to give their CPUs back")
+
+
+def test_rescore_survives_a_node_killed_while_it_reads_or_names_the_files_not_read(
+        holding_cluster: Cluster, held: Path, season_db: Path, local_rescore: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    cluster = holding_cluster
+    command = rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray", "--engine", "ray",
+                              "--ray-address", cluster.address)
+    (held / "hold").touch()
+    job = subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def second_node_reading() -> bool:
+        return any(int(m.name.split(".")[1]) in session_pids(cluster.node_sid) for m in held.glob("started.*"))
+
+    wait_for(second_node_reading, "a worker on the second node to start reading an archive file", JOB_LIMIT_S)
+    cluster.kill_node()
+    (held / "hold").unlink()
+    _, stderr = job.communicate(timeout=JOB_LIMIT_S)  # never a hang
+    print(f"the job ended with rc {job.returncode}: {stderr[-400:]}")
+    if job.returncode == 0:  # Ray's retries read the lost node's files again on the head: every row, the same bytes
+        assert_same_folders(tmp_path / "ray", local_rescore)
+        return
+    assert re.search(r"\d+ of \d+ archive files not read \(from /", stderr), stderr
+    assert one_line_error(stderr), stderr
+    again = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert again.returncode == 0, again.stderr
+    assert_same_folders(tmp_path / "ray", local_rescore)
