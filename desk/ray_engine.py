@@ -12,6 +12,7 @@ bundle at the same paths).
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -38,6 +39,8 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 PIECE_RETRIES = 3
 """Tries of a piece after its actor died (a lost node heals in one); Ray Data's default is forever, so a piece
 that kills its actor every time would hang the job instead of failing it."""
+SILENT = logging.CRITICAL + 1
+"""A logging level above every record's."""
 NO_LENGTH = -1
 """``length``/``total`` of a whole-file piece in a row (Arrow columns hold no None in an int column)."""
 
@@ -115,13 +118,34 @@ def _start(ray: Any, address: str | None, cpus: int) -> None:
 @contextmanager
 def connect(address: str | None, cpus: int | None = None) -> Iterator[Any]:
     """``ray`` joined to the cluster at ``address``, or to a private local instance of ``cpus`` CPUs (default:
-    this machine's) listening on 127.0.0.1 only; shut down (left, for a cluster) on the way out."""
+    this machine's) listening on 127.0.0.1 only; shut down (left, for a cluster) on the way out. Ray's own
+    console logging is off meanwhile (:func:`console_quiet`)."""
     ray = _import_ray(local=address is None or _is_loopback(address))
-    _start(ray, address, cpus or available_cores())
+    with console_quiet():
+        _start(ray, address, cpus or available_cores())
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def console_quiet() -> Iterator[None]:
+    """Ray's and Ray Data's console output off: no progress log, no warning, no traceback above our one-line error
+    (a job's workers print nothing here already: ``log_to_driver=False``). Ray Data's log file in the Ray session
+    folder keeps everything. ``ray.init(configure_logging=False)`` leaves the "ray" logger without handlers, so
+    its records would reach Python's last-resort handler: its level is raised instead."""
+    core = logging.getLogger("ray")
+    consoles = [h for h in logging.getLogger("ray.data").handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [core.level, *(h.level for h in consoles)]
+    for quieted in (core, *consoles):
+        quieted.setLevel(SILENT)
     try:
-        yield ray
+        yield
     finally:
-        ray.shutdown()
+        for quieted, level in zip((core, *consoles), levels):
+            quieted.setLevel(level)
 
 
 @contextmanager
@@ -189,9 +213,10 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
+        pool = ray.data.ActorPoolStrategy(size=min(actors, max(1, len(pieces))))
         with remote_args_allowed():
             results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
-                                          batch_format="numpy", concurrency=min(actors, max(1, len(pieces))),
+                                          batch_format="numpy", compute=pool,
                                           num_cpus=spec.threads, max_task_retries=PIECE_RETRIES)
         waiting: dict[int, PieceResult] = {}
         placement: Counter[str] = Counter()

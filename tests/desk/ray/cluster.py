@@ -16,6 +16,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "local_cluster.sh"
 HOOK = Path(__file__).resolve().parent / "crash_hook"
 """A sitecustomize for Ray workers: crash on a file, or hold before reading an archive file (see its docstring)."""
+RAY_LOG_LINE = re.compile(r"\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+:\d+ -- |^Token authentication", re.M)
+"""A line of Ray's (or Ray Data's) Python logging on the driver's console."""
 JOB_LIMIT_S = 400
 """A job on the cluster ends (done or failed) well within this; longer is the hang the issue forbids."""
 
@@ -107,3 +109,8 @@ def started_cluster(node_env: dict[str, str] | None = None) -> Iterator[Cluster]
 def hooked(env: dict[str, str], **variables: str) -> dict[str, str]:
     """``env`` with :data:`HOOK` first on PYTHONPATH and the hook's ``variables`` set."""
     return {**env, "PYTHONPATH": os.pathsep.join([str(HOOK), env.get("PYTHONPATH", "")]), **variables}
+
+
+def ray_said_nothing(stderr: str) -> bool:
+    """No traceback and no Ray log line (progress, warnings, a failed task's stack) on the driver's console."""
+    return "Traceback" not in stderr and not RAY_LOG_LINE.search(stderr)

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.desk.ray.cluster import JOB_LIMIT_S, Cluster, hooked, session_pids, started_cluster, wait_for
+from tests.desk.ray.cluster import (
+    JOB_LIMIT_S,
+    Cluster,
+    hooked,
+    ray_said_nothing,
+    session_pids,
+    started_cluster,
+    wait_for,
+)
 
 try:
     import ray  # noqa: F401
@@ -35,10 +43,10 @@ def assert_same_folders(got: Path, expected: Path) -> None:
 
 
 def one_line_error(stderr: str) -> bool:
-    """Our ``error:`` line and its ``hint:``, and nothing of Ray's (no traceback, no Ray log lines) before them."""
+    """Our ``error:`` line and its ``hint:``, and nothing else (nothing of Ray's: no traceback, no log line)."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     return (len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
-            and "Traceback" not in stderr)
+            and ray_said_nothing(stderr))
 
 
 @pytest.fixture
@@ -106,5 +114,28 @@ def test_rescore_survives_a_node_killed_while_it_reads_or_names_the_files_not_re
     assert re.search(r"\d+ of \d+ archive files not read \(from /", stderr), stderr
     assert one_line_error(stderr), stderr
     again = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert again.returncode == 0, again.stderr
+    assert_same_folders(tmp_path / "ray", local_rescore)
+
+
+def test_rescore_on_ray_that_cannot_read_a_file_fails_in_one_line_naming_the_files_and_a_rerun_finishes(
+        season_db: Path, local_rescore: Path, example_bundle: Path, example_labels: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    from desk.archive.windows import open_store
+
+    with open_store(season_db) as store:
+        files = [Path(f.path).name for f in store.files()]
+    doomed = files[len(files) // 2]
+    command = rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray", "--engine", "ray")
+    job = subprocess.run(command, env=hooked(dict(os.environ), BIOLINGUAL_TEST_CRASH_ON=doomed), capture_output=True,
+                         text=True, timeout=JOB_LIMIT_S)
+    assert job.returncode != 0
+    named = re.search(r"the Ray scan stopped: .*; (\d+) of (\d+) archive files not read \(from (/\S+)\)", job.stderr)
+    assert named, job.stderr
+    first_missing = files.index(Path(named[3]).name)  # the driver had every file before it, in window order
+    assert first_missing <= files.index(doomed) and int(named[1]) == len(files) - first_missing
+    assert int(named[2]) == len(files)
+    assert one_line_error(job.stderr), job.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert again.returncode == 0, again.stderr
     assert_same_folders(tmp_path / "ray", local_rescore)

@@ -13,7 +13,7 @@ import pytest
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.batch.writer import WORKLOG_NAME
-from tests.desk.ray.cluster import JOB_LIMIT_S, Cluster, hooked, session_pids, wait_for
+from tests.desk.ray.cluster import JOB_LIMIT_S, Cluster, hooked, ray_said_nothing, session_pids, wait_for
 
 try:
     import ray  # noqa: F401
@@ -46,9 +46,10 @@ def same_outputs(a: Path, b: Path) -> bool:
 
 
 def ended_with_one_line_error(stderr: str) -> bool:
-    """The command's last words are our ``error:`` line and a ``hint:`` to resume (Ray logs its own above)."""
+    """The command's last words are our ``error:`` line and a ``hint:`` to resume, and Ray logged nothing above."""
     last = [line for line in stderr.splitlines() if line.strip()][-2:]
-    return last[0].startswith("error: the Ray job stopped") and last[1].startswith("hint:") and "--resume" in last[1]
+    return (last[0].startswith("error: the Ray job stopped") and last[1].startswith("hint:") and "--resume" in last[1]
+            and ray_said_nothing(stderr))
 
 
 def logged_pieces(out: Path) -> int:

@@ -1,8 +1,8 @@
 """Fault injection for the Ray tests, loaded by every Python process that has this folder on PYTHONPATH; it acts
 only in Ray workers, and only when one of its variables is set:
 
-- ``BIOLINGUAL_TEST_CRASH_ON``: the worker dies (``os._exit``) on any piece of a file whose name holds it — an
-  actor crash that no retry heals.
+- ``BIOLINGUAL_TEST_CRASH_ON``: the worker dies (``os._exit``) on any piece of a recording, or any archive file,
+  whose name holds it — a crash that no retry heals.
 - ``BIOLINGUAL_TEST_HOLD_DIR``: before reading an archive file the worker writes ``started.<pid>.<n>`` there and
   waits while ``hold`` exists there — so a test can kill a node while it is known to be reading a file."""
 
@@ -26,6 +26,17 @@ if MARKER and IN_RAY_WORKER:
         return analyze_piece(self, piece)
 
     piece_analysis.PieceAnalyzer.__call__ = crashing_call  # type: ignore[method-assign]
+
+    from desk.archive import store
+
+    read_file = store.score_file
+
+    def crashing_read(stored, queries):  # type: ignore[no-untyped-def]
+        if MARKER in os.path.basename(stored.path):
+            os._exit(3)
+        return read_file(stored, queries)
+
+    store.score_file = crashing_read
 
 if HOLD_DIR and IN_RAY_WORKER:
     from desk.archive import store
