@@ -135,17 +135,17 @@ def console_quiet() -> Iterator[None]:
     (a job's workers print nothing here already: ``log_to_driver=False``). Ray Data's log file in the Ray session
     folder keeps everything. ``ray.init(configure_logging=False)`` leaves the "ray" logger without handlers, so
     its records would reach Python's last-resort handler: its level is raised instead."""
-    core = logging.getLogger("ray")
-    consoles = [h for h in logging.getLogger("ray.data").handlers
+    quieted: list[logging.Logger | logging.Handler] = [logging.getLogger("ray")]
+    quieted += [h for h in logging.getLogger("ray.data").handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    levels = [core.level, *(h.level for h in consoles)]
-    for quieted in (core, *consoles):
-        quieted.setLevel(SILENT)
+    levels = [item.level for item in quieted]
+    for item in quieted:
+        item.setLevel(SILENT)
     try:
         yield
     finally:
-        for quieted, level in zip((core, *consoles), levels):
-            quieted.setLevel(level)
+        for item, level in zip(quieted, levels):
+            item.setLevel(level)
 
 
 @contextmanager
