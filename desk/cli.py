@@ -36,6 +36,10 @@ DbsOpt = Annotated[list[Path], typer.Option("--db", help="Collection database ma
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 SpaceOpt = Annotated[str | None, typer.Option("--space", help="The archive's embedding space to work in (a prefix; "
                                               "needed when the archive holds windows of several).")]
+EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray: the archive's files as a Ray Data job "
+                                             "(pip install 'biolingual-edge\\[ray]'); search needs --exact.")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one); "
+                                                        "every node must see the archive at the same path.")]
 
 
 @logs_app.command()
@@ -156,10 +160,8 @@ def rescore(
     space: SpaceOpt = None,
     head: Annotated[list[str] | None, typer.Option("--head", help=HEAD_HELP + " Default with --config: its "
                                                    "analysis.heads.")] = None,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray: the archive's files as a Ray Data job "
-                                        "(pip install 'biolingual-edge\\[ray]').")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one); "
-                                                    "every node must see the archive at the same path.")] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -221,6 +223,8 @@ def search(
     exact: Annotated[bool, typer.Option(help="Score every window instead of the index's candidates (collect "
                                              "indexes archives of 20 000 windows or more).")] = False,
     space: SpaceOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
     from desk.archive.search import example_query, text_query, write_hits
@@ -233,7 +237,8 @@ def search(
     query = text_query(opened, text, model) if text is not None else example_query(db, opened, str(example))
     where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
                          until=_utc_option(until, "--to"))
-    hits = search_archive(db, opened, query, top, where, approximate=not exact, space=space)
+    hits = search_archive(db, opened, query, top, where, approximate=not exact, space=space, engine=engine,
+                          ray_address=ray_address)
     for path in write_hits(hits, out, opened, clips, text if text is not None else f"like {example}"):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")

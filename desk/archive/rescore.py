@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from edge.scoring.labels import LabelList, read_labels
 from edge.scoring.scorer import LabelSet, Scorer, load_label_set
 from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
 
-ENGINES = ("local", "ray")
 CELLS_PER_PIECE = 4_000_000
 """Window × label scores held at once (16 MB a float32 array): a scan chunk is cut into pieces of at most this."""
 ROWS_PER_PIECE = 200_000
@@ -102,16 +102,6 @@ def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
-def _check_engine(options: RescoreOptions) -> None:
-    if options.engine not in ENGINES:
-        raise ConfigError(f"unknown engine '{options.engine}'", f"choose one of: {', '.join(ENGINES)}")
-    if options.ray_address is not None and options.engine != "ray":
-        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
-    if options.engine == "ray" and options.rules is not None:
-        raise ConfigError("--engine ray does not run a unit's detector rules (--config) yet",
-                          "drop --engine ray: the rules follow each stream in order on this machine")
-
-
 def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options: RescoreOptions) -> Iterator[Scored]:
     """The exact scan, here or as a Ray Data job over the store's files (the same chunks, the same cosines)."""
     if options.engine == "local":
@@ -121,6 +111,24 @@ def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options:
     return scan_on_ray(store.files(where), queries, options.ray_address)
 
 
+def _stream_scans(store: WindowStore, streams: list[WindowFilter], queries: np.ndarray,
+                  options: RescoreOptions) -> Iterator[tuple[int, Scored]]:
+    """(place in ``streams``, a chunk of its scan): stream after stream, each in window order — here, or as one
+    Ray Data job over the streams' files in that order (the same chunks, the same cosines)."""
+    if options.engine == "local":
+        for place, stream in enumerate(streams):
+            for chunk in store.scan(queries, stream):
+                yield place, chunk
+        return
+    from desk.archive.ray_scan import scans_on_ray
+
+    files = [(place, stored) for place, stream in enumerate(streams) for stored in store.files(stream)]
+    scans = scans_on_ray([stored for _, stored in files], queries, options.ray_address)
+    for (place, _), chunks in zip(files, scans):
+        for chunk in chunks:
+            yield place, chunk
+
+
 def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path, out_dir: Path,
             options: RescoreOptions) -> RescoreResult:
     """Score every archived window of the bundle's embedding space against ``labels_path``; writes ``out_dir``.
@@ -128,7 +136,9 @@ def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path,
     The installed confidence of the list (and of the heads) supplies per-label thresholds and ``p_correct`` as in
     ``analyze``/``run``; one fitted in another score mode is refused.
     """
-    _check_engine(options)
+    from desk.archive.ray_scan import check_engine
+
+    check_engine(options.engine, options.ray_address)
     bundle = open_bundle(bundle_dir)
     listed = read_labels(labels_path)
     labels = LabelList(listed.names + options.extra_prompts, listed.scientific_names + ("",) * len(
@@ -160,7 +170,7 @@ def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path,
                               confidence)
             else:
                 rules = unit_rules(options, label_set.names, label_set.head_mask, confidence)
-                _write_events(store, space.where, scorer, tables, band, names, shown, rules)
+                _write_events(store, space.where, scorer, tables, band, names, shown, rules, options)
         finally:
             tables.close()
         return RescoreResult(tables.csv_path, space.windows, tables.rows, space.other)
@@ -188,7 +198,8 @@ def unit_rules(options: RescoreOptions, names: tuple[str, ...], head_mask: np.nd
 
 
 def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, tables: RescoreTables,
-                  band: tuple[float, float], names: np.ndarray, shown: np.ndarray, rules: DetectorOptions) -> None:
+                  band: tuple[float, float], names: np.ndarray, shown: np.ndarray, rules: DetectorOptions,
+                  options: RescoreOptions) -> None:
     """The unit's detector over each (unit, boot, stream) in sample order; a gap in the windows closes events.
 
     Streams are read chunk by chunk and the events closed in each chunk written before the next is read, so
@@ -196,14 +207,14 @@ def _write_events(store: WindowStore, where: WindowFilter, scorer: Scorer, table
     """
     from edge.scoring.scorer import Scores
 
-    streams = store.tally(("unit_id", "boot_id", "stream"), where)
+    streams = [replace(where, units=(unit,), boots=(boot,), streams=(stream,))
+               for unit, boot, stream in store.tally(("unit_id", "boot_id", "stream"), where)]
     hidden = {str(n) for n, s in zip(names, shown) if not s}
-    for unit, boot, stream in streams:
+    for _, chunks in groupby(_stream_scans(store, streams, scorer.label_matrix, options), key=lambda pair: pair[0]):
         detector = EventDetector(tuple(str(n) for n in names), rules)
         previous_end: int | None = None
         anchor: tuple[Any, int, int, str] | None = None
-        one_stream = replace(where, units=(unit,), boots=(boot,), streams=(stream,))
-        for chunk in store.scan(scorer.label_matrix, one_stream):
+        for _, chunk in chunks:
             scores = scorer.from_cosine(chunk.cosines)
             meta = _meta(store, chunk.window_ids)
             if anchor is None:

@@ -44,14 +44,22 @@ class Hit:
 
 
 def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, top: int,
-           where: WindowFilter = EVERY_WINDOW, approximate: bool = True, space: str | None = None) -> list[Hit]:
+           where: WindowFilter = EVERY_WINDOW, approximate: bool = True, space: str | None = None,
+           engine: str = "local", ray_address: str | None = None) -> list[Hit]:
     """The ``top`` archived windows (of the bundle's embedding space, within ``where``) ranked by cosine to
     ``query``.
 
     ``approximate``: re-rank the index's candidates instead of scanning every window (filters stay exact).
     ``space``: the archive's space to search (needed when it holds several). A filter naming a unit the archive
-    lacks, or a time range that ends before it starts, is an error listing what exists.
+    lacks, or a time range that ends before it starts, is an error listing what exists. ``engine`` ``ray``: the
+    exact scan as a Ray job over the archive's files (on the cluster at ``ray_address``), the same hits.
     """
+    from desk.archive.ray_scan import check_engine
+
+    check_engine(engine, ray_address)
+    if engine == "ray" and approximate:
+        raise ConfigError("--engine ray runs the exact search only", "add --exact (or leave --engine out to use the "
+                                                                    "index here)")
     if top < 1:
         raise ConfigError(f"--top {top} must be at least 1", "ask for one or more hits")
     if where.since is not None and where.until is not None and where.since >= where.until:
@@ -61,8 +69,13 @@ def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, to
         chosen = choose_space(store, bundle, space)
         check_units(store, where)
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
-        ids, scores = store.nearest(vector, top, replace(where, spaces=chosen.where.spaces),
-                                    approximate=approximate)
+        within = replace(where, spaces=chosen.where.spaces)
+        if engine == "ray":
+            from desk.archive.ray_scan import nearest_on_ray
+
+            ids, scores = nearest_on_ray(store.files(within), vector, top, ray_address)
+        else:
+            ids, scores = store.nearest(vector, top, within, approximate=approximate)
         meta = store.windows(ids).to_pylist()
     return [Hit(rank, float(score), row) for rank, (row, score) in enumerate(zip(meta, scores), start=1)]
 

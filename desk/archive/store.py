@@ -378,5 +378,7 @@ def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any
 
 def score_file(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
     """:func:`desk.archive.windows.read_rows` for this store's shards (the same pages and product as ``scan``)."""
-    return [Scored(stored.window_ids[positions], cosines(matrix, queries))
-            for positions, matrix in Shard(Path(stored.path)).pieces(stored.rows)]
+    step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
+    return [Scored(stored.window_ids[positions[first : first + step]], cosines(matrix[first : first + step], queries))
+            for positions, matrix in Shard(Path(stored.path)).pieces(stored.rows)
+            for first in range(0, len(positions), step)]

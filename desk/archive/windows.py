@@ -198,21 +198,30 @@ def require_windows(store: WindowStore) -> int:
 
 
 def top_of(chunks: Iterable[Scored], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, cosines) of the ``k`` best of single-query ``chunks``, best first, ties by ascending id."""
+    """(ids, cosines) of the ``k`` best of single-query ``chunks``, best first, ties by ascending id — at the cut
+    too, so the answer does not depend on how the windows were chunked (a cluster's per-file best, merged, is the
+    local scan's)."""
     best_ids = np.zeros(0, np.int64)
     best_scores = np.zeros(0, np.float32)
     for chunk in chunks:
         ids, scores = chunk.window_ids, chunk.cosines[:, 0]
-        if len(scores) > k:
-            part = np.argpartition(-scores, k - 1)[:k]
-            ids, scores = ids[part], scores[part]
-        best_ids = np.concatenate([best_ids, ids])
-        best_scores = np.concatenate([best_scores, scores])
-        if len(best_scores) > k:
-            keep = np.argpartition(-best_scores, k - 1)[:k]
-            best_ids, best_scores = best_ids[keep], best_scores[keep]
+        keep = _best(ids, scores, k)
+        best_ids = np.concatenate([best_ids, ids[keep]])
+        best_scores = np.concatenate([best_scores, scores[keep]])
+        keep = _best(best_ids, best_scores, k)
+        best_ids, best_scores = best_ids[keep], best_scores[keep]
     order = np.lexsort((best_ids, -best_scores))
     return best_ids[order], best_scores[order]
+
+
+def _best(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest ``scores``; of those tied with the ``k``-th, the ones of smallest id."""
+    if len(scores) <= k:
+        return np.arange(len(scores))
+    kth = -np.partition(-scores, k - 1)[k - 1]
+    above = np.flatnonzero(scores > kth)
+    tied = np.flatnonzero(scores == kth)
+    return np.concatenate([above, tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]])
 
 
 def normalised(rows: np.ndarray) -> np.ndarray:

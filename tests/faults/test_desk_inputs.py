@@ -82,6 +82,9 @@ def test_search_filters_that_match_nothing_by_mistake_are_errors(spaces_season: 
     (unit,) = con.execute("SELECT DISTINCT unit_id FROM windows").fetchone()
     con.close()
     refused(run_cli(*base, "--unit", "nobody"), "--unit nobody", f"(units: {unit})")
+    refused(run_cli(*base, "--engine", "ray"), "--engine ray runs the exact search only", "add --exact")
+    refused(run_cli(*base, "--exact", "--engine", "spark"), "unknown engine 'spark'", "local, ray")
+    refused(run_cli(*base, "--exact", "--ray-address", "127.0.0.1:1"), "--ray-address needs --engine ray")
 
 
 def write_review(path: Path, rows: list[dict[str, str]]) -> Path:

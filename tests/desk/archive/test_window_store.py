@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desk.archive.windows import WindowBatch, WindowFilter, normalised, open_store
+from desk.archive.windows import Scored, WindowBatch, WindowFilter, normalised, open_store, top_of
 from desk.collect.database import CollectError
 from desk.collect.ingest import collect
 from edge.batch.analyze import AnalyzeOptions, analyze_paths
@@ -103,3 +103,19 @@ def test_unknown_window_ids_are_a_one_line_error(real: dict) -> None:
     last = int(real["ids"][-1])
     with open_store(real["db"]) as store, pytest.raises(CollectError, match="1 of 2 window ids"):
         store.windows(np.arange(last, last + 2))
+
+
+def test_top_of_breaks_ties_by_id_however_the_windows_are_chunked() -> None:
+    """Equal cosines (copies of one recording) at the cut: the smallest ids win whatever the chunks, so a cluster's
+    per-file best, merged, is the local scan's answer (the old cut kept whichever ties argpartition met)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 200))
+        ids = rng.permutation(10_000)[:n].astype(np.int64)
+        scores = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        k = int(rng.integers(1, 30))
+        expected = np.lexsort((ids, -scores))[:k]
+        cuts = [0, *sorted(rng.integers(0, n, 3)), n]
+        chunks = [Scored(ids[a:b], scores[a:b, None]) for a, b in zip(cuts, cuts[1:])]
+        got_ids, got_scores = top_of(chunks, k)
+        assert got_ids.tolist() == ids[expected].tolist() and got_scores.tolist() == scores[expected].tolist()

@@ -3,6 +3,7 @@ rescore byte for byte, and a node killed while it reads an archive file never yi
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -139,3 +140,40 @@ def test_rescore_on_ray_that_cannot_read_a_file_fails_in_one_line_naming_the_fil
     again = subprocess.run(command, capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert again.returncode == 0, again.stderr
     assert_same_folders(tmp_path / "ray", local_rescore)
+
+
+def search_command(db: Path, bundle: Path, example: str, out: Path, *engine: str) -> list[str]:
+    return [sys.executable, "-m", "edge", "logs", "search", "--db", str(db), "--bundle", str(bundle), "--example",
+            example, "--top", "12", "--exact", "--out", str(out), *engine]
+
+
+def test_exact_search_and_rescore_config_on_the_cluster_equal_the_local_results(
+        cluster: Cluster, season_db: Path, local_rescore: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], toad_in_night: Path, tmp_path: Path) -> None:
+    """Eight copies of one recording: every hit is tied eight ways, so the order (ties by window id) and the cut
+    at 12 hits must come out of the cluster's per-file best exactly as out of the local scan."""
+    on_cluster = ("--engine", "ray", "--ray-address", cluster.address)
+    example = f"{toad_in_night}@40"
+    for where, engine in (("local", ()), ("ray", on_cluster)):
+        found = subprocess.run(search_command(season_db, example_bundle, example, tmp_path / f"search_{where}",
+                                              *engine), env=cluster.env, capture_output=True, text=True,
+                               timeout=JOB_LIMIT_S)
+        assert found.returncode == 0, found.stderr
+    assert_same_folders(tmp_path / "search_ray", tmp_path / "search_local")
+    hits = (tmp_path / "search_local" / "hits.csv").read_text().splitlines()[1:]
+    assert len(hits) == 12 and len({line.split(",")[1] for line in hits}) < 12  # tied scores inside the 12
+
+    with open(local_rescore / "detections.csv", newline="", encoding="utf-8") as table:
+        lowest = sorted({float(row["score"]) for row in csv.DictReader(table) if row["label"] == "toad"})[:2]
+    config = tmp_path / "unit.yaml"
+    config.write_text(f"unit:\n  unit_id: marsh-01\nmodel:\n  bundle: {example_bundle}\nanalysis:\n"
+                      f"  labels: {example_labels[0]}\n  score_mode: logit\n  threshold: -1000\n"
+                      f"  label_thresholds:\n    toad: {sum(lowest) / 2}\n", encoding="utf-8")  # some windows pass
+    for where, engine in (("local", ()), ("ray", on_cluster)):
+        rescored = subprocess.run(rescore_command(season_db, example_bundle, example_labels[0],
+                                                  tmp_path / f"config_{where}", "--config", str(config), *engine),
+                                  env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+        assert rescored.returncode == 0, rescored.stderr
+    assert_same_folders(tmp_path / "config_ray", tmp_path / "config_local")
+    events = (tmp_path / "config_local" / "detections.csv").read_text().splitlines()
+    assert sum(",toad," in e for e in events) > 8, events  # the rules cut toad into events, several a stream
