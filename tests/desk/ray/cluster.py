@@ -13,6 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from edge.card.embedformat import UNKNOWN_UTC_US
+
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "local_cluster.sh"
 HOOK = Path(__file__).resolve().parent / "crash_hook"
 """A sitecustomize for Ray workers: crash on a file, or hold before reading an archive file (see its docstring)."""
@@ -114,3 +118,36 @@ def hooked(env: dict[str, str], **variables: str) -> dict[str, str]:
 def ray_said_nothing(stderr: str) -> bool:
     """No traceback and no Ray log line (progress, warnings, a failed task's stack) on the driver's console."""
     return "Traceback" not in stderr and not RAY_LOG_LINE.search(stderr)
+
+
+PEAK_LINE = re.compile(r"ray: worker peak memory (\d+) MB \((\d+) workers; largest archive file ([\d.]+) MB\)")
+
+
+def synthetic_archive(folder: Path, files: int, windows: int, labels: int) -> tuple[Path, Path, Path]:
+    """(database, bundle, label list): ``files`` archive files of ``windows`` random 512-d windows each (one unit
+    boot, one stream, 5 s apart), and a bundle of ``labels`` random label vectors (its audio model never runs)."""
+    from desk.archive.windows import WindowBatch, open_store
+    from tests.desk.archive.test_rescore_memory import RATE, synthetic_bundle, unit_rows
+
+    bundle, label_list, space = synthetic_bundle(folder / "bundle", labels)
+    db = folder / "season.duckdb"
+    with open_store(db, writable=True) as store:
+        for i in range(files):
+            starts = (np.arange(windows, dtype=np.int64) + i * windows) * 5 * RATE
+            store.insert(WindowBatch(f"part{i}.emb", "marsh-01", "marsh", "boot-1", RATE, space, None, "/cards/m",
+                                     np.zeros(windows, np.int32), starts, starts + 10 * RATE,
+                                     np.full(windows, UNKNOWN_UTC_US, np.int64), ["none"] * windows,
+                                     unit_rows(windows, i).astype(np.float16)))
+    return db, bundle, label_list
+
+
+def worker_peak(db: Path, bundle: Path, labels: Path, out: Path, env: dict[str, str],
+                *engine: str) -> tuple[float, int, float]:
+    """(peak resident MB of the busiest worker, workers, largest archive file MB) of ``logs rescore`` on Ray."""
+    done = subprocess.run([sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle", str(bundle),
+                           "--labels", str(labels), "--out", str(out), "--format", "csv", "--engine", "ray",
+                           *engine], env=env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert done.returncode == 0, done.stderr
+    found = PEAK_LINE.search(done.stderr)
+    assert found, done.stderr
+    return float(found[1]), int(found[2]), float(found[3])

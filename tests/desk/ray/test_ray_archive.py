@@ -20,7 +20,9 @@ from tests.desk.ray.cluster import (
     ray_said_nothing,
     session_pids,
     started_cluster,
+    synthetic_archive,
     wait_for,
+    worker_peak,
 )
 
 try:
@@ -177,3 +179,16 @@ def test_exact_search_and_rescore_config_on_the_cluster_equal_the_local_results(
     assert_same_folders(tmp_path / "config_ray", tmp_path / "config_local")
     events = (tmp_path / "config_local" / "detections.csv").read_text().splitlines()
     assert sum(",toad," in e for e in events) > 8, events  # the rules cut toad into events, several a stream
+
+
+def test_a_ray_workers_peak_memory_does_not_grow_with_the_files_it_reads(tmp_path: Path) -> None:
+    """Two files of 60 000 windows (61 MB each) against eight: on two workers each reads one file, then about
+    four; a worker that kept what it read would hold three more files (180 MB) at its peak."""
+    few = synthetic_archive(tmp_path / "few", 2, 60_000, 8)
+    many = synthetic_archive(tmp_path / "many", 8, 60_000, 8)
+    one_each, _, file_mb = worker_peak(*few, tmp_path / "few_out", dict(os.environ))
+    four_each, workers, _ = worker_peak(*many, tmp_path / "many_out", dict(os.environ))
+    print(f"busiest worker's peak: {one_each:.0f} MB over 2 files, {four_each:.0f} MB over 8 files on {workers} "
+          f"workers; archive file {file_mb:.1f} MB")
+    assert file_mb > 60
+    assert four_each - one_each < file_mb, (one_each, four_each, file_mb)
