@@ -206,6 +206,7 @@ def run(
     Settings come from --config/--profile, then --set KEY=VALUE, then the flags here (flags win).
     """
     from edge.config.loader import parse_override, resolve_config
+    from edge.daemon.contract import EXIT_CARD_INCOMPLETE
     from edge.ops.checks import read_sync_state
     from edge.ops.setup import CLOCK_SYNC_FROM_SYSTEMD, InputOptions, build_daemon
     from edge.run_flags import run_overrides
@@ -229,6 +230,8 @@ def run(
     audio_s = daemon.analysed_end / daemon.options.sample_rate
     stderr.print(f"{daemon.windows_analysed} window(s) analysed ({audio_s:.0f} s of audio), "
                  f"{daemon.detections_logged} detection(s) -> card log {resolved.storage.log_dir}", soft_wrap=True)
+    if daemon.card_trouble is not None and code == EXIT_CARD_INCOMPLETE:
+        raise daemon.card_trouble.as_error(resolved.storage.log_dir)
     if code:
         raise typer.Exit(code)
 

@@ -38,4 +38,10 @@ class RunLog(Protocol):
     def fallback_file(self) -> Path | None:
         """Where rows that did not reach the card are kept."""
 
+    def last_write_error(self) -> OSError | None:
+        """The last error a card write gave in this run (None: none failed)."""
+
+    def rows_lost(self) -> int:
+        """Rows neither on the card nor in the fallback file (after :meth:`close`)."""
+
     def close(self) -> None: ...

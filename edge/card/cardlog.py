@@ -142,6 +142,8 @@ class CardLog:
         self._seq = 0
         self._last_sample: int | None = None
         self._failure: WriteFailure | None = None
+        self._last_error: OSError | None = None
+        self._lost = 0
         self._closed = False
         self.governor = StorageGovernor(self.root, self.root / CLIPS_DIR, self.policy, self.event)
         stale = (remove_stale_temp_files(self.root / CLIPS_DIR, f"*/{TEMP_PREFIX}*")
@@ -299,6 +301,15 @@ class CardLog:
         folder = self.policy.fallback_dir
         return None if folder is None else folder / f"{self.boot_id}{FALLBACK_SUFFIX}"
 
+    def last_write_error(self) -> OSError | None:
+        """The last error a card write gave in this run, even if writing recovered since (None: none failed)."""
+        return self._last_error
+
+    def rows_lost(self) -> int:
+        """Rows neither on the card nor in the fallback file (dropped while the card was full, or unspillable);
+        final after :meth:`close`."""
+        return self._lost
+
     def close(self) -> None:
         """Record ``log_close``, flush, spill what the card cannot take, and seal the open segments."""
         if self._closed:
@@ -368,7 +379,7 @@ class CardLog:
         try:
             durable.make_dirs(folder)
             durable.atomic_write(folder / f"{self.boot_id}.json",
-                         json.dumps(self._manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
+                                 json.dumps(self._manifest, indent=2, sort_keys=True, default=str).encode("utf-8"))
         except OSError as e:
             self._on_write_failure(e)
             return
@@ -396,6 +407,7 @@ class CardLog:
 
     def _spill_pending(self) -> None:
         """Rows the card could not take go to the fallback folder (logged); without one they are lost (counted)."""
+        self._lost = sum(s.pending.dropped for s in self._kinds.values())
         rows = [(kind, day, line) for kind, s in self._kinds.items() for day, line in s.pending.lines]
         if not rows:
             return
@@ -404,6 +416,7 @@ class CardLog:
                          else (None, 0))
         for stream in self._kinds.values():
             stream.pending.lines.clear()
+        self._lost += len(rows) - spilled
         if spilled:
             log.warning("card log: %d rows that did not fit on the card are in %s", spilled, path)
         else:
@@ -418,6 +431,7 @@ class CardLog:
             return False
 
     def _on_write_failure(self, error: OSError) -> None:
+        self._last_error = error
         if self._failure is not None:
             return
         kind = ("low_space" if isinstance(error, LowSpace) else

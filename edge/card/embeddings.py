@@ -154,5 +154,5 @@ class FileEmbeddingArchive:
         vectors = np.asarray(vectors, np.float32).reshape(len(starts), self.spec.dim)
         clock_sync = "unsynchronised" if start_utc is None else RECORDING_CLOCK
         durable.atomic_write(path, header.encode() + encode_records(header, 1, clock_sync, offsets,
-                                                            np.asarray(ends, np.int64), utc_us, vectors))
+                                                                    np.asarray(ends, np.int64), utc_us, vectors))
         return path

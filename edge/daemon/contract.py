@@ -4,6 +4,7 @@ lock that lets the analysis and main threads share one run log."""
 from __future__ import annotations
 
 import collections
+import errno
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any, Protocol
 from edge.audio.chunk import AudioChunk
 from edge.audio.mic import CaptureStats, OpenedStream
 from edge.card import RunLog
+from edge.card.cardformat import CardLogError
+from edge.card.cardlog import DISK_FULL_ERRNOS
 from edge.errors import EdgeError
 
 EXIT_OK = 0
@@ -94,6 +97,41 @@ class DaemonOptions:
     """The source is a finite file: stop at its end instead of reopening."""
     thermal_paths: tuple[Path, ...] = ()
     clock_sync: str = "unsynchronised"
+
+
+@dataclass(frozen=True)
+class CardTrouble:
+    """Rows of a run that did not reach the card: per kind, the fallback file, how many are lost, and why."""
+
+    not_on_card: dict[str, int]
+    fallback: Path | None
+    lost: int
+    """Rows in neither the card nor the fallback file."""
+    error: OSError | None
+    """The card's last write error."""
+
+    def as_error(self, log_dir: Path) -> CardLogError:
+        """The one-line error of exit code 6: which card, why, what is where, and the fix."""
+        code = None if self.error is None else self.error.errno
+        if code in DISK_FULL_ERRNOS:
+            why, fix = "is full", f"free space on the card at {log_dir} or swap it for an empty one"
+        elif code == errno.EROFS:
+            why, fix = "is read-only", (f"the card at {log_dir} went read-only (its write-protect switch, or a "
+                                        "failing card the kernel stopped writing to): check it with fsck or swap it")
+        else:
+            why = f"failed ({self.error.strerror if self.error is not None else 'unknown error'})"
+            fix = f"check the card at {log_dir} (mounted? fsck) or swap it"
+        total = sum(self.not_on_card.values())
+        kinds = ", ".join(f"{count} {kind}" for kind, count in self.not_on_card.items() if count)
+        kept = total - self.lost
+        where = f"{kept} kept in {self.fallback}" if kept and self.fallback is not None else "none kept"
+        where += f", {self.lost} lost" if self.lost else ""
+        if self.lost:  # dropped from the bounded queue while the card was failing, or no fallback folder took them
+            fix += "; give storage.fallback_dir a writable folder on the unit's own disk, and swap a failing card early"
+        error = CardLogError(f"the card at {log_dir} {why}: {total} row(s) not written to it ({kinds}); {where}",
+                             f"{fix}, then start the unit again")
+        error.exit_code = EXIT_CARD_INCOMPLETE
+        return error
 
 
 def describe_error(error: BaseException) -> str:

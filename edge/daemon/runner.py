@@ -38,6 +38,7 @@ from edge.daemon.contract import (
     PRIVACY_MEMORY,
     READ_TIMEOUT_S,
     SCHEDULE_POLL_S,
+    CardTrouble,
     DaemonOptions,
     RecentFailures,
     SerialisedLog,
@@ -92,6 +93,8 @@ class Daemon:
         self._ready_sent = False
         self.reopen_requested = False
         """Set when the data says the microphone is dead (flatline): the loop reopens the stream."""
+        self.card_trouble: CardTrouble | None = None
+        """After :meth:`run`: the rows the card did not take, where they went and why (None: it took them all)."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -138,6 +141,9 @@ class Daemon:
         self.sink.event("stop", self.source_end(), exit_code=self.exit_code, rows_not_on_card=not_on_card,
                         fallback_file=str(fallback) if fallback else None)
         self.sink.close()
+        if any(not_on_card.values()):
+            self.card_trouble = CardTrouble(not_on_card, fallback, self.sink.rows_lost(),
+                                            self.sink.last_write_error())
         return self.exit_code
 
     def _install_signals(self) -> None:

@@ -14,51 +14,27 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from edge.card.cardformat import CLIPS_DIR, safe_name, unique_name
 from edge.card.guano import read_guano
-from edge.model.bundle import open_bundle
-from edge.model.examples import embed_recordings
-from edge.scoring.label_sets import normalise, store_label_set
-from edge.scoring.labels import LabelList
 from tests.faults.conftest import run_cli
+from tests.tone_labels import store_tone_labels, write_tones
 
 HOSTILE_LABELS = (".", "..", "_", "a/b", "a_b")
-TONES_HZ = (300, 700, 1_000, 2_500, 4_000)
-"""Tones the tiny model tells apart (its embeddings of any two sounds barely differ)."""
 TONE_S = 15
 RECORDING = "tones.wav"
-RATE = 48_000
 SEASON_DATA = re.compile(r'<script id="season-data" type="application/json">(.*?)</script>', re.S)
 
 
-def tone(hz: int, seconds: float) -> np.ndarray:
-    return (0.5 * np.sin(2 * np.pi * hz * np.arange(round(seconds * RATE)) / RATE)).astype(np.float32)
-
-
-def hostile_labels(bundle: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """``bundle`` plus a label set of :data:`HOSTILE_LABELS` and a recording of the tones one after the other;
+def hostile_labels(bundle: Path, folder: Path) -> tuple[Path, Path]:
+    """``bundle`` plus a label set of :data:`HOSTILE_LABELS` and a recording of five tones one after the other;
     returns (labels file, recording).
 
     ``.`` scores on tone 0, ``..`` on tones 0-1, ``_`` on tone 2, ``a/b`` on tone 3, ``a_b`` on tones 3-4: ``.``
     and ``..`` start at the same sample with different ends, so an older unit gave both one clip file name."""
-    files = []
-    for hz in TONES_HZ:
-        files.append(tmp_path / f"tone{hz}.wav")
-        sf.write(files[-1], tone(hz, 10), RATE)
-    opened = open_bundle(bundle)
-    examples = normalise(np.stack([embed_recordings(opened, [f]).mean(axis=0) for f in files]))
-    dual = np.linalg.pinv(examples).T  # row i: orthogonal to every tone's embedding but tone i's
-    embeddings = normalise(np.stack([dual[0], dual[0] + dual[1], dual[2], dual[3], dual[3] + dual[4]]))
-    store_label_set(opened, LabelList(HOSTILE_LABELS, ("",) * len(HOSTILE_LABELS)), embeddings, "examples", ())
-    labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(HOSTILE_LABELS) + "\n", encoding="utf-8")
-    recording = tmp_path / RECORDING
-    sf.write(recording, np.concatenate([tone(hz, TONE_S) for hz in TONES_HZ]), RATE)
-    return labels, recording
+    labels = store_tone_labels(bundle, HOSTILE_LABELS, [(0,), (0, 1), (2,), (3,), (3, 4)], folder)
+    return labels, write_tones(folder / RECORDING, [(tone, TONE_S) for tone in range(5)])
 
 
 def embedded_clips(report: Path) -> dict[str, list[dict[str, object]]]:

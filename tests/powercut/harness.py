@@ -62,6 +62,11 @@ class PowerSwitch:
     def cut(self, mode: str, seed: int) -> None:
         assert self._ask(f"cut {mode} {seed}") == "ok"
 
+    def fail(self, operations: int, errno_name: str) -> None:
+        """From the ``operations``-th change from now the card refuses changes: ``ENOSPC`` (full, deleting still
+        works) or ``EROFS`` (read-only); reads go on. :meth:`revive` ends it."""
+        assert self._ask(f"fail {operations} {errno_name}") == "ok"
+
     def is_off(self) -> bool:
         return self._ask("state").endswith("cut=1")
 

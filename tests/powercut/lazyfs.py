@@ -6,6 +6,10 @@ Run as ``python -m tests.powercut.lazyfs MOUNTPOINT``; it is steered by one-line
 ``cut MODE SEED``    cut the power now
 ``state``            reply ``ops=<mutating ops since the last arm> cut=<0|1>``
 ``revive``           power back on: the card now holds exactly what survived; older file handles stay dead
+``fail N ERRNO``     from the N-th mutating operation from now the card refuses changes with ERRNO (a name):
+                     ``ENOSPC`` (full) refuses what needs room (create, mkdir, write, growing a file) and lets the
+                     rest through (unlink, rename, fsync, shrinking); ``EROFS`` (read-only) refuses every change.
+                     Reads go on; ``revive`` ends it.
 
 On a cut every file goes back to the bytes it had at its last ``fsync`` and every directory to the entries it had
 at its last ``fsync`` of the directory (create, rename, unlink, mkdir not fsync'd on their directory are undone;
@@ -72,6 +76,8 @@ class ForgetfulFS(mfusepy.Operations):
         self.ops = 0
         self.cut_at: int | None = None
         self.cut_mode = "lazy"
+        self.fail_at: int | None = None
+        self.fail_errno = errno.ENOSPC
         self.rng = random.Random(0)
         self.ready = threading.Event()
 
@@ -88,8 +94,12 @@ class ForgetfulFS(mfusepy.Operations):
 
     def revive(self) -> None:
         with self._mutex:
-            self.dead, self.cut_at, self.ops = False, None, 0
+            self.dead, self.cut_at, self.ops, self.fail_at = False, None, 0, None
             self.generation += 1
+
+    def fail(self, ops: int, errno_name: str) -> None:
+        with self._mutex:
+            self.ops, self.fail_at, self.fail_errno = 0, ops, getattr(errno, errno_name)
 
     def state(self) -> tuple[int, bool]:
         """(mutating operations since the last arm, whether the power is off)."""
@@ -114,14 +124,18 @@ class ForgetfulFS(mfusepy.Operations):
         node.data = bytearray(node.durable + kept)
         node.durable = bytes(node.data)
 
-    def _mutating(self) -> None:
-        """Called (under the lock) before every operation that changes the card; may cut the power here."""
+    def _mutating(self, needs_room: bool = True) -> None:
+        """Called (under the lock) before every operation that changes the card; may cut the power here, or
+        refuse the change once the card is failing (``needs_room``: a full card refuses it too)."""
         if self.dead:
             raise _eio()
         self.ops += 1
         if self.cut_at is not None and self.ops >= self.cut_at:
             self._cut()
             raise _eio()
+        if self.fail_at is not None and self.ops >= self.fail_at and \
+                (needs_room or self.fail_errno != errno.ENOSPC):
+            raise mfusepy.FuseOSError(self.fail_errno)
 
     def _alive(self) -> None:
         if self.dead:
@@ -191,7 +205,7 @@ class ForgetfulFS(mfusepy.Operations):
 
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
         with self._mutex:
-            self._mutating()
+            self._mutating(needs_room=False)
             node = self._handle(fh).node
             node.durable_entries = dict(node.entries)
         return 0
@@ -207,7 +221,7 @@ class ForgetfulFS(mfusepy.Operations):
 
     def rmdir(self, path: str) -> int:
         with self._mutex:
-            self._mutating()
+            self._mutating(needs_room=False)
             parent, name = self._parent(path)
             node = self._node(path)
             if node.entries:
@@ -249,15 +263,15 @@ class ForgetfulFS(mfusepy.Operations):
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         with self._mutex:
-            self._mutating()
             node = self._handle(fh).node if fh else self._node(path or "/")
+            self._mutating(needs_room=length > len(node.data))
             del node.data[length:]
             node.data.extend(b"\0" * (length - len(node.data)))
         return 0
 
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         with self._mutex:
-            self._mutating()
+            self._mutating(needs_room=False)
             node = self._handle(fh).node
             node.durable = bytes(node.data)
         return 0
@@ -272,7 +286,7 @@ class ForgetfulFS(mfusepy.Operations):
 
     def rename(self, old: str, new: str) -> int:
         with self._mutex:
-            self._mutating()
+            self._mutating(needs_room=False)
             old_parent, old_name = self._parent(old)
             new_parent, new_name = self._parent(new)
             node = self._node(old)
@@ -282,7 +296,7 @@ class ForgetfulFS(mfusepy.Operations):
 
     def unlink(self, path: str) -> int:
         with self._mutex:
-            self._mutating()
+            self._mutating(needs_room=False)
             parent, name = self._parent(path)
             self._node(path)
             del parent.entries[name]
@@ -318,6 +332,8 @@ def serve_commands(fs: ForgetfulFS) -> None:
             fs.cut(args[0], int(args[1]))
         elif command == "revive":
             fs.revive()
+        elif command == "fail":
+            fs.fail(int(args[0]), args[1])
         elif command == "state":
             ops, dead = fs.state()
             print(f"ops={ops} cut={int(dead)}", flush=True)
