@@ -118,13 +118,15 @@ def register(app: typer.Typer) -> None:
             "(or analysis.heads: NAME in a unit config's list)."))],
         examples: Annotated[Path | None, typer.Option("--examples",
                                                       help="Folder of DIR/<label>/*.wav positives.")] = None,
+        space: Annotated[str | None, typer.Option("--space", help="The archive's embedding space to train in (a "
+                                                  "prefix; needed when it holds several).")] = None,
     ) -> None:
         """Train a logistic head per label on archived embeddings; store it in the bundle for the units."""
         from desk.review.train_head import install_head, review_provenance, train_heads, training_sets
         from edge.model.bundle import open_bundle
 
         opened = open_bundle(bundle)
-        fits, skipped = train_heads(training_sets(db, opened, review_csv, examples), opened)
+        fits, skipped = train_heads(training_sets(db, opened, review_csv, examples, space), opened)
         for label, reason in skipped.items():
             stderr.print(f"[yellow]{label}: no head[/] ({reason})")
         path = install_head(opened, name, fits, review_provenance(review_csv, examples))

@@ -114,8 +114,14 @@ def zero_shot_scores(bundle: Bundle, label: str, embeddings: np.ndarray) -> np.n
     return None
 
 
-def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | None) -> list[TrainingSet]:
-    """Per label of the review, its reviewed archive embeddings plus its example recordings as positives."""
+def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | None,
+                  space: str | None = None) -> list[TrainingSet]:
+    """Per label of the review, its reviewed archive embeddings plus its example recordings as positives.
+
+    ``space``: the archive's embedding space to train in (a prefix; needed when it holds several, as on every
+    command that reads windows); every reviewed window must be in it.
+    """
+    from desk.archive.spaces import choose_space
     from desk.archive.windows import open_store
     from edge.model.examples import embed_recordings
 
@@ -124,6 +130,7 @@ def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | N
                 "train the head into the bundle the review was made with, or review again with this one")
     reviewed = sorted(read_verdict_ids(review_csv).items())
     with open_store(db) as store:
+        choose_space(store, bundle, space, f"the archived windows of {db}")
         ids = sorted({i for _, verdicts in reviewed for i in verdicts})
         for key in set(store.windows(ids, ("space",)).column("space").to_pylist()) if ids else ():
             check_space(f"reviewed windows of {db}", space_of_model(bundle, key) or key, bundle,

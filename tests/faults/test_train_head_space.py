@@ -1,0 +1,36 @@
+"""``logs train-head`` on an archive of two embedding spaces works in one of them, chosen with ``--space`` as on
+every command that reads windows: without it (or with the other space) one line naming the spaces; with the
+bundle's space the head is trained on exactly the reviewed windows and records that space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.model.bundle import open_bundle
+from edge.model.space import embedding_space, short_space
+from tests.faults.conftest import refused, run_cli
+from tests.faults.test_spaces import rows, write_rows
+
+
+def test_train_head_on_a_mixed_archive_takes_one_space(spaces_season: dict[str, Path], bundle_a: Path,
+                                                       other_bundle: Path, example_labels: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    mine, theirs = embedding_space(open_bundle(bundle_a)), embedding_space(open_bundle(other_bundle))
+    mixed = spaces_season["mixed"]
+    reviewed = run_cli("logs", "review", "--db", mixed, "--bundle", bundle_a, "--labels", example_labels[0],
+                       "--per-label", "11", "--space", mine[:8], "--out", tmp_path / "review")
+    assert reviewed.exit_code == 0, reviewed.output
+    table = [r for r in rows(tmp_path / "review" / "review.csv") if r["label"] == "toad"]
+    median = float(np.median([float(r["score"]) for r in table]))
+    review = write_rows(tmp_path / "filled.csv",
+                        [{**r, "verdict": "yes" if float(r["score"]) >= median else "no"} for r in table])
+    base = ["logs", "train-head", "--db", mixed, "--review", review, "--bundle", bundle_a, "--name", "marsh"]
+    refused(run_cli(*base), "2 embedding spaces", short_space(mine), short_space(theirs), "--space")
+    refused(run_cli(*base, "--space", theirs[:8]), short_space(mine), short_space(theirs))
+    assert "head-marsh" not in open_bundle(bundle_a).manifest.label_sets  # nothing stored by a refusal
+    done = run_cli(*base, "--space", mine[:8])
+    assert done.exit_code == 0, done.output
+    assert "toad: 6 pos / 5 neg" in done.output  # the reviewed windows, all of them, none of the other space
+    assert open_bundle(bundle_a).manifest.label_sets["head-marsh"].embedding_space == mine
