@@ -117,7 +117,7 @@ def phase_collect(work: Path) -> dict[str, float]:
     archive = work / "season.archive"
     windows = max(1, result.added.get("windows", 0))
     shard_bytes = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
-    index_bytes = sum(p.stat().st_size for p in (archive / "index").rglob("*.npy"))
+    index_bytes = sum(p.stat().st_size for p in (archive / "index").rglob("*") if p.is_file())
     return {"windows_added": result.added.get("windows", 0), "indexed": result.added.get("indexed", 0),
             "shard_bytes_per_window": shard_bytes / windows, "index_bytes_per_window": index_bytes / windows}
 

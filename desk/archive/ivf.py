@@ -1,65 +1,50 @@
-"""The archive's approximate nearest-neighbour index: an inverted file (IVF) of int8 codes, memory-mapped.
+"""The archive's approximate nearest-neighbour index: a faiss inverted file of 8-bit codes, memory-mapped.
 
-Chosen by measurement (BENCHMARKS.md, *Season archive*): an HNSW graph (usearch, as perch-hoplite uses) built
-~800 windows/s on this shared 2-core box — 20 minutes per million, against a 60 s collect — while an inverted
-file costs one k-means on a sample plus one matrix product per window. Layout under ``<db>.archive/index/``:
-``centroids.npy`` (``(L, D)`` float32, spherical k-means on a sample of the first windows indexed) and one folder
-per segment ``seg-<first id>-<last id>/`` holding ``ids.npy`` (int64), ``codes.npy`` (``(n, D)`` int8, per-row
-scaled), ``scales.npy`` (float32, code → value) and ``offsets.npy`` (``L + 1`` int64: list ``l`` is rows
-``offsets[l]:offsets[l + 1]``), rows grouped by list. All plain ``.npy``: numpy (or any NPY reader) opens them.
-Segments are appended, never rewritten: indexing new windows touches only them, and re-collecting nothing new
-writes nothing. A query probes the ``PROBES`` nearest lists of every segment and returns candidates that the
-store re-ranks exactly on the archive's own float16 vectors.
+Chosen by measurement (``benchmarks/ann_candidates.py``, BENCHMARKS.md *Season archive*): faiss-cpu's IVF-SQ8
+builds several times faster than any graph (usearch, hnswlib, faiss HNSW: 1–2 k windows/s here, against the
+~20 k a 60 s collect of a million windows needs), answers in a millisecond at a million windows with recall@10
+of 1.00 after the exact re-rank, and its inverted lists can be memory-mapped and stacked. Layout under
+``<db>.archive/index/``: ``trained.faiss`` (the coarse centroids and the 8-bit quantiser, trained once on a
+sample of the first windows indexed, no vectors) and one ``seg-<first id>-<last id>.faiss`` per segment: the
+same index holding those windows (ids = window ids), written once and never rewritten. faiss's own
+``read_index`` opens every file. A query stacks the segments' lists (one coarse search), probes the
+``nprobe`` nearest lists and returns candidates that the store re-ranks exactly on the archive's float16
+vectors. An index of the earlier numpy layout (``centroids.npy``) is removed and built again in this one.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge.card.cardformat import TEMP_PREFIX
 
 INDEX_DIR = "index"
-CENTROIDS = "centroids.npy"
+TRAINED = "trained.faiss"
+LEGACY = "centroids.npy"
+"""The earlier numpy index's centroids: its folder is rebuilt in this layout."""
 LISTS = 1024
-"""Inverted lists (k-means centroids); fewer when the first windows indexed are too few to train them."""
+"""Inverted lists (coarse centroids); fewer when the first windows indexed are too few to train them."""
 WINDOWS_PER_LIST_TRAINED = 32
 TRAIN_SAMPLE = 32_768
-KMEANS_ROUNDS = 6
-PROBES = 24
-"""Lists probed per query: ~2.3 % of the windows are compared by their int8 codes."""
+TRAIN_ROUNDS = 8
+PROBES = 16
+"""Lists probed per query: ~1.6 % of the windows are compared by their 8-bit codes."""
 SEGMENT_WINDOWS = 200_000
-"""Windows per segment (its codes, 512 B a window, are built in memory: ~100 MB, held twice while sorted)."""
+"""Windows per segment, held in memory while it is built: 512 B of codes + 8 B of id each, ~104 MB."""
 MIN_WINDOWS = 20_000
 """Below this an archive has no index: an exact scan takes milliseconds."""
-INT8_MAX = 127
 
 
-def kmeans(sample: np.ndarray, lists: int, rounds: int = KMEANS_ROUNDS, seed: int = 0) -> np.ndarray:
-    """Spherical k-means: ``(n, D)`` unit rows -> ``(lists, D)`` unit centroids (empty lists re-seeded)."""
-    rng = np.random.default_rng(seed)
-    centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
-    for _ in range(rounds):
-        nearest = np.argmax(sample @ centroids.T, axis=1)
-        order = np.argsort(nearest, kind="stable")
-        counts = np.bincount(nearest, minlength=lists)
-        sums = np.zeros_like(centroids)
-        present = np.flatnonzero(counts)
-        sums[present] = np.add.reduceat(sample[order], np.concatenate([[0], np.cumsum(counts)[:-1]])[present])
-        empty = counts == 0
-        sums[empty] = sample[rng.choice(len(sample), int(empty.sum()), replace=False)]
-        centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return centroids.astype(np.float32)
+def faiss_module() -> Any:
+    """faiss (faiss-cpu, the ``desk`` extra), imported on first use."""
+    import faiss
 
-
-def int8_codes(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, D)`` float rows -> (``(n, D)`` int8 codes, ``(n,)`` float32 scales: value = code × scale)."""
-    rows = np.asarray(vectors, np.float32)
-    peak = np.maximum(np.abs(rows).max(axis=1), 1e-12)
-    codes = np.rint(rows * (INT8_MAX / peak)[:, None]).astype(np.int8)
-    return codes, (peak / INT8_MAX).astype(np.float32)
+    return faiss
 
 
 class IvfIndex:
@@ -67,95 +52,98 @@ class IvfIndex:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.centroids: np.ndarray | None = (np.load(folder / CENTROIDS) if (folder / CENTROIDS).is_file()
-                                             else None)
-        self.segments = [_Segment(p) for p in sorted(folder.glob("seg-*")) if p.is_dir()]
+        self.legacy = (folder / LEGACY).is_file()
+        self._stacked: Any = None
+        self.segments = [] if self.legacy else sorted(folder.glob("seg-*.faiss"))
+
+    @property
+    def trained(self) -> bool:
+        return not self.legacy and (self.folder / TRAINED).is_file()
 
     @property
     def last_id(self) -> int:
         """The highest window id indexed (0 when none is)."""
-        return max((s.last for s in self.segments), default=0)
+        return max((int(p.stem.split("-")[2]) for p in self.segments), default=0)
+
+    def clear_legacy(self) -> None:
+        """Remove an index of the earlier numpy layout (it is rebuilt in this one)."""
+        if self.legacy:
+            shutil.rmtree(self.folder)
+            self.legacy = False
 
     def train(self, sample: np.ndarray) -> None:
-        """Centroids from ``sample`` (unit rows), once, before the first segment."""
+        """Coarse centroids and quantiser from ``sample`` (unit rows), once, before the first segment."""
+        faiss = faiss_module()
+        sample = np.ascontiguousarray(sample, np.float32)
         lists = min(LISTS, max(1, len(sample) // WINDOWS_PER_LIST_TRAINED))
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(sample.shape[1]), sample.shape[1], lists,
+                                              faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = TRAIN_ROUNDS
+        index.cp.min_points_per_centroid = 1
+        index.cp.max_points_per_centroid = WINDOWS_PER_LIST_TRAINED * 8
+        index.train(sample)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.centroids = kmeans(np.asarray(sample, np.float32), lists)
-        _save(self.folder / CENTROIDS, self.centroids)
+        _write(faiss, index, self.folder / TRAINED)
 
     def append(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
-        """Index (ids ascending, ``(n, D)`` float16 unit rows) chunks as new segments; returns windows indexed."""
-        assert self.centroids is not None, "train before appending"
-        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        size = added = 0
+        """Index (ids ascending, ``(n, D)`` float16 unit rows) chunks as new segments; returns windows indexed.
+        Memory stays at one segment (:data:`SEGMENT_WINDOWS`)."""
+        assert self.trained, "train before appending"
+        faiss = faiss_module()
+        segment: Any = None
+        first = last = added = 0
         for ids, vectors in chunks:
-            rows = np.asarray(vectors, np.float32)
-            codes, scales = int8_codes(rows)
-            pending.append((ids, np.argmax(rows @ self.centroids.T, axis=1), codes, scales))
-            size += len(ids)
-            if size >= SEGMENT_WINDOWS:
-                added += self._write(pending)
-                pending, size = [], 0
-        return added + (self._write(pending) if pending else 0)
+            if segment is None:
+                segment, first = faiss.read_index(str(self.folder / TRAINED)), int(ids[0])
+            segment.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+            last = int(ids[-1])
+            if segment.ntotal >= SEGMENT_WINDOWS:
+                added += self._write(faiss, segment, first, last)
+                segment = None
+        if segment is not None and segment.ntotal:
+            added += self._write(faiss, segment, first, last)
+        return added
 
-    def _write(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> int:
-        assert self.centroids is not None
-        ids, lists, codes, scales = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        order = np.argsort(lists, kind="stable")
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=len(self.centroids)))])
-        final = self.folder / f"seg-{int(ids.min()):012d}-{int(ids.max()):012d}"
-        temp = final.with_name(TEMP_PREFIX + final.name)
-        temp.mkdir(parents=True, exist_ok=True)
-        for name, array in (("ids", ids[order]), ("codes", codes[order]), ("scales", scales[order]),
-                            ("offsets", offsets.astype(np.int64))):
-            _save(temp / f"{name}.npy", array)
-        temp.replace(final)
-        self.segments.append(_Segment(final))
-        return len(ids)
+    def _write(self, faiss: Any, segment: Any, first: int, last: int) -> int:
+        path = self.folder / f"seg-{first:012d}-{last:012d}.faiss"
+        _write(faiss, segment, path)
+        self.segments.append(path)
+        self._stacked = None
+        return int(segment.ntotal)
+
+    def searcher(self) -> Any:
+        """One faiss index over every segment's lists (memory-mapped), built once per open index."""
+        if self._stacked is None:
+            faiss = faiss_module()
+            parts = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in self.segments]
+            stacked = faiss.read_index(str(self.folder / TRAINED))
+            lists = faiss.InvertedListsPtrVector()
+            for part in parts:
+                lists.push_back(part.invlists)
+            joined = faiss.HStackInvertedLists(lists.size(), lists.data())
+            stacked.replace_invlists(joined, False)
+            stacked.ntotal = sum(int(part.ntotal) for part in parts)
+            self._stacked = (stacked, parts, lists, joined)  # the parts own the lists the stack reads
+        return self._stacked[0]
 
     def candidates(self, query: np.ndarray, count: int, probes: int = PROBES) -> np.ndarray:
         """Ids of up to ``count`` windows whose codes score highest against unit ``query`` ``(D,)`` in the
-        ``probes`` lists nearest it (every segment), best first."""
-        if self.centroids is None or not self.segments:
+        ``probes`` lists nearest it, best first."""
+        if not self.trained or not self.segments:
             return np.zeros(0, np.int64)
-        query = np.asarray(query, np.float32)
-        probed = np.argsort(-(self.centroids @ query))[:probes]
-        found_ids, found_scores = [], []
-        for segment in self.segments:
-            spans = [(int(segment.offsets[p]), int(segment.offsets[p + 1])) for p in probed]
-            rows = np.concatenate([np.arange(a, b) for a, b in spans if b > a] or [np.zeros(0, np.int64)])
-            if not len(rows):
-                continue
-            scores = (segment.codes[rows].astype(np.float32) @ query) * segment.scales[rows]
-            found_ids.append(segment.ids[rows])
-            found_scores.append(scores)
-        if not found_ids:
-            return np.zeros(0, np.int64)
-        ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
-        if len(scores) > count:
-            keep = np.argpartition(-scores, count - 1)[:count]
-            ids, scores = ids[keep], scores[keep]
-        return np.asarray(ids[np.argsort(-scores)], np.int64)
+        faiss = faiss_module()
+        index = self.searcher()
+        params = faiss.SearchParametersIVF(nprobe=min(probes, int(index.nlist)))
+        _, ids = index.search(np.ascontiguousarray(query, np.float32).reshape(1, -1), int(count), params=params)
+        found = ids[0]
+        return np.asarray(found[found >= 0], np.int64)
 
     def nbytes(self) -> int:
         """Bytes on disk."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*.npy"))
+        return sum(p.stat().st_size for p in self.folder.glob("*.faiss"))
 
 
-class _Segment:
-    """One segment's arrays, memory-mapped."""
-
-    def __init__(self, folder: Path) -> None:
-        _, first, last = folder.name.split("-")
-        self.first, self.last = int(first), int(last)
-        self.ids = np.load(folder / "ids.npy", mmap_mode="r")
-        self.codes = np.load(folder / "codes.npy", mmap_mode="r")
-        self.scales = np.load(folder / "scales.npy", mmap_mode="r")
-        self.offsets = np.load(folder / "offsets.npy")
-
-
-def _save(path: Path, array: np.ndarray) -> None:
+def _write(faiss: Any, index: Any, path: Path) -> None:
     temp = path.with_name(TEMP_PREFIX + path.name)
-    with open(temp, "wb") as handle:
-        np.save(handle, array)
+    faiss.write_index(index, str(temp))
     temp.replace(path)

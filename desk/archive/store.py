@@ -245,22 +245,26 @@ class DuckShardStore:
                 yield Scored(ids[first : first + step], cosines(matrix[first : first + step], queries))
 
     def ann(self) -> IvfIndex | None:
-        """The approximate index beside the archive, None while there is none."""
+        """The approximate index beside the archive, None while there is none (or it is of the earlier layout,
+        which the next collect rebuilds)."""
         if self._index is None and (self.root / INDEX_DIR).is_dir():
             self._index = IvfIndex(self.root / INDEX_DIR)
         return self._index if self._index is not None and self._index.segments else None
 
     def index(self) -> int:
         """Index the windows archived since the last call (none below :data:`~desk.archive.ivf.MIN_WINDOWS`);
-        returns how many were indexed. Existing segments are never rebuilt."""
+        returns how many were indexed. Existing segments are never rebuilt; an index of the earlier numpy
+        layout is replaced by one of this layout."""
         total = self.count()
         if total < MIN_WINDOWS:
             return 0
-        index = self._index = IvfIndex(self.root / INDEX_DIR)
-        if index.centroids is None:
+        index = IvfIndex(self.root / INDEX_DIR)
+        index.clear_legacy()
+        if not index.trained:
             every = self.match()
             sample = every[np.linspace(0, len(every) - 1, min(TRAIN_SAMPLE, len(every))).astype(np.int64)]
             index.train(self.embeddings(np.unique(sample)))
+        self._index = index
         return index.append(self.chunks("window_id > ?", [index.last_id]))
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
@@ -279,13 +283,21 @@ class DuckShardStore:
         if matched < total and matched <= EXACT_BELOW:  # a narrow filter: its exact scan is as fast as the index
             return top_of(self.scan(query.reshape(-1, 1), where), k)
         ids = index.candidates(query, int(max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES) * total / max(matched, 1)))
-        ids = ids[ids > 0]
         if matched < total:
-            ids = ids[np.isin(ids, self.match(where))]
+            ids = self._within(ids, where)
         ids = np.sort(ids[: max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES)])
         if not len(ids):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return top_of([Scored(ids, self.embeddings(ids) @ query.reshape(-1, 1))], k)
+
+    def _within(self, ids: np.ndarray, where: WindowFilter) -> np.ndarray:
+        """``ids`` (best first) that match ``where``, in the same order (only these ids are looked up)."""
+        sql, params = self._filter(where)
+        found = self.con.execute(f"""SELECT c.pos FROM (SELECT unnest(?::BIGINT[]) AS window_id,
+                                         generate_subscripts(?::BIGINT[], 1) AS pos) c
+                                     JOIN windows USING (window_id) WHERE {sql} ORDER BY c.pos""",
+                                 [ids.tolist(), ids.tolist(), *params]).fetchnumpy()["pos"]
+        return ids[np.asarray(found, np.int64) - 1]
 
     def insert(self, batch: WindowBatch) -> int:
         done = run(self.con, "SELECT max(records) FROM embedding_segments WHERE unit_id = ? AND boot_id = ? AND "

@@ -1,5 +1,6 @@
 """The archive's approximate index: built by collect as windows arrive, recall@10 against the exact scan on
-clustered embeddings, filters exact, re-indexing adds and rebuilds nothing."""
+clustered embeddings, filters exact, re-indexing adds and rebuilds nothing, files faiss itself reads (memory-
+mapped), an index of the earlier numpy layout rebuilt."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS
+from desk.archive.ivf import INDEX_DIR, LEGACY, MIN_WINDOWS, TRAINED, IvfIndex
 from desk.archive.store import archive_root
 from desk.archive.windows import EVERY_WINDOW, WindowBatch, WindowFilter, open_store
 
@@ -70,10 +71,28 @@ def recall(store: object, queries: np.ndarray, where: WindowFilter = EVERY_WINDO
 
 def test_collect_indexes_every_window_and_search_finds_the_exact_top_10(season: dict) -> None:
     assert season["indexed"] == UNITS * PER_UNIT
-    assert (archive_root(season["db"]) / INDEX_DIR / "centroids.npy").is_file()
+    assert (archive_root(season["db"]) / INDEX_DIR / TRAINED).is_file()
     with open_store(season["db"]) as store:
         assert store.ann() is not None
         assert recall(store, season["queries"]) >= MIN_RECALL
+
+
+def test_the_index_files_are_faiss_indexes_that_faiss_maps_and_searches(season: dict) -> None:
+    import faiss
+
+    folder = archive_root(season["db"]) / INDEX_DIR
+    segments = sorted(folder.glob("seg-*.faiss"))
+    mapped = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in segments]
+    assert sum(int(m.ntotal) for m in mapped) == UNITS * PER_UNIT
+    query = season["queries"][0]
+    with open_store(season["db"]) as store:
+        exact, _ = store.nearest(query, 1)
+    best = []
+    for index in mapped:
+        index.nprobe = 64
+        scores, ids = index.search(query.reshape(1, -1), 1)
+        best.append((scores[0][0], ids[0][0]))
+    assert max(best)[1] == exact[0]  # window ids are faiss's ids
 
 
 def test_filters_stay_exact_with_the_index(season: dict) -> None:
@@ -100,3 +119,23 @@ def test_indexing_again_adds_only_new_windows_and_rewrites_nothing(season: dict)
         assert {p: p.stat().st_mtime_ns for p in before} == before  # old segments untouched
         ids, scores = store.nearest(new[7], 1, approximate=True)
         assert scores[0] > 0.999 and ids[0] == store.count() - 500 + 8  # a window just indexed is found by it
+
+
+def test_an_index_of_the_earlier_numpy_layout_is_rebuilt_on_the_next_index(season: dict, tmp_path) -> None:
+    import shutil
+
+    db = tmp_path / "old.duckdb"
+    shutil.copy(season["db"], db)
+    shutil.copytree(archive_root(season["db"]), archive_root(db))
+    folder = archive_root(db) / INDEX_DIR
+    for old in folder.glob("*.faiss"):
+        old.unlink()
+    np.save(folder / LEGACY, np.zeros((4, DIM), np.float32))
+    (folder / "seg-000000000001-000000000010").mkdir()
+    with open_store(db) as store:
+        assert store.ann() is None  # not searched as it is: exact scans until it is rebuilt
+        assert len(store.nearest(season["queries"][0], 10, approximate=True)[0]) == 10
+    with open_store(db, writable=True) as store:
+        assert store.index() == store.count()
+        assert not (folder / LEGACY).exists() and IvfIndex(folder).trained
+        assert recall(store, season["queries"]) >= MIN_RECALL
