@@ -288,13 +288,23 @@ def ground_truth(data: Path, out: Path, real_data: bool) -> None:
              + 0.05 * rng.standard_normal((QUERIES - len(picks), 512)))
     queries = np.concatenate([noisy, fresh]).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    scores = np.empty((len(vectors), len(queries)), np.float32)
-    for a in range(0, len(vectors), 100_000):
-        scores[a : a + 100_000] = np.asarray(vectors[a : a + 100_000], np.float32) @ queries.T
     half = len(vectors) // 2
-    exact = np.argsort(-scores, axis=0, kind="stable")[:K].T
-    exact_half = np.argsort(-scores[:half], axis=0, kind="stable")[:K].T
+    exact, exact_half = _top(vectors, queries, 0, len(vectors)), _top(vectors, queries, 0, half)
     np.savez(out, queries=queries, exact=exact, exact_half=exact_half)
+
+
+def _top(vectors: np.ndarray, queries: np.ndarray, first: int, end: int) -> np.ndarray:
+    """``(Q, K)`` row numbers of the exact top ``K`` of rows ``first:end`` per query (ties by row)."""
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    best = np.zeros((len(queries), 0), np.float32)
+    for a in range(first, end, 100_000):
+        b = min(a + 100_000, end)
+        scores = np.concatenate([best, (np.asarray(vectors[a:b], np.float32) @ queries.T).T], axis=1)
+        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(a, b), (len(queries), b - a))], axis=1)
+        keep = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+        best, best_rows = np.take_along_axis(scores, keep, 1), np.take_along_axis(rows, keep, 1)
+    order = np.lexsort((best_rows, -best), axis=1)
+    return np.take_along_axis(best_rows, order, 1)
 
 
 def main() -> None:
@@ -307,6 +317,7 @@ def main() -> None:
     parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
     parser.add_argument("--hop", type=float, default=1.0, help="real: seconds between window starts")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", action="store_true", help="leave the built indexes in WORKDIR/built")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "DATA", "TRUTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -337,7 +348,8 @@ def main() -> None:
             subprocess.run(["rm", "-rf", str(work / name)], check=True)
             done = subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--child", name,
                                    str(path), str(truth)], capture_output=True, text=True, cwd=REPO)
-            subprocess.run(["rm", "-rf", str(work / name)], check=True)
+            if not args.keep:
+                subprocess.run(["rm", "-rf", str(work / name)], check=True)
             if done.returncode:
                 print(label, name, "FAILED", done.stderr[-2000:], flush=True)
                 continue
