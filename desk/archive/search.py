@@ -22,7 +22,7 @@ from desk.archive.spaces import choose_space
 from desk.archive.windows import EVERY_WINDOW, WindowFilter, WindowStore, normalised, open_store, require_windows
 from desk.collect.database import CollectError
 from edge.batch.tables import RAVEN_SUFFIX, RavenTable, Selection, seconds
-from edge.errors import AudioError, ConfigError, EdgeError
+from edge.errors import AudioError, ConfigError
 from edge.model.bundle import SPACE_PRECISION, Bundle
 
 HITS_CSV = "hits.csv"
@@ -139,16 +139,24 @@ def example_query(db_path: Path | Sequence[Path], bundle: Bundle, spec: str) -> 
 
 
 def text_query(bundle: Bundle, text: str, checkpoint: Path | None) -> np.ndarray:
-    """The text embedding of ``text``: the bundle's text encoder, else the checkpoint (``export`` extra)."""
-    try:
-        from edge.scoring.text_encoder import TextEncoder
+    """The text embedding of ``text``: the bundle's text encoder, else the checkpoint (``export`` extra).
 
-        return np.asarray(TextEncoder.from_bundle(bundle.root).embed([text]), np.float32)[0]
-    except (ImportError, EdgeError) as e:
-        if checkpoint is None:
-            raise ConfigError(f"bundle {bundle.root} has no text encoder for --text",
-                              "add the text tower to the bundle, or pass --model CHECKPOINT (needs the export "
-                              "extra)") from e
+    A text encoder the bundle has is used or refused (another checkpoint's, a mismatched tokenizer): never
+    passed over in silence."""
+    if "fp32" in bundle.manifest.text_encoders:
+        try:
+            from edge.scoring.text_encoder import TextEncoder
+
+            encoder = TextEncoder.from_bundle(bundle)
+        except ImportError as e:  # its runtime (tokenizers) is not installed: the checkpoint may stand in
+            if checkpoint is None:
+                raise ConfigError(f"the text encoder of bundle {bundle.root} needs the text extra ({e})",
+                                  "pip install 'biolingual-edge[text]', or pass --model CHECKPOINT") from e
+        else:
+            return np.asarray(encoder.embed([text]), np.float32)[0]
+    elif checkpoint is None:
+        raise ConfigError(f"bundle {bundle.root} has no text encoder for --text",
+                          "add the text tower to the bundle, or pass --model CHECKPOINT (needs the export extra)")
     try:  # imported by name: the desk never depends on the workstation package at type-check or install time
         checkpoints = importlib.import_module("export.checkpoint")
         labels = importlib.import_module("export.labels")

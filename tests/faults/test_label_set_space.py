@@ -6,6 +6,7 @@ are covered: the set of exactly this list, and a list assembled label by label f
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,17 @@ def test_a_label_set_of_another_space_is_refused_by_every_command_that_scores(
                  ["run", "--bundle", bundle_a, "--labels", labels, "--input", toad_in_night, "--fast",
                   "--threshold", "0", "--log-dir", tmp_path / "card"]):
         refused(run_cli(*args), "label set", f"embedding space {theirs}", f"is space {mine}", "recompute it")
+
+
+def test_search_text_refuses_a_text_encoder_of_another_checkpoint_instead_of_passing_it_over(
+        spaces_season: dict[str, Path], text_bundle: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(text_bundle, tmp_path / "bundle"))
+    base = ["logs", "search", "--db", spaces_season["one"], "--bundle", bundle, "--text", "toad trill"]
+    assert run_cli(*base, "--out", tmp_path / "own").exit_code == 0  # its own text tower ranks
+    manifest = open_bundle(bundle).manifest
+    grafted = dataclasses.replace(manifest.text_encoders["fp32"], details={
+        **manifest.text_encoders["fp32"].details, "model_revision": "sha256:another-checkpoint"})
+    write_manifest(bundle, dataclasses.replace(manifest, text_encoders={"fp32": grafted}))
+    for extra in ([], ["--model", tiny_checkpoint]):  # with a good --model too: the bundle's encoder is not skipped
+        refused(run_cli(*base, "--out", tmp_path / "x", *extra), "text encoder", "sha256:another-checkpoint",
+                manifest.model_revision)
