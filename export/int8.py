@@ -6,8 +6,9 @@ Two flavours from one fp32 graph, each shaped by what its runtime's integer kern
   VNNI/AMX (and ARM's on its dot-product instructions). Only the weight MatMul/Gemm are quantized, on the
   *inputs* only, from the graph after ONNX Runtime's transformer fusions (:func:`export.optimize.transformer_fused`):
   each becomes one ``MatMulIntegerToFloat`` (integer product, float out), and GELU/LayerNorm stay fused
-  float ops between them. The attention's activation x activation MatMuls (Q·Kᵀ, P·V) stay in float: as
-  uint8 x uint8 they get no integer speed-up at all (measured 1.1x fp32 on AVX-512 VNNI + AMX vs 6x for
+  float ops between them; :mod:`export.int8_fuse` then writes each as that op with its bias ``Add`` inside
+  (one float pass less per linear layer). The attention's activation x activation MatMuls (Q·Kᵀ, P·V) stay
+  in float: as uint8 x uint8 they get no integer speed-up at all (measured 1.1x fp32 on AVX-512 VNNI + AMX vs 6x for
   uint8 x int8) and cost a quantize/dequantize each. Measured by ``benchmarks/precision_cpu.py``.
 * ``trt``: symmetric int8 activations and weights, zero points 0, Q/DQ on the *inputs* of Conv/MatMul/Gemm
   only, as TensorRT's Q/DQ placement guidance asks (it fuses DQ -> op -> Q itself and picks int8 or float
@@ -31,6 +32,7 @@ import onnx
 
 from calibration.dataset import CalibrationSet
 from export.errors import ExportError
+from export.int8_fuse import fuse_integer_matmuls
 from export.optimize import transformer_fused
 
 log = logging.getLogger(__name__)
@@ -161,5 +163,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, data: CalibrationSet, options
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric,
                            "OpTypesToExcludeOutputQuantization": op_types},
         )
+    if options.target == "ort":
+        model, fused = fuse_integer_matmuls(onnx.load(str(out_path)))
+        onnx.save(model, str(out_path))
+        log.info("%d weight MatMul(s) written as MatMulIntegerToFloat with their bias", fused)
     log.info("INT8 (%s) written to %s; %d node(s) kept in fp32", options.target, out_path, len(excluded))
     return excluded
