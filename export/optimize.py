@@ -7,12 +7,14 @@ Steps, each keeping the answers (the caller gates parity against torch):
    matrix of four cubic taps per row, read off torch's kernel (standard ONNX; gated <= 1e-6 against
    torch's bicubic). ONNX Runtime's own cubic Resize is ~1e-4 off torch (float32 coordinate
    arithmetic), so the MatMul is the more faithful of the two.
-2. ONNX Runtime's transformer fusions (``onnxruntime.transformers``, model type ``swin``): Gelu/BiasGelu,
+2. ``windows_as_gather`` (:mod:`export.window_gather`): Swin's window partition/merge chains (pad, cyclic
+   shift, reshape, transpose) become one exact ``Gather`` each.
+3. ONNX Runtime's transformer fusions (``onnxruntime.transformers``, model type ``swin``): Gelu/BiasGelu,
    LayerNorm; they emit ``com.microsoft`` contrib ops.
-3. ONNX Runtime's extended offline optimisation (``optimized_model_filepath``): constant folding
+4. ONNX Runtime's extended offline optimisation (``optimized_model_filepath``): constant folding
    (the Swin shift masks, relative-position bias gathers), MatMul+scale and other fusions.
 
-Because of 2 and 3 the result runs only in ONNX Runtime (of the version recorded in the manifest); the
+Because of 3 and 4 the result runs only in ONNX Runtime (of the version recorded in the manifest); the
 exported standard-ONNX file stays in the bundle for TensorRT and quantisation.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 from edge.model.bundle import ORT_OPTIMIZED_KEY, Manifest
 from export.errors import ExportError
 from export.quiet import quiet_third_party
+from export.window_gather import windows_as_gather
 
 CUBIC_COEFF = -0.75
 """Keys' cubic convolution parameter of torch's bicubic interpolation (and of the exported Resize)."""
@@ -188,7 +191,7 @@ def stretch_errors(original: Any, rewritten: Any, input_shape: tuple[int, ...], 
 
 @dataclass(frozen=True)
 class Fused:
-    """Steps 1 and 2 applied to a graph (still portable: standard ONNX plus ``com.microsoft`` contrib ops)."""
+    """Steps 1 to 3 applied to a graph (still portable: standard ONNX plus ``com.microsoft`` contrib ops)."""
 
     model: Any
     steps: tuple[str, ...]
@@ -197,7 +200,7 @@ class Fused:
 
 
 def transformer_fused(original: Any, input_shape: tuple[int, ...]) -> Fused:
-    """Steps 1 and 2 of the module docstring on a copy of ``original`` (the exact stretch gated vs torch).
+    """Steps 1 to 3 of the module docstring on a copy of ``original`` (the exact stretch gated vs torch).
 
     Both the ORT-optimised fp32 graph and the INT8 graph for ONNX Runtime start from this: quantising
     after the fusions keeps GELU and LayerNorm as single float ops between the integer MatMuls.
@@ -216,6 +219,9 @@ def transformer_fused(original: Any, input_shape: tuple[int, ...]) -> Fused:
             raise ExportError(f"bicubic MatMul differs from torch by {matmul_error:.2e} (gate {STRETCH_MAX_ABS:g})",
                               "report this graph; export without optimisation meanwhile")
         steps.append(f"resize_to_matmul x{replaced}")
+    rewritten, gathers = windows_as_gather(rewritten, input_shape)
+    if gathers:
+        steps.append(f"windows_as_gather x{gathers}")
     with quiet_third_party(stdout=True):
         fused = optimize_model(rewritten, model_type=TRANSFORMER_MODEL_TYPE, opt_level=0, use_gpu=False)
     counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}

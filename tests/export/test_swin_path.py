@@ -60,3 +60,16 @@ def test_shifted_window_int8_has_both_flavours_with_parity_numbers(swin_bundle: 
     quantized = {i for n in nodes if n.op_type == "QuantizeLinear" for i in n.input}
     compute_outputs = {n.output[0] for n in nodes if n.op_type in ("Conv", "MatMul", "Gemm")}
     assert not compute_outputs & quantized
+
+
+def test_window_partitions_are_gathers_in_the_onnx_runtime_graphs_and_pass_their_gates(swin_bundle: Path) -> None:
+    bundle = open_bundle(swin_bundle)
+    optimized = bundle.model("fp32").details["ort_optimized"]
+    assert (swin_bundle / optimized["path"]).is_file(), "the optimised graph passed its parity gate vs torch"
+    gathers = [s for s in optimized["steps"] if s.startswith("windows_as_gather")]
+    blocks = sum(SWIN_AUDIO["depths"])  # type: ignore[arg-type]
+    assert gathers and int(gathers[0].rsplit("x", 1)[1]) >= blocks  # at least one partition per block
+    int8_ops = [n.op_type for n in onnx.load(str(swin_bundle / bundle.model("int8").path)).graph.node]
+    assert int8_ops.count("Gather") >= blocks and "Pad" not in int8_ops
+    trt_nodes = onnx.load(str(swin_bundle / bundle.model("int8-trt").path)).graph.node
+    assert not [n.name for n in trt_nodes if n.name.endswith("_window_gather")]  # TensorRT's: the standard export
