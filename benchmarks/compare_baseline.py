@@ -251,7 +251,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     for r in rows:
         quality = ("reference", "—", "—") if "max_abs" not in r else (
             f"{r['max_abs']:.1e}", f"{r['centred_cosine_min']:.6f} / {r['centred_cosine_mean']:.6f}",
-            f"{100 * r['top1_agreement']:.1f} %")
+            "—" if np.isnan(r["top1_agreement"]) else f"{100 * r['top1_agreement']:.1f} %")
         lines.append(
             f"| {r['pipeline']} | {r['windows_per_s']:.2f} | {r['real_time_factor']:.1f} | {r['ms_per_window']:.1f} "
             f"| {r['speedup_vs_reference']:.2f} | {r['cpu_ms_per_window']:.1f} | {r['cpu_speedup_vs_reference']:.2f} "
