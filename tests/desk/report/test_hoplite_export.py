@@ -189,6 +189,25 @@ def test_hoplite_brute_force_search_finds_our_top_ten(season: dict[str, Any]) ->
     assert {int(r.window_id) for r in indexed} == set(ours)
 
 
+def test_hoplite_goes_on_writing_the_export(season: dict[str, Any], tmp_path: Path) -> None:
+    """Agile modeling adds windows and labels to the database it opened: ours takes them like one of its own."""
+    from ml_collections import config_dict
+
+    folder = Path(shutil.copytree(season["out"], tmp_path / "perch"))
+    hoplite = db_loader.DBConfig("sqlite_usearch", config_dict.ConfigDict({"db_path": str(folder)})).load_db()
+    before = hoplite.count_embeddings()
+    archived = max(hoplite.match_window_ids())
+    (recording,) = [r.id for r in hoplite.get_all_recordings() if r.filename.startswith("u3/")]
+    window = hoplite.insert_window(recording, [40.0, 50.0], season["query"])
+    hoplite.insert_annotation(recording, [40.0, 50.0], "toad", datatypes.LabelType.POSITIVE, "agile session")
+    hoplite.commit()
+    assert window == archived + 1  # new ids after the archive's own
+    again = open_hoplite(folder)
+    assert again.count_embeddings() == before + 1
+    np.testing.assert_allclose(again.get_embedding(window).astype(np.float32), season["query"], atol=1e-3)
+    assert [a.provenance for a in again.get_window_annotations(window)] == ["agile session"]
+
+
 def test_bad_hoplite_exports_are_one_line_errors(season: dict[str, Any], tmp_path: Path) -> None:
     db = str(season["db"])
     said = cli("logs", "export", "--db", db, "--format", "hoplite", "--out", str(season["out"]), code=2)
