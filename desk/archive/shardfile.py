@@ -69,6 +69,7 @@ class Shard:
         """True when the pages are views of the file (the current layout), False when they were decoded."""
         self.pages = pages if pages is not None else [(0, _decoded(path))]
         self.rows = sum(len(m) for _, m in self.pages)
+        self._firsts = np.array([first for first, _ in self.pages], np.int64)
 
     def release(self) -> None:
         """Drop the mapped pages from this process's resident memory (they stay in the OS page cache and fault
@@ -86,10 +87,11 @@ class Shard:
                     yield np.arange(lo - start, hi - start), matrix[lo - first : hi - first]
             return
         rows = np.asarray(rows, np.int64)
-        for first, matrix in self.pages:
-            inside = np.flatnonzero((rows >= first) & (rows < first + len(matrix)))
-            if len(inside):
-                yield inside, matrix[rows[inside] - first]
+        page = np.searchsorted(self._firsts, rows, side="right") - 1
+        for index in np.unique(page):
+            first, matrix = self.pages[index]
+            inside = np.flatnonzero(page == index)
+            yield inside, matrix[rows[inside] - first]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), D)`` float16 copies of the given rows, in that order."""

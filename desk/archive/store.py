@@ -128,6 +128,8 @@ class DuckShardStore:
                       "column_name = 'embedding_space'")[0][0])
         self._space_key = SPACE_KEY if recorded else "model_sha256"  # a database from before spaces were named
         self._shards: dict[str, Shard] = {}
+        self._spans: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+        self._counts: dict[WindowFilter, int] = {}
         self._index: IvfIndex | None = None
         if writable:
             self.migrate()
@@ -161,8 +163,10 @@ class DuckShardStore:
     def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
         if not self._archived():
             return 0
-        sql, params = self._filter(where)
-        return int(run(self.con, f"SELECT count(*) FROM windows WHERE {sql}", params)[0][0])
+        if where not in self._counts:
+            sql, params = self._filter(where)
+            self._counts[where] = int(run(self.con, f"SELECT count(*) FROM windows WHERE {sql}", params)[0][0])
+        return self._counts[where]
 
     def tally(self, columns: tuple[str, ...], where: WindowFilter = EVERY_WINDOW) -> dict[tuple[Any, ...], int]:
         if not self._archived():
@@ -206,6 +210,9 @@ class DuckShardStore:
 
     def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         wanted = self._ids(ids)
+        direct = self._by_span(wanted)
+        if direct is not None:
+            return direct
         rows = self.con.execute(f"""SELECT w.shard, list(q.pos - 1), list(w.shard_row) FROM {WANTED} q
                                     JOIN windows w USING (window_id) GROUP BY w.shard""",
                                 {"ids": wanted.tolist()}).fetchall()
@@ -217,6 +224,28 @@ class DuckShardStore:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
             out[np.asarray(positions)] = normalised(matrix)
         return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def _by_span(self, wanted: np.ndarray) -> np.ndarray | None:
+        """:meth:`embeddings` without a query when every shard holds one run of ids from row 0 (how ``insert``
+        writes them): a window's shard and row follow from its id. None when that does not hold for these ids."""
+        if self._spans is None:
+            found = run(self.con, """SELECT min(window_id), max(window_id), shard FROM windows GROUP BY shard
+                                     HAVING count(*) = max(window_id) - min(window_id) + 1 AND min(shard_row) = 0
+                                        AND max(shard_row) = count(*) - 1 ORDER BY 1""")
+            self._spans = (np.array([f[0] for f in found], np.int64), np.array([f[1] for f in found], np.int64),
+                           [str(f[2]) for f in found])
+        firsts, lasts, names = self._spans
+        place = np.searchsorted(firsts, wanted, side="right") - 1
+        if not len(wanted) or place.min() < 0 or np.any(wanted > lasts[place]):
+            return None
+        out: np.ndarray | None = None
+        for shard in np.unique(place):
+            positions = np.flatnonzero(place == shard)
+            matrix = normalised(self.shard(names[shard]).gather(wanted[positions] - firsts[shard]))
+            if out is None:
+                out = np.empty((len(wanted), matrix.shape[1]), np.float32)
+            out[positions] = matrix
+        return out
 
     def _ids(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         if not self._archived():
@@ -306,6 +335,7 @@ class DuckShardStore:
         if not count or (done is not None and done >= count):
             return 0
         added = self._insert_new(batch)
+        self._spans, self._counts = None, {}
         run(self.con, "INSERT INTO embedding_segments VALUES (?, ?, ?, ?, ?)",
             [batch.unit_id, batch.boot_id, batch.segment, count, batch.card])
         return added
