@@ -37,8 +37,17 @@ def raise_problems(problems: list[tuple[str, str]]) -> None:
 
 
 def resolve_path(value: Path, info: ValidationInfo) -> Path:
-    """A relative path is taken relative to the config file's folder (``context["base_dir"]``)."""
-    base = (info.context or {}).get("base_dir")
-    if value.is_absolute() or base is None:
+    """A relative path is taken relative to the config file's folder (``context["base_dir"]``), or with
+    ``context["relative_to_cwd"]`` to the working folder (looked up only then: a command whose paths are all
+    absolute runs from any folder, even one deleted under it)."""
+    context = info.context or {}
+    base = context.get("base_dir")
+    if value.is_absolute() or (base is None and not context.get("relative_to_cwd")):
         return value
-    return (Path(base) / value).resolve()
+    if base is not None:
+        return (Path(base) / value).resolve()
+    try:
+        return value.resolve()
+    except FileNotFoundError:
+        raise ValueError(f"'{value}' is relative to the working folder, which no longer exists: cd into a folder "
+                         "or give an absolute path") from None

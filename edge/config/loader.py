@@ -88,8 +88,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
-    """A copy of ``data`` with each dotted key set; relative override paths become absolute against ``cwd``.
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], cwd: Path | None) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key set; relative override paths become absolute against ``cwd``
+    (default: the working folder, looked up only when a relative path needs it).
 
     A ``None`` value means "flag not given" and leaves the key alone.
     """
@@ -106,7 +107,11 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], cwd: Pat
                                   "check the key name with `biolingual-edge config show`")
             node = child
         if dotted in PATH_KEYS and isinstance(value, str | Path) and not Path(value).is_absolute():
-            value = str((cwd / value).resolve())
+            try:
+                value = str(((cwd or Path.cwd()) / value).resolve())
+            except FileNotFoundError:
+                raise ConfigError(f"{dotted}={value}: a relative path, and the working folder no longer exists",
+                                  "cd into a folder, or give an absolute path") from None
         node[parts[-1]] = value
     return merged
 
@@ -119,11 +124,10 @@ def resolve_config(path: Path | None, unit: str | None, overrides: Mapping[str, 
                           "copy the profile, edit it, and pass it with --config")
     source = path if path is not None else profile_path(unit) if unit is not None else None
     data = load_yaml(source) if source is not None else {}
-    cwd = cwd or Path.cwd()
     data = apply_overrides(data, overrides or {}, cwd)
-    base_dir = source.resolve().parent if source is not None else cwd
+    base_dir = source.resolve().parent if source is not None else cwd  # None: the working folder, when needed
     try:
-        return UnitConfig.model_validate(data, context={"base_dir": base_dir})
+        return UnitConfig.model_validate(data, context={"base_dir": base_dir, "relative_to_cwd": base_dir is None})
     except ValidationError as e:
         raise config_problems(validation_problems(e), source, unit, overrides or {}) from None
 
