@@ -97,6 +97,16 @@ def pieces(chunks: Iterable[Scored], labels: int, top_k: int) -> Iterator[tuple[
             yield chunk.window_ids[first : first + windows], chunk.cosines[first : first + windows]
 
 
+def _places(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`desk.archive.rescore_tables.Places` of ``ids``: each window's recording as a code (a scan chunk
+    holds a few recordings; their names are made once, not once a window)."""
+    table = store.windows(ids, EVENT_COLUMNS)
+    recording = table["recording"].combine_chunks().dictionary_encode()
+    place = {name: table[name].to_numpy(zero_copy_only=False) for name in EVENT_COLUMNS if name != "recording"}
+    return {**place, "recording": recording.indices.to_numpy(), "recordings": np.asarray(
+        recording.dictionary.to_pylist(), object)}
+
+
 def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     table = store.windows(ids, EVENT_COLUMNS)
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
@@ -166,7 +176,7 @@ def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path,
         try:
             if options.rules is None:
                 chunks = pieces(_scan(store, scorer.label_matrix, space.where, options), len(names), options.top_k)
-                window_tables(chunks, lambda ids: _meta(store, ids), scorer, names, shown, options, tables, band,
+                window_tables(chunks, lambda ids: _places(store, ids), scorer, names, shown, options, tables, band,
                               confidence)
             else:
                 rules = unit_rules(options, label_set.names, label_set.head_mask, confidence)

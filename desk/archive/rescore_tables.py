@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.batch.table_text import US_PER_DAY, SelectionColumns
 from edge.batch.tables import (
     BirdnetCsv,
     DetectionHistory,
@@ -20,6 +21,7 @@ from edge.batch.tables import (
     RecordingTables,
     Selection,
     remove_stale_tables,
+    selections,
 )
 from edge.scoring.confidence import Confidence
 from edge.scoring.scorer import Scorer, top_k
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 Chunk = tuple[np.ndarray, np.ndarray]
 """(window ids in ascending order, their cosines against the scorer's label matrix)."""
 Places = Callable[[np.ndarray], dict[str, np.ndarray]]
-"""Ascending window ids -> per window, aligned: recording, start, stop (samples), sample_rate, start_utc."""
+"""Ascending window ids -> per window, aligned: recording (a code into ``recordings``, the distinct recordings),
+start, stop (samples), sample_rate, start_utc."""
 STREAM = re.compile(r"(?P<unit>.+)/(?P<boot>[^/]+)/stream(?P<stream>\d+)")
 """The recording of a window a unit analysed live: ``unit/boot/streamN`` (no audio file exists)."""
 
@@ -42,6 +45,35 @@ def utc(value: Any) -> datetime | None:
     if isinstance(value, np.datetime64):
         return datetime(1970, 1, 1) + timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
     return value  # type: ignore[no-any-return]
+
+
+def naming(recording: str) -> tuple[str, str, str]:
+    """A recording's Begin Path, Begin File and table name: a file's own, or for a unit's stream
+    ``unit/boot/streamN`` no path, ``boot_sN`` and ``unit_boot_streamN``."""
+    stream = STREAM.fullmatch(recording)
+    if stream is None:
+        return recording, Path(recording).name, Path(recording).stem
+    return "", f"{stream['boot']}_s{stream['stream']}", recording.replace("/", "_")
+
+
+def columns(place: dict[str, np.ndarray], where: np.ndarray, names: tuple[str, ...], scientific: tuple[str, ...],
+            label: np.ndarray, score: np.ndarray, cosine: np.ndarray, rank: np.ndarray, p_correct: np.ndarray,
+            band: tuple[float, float]) -> SelectionColumns:
+    """Rows as columns: ``place`` per window (:data:`Places`), ``where`` each row's window in it; per row its label
+    code into ``names``, score, cosine, rank (1 = best) and p_correct (NaN: none)."""
+    source = np.asarray(place["recording"], np.int64)[where]
+    named = [naming(str(r)) for r in place["recordings"]]
+    stamps = np.asarray(place["start_utc"]).astype("datetime64[us]")[where]
+    known = ~np.isnat(stamps)
+    rate = np.asarray(place["sample_rate"], np.int64)[where]
+    return SelectionColumns(
+        sources=tuple(str(r) for r in place["recordings"]), displays=tuple(n[2] for n in named), begin_paths=tuple(n[0] for n in named),
+        begin_files=tuple(n[1] for n in named), source=source, labels=names, scientific=scientific,
+        label=np.asarray(label, np.int64), begin_s=np.asarray(place["start"], np.int64)[where] / rate,
+        end_s=np.asarray(place["stop"], np.int64)[where] / rate, score=np.asarray(score, np.float64),
+        cosine=np.asarray(cosine, np.float64), rank=np.asarray(rank, np.int64),
+        p_correct=np.asarray(p_correct, np.float64), utc_us=np.where(known, stamps.astype(np.int64), 0),
+        utc_known=known, band_hz=band)
 
 
 class RescoreTables:
@@ -71,9 +103,7 @@ class RescoreTables:
               rows: Iterable[tuple[int, int, str, float, float, int, float | None, datetime | None]]) -> None:
         """Rows of one recording: (start, end samples, label, score, cosine, rank, p_correct, start UTC)."""
         stream = STREAM.fullmatch(recording)
-        begin_path, begin_file, display = ((recording, Path(recording).name, Path(recording).stem) if stream is None
-                                           else ("", f"{stream['boot']}_s{stream['stream']}",
-                                                 recording.replace("/", "_")))
+        begin_path, begin_file, display = naming(recording)
         selections = [Selection(start / rate, end / rate, label, score, band, rank=rank, cosine=cosine,
                                 p_correct=p_correct, begin_path=begin_path, begin_file=begin_file, utc=when,
                                 scientific=self.scientific.get(label, ""))
@@ -91,6 +121,30 @@ class RescoreTables:
                     self.history.detect(site, selection.utc, selection.label)
         self.tables.write(recording, display, selections)
         self.rows += len(selections)
+
+    def write_columns(self, columns: SelectionColumns) -> None:
+        """Rows of any number of recordings as columns (see :func:`columns`): the same tables as :meth:`write`
+        of each recording's rows, made a column at a time."""
+        if not len(columns.source):
+            return
+        if self.csv is not None:
+            self.csv.write_columns(columns)
+        if self.birdnet is not None:
+            for source, first, stop in columns.runs():
+                self.birdnet.write(columns.sources[source], selections(columns, first, stop))
+        if self.history is not None:
+            self._detected(columns)
+        self.tables.write_columns(columns)
+        self.rows += len(columns.source)
+
+    def _detected(self, c: SelectionColumns) -> None:
+        """The detection history's (site, UTC day, label) of the rows, each distinct one once."""
+        sites = [self.units.get(r, m["unit"] if (m := STREAM.fullmatch(r)) else r) for r in c.sources]
+        days = c.utc_us // US_PER_DAY
+        keys = np.unique(np.stack([c.source, days, c.label])[:, c.utc_known], axis=1)
+        for source, day, label in keys.T.tolist():
+            self.history.detect(sites[source], datetime(1970, 1, 1) + timedelta(days=day),  # type: ignore[union-attr]
+                                c.labels[label])
 
     @property
     def csv_path(self) -> Path | None:
@@ -115,6 +169,7 @@ def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names
     fitted = confidence.thresholds() if confidence else {}
     global_limit = np.nan if options.threshold is None else options.threshold
     limits = np.array([fitted.get(n, global_limit) for n in shown_names], np.float64)
+    scientific = tuple(tables.scientific.get(n, "") for n in shown_names)
     for ids, cosines in chunks:
         scores = scorer.from_cosine(cosines)
         score, cosine = scores.score[:, visible], scores.cosine[:, visible]
@@ -129,14 +184,5 @@ def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names
         chosen_cosine = np.take_along_axis(cosine, best, axis=1)[rows, ranks]
         wanted, where = np.unique(ids[rows], return_inverse=True)
         place = places(wanted)
-        recording, start, stop, rate, when = (place[k][where] for k in ("recording", "start", "stop",
-                                                                        "sample_rate", "start_utc"))
-        first = 0
-        for i in range(1, len(rows) + 1):  # one write per run of rows of the same recording
-            if i < len(rows) and recording[i] == recording[first]:
-                continue
-            tables.write(str(recording[first]), int(rate[first]), band, (
-                (int(start[j]), int(stop[j]), shown_names[best[rows[j], ranks[j]]], float(values[rows[j], ranks[j]]),
-                 float(chosen_cosine[j]), int(ranks[j]) + 1, None if np.isnan(p_correct[j]) else float(p_correct[j]),
-                 utc(when[j])) for j in range(first, i)))
-            first = i
+        tables.write_columns(columns(place, where, shown_names, scientific, best[rows, ranks], values[rows, ranks],
+                                     chosen_cosine, ranks + 1, p_correct, band))

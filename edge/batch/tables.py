@@ -12,19 +12,24 @@ It owns every format those commands share, so the three cannot drift apart:
 - file names unique by construction (:class:`TableNames`).
 
 Tables are appended to in pieces and can be cut back to a checkpoint, which is how ``analyze --resume``
-continues byte for byte. It runs on a recorder: standard library only.
+continues byte for byte. It runs on a recorder. Rows come one :class:`Selection` at a time, or (``logs
+rescore`` of a season, a million rows) as columns, formatted a column at a time by :mod:`edge.batch.table_text`
+into the same bytes.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
+from edge.batch.table_text import SelectionColumns, csv_text, raven_text
 from edge.card.cardformat import NAME_HASH_CHARS, unique_name
 from edge.errors import ConfigError
 
@@ -100,6 +105,17 @@ class Selection:
     clock_sync: str = ""
     scientific: str = ""
     """The label's scientific name, where the label file gives one."""
+
+
+def selections(c: SelectionColumns, first: int = 0, stop: int | None = None) -> list[Selection]:
+    """Rows ``first:stop`` of ``c`` as :class:`Selection` objects (for the tables without a column path)."""
+    epoch = datetime(1970, 1, 1)
+    return [Selection(float(c.begin_s[i]), float(c.end_s[i]), c.labels[c.label[i]], float(c.score[i]), c.band_hz,
+                      int(c.rank[i]), float(c.cosine[i]), None if np.isnan(c.p_correct[i]) else float(c.p_correct[i]),
+                      c.begin_paths[c.source[i]], c.begin_files[c.source[i]],
+                      utc=epoch + timedelta(microseconds=int(c.utc_us[i])) if c.utc_known[i] else None,
+                      scientific=c.scientific[c.label[i]])
+            for i in range(first, len(c.source) if stop is None else stop)]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -178,6 +194,10 @@ class DetectionsCsv(_AppendedTable):
 
     def write(self, recording: str, selections: Iterable[Selection]) -> None:
         self._writer.writerows(csv_row(recording, s) for s in selections)
+
+    def write_columns(self, columns: SelectionColumns) -> None:
+        """Every selection of ``columns`` (the file column is each row's source), as :meth:`write` would."""
+        self._handle.write(csv_text(columns, CSV_DIALECT))
 
 
 class BirdnetCsv(_AppendedTable):
@@ -261,6 +281,11 @@ class RavenTable(_AppendedTable):
             self.selections += 1
             self._writer.writerow(raven_row(self.selections, s))
 
+    def write_text(self, text: str, rows: int) -> None:
+        """``rows`` rows made by :func:`edge.batch.table_text.raven_text`, numbered from ``selections + 1``."""
+        self._handle.write(text)
+        self.selections += rows
+
 
 class AudacityTrack(_AppendedTable):
     """An Audacity label track (no header), appended to in pieces; ``resume_at``: bytes to keep."""
@@ -324,6 +349,31 @@ class RecordingTables:
     def write(self, identity: str, display: str, selections: Sequence[Selection]) -> str:
         """Append a recording's selections (none: create its tables with their headers); returns its stem."""
         stem = self.names.stem(identity, display)
+        self._append(stem, lambda table: table.write(selections))
+        return stem
+
+    def write_columns(self, c: SelectionColumns) -> None:
+        """Every run of ``c`` appended to its source's tables, as :meth:`write` of each run would (Raven rows are
+        formatted for all runs at once)."""
+        runs = c.runs()
+        stems = [self.names.stem(c.sources[source], c.displays[source]) for source, _, _ in runs]
+        text, offsets = b"", np.zeros(len(c.source) + 1, np.int64)
+        if "raven" in self.formats:
+            numbers = np.arange(1, len(c.source) + 1, dtype=np.int64)
+            written: dict[str, int] = {}  # selections in each table before this run (a source may recur)
+            for stem, (_, first, stop) in zip(stems, runs):
+                at = self._positions.get(stem, {}).get("raven")
+                before = written.get(stem, 0 if at is None else at[1])
+                numbers[first:stop] += before - first
+                written[stem] = before + stop - first
+            text, offsets = raven_text(c, numbers)
+        for stem, (_, first, stop) in zip(stems, runs):
+            run = text[offsets[first] : offsets[stop]].decode("utf-8")
+            self._append(stem, lambda table, f=first, s=stop, r=run: (
+                table.write_text(r, s - f) if isinstance(table, RavenTable) else table.write(selections(c, f, s))))
+
+    def _append(self, stem: str, write: Callable[[RavenTable | AudacityTrack], object]) -> None:
+        """Open each table of ``stem`` at its last position, ``write`` to it, remember where it ends, close it."""
         known = self._positions.setdefault(stem, {})
         for file_format in self.formats:
             at = known.get(file_format)
@@ -333,14 +383,13 @@ class RecordingTables:
             table: RavenTable | AudacityTrack = (RavenTable(path, None if at is None else (at[0], at[1]))
                                                  if file_format == "raven" else AudacityTrack(path, at))
             try:
-                table.write(selections)
+                write(table)
                 if self.durable:
                     table.sync()
                 known[file_format] = ((table.position(), table.selections) if isinstance(table, RavenTable)
                                       else table.position())
             finally:
                 table.close()
-        return stem
 
     def checkpoint(self, identity: str, display: str) -> dict[str, Any]:
         """JSON-serialisable positions of a recording's tables after the last write."""

@@ -174,6 +174,8 @@ class Scorer:
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores per row, best first: ``(B, L)`` -> ``(B, min(k, L))``."""
     k = min(k, scores.shape[1])
+    if k == 1:  # the usual top-1: one pass, the first of equal bests
+        return scores.argmax(axis=1)[:, None]
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(part, order, axis=1)

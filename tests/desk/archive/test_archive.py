@@ -293,6 +293,37 @@ def test_half_precision_cosines_match_numpy() -> None:
     np.testing.assert_allclose(cosines(full, queries), expected, atol=1e-6)  # numpy path
 
 
+def test_half_precision_cosines_do_not_depend_on_the_blocks() -> None:
+    from desk.archive import half_matmul
+
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((3 * half_matmul.BLOCK_ROWS + 80, 512)).astype(np.float16)
+    queries = rng.standard_normal((512, 100)).astype(np.float32)
+    blocked = half_matmul.cosines(rows, queries)
+    dots, squares = half_matmul._session.run(None, {"x": rows, "q": queries})  # the whole page in one call
+    assert np.array_equal(blocked, dots / np.sqrt(squares))
+
+
+def test_the_stored_half_precision_graph_is_the_one_onnx_builds() -> None:
+    from onnx import TensorProto, checker, helper
+
+    from desk.archive.half_matmul import GRAPH
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", "d"]),
+              helper.make_tensor_value_info("q", TensorProto.FLOAT, ["d", "k"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"]),
+               helper.make_tensor_value_info("n", TensorProto.FLOAT, ["n", 1])]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "q"], ["y"]),
+             helper.make_node("ReduceSumSquare", ["xf", "axes"], ["n"], keepdims=1)]
+    model = helper.make_model(helper.make_graph(nodes, "half_matmul", inputs, outputs, [axes]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    checker.check_model(model)
+    assert model.SerializeToString() == GRAPH
+
+
 def test_a_database_without_embeddings_is_a_one_line_error(example_bundle: Path, example_labels: tuple[Path, Path],
                                                            tmp_path: Path) -> None:
     db = tmp_path / "old.duckdb"

@@ -1,0 +1,93 @@
+"""The column path of the table writer makes the very bytes of the row path (``logs rescore`` writes a season's
+million rows through it; ``analyze`` writes row by row)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge.batch.table_text import SelectionColumns, fixed, general6, iso_utc, raven_utc, rows
+from edge.batch.tables import DetectionsCsv, RecordingTables, selections
+
+EDGES = [0.0, -0.0, 0.0625, -0.0625, 0.125, 0.0005, 0.00049999999, 2.5e-4, 1e-5, 1e-4, 9.999995, 99999.95, 999999.5,
+         123456.5, 100000.0, 1e6, 1e16, 1e300, 5e-324, 2.675, 1.0005, 16.0, -16.23455, float("nan"), float("inf"),
+         float("-inf"), 0.1, 1 / 3, 2**40 / 1000, 2**53]
+
+
+def texts(column: list, n: int) -> list[str]:
+    data, offsets = rows([column], ",", "")
+    return [data[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n)]
+
+
+def values(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mantissa = rng.standard_normal(100_000)
+    spread = mantissa * 10.0 ** rng.integers(-9, 12, len(mantissa))
+    scores = (rng.standard_normal(100_000) * 20).astype(np.float32).astype(np.float64)  # what rescore writes
+    samples = rng.integers(0, 2**40, 100_000) / rng.choice([8_000, 22_050, 44_100, 48_000, 96_000], 100_000)
+    return np.concatenate([EDGES, spread, scores, samples, np.round(spread, 4) + 0.0005])
+
+
+def test_fixed_and_general_equal_python_formatting() -> None:
+    x = values(0)
+    for spec, column in ((".3f", fixed(x, 3)), (".4f", fixed(x, 4)), (".6g", general6(x))):
+        want = [format(float(v), spec) for v in x]
+        got = texts(column, len(x))
+        wrong = [(float(v), w, g) for v, w, g in zip(x, want, got) if w != g]
+        assert not wrong, (spec, wrong[:5])
+
+
+def test_times_equal_isoformat_and_raven_strftime() -> None:
+    rng = np.random.default_rng(1)
+    us = np.concatenate([rng.integers(0, 4_102_444_800_000_000, 50_000), [0, 951_782_400_000_000, -1_000_000],
+                         rng.integers(-62_000_000_000_000_000, -31_000_000_000_000_000, 50),  # years before 1000
+                         rng.integers(0, 4_102_444_800, 1000) * 1_000_000])  # whole seconds: no fraction
+    known = rng.random(len(us)) > 0.1
+    moments = [datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(v)) for v in us]
+    assert texts(iso_utc(us, known), len(us)) == [m.isoformat() if k else "" for m, k in zip(moments, known)]
+    assert texts(raven_utc(us, known), len(us)) == [m.strftime("%Y/%m/%d %H:%M:%S.%f")[:-3] if k else ""
+                                                    for m, k in zip(moments, known)]
+
+
+def columns(n: int, seed: int) -> SelectionColumns:
+    rng = np.random.default_rng(seed)
+    sources = ("/data/a, \"quoted\".wav", "unit-1/boot/stream0", "/data/tab\there.wav", "/data/é.flac")
+    labels = ("Robin", "wren, winter", 'say "hi"', "tab\tlabel", "Grive musicienne")
+    runs = rng.integers(1, 40, n)
+    source = np.repeat(rng.integers(0, len(sources), len(runs)), runs)[:n]  # runs, sources recurring
+    start = np.sort(rng.integers(0, 48_000 * 86_400, n))
+    p_correct = rng.random(n)
+    p_correct[rng.random(n) < 0.4] = np.nan
+    return SelectionColumns(
+        sources=sources, displays=("a", "unit-1_boot_stream0", "tab_here", "é"), begin_paths=sources,
+        begin_files=("a.wav", "boot_s0", "tab\there.wav", "é.flac"), source=source.astype(np.int64),
+        labels=labels, scientific=("Erithacus rubecula", "", "", "", "Turdus philomelos"),
+        label=rng.integers(0, len(labels), n), begin_s=start / 48_000, end_s=(start + 480_000) / 48_000,
+        score=(rng.standard_normal(n) * 20).astype(np.float32).astype(np.float64),
+        cosine=rng.uniform(-1, 1, n).astype(np.float32).astype(np.float64), rank=rng.integers(1, 4, n),
+        p_correct=p_correct, utc_us=1_714_521_600_000_000 + (start * 1_000_000) // 48_000,
+        utc_known=rng.random(n) > 0.2, band_hz=(50.0, 14_000.0))
+
+
+def test_column_writers_write_the_row_writers_bytes(tmp_path: Path) -> None:
+    by_rows, by_columns = tmp_path / "rows", tmp_path / "columns"
+    by_rows.mkdir()
+    by_columns.mkdir()
+    row_csv, column_csv = DetectionsCsv(by_rows), DetectionsCsv(by_columns)
+    row_tables = RecordingTables(by_rows, ("raven", "audacity"))
+    column_tables = RecordingTables(by_columns, ("raven", "audacity"))
+    for seed in range(3):  # several writes: selection numbers continue where each table stopped
+        c = columns(3_000, seed)
+        for source, first, stop in c.runs():
+            row_csv.write(c.sources[source], selections(c, first, stop))
+            row_tables.write(c.sources[source], c.displays[source], selections(c, first, stop))
+        column_csv.write_columns(c)
+        column_tables.write_columns(c)
+    row_csv.close()
+    column_csv.close()
+    written = sorted(p.name for p in by_rows.iterdir())
+    assert len(written) == 1 + 2 * 4 and written == sorted(p.name for p in by_columns.iterdir())
+    for name in written:
+        assert (by_rows / name).read_bytes() == (by_columns / name).read_bytes(), name
