@@ -37,6 +37,15 @@ def best_of(run: Callable[[], np.ndarray], tries: int = 3) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, default=200_000)
+    count = parser.parse_args().windows
+    with tempfile.TemporaryDirectory(prefix="archive-formats-") as folder:  # removed however the run ends
+        measure(Path(folder), count)
+
+
+def measure(folder: Path, count: int) -> None:
+    """Write ``count`` windows in each format into ``folder``, read them back, print sizes and times."""
     import duckdb
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -44,14 +53,10 @@ def main() -> None:
 
     from desk.archive.shardfile import Shard, write_shard
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--windows", type=int, default=200_000)
-    count = parser.parse_args().windows
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((count, DIM), dtype=np.float32)
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
     ids = np.arange(count, dtype=np.int64)
-    folder = Path(tempfile.mkdtemp(prefix="archive-formats-"))
     fsl = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float16()), DIM)
     fsb = pa.FixedSizeBinaryArray.from_buffers(pa.binary(DIM * 2), count, [None, pa.py_buffer(vectors.tobytes())])
     plain = {"compression": "none", "use_dictionary": False, "write_statistics": False}

@@ -67,7 +67,8 @@ def columns(place: dict[str, np.ndarray], where: np.ndarray, names: tuple[str, .
     known = ~np.isnat(stamps)
     rate = np.asarray(place["sample_rate"], np.int64)[where]
     return SelectionColumns(
-        sources=tuple(str(r) for r in place["recordings"]), displays=tuple(n[2] for n in named), begin_paths=tuple(n[0] for n in named),
+        sources=tuple(str(r) for r in place["recordings"]), displays=tuple(n[2] for n in named),
+        begin_paths=tuple(n[0] for n in named),
         begin_files=tuple(n[1] for n in named), source=source, labels=names, scientific=scientific,
         label=np.asarray(label, np.int64), begin_s=np.asarray(place["start"], np.int64)[where] / rate,
         end_s=np.asarray(place["stop"], np.int64)[where] / rate, score=np.asarray(score, np.float64),

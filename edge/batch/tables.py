@@ -197,6 +197,10 @@ class DetectionsCsv(_AppendedTable):
 
     def write_columns(self, columns: SelectionColumns) -> None:
         """Every selection of ``columns`` (the file column is each row's source), as :meth:`write` would."""
+        if not columns.plain:
+            for source, first, stop in columns.runs():
+                self.write(columns.sources[source], selections(columns, first, stop))
+            return
         self._handle.write(csv_text(columns, CSV_DIALECT))
 
 
@@ -356,6 +360,10 @@ class RecordingTables:
         """Every run of ``c`` appended to its source's tables, as :meth:`write` of each run would (Raven rows are
         formatted for all runs at once)."""
         runs = c.runs()
+        if not c.plain:
+            for source, first, stop in runs:
+                self.write(c.sources[source], c.displays[source], selections(c, first, stop))
+            return
         stems = [self.names.stem(c.sources[source], c.displays[source]) for source, _, _ in runs]
         text, offsets = b"", np.zeros(len(c.source) + 1, np.int64)
         if "raven" in self.formats:
@@ -369,8 +377,14 @@ class RecordingTables:
             text, offsets = raven_text(c, numbers)
         for stem, (_, first, stop) in zip(stems, runs):
             run = text[offsets[first] : offsets[stop]].decode("utf-8")
-            self._append(stem, lambda table, f=first, s=stop, r=run: (
-                table.write_text(r, s - f) if isinstance(table, RavenTable) else table.write(selections(c, f, s))))
+
+            def write(table: RavenTable | AudacityTrack, first: int = first, stop: int = stop, run: str = run) -> None:
+                if isinstance(table, RavenTable):
+                    table.write_text(run, stop - first)
+                else:
+                    table.write(selections(c, first, stop))
+
+            self._append(stem, write)
 
     def _append(self, stem: str, write: Callable[[RavenTable | AudacityTrack], object]) -> None:
         """Open each table of ``stem`` at its last position, ``write`` to it, remember where it ends, close it."""
