@@ -163,24 +163,27 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
     command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
                str(log_dir), "--device", "pulse", "--threshold", f"{threshold:g}", "--heartbeat", "1",
                "--precision", "int8", "--force-precision", "--set", "unit.unit_id=bench",
-               *CONFIGS["raspberry-pi-4"], "--set", "schedule.mode=always"]
+               *CONFIGS["raspberry-pi-4"], "--set", "schedule.duty.on_min=1439", "--set", "schedule.duty.off_min=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PULSE_SOURCE": f"{SINK}.monitor"}
     started = time.perf_counter()
-    daemon = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    try:
-        while not any(r["kind"] == "stream_open" for r, _ in read_card(log_dir).events):
-            if daemon.poll() is not None or time.perf_counter() - started > 120:
-                raise SystemExit("capture pass: the daemon did not open the fieldmic stream within 120 s")
-            time.sleep(0.5)
+    stderr = (workdir / "capture-daemon.stderr").open("w")
+    daemon = subprocess.Popen(command, cwd=REPO, env=env, stderr=stderr)
+    opened = False
+    while not opened and daemon.poll() is None and time.perf_counter() - started < 120:
+        time.sleep(0.5)
+        opened = any(r["kind"] == "stream_open" for r, _ in read_card(log_dir).events)
+    if opened:
         subprocess.run(["paplay", f"--device={SINK}", str(clip)], check=True)  # takes `minutes`, real time
-        played = samples.shape[0] / RATE - 10  # the last full window ends 10 s before the end
-        deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline and max(
-                (h["analysed_until_s"] for h, _ in read_card(log_dir).health), default=0) < played:
+        time.sleep(15)  # the windows ending with the recording, then until the backlog is gone (at most 60 s)
+        deadline = time.perf_counter() + 45
+        while time.perf_counter() < deadline and [h for h, _ in read_card(log_dir).health][-1]["lag_s"] > 2:
             time.sleep(1)
-    finally:
+    if daemon.poll() is None:
         daemon.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(daemon.pid, 0)
+    _, status, usage = os.wait4(daemon.pid, 0) if daemon.returncode is None else (0, daemon.returncode, None)
+    stderr.close()
+    if not opened or usage is None:
+        raise SystemExit(f"capture pass: the daemon did not open the fieldmic stream (see {stderr.name})")
     wall = time.perf_counter() - started
     events = [r["kind"] for r, _ in read_card(log_dir).events]
     return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "exit_status": status,
@@ -206,7 +209,7 @@ def main() -> None:
     parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
     parser.add_argument("--threshold", type=float, default=-0.4,
                         help="detection threshold (random weights score near -0.4; pick one that gives detections)")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--capture-minutes", type=float, default=0.0,
                         help="also capture fieldmic in real time while this many minutes play into it (0: skip)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -238,6 +241,7 @@ def main() -> None:
             stages[name] = json.loads(out.strip().splitlines()[-1])
         results[name] = daemon_10min(bundle, labels, recording, args.workdir / f"memory-{name}", CONFIGS[name],
                                      args.threshold)
+        print(json.dumps({name: {k: v for k, v in results[name].items() if k != "detections"}}), file=sys.stderr)
     capture = "not asked (--capture-minutes 0)"
     if args.capture_minutes:
         capture = f"not run: no PulseAudio null sink '{SINK}' (start it as .ci/run does)"

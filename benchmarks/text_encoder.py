@@ -8,6 +8,10 @@ embeddings are from torch's. ``--compare-static`` also builds a static (calibrat
 and compares it with the dynamic one that ``text-onnx --precision int8`` ships.
 
     python benchmarks/text_encoder.py --workdir runs/text-bench [--size full] [--labels 1000] [--threads 2]
+        [--skip-int8] [--baseline-repo /tmp/old-checkout]
+
+``--baseline-repo`` adds the fp32 ``labels add`` of another checkout of this repository (e.g. the commit
+before a change), run in the same loop, so a change is measured against its baseline in one run.
 """
 
 from __future__ import annotations
@@ -55,17 +59,17 @@ def write_labels(path: Path, count: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run_route(module: str, args: list[str], threads: int) -> dict[str, float]:
-    """One CLI invocation in a fresh interpreter; its wall time and peak RSS."""
+def run_route(module: str, args: list[str], threads: int, repo: Path = REPO) -> dict[str, float]:
+    """One CLI invocation of ``repo``'s code in a fresh interpreter; its wall time and peak RSS."""
     env_threads = {"OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-c", RUNNER, module, *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env_threads}, check=False)
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), **env_threads}, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def prepare(workdir: Path, size: str, audio: Path) -> tuple[Path, Path, str]:
+def prepare(workdir: Path, size: str, audio: Path, int8: bool = True) -> tuple[Path, Path, str]:
     """A random checkpoint of ``size``, its audio bundle, the fp32 text encoder, then the INT8 one.
 
     Returns the INT8 gate's verdict. Random weights make every text embedding nearly the same, which leaves
@@ -90,6 +94,8 @@ def prepare(workdir: Path, size: str, audio: Path) -> tuple[Path, Path, str]:
     from export.text_onnx import TEXT_FILES, register_text_encoder
 
     existing = open_bundle(bundle).manifest.text_encoders.get("int8")
+    if not int8:
+        return checkpoint, bundle, "not measured (--skip-int8)"
     if existing is not None:
         return checkpoint, bundle, str(existing.details.get(PARITY_KEY))
     try:
@@ -190,29 +196,36 @@ def main() -> None:
     parser.add_argument("--compare-static", action="store_true")
     parser.add_argument("--per-text", type=int, default=0, metavar="N",
                         help="also time the embedding alone on N prompts, ONNX vs torch, 1 thread (CPU ms/text)")
+    parser.add_argument("--skip-int8", action="store_true", help="leave out the INT8 text encoder's route")
+    parser.add_argument("--baseline-repo", type=Path,
+                        help="another checkout whose fp32 `labels add` runs as a route of its own (the baseline)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint, bundle, int8_gate = prepare(args.workdir, args.size, args.audio)
+    checkpoint, bundle, int8_gate = prepare(args.workdir, args.size, args.audio, not args.skip_int8)
     labels = args.workdir / "labels.txt"
     write_labels(labels, args.labels)
     template_args = [a for t in TEMPLATES for a in ("--template", t)]
+    fp32 = ["labels", "add", "--precision", "fp32", "--threads", str(args.threads)]
     routes = {
-        "torch (biolingual-export labels)": ("export", ["labels", "--model", str(checkpoint)]),
-        "onnx fp32 (labels add)": ("edge", ["labels", "add", "--precision", "fp32", "--threads", str(args.threads)]),
-        "onnx int8 (labels add)": ("edge", ["labels", "add", "--precision", "int8", "--threads", str(args.threads),
-                                            "--force-precision"]),
+        "torch (biolingual-export labels)": ("export", ["labels", "--model", str(checkpoint)], REPO),
+        "onnx fp32 (labels add)": ("edge", fp32, REPO),
     }
+    if args.baseline_repo:
+        routes[f"onnx fp32 (labels add, baseline {args.baseline_repo})"] = ("edge", fp32, args.baseline_repo)
+    if not args.skip_int8:
+        routes["onnx int8 (labels add)"] = ("edge", ["labels", "add", "--precision", "int8", "--threads",
+                                                     str(args.threads), "--force-precision"], REPO)
     from edge.model.bundle import open_bundle
     from edge.scoring.labels import read_labels
 
     key = read_labels(labels).key
     results, embeddings = {}, {}
-    for name, (module, route) in routes.items():
+    for name, (module, route, repo) in routes.items():
         copy = args.workdir / "route-bundle"
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(bundle, copy)
+        shutil.copytree(bundle, copy, copy_function=os.link)  # the CLI replaces files, never edits
         results[name] = run_route(module, [*route, "--bundle", str(copy), "--labels", str(labels), *template_args],
-                                  args.threads)
+                                  args.threads, repo)
         with np.load(copy / open_bundle(copy).manifest.label_sets[key].path) as data:
             embeddings[name] = data["embeddings"]
     torch_name = next(iter(routes))
