@@ -45,15 +45,25 @@ RayAddressOpt = Annotated[str | None, typer.Option(help="Join this Ray cluster (
 @logs_app.command()
 @report_errors
 def collect(
-    cards: Annotated[list[Path], typer.Argument(help="Card folders (the root the unit wrote its log to).")],
     into: Annotated[Path, typer.Option("--into", help="DuckDB database to create or add to.")],
+    cards: Annotated[list[Path] | None, typer.Argument(help="Card folders (the root the unit wrote its log to); "
+                                                            "fallback files (*.unwritten.jsonl) at their top or one "
+                                                            "folder down are collected with them.")] = None,
+    unwritten: Annotated[list[Path] | None, typer.Option(
+        "--unwritten", help="A unit's fallback file (storage.fallback_dir/<boot>.unwritten.jsonl: rows its card could "
+                            "not take), or a folder searched for them; repeatable.")] = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Also write every table as Parquet here.")]
     = None,
     quiet_info: Annotated[bool, typer.Option("--quiet-info", help="Hide info-level findings.")] = False,
 ) -> None:
-    """Ingest card folders (idempotent: re-collecting adds nothing) and report what needs attention; exit 1 when
+    """Ingest card folders and the rows units could not write to their cards (idempotent: re-collecting adds
+    nothing; a row on the card and in a fallback file counts once) and report what needs attention; exit 1 when
     any finding is an error."""
-    result = collect_cards(cards, into, parquet, on_card=lambda card: stderr.print(f"reading {card}"))
+    if not cards and not unwritten:
+        raise ConfigError("logs collect needs a card folder or --unwritten",
+                          "name the card folders (and any fallback files with --unwritten FILE_OR_FOLDER)")
+    result = collect_cards(cards or [], into, parquet, on_card=lambda card: stderr.print(f"reading {card}"),
+                           unwritten=unwritten or [])
     for finding in result.findings:
         if quiet_info and finding.severity == "info":
             continue
@@ -62,7 +72,8 @@ def collect(
     added = ", ".join(f"{n} {table}" for table, n in result.added.items() if n) or "nothing new"
     errors = sum(f.severity == "error" for f in result.findings)
     warnings = sum(f.severity == "warning" for f in result.findings)
-    stderr.print(f"{result.cards} card(s): {result.read.get('detections', 0)} detection rows read, added "
+    files = f" and {result.unwritten} fallback file(s)" if result.unwritten else ""
+    stderr.print(f"{result.cards} card(s){files}: {result.read.get('detections', 0)} detection rows read, added "
                  f"{added}; {errors} error(s), {warnings} warning(s) -> {into}")
     if errors:  # what was readable is in the database; the errors above need attention before it is trusted
         raise typer.Exit(1)

@@ -64,9 +64,10 @@ def _spans(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tuple[dateti
 def shared_unit_ids(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     """A unit id on several cards: a copy, a re-collection, a swapped card, or two recorders sharing an id."""
     boots_by_card: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    # rows that came over the air (`logs live`, card 'uplink:<unit>') are a copy of some card, not a card
-    for card, unit, boot in con.execute("SELECT card, unit_id, boot_id FROM card_boots "
-                                        "WHERE card NOT LIKE 'uplink:%'").fetchall():
+    # rows that came over the air (`logs live`, card 'uplink:<unit>') or from a unit's fallback file ('unwritten:
+    # <file>') are a copy of some card's, not a card
+    for card, unit, boot in con.execute("SELECT card, unit_id, boot_id FROM card_boots WHERE card NOT LIKE "
+                                        "'uplink:%' AND card NOT LIKE 'unwritten:%'").fetchall():
         boots_by_card[unit][card].add(boot)
     spans = _spans(con)
     findings = []

@@ -155,11 +155,18 @@ def _read_header(data: bytes, path: Path) -> tuple[SegmentHeader, int]:
 
 def read_embedding_segment(path: Path) -> EmbeddingSegment:
     """Read a segment; a torn tail is noted, damaged records reported and skipped, nothing raised."""
-    empty = np.zeros(0, record_dtype(1, "fp16"))
     try:
         data = path.read_bytes()
     except OSError as e:
-        return EmbeddingSegment(path, None, empty, [], [f"{path}: unreadable ({e.strerror})"])
+        return EmbeddingSegment(path, None, np.zeros(0, record_dtype(1, "fp16")), [],
+                                [f"{path}: unreadable ({e.strerror})"])
+    return decode_embedding_segment(data, path)
+
+
+def decode_embedding_segment(data: bytes, path: Path) -> EmbeddingSegment:
+    """A segment's bytes (a file's, or a header and records kept elsewhere, named ``path``) read as
+    :func:`read_embedding_segment` reads the file."""
+    empty = np.zeros(0, record_dtype(1, "fp16"))
     if len(data) < len(MAGIC) + HEADER_LENGTH.size:
         return EmbeddingSegment(path, None, empty, [f"{path}: empty or torn header (never confirmed written)"], [])
     try:
