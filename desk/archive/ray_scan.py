@@ -124,4 +124,5 @@ def _report_memory(peaks: dict[int, int], files: list[StoredRows]) -> None:
 def _failed(files: list[StoredRows], done: int, cause: str) -> BackendError:
     return BackendError(f"the Ray scan stopped: {cause}; {len(files) - done} of {len(files)} archive files not "
                         f"read (from {files[done].path})",
-                        "the tables written so far are incomplete: fix the cause and rerun (or use --engine local)")
+                        "what this run wrote is incomplete: fix the cause and rerun the command, which starts over "
+                        "(or use --engine local)")
