@@ -307,6 +307,31 @@ def _top(vectors: np.ndarray, queries: np.ndarray, first: int, end: int) -> np.n
     return np.take_along_axis(best_rows, order, 1)
 
 
+def stacked_latency(folder: Path, copies: int, probes: int) -> dict[str, float]:
+    """Query ms of an archive index whose segments are stacked ``copies`` times: the codes a query of an archive
+    ``copies`` times larger scans (same lists, same probes). Latency only: the copies repeat the same windows."""
+    import faiss
+
+    from desk.archive import ivf
+
+    index = ivf.IvfIndex(folder)
+    index.segments = index.segments * copies
+    searcher = index.searcher()
+    rng = np.random.default_rng(3)
+    queries = season_vectors(rng, 100)
+    params = faiss.SearchParametersIVF(nprobe=probes)
+    times = []
+    for round_ in range(2):
+        for q in queries:
+            started = time.perf_counter()
+            searcher.search(q.reshape(1, -1), CANDIDATES, params=params)
+            if round_:
+                times.append(time.perf_counter() - started)
+    return {"windows": int(searcher.ntotal), "segments": len(index.segments), "probes": probes,
+            "query_ms_p50": 1000 * float(np.percentile(times, 50)),
+            "query_ms_p95": 1000 * float(np.percentile(times, 95))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", default="100000,1000000", help="synthetic sizes, comma-separated")
@@ -318,8 +343,19 @@ def main() -> None:
     parser.add_argument("--hop", type=float, default=1.0, help="real: seconds between window starts")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="leave the built indexes in WORKDIR/built")
+    parser.add_argument("--stack", type=Path, metavar="INDEX_DIR",
+                        help="only: latency of this archive index with its segments stacked --copies times")
+    parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--child", nargs=3, metavar=("NAME", "DATA", "TRUTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stack:
+        from desk.archive.ivf import PROBES
+
+        for probes in (8, PROBES):
+            for copies in (1, args.copies):
+                result = {**stacked_latency(args.stack, copies, probes), "load": os.getloadavg()[0]}
+                print(json.dumps({k: round(v, 3) for k, v in result.items()}), flush=True)
+        return
     if args.child:
         name, data, truth = args.child
         print(json.dumps(measure(name, Path(data), Path(truth), args.workdir / "built" / name)))

@@ -69,6 +69,8 @@ EXACT_BELOW = 200_000
 CANDIDATES_PER_HIT = 20
 MIN_CANDIDATES = 400
 """Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400."""
+KEEP_MAPPED = 64
+"""Rows gathered from one shard above which its pages are released after the gather (a re-rank keeps them)."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -241,7 +243,10 @@ class DuckShardStore:
         out: np.ndarray | None = None
         for shard in np.unique(place):
             positions = np.flatnonzero(place == shard)
-            matrix = normalised(self.shard(names[shard]).gather(wanted[positions] - firsts[shard]))
+            mapped = self.shard(names[shard])
+            matrix = normalised(mapped.gather(wanted[positions] - firsts[shard]))
+            if len(positions) > KEEP_MAPPED:
+                mapped.release()  # each row read faults in ~64 KB around it: a big gather would map every shard
             if out is None:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
             out[positions] = matrix
