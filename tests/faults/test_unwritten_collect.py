@@ -2,7 +2,8 @@
 
 The unit is the real daemon (``run --input``, window embeddings on) of ``test_card_fails_mid_run``, on the FUSE
 card that turns read-only half way through: the batch whose fsync failed stays on the card *and* goes to the
-fallback file. A tech copies the unit's fallback folder beside the card's log and collects; the archive then
+fallback file (and, so the overlap is certain, every row on the card is spilled into the file once more with the
+unit's own writer). A tech copies the unit's fallback folder beside the card's log and collects; the archive then
 holds exactly what the same run on a healthy card gives — detections, window counts and the embeddings
 themselves — each row once, and collecting again (or naming the file again) adds nothing. A damaged line of the
 fallback file costs that line only, and a file whose boot is on no collected card is still filed by its rows.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import pytest
 from desk.archive.windows import open_store
 from desk.collect.database import connect, run
 from desk.collect.ingest import collect
+from edge.card.cardformat import DETECTIONS_DIR
+from edge.card.embedformat import EMBEDDINGS_DIR, read_embedding_segment
 from edge.card.reserve import FALLBACK_SUFFIX, spill
 from edge.daemon.contract import EXIT_CARD_INCOMPLETE
 from tests.faults.conftest import run_cli
@@ -50,6 +54,24 @@ def archive(db: Path) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], np.n
     keys = list(zip(meta["stream"], meta["start_sample"]))
     assert len(set(keys)) == len(keys), "a window archived twice"
     return detections, dict(zip(keys, vectors))
+
+
+def spill_again(card: Path, folder: Path, boot: str) -> int:
+    """Spill every detection and window embedding on ``card`` once more, with the unit's own writer (what a
+    read-only card does to the batch it took but could not fsync, here for all of them); returns the rows."""
+    rows: list[tuple[str, date, bytes]] = []
+    for path in sorted((card / DETECTIONS_DIR).glob("*.csv*")):
+        day = date.fromisoformat(path.name[:10])
+        rows += [("detections", day, line) for line in path.read_bytes().splitlines(keepends=True)[1:]]
+    header = b""
+    for path in sorted((card / EMBEDDINGS_DIR).glob("*.emb*")):
+        segment = read_embedding_segment(path)
+        assert segment.header is not None and path.read_bytes().startswith(segment.header.encode())
+        header = segment.header.encode()
+        rows += [("embeddings", date.fromisoformat(path.name[:10]), record.tobytes()) for record in segment.records]
+    _, spilled = spill(folder, boot, rows, {"embeddings": header})
+    assert spilled == len(rows) and header
+    return spilled
 
 
 def total(added: dict[str, int]) -> int:
@@ -85,13 +107,16 @@ def test_a_failed_card_and_its_fallback_file_collect_to_the_healthy_runs_archive
     card = tmp_path / "SD1"  # the tech copies the unit's fallback folder beside the card's log
     shutil.copytree(failed_unit["card"], card)
     shutil.copytree(failed_unit["state"], card / "unwritten")
+    boot = failed_unit["fallback"].name.removesuffix(FALLBACK_SUFFIX)
+    twice = spill_again(card, card / "unwritten", boot)  # rows on the card and in the file, for certain
     first = collect([card], tmp_path / "season.duckdb")
     detections, windows = archive(tmp_path / "season.duckdb")
     assert detections == expected_detections
     assert windows.keys() == expected_windows.keys()
     for key, vector in expected_windows.items():
         assert np.array_equal(windows[key], vector), f"window {key}: another embedding than the healthy run's"
-    assert first.unwritten == 1 and first.read["windows"] >= first.added["windows"] == len(expected_windows)
+    assert first.unwritten == 1 and first.added["windows"] == len(expected_windows)
+    assert sum(first.read[k] - first.added[k] for k in ("detections", "windows")) >= twice
     assert not [f for f in first.findings if FALLBACK_SUFFIX in f.message or f.check == "unit ids"], first.findings
 
     again = collect([card], tmp_path / "season.duckdb")
@@ -130,8 +155,6 @@ def test_a_damaged_line_costs_that_line_and_a_file_without_its_card_is_still_fil
 
 
 def test_rows_that_cannot_be_placed_are_one_error_naming_the_file(tmp_path: Path) -> None:
-    from datetime import date
-
     header = b"BLEEMB\x00\x01" + b"\x02\x00\x00\x00{}"
     path, _ = spill(tmp_path / "state", "20240501T000000Z-abcdef",
                     [("embeddings", date(2024, 5, 1), b"\0" * 16), ("detections", date(2024, 5, 1), b"," * 13 + b"\n")],
