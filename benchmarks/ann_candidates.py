@@ -89,7 +89,8 @@ def archive_index(vectors: np.ndarray, folder: Path) -> Search:
     index.append((np.arange(a + 1, min(a + CHUNK, len(vectors)) + 1), vectors[a : a + CHUNK])
                  for a in range(0, len(vectors), CHUNK))
     index = ivf.IvfIndex(folder)  # reopened: memory-mapped
-    return lambda q, n: index.candidates(q, n) - 1
+    probes = int(os.environ["ANN_PROBES"]) if "ANN_PROBES" in os.environ else None
+    return lambda q, n: index.candidates(q, n, probes) - 1
 
 
 def numpy_index(vectors: np.ndarray, folder: Path) -> Search:
@@ -346,8 +347,11 @@ def main() -> None:
     parser.add_argument("--stack", type=Path, metavar="INDEX_DIR",
                         help="only: latency of this archive index with its segments stacked --copies times")
     parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--probes", type=int, help="archive candidate: lists probed (default: by the index's size)")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "DATA", "TRUTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probes:
+        os.environ["ANN_PROBES"] = str(args.probes)
     if args.stack:
         from desk.archive.ivf import PROBES
 

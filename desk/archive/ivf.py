@@ -33,7 +33,11 @@ WINDOWS_PER_LIST_TRAINED = 32
 TRAIN_SAMPLE = 32_768
 TRAIN_ROUNDS = 8
 PROBES = 16
-"""Lists probed per query: ~1.6 % of the windows are compared by their 8-bit codes."""
+"""Lists probed per query up to :data:`FEWER_PROBES_ABOVE` windows: ~1.6 % of them compared by their codes."""
+FEWER_PROBES_ABOVE = 2_000_000
+LARGE_PROBES = 8
+"""Lists probed above that size (lists of 2 000+ windows): recall@10 1.00 at 1 M with 8 as with 16, and a 10 M
+query scans half the codes (23 against 82 ms, ``benchmarks/ann_candidates.py --stack``)."""
 SEGMENT_WINDOWS = 200_000
 """Windows per segment, held in memory while it is built: 512 B of codes + 8 B of id each, ~104 MB."""
 MIN_WINDOWS = 20_000
@@ -126,13 +130,15 @@ class IvfIndex:
             self._stacked = (stacked, parts, lists, joined)  # the parts own the lists the stack reads
         return self._stacked[0]
 
-    def candidates(self, query: np.ndarray, count: int, probes: int = PROBES) -> np.ndarray:
+    def candidates(self, query: np.ndarray, count: int, probes: int | None = None) -> np.ndarray:
         """Ids of up to ``count`` windows whose codes score highest against unit ``query`` ``(D,)`` in the
-        ``probes`` lists nearest it, best first."""
+        ``probes`` lists nearest it (default by the index's size), best first."""
         if not self.trained or not self.segments:
             return np.zeros(0, np.int64)
         faiss = faiss_module()
         index = self.searcher()
+        if probes is None:
+            probes = PROBES if index.ntotal <= FEWER_PROBES_ABOVE else LARGE_PROBES
         params = faiss.SearchParametersIVF(nprobe=min(probes, int(index.nlist)))
         _, ids = index.search(np.ascontiguousarray(query, np.float32).reshape(1, -1), int(count), params=params)
         found = ids[0]
