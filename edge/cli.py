@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.core import TyperGroup
 
 from edge.batch.analyze import ANALYZE_FORMATS, AnalyzeOptions, RunOptions, analyze_paths
+from edge.batch.piece_analysis import ANALYZE_BATCH
 from edge.batch.pieces import DEFAULT_PIECE_S
 from edge.batch.run_record import ALL_WINDOWS_NOTE
 from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
@@ -104,7 +105,8 @@ def analyze(
     score_mode: Annotated[str, typer.Option(help="logit (cosine × scale) or softmax across the list.")] = "logit",
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads per worker (default: cores / workers).")]
     = None,
-    batch: Annotated[int, typer.Option(help="Windows per inference call.")] = 4,
+    batch: Annotated[int, typer.Option(help="Windows per inference call (1, the default, is the fastest on CPUs).")]
+    = ANALYZE_BATCH,
     force_precision: Annotated[bool, typer.Option(help="Use a precision whose parity report is missing/failed.")]
     = False,
     workers: Annotated[int | None, typer.Option(help="Worker processes (Ray: actors); default: one per core.")]

@@ -17,7 +17,12 @@ from edge.errors import AudioError
 from edge.model.bundle import open_bundle
 from edge.scoring.labels import read_labels
 from edge.stream.detector import Detection
-from edge.stream.pipeline import DEFAULT_BATCH, Stages, build_stages
+from edge.stream.pipeline import Stages, build_stages
+
+ANALYZE_BATCH = 1
+"""Windows per inference call in ``analyze`` (always ONNX Runtime on the CPU): one window's activations fit
+a core's L2 cache, so batch 1 is the cheapest per window (INT8 1.15x batch 4, fp32 equal, on a VNNI/AMX
+Xeon; ``benchmarks/precision_cpu.py --batch``). The daemon batches only to catch up."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class AnalyzeOptions:
     score_mode: str = "logit"
     threads: int | None = None
     """ONNX Runtime threads per worker (None: the cores divided among the workers)."""
-    batch: int = DEFAULT_BATCH
+    batch: int = ANALYZE_BATCH
     force_precision: bool = False
     """Use a precision even if its parity report is missing or failed."""
     embeddings_dir: Path | None = None

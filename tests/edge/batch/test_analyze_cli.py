@@ -103,3 +103,16 @@ def test_edge_runs_with_torch_unimportable(example_bundle: Path, example_labels:
     )
     assert result.returncode == 0, result.stderr
     assert "1 file(s) analysed, 11 detection(s)" in result.stderr
+
+
+def test_analyze_runs_one_window_per_inference_call_by_default() -> None:
+    """Batch 1 is the cheapest per window on CPUs (BENCHMARKS.md, *INT8 on Intel Xeon*); the CLI and the
+    library agree on it, so a library caller gets the same plan (pieces are whole batches) as the command."""
+    import typer.main
+
+    from edge.batch.piece_analysis import AnalyzeOptions
+
+    command = typer.main.get_command(app)
+    analyze_command = command.get_command(None, "analyze")  # type: ignore[attr-defined]
+    batch = next(p for p in analyze_command.params if p.name == "batch")
+    assert batch.default == AnalyzeOptions().batch == 1

@@ -60,11 +60,11 @@ def test_pool_and_split_files_equal_the_single_pass(archive: Path, example_bundl
                                                     example_labels: tuple[Path, Path], tmp_path: Path) -> None:
     labels = example_labels[0]
     code, output = analyze(archive, example_bundle, labels, tmp_path / "one", "--workers", "1",
-                           "--piece-seconds", "3600")
+                           "--piece-seconds", "3600", "--batch", "4")
     assert code == 1 and "broken.wav" in output and "3 file(s) analysed" in output
     single = outputs(tmp_path / "one")
     code, output = analyze(archive, example_bundle, labels, tmp_path / "pool", "--workers", "2",
-                           "--piece-seconds", "10")
+                           "--piece-seconds", "10", "--batch", "4")  # pieces round up to whole batches: 20 s
     assert code == 1 and "Traceback" not in output
     pooled = outputs(tmp_path / "pool")
     assert pooled == single  # byte for byte: same rows in the same order, same Raven tables
