@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="bundle whose model time is the reference (default: full size)")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "heads-bench")
     args = parser.parse_args()
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     calibration_s = bench_calibration(100, 200)
     heads_s = bench_heads(20, 10_000)
     text_us, mixed_us = bench_scorer(100, 20)

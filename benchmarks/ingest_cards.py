@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards when given")
     args = parser.parse_args()
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(1)

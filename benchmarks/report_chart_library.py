@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--plotly-js", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True, help="an HTML file written by `logs report`")
     args = parser.parse_args()
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     candidate = plotly_page(args.plotly_js, args.report.with_name("plotly-heatmaps.html"))
     times = load_times([args.report, candidate])
     base, other = np.median(times[args.report]), np.median(times[candidate])

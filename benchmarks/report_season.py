@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="report-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / "season.duckdb"

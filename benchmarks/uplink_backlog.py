@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="wall time of each CPU measurement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="uplink-bench-") as tmp:
         workdir = Path(tmp)
         broker = Broker(workdir / "broker")

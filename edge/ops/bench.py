@@ -129,6 +129,14 @@ def machine_info() -> dict[str, str]:
             "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+def machine_line() -> str:
+    """One header line for any benchmark: CPU, cores, INT8 features, ONNX Runtime and the load average."""
+    info = machine_info()
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"CPU: {info['cpu']}, {info['cores']} cores; INT8 features: {info['int8_flags']}; ONNX Runtime "
+            f"{info['onnxruntime']}; load average {load}")
+
+
 def batched(windows: list[Window], size: int) -> Iterator[list[Window]]:
     for start in range(0, len(windows), size):
         yield windows[start : start + size]
