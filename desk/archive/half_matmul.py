@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from desk.archive.windows import WindowShapeError
+
 GRAPH = base64.b64decode(
     "CAg61gEKGAoBeBICeGYiBENhc3QqCQoCdG8YAaABAgoSCgJ4ZgoBcRIBeSIGTWF0TXVsCi8KAnhmCgRheGVzEgFuIg9SZWR1Y2VTdW1TcXVh"
     "cmUqDwoIa2VlcGRpbXMYAaABAhILaGFsZl9tYXRtdWwqDQgBEAc6AQFCBGF4ZXNaFQoBeBIQCg4IChIKCgMSAW4KAxIBZFoVCgFxEhAKDggB"
@@ -49,6 +51,11 @@ def _build_session() -> Any:
 def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """``rows`` (N, D) float16/float32 (any norm) × ``queries`` (D, K) float32 (unit) -> (N, K) float32 cosines."""
     global _session
+    if queries.ndim != 2 or rows.shape[-1] != queries.shape[0]:
+        raise WindowShapeError(f"query vectors of shape {queries.shape} do not fit the archive's "
+                               f"{rows.shape[-1]}-dimensional windows",
+                               "the labels or query were embedded by another model than these windows': use the "
+                               "bundle and label set of the model that wrote them")
     if rows.dtype == np.float16:
         if _session is None:
             try:

@@ -27,6 +27,7 @@ from desk.archive.windows import (
     StoredRows,
     WindowBatch,
     WindowFilter,
+    WindowShapeError,
     normalised,
     require_windows,
     top_of,
@@ -35,6 +36,7 @@ from desk.collect.database import CollectError, connect, run
 from desk.collect.layout import check_readable, upgrade
 from edge.card.cardformat import MICROSECONDS_PER_SECOND, safe_name
 from edge.card.embedformat import UNKNOWN_UTC_US
+from edge.model.space import short_space
 
 if TYPE_CHECKING:
     import duckdb
@@ -339,6 +341,7 @@ class DuckShardStore:
         count = len(batch.start_sample)
         if not count or (done is not None and done >= count):
             return 0
+        self._check_shape(batch)
         added = self._insert_new(batch)
         self._spans, self._counts = None, {}
         run(self.con, "INSERT INTO embedding_segments VALUES (?, ?, ?, ?, ?)",
@@ -362,6 +365,23 @@ class DuckShardStore:
             write_shard(self.root / shard, ids, batch.vectors[rows])
             self._insert_rows(batch, rows, ids, str(shard))
         return len(keep)
+
+    def _check_shape(self, batch: WindowBatch) -> None:
+        """Refuse vectors that are not ``(N, D)`` float, or whose ``D`` differs from the archive's for their space."""
+        vectors, where = batch.vectors, f"{batch.card}: segment {batch.segment}"
+        if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+            raise WindowShapeError(f"{where}: window vectors of shape {vectors.shape} and type {vectors.dtype} "
+                                   "are not a (windows, dimension) float array; skipped",
+                                   "the segment is damaged: copy the card again")
+        space = batch.embedding_space or batch.model_sha256
+        found = run(self.con, f"SELECT shard FROM windows WHERE {self._space_key} = ? LIMIT 1", [space])
+        held = self.shard(found[0][0]).pages[0][1].shape[1] if found else vectors.shape[1]
+        if vectors.shape[1] != held:
+            raise WindowShapeError(
+                f"{where}: {vectors.shape[1]}-dimensional windows, but the archive holds {held}-dimensional "
+                f"windows of embedding space {short_space(space)}; skipped",
+                "the card was written by another model: collect it into its own database "
+                "(logs collect CARD --into other.duckdb), or its windows need their own embedding space")
 
     def _new_rows(self, batch: WindowBatch) -> np.ndarray:
         """Indices of windows whose (stream, start sample) this boot has not archived yet (first of duplicates)."""

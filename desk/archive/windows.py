@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edge.errors import EdgeError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -47,6 +49,10 @@ class WindowFilter:
 
 
 EVERY_WINDOW = WindowFilter()
+
+
+class WindowShapeError(EdgeError):
+    """A batch's vectors are not ``(N, D)`` float, or not of the dimension the archive holds for their space."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,9 @@ class WindowStore(Protocol):
     """Archived window embeddings and their metadata. Window ids are unique positive integers."""
 
     def insert(self, batch: WindowBatch) -> int:
-        """Add the batch's windows not archived yet (same unit, boot, stream and start sample); returns how many."""
+        """Add the batch's windows not archived yet (same unit, boot, stream and start sample); returns how many.
+        Raises :class:`WindowShapeError` (nothing added) when its vectors are not 2-D float or not of the
+        dimension the archive already holds for its embedding space."""
 
     def count(self, where: WindowFilter = EVERY_WINDOW) -> int:
         """Windows matching ``where`` (0 for an archive that holds none yet)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desk.archive.windows import WindowBatch, WindowStore, normalised
+from desk.archive.windows import WindowBatch, WindowShapeError, WindowStore, normalised
 from desk.collect.cards import Finding
 from edge.card.cardformat import CLOCK_SYNC_STATES, OPEN_SUFFIX, TEMP_PREFIX
 from edge.card.embedformat import EMBEDDINGS_DIR, EXTENSION, EmbeddingSegment, dequantise, read_embedding_segment
@@ -40,7 +40,10 @@ def archive_card(store: WindowStore, card: Path, skipped_boots: frozenset[str] =
         if segment.header is None or not len(segment.records) or segment.header.boot_id in skipped_boots:
             continue
         read += len(segment.records)
-        added += store.insert(window_batch(segment, path.name.removesuffix(OPEN_SUFFIX), str(card)))
+        try:
+            added += store.insert(window_batch(segment, path.name.removesuffix(OPEN_SUFFIX), str(card)))
+        except WindowShapeError as e:  # this segment only: the card's other segments and cards are still taken
+            findings.append(Finding("error", "embeddings", f"{e.message} ({e.hint})", str(card)))
     return ArchiveCounts(read, added, findings)
 
 
