@@ -28,9 +28,10 @@ def copy_segment(source: Path, target: Path, boot_id: str, dim: int) -> None:
     header = dataclasses.replace(segment.header, boot_id=boot_id, dim=dim)
     vectors = np.resize(records["vector"].astype(np.float32), (len(records), dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    body = b"".join(encode_records(header, int(records["stream"][i]), CLOCK_SYNC_STATES[records["clock_sync"][i]], records["start_sample"][i : i + 1],
-                                   records["end_sample"][i : i + 1], records["start_utc_us"][i : i + 1],
-                                   vectors[i : i + 1]) for i in range(len(records)))
+    body = b"".join(encode_records(header, int(records["stream"][i]), CLOCK_SYNC_STATES[records["clock_sync"][i]],
+                                   records["start_sample"][i : i + 1], records["end_sample"][i : i + 1],
+                                   records["start_utc_us"][i : i + 1], vectors[i : i + 1])
+                    for i in range(len(records)))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(header.encode() + body)
 
@@ -64,7 +65,8 @@ def test_collect_refuses_a_segment_of_another_dimension_and_keeps_the_rest(
     assert f"{dim + 8}-dimensional" in text and f"{dim}-dimensional" in text and "own database" in text
     with DuckShardStore(db) as store:  # the good segment of the same card was archived, the wide one not
         boots = {key[0] for key in store.tally(("boot_id",))}
-        assert store.count() == before + len(read_embedding_segment(source).records) and "boot-good" in boots and "boot-wide" not in boots
+        assert store.count() == before + len(read_embedding_segment(source).records)
+        assert "boot-good" in boots and "boot-wide" not in boots
     rescored = run_cli("logs", "rescore", "--db", db, "--bundle", example_bundle, "--labels", example_labels[0],
                        "--out", tmp_path / "rescored")
     assert rescored.exit_code == 0, rescored.output
