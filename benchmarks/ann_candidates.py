@@ -15,6 +15,9 @@ its own few directions of variation — not uniform random vectors), and (b) ``r
 ``../shared/audio`` cut into 10 s windows every ``--hop`` seconds and embedded by the full-size model with random
 weights (default ``ClapConfig``, fp32 ONNX audio tower; ``--bundle`` or built here with the export path) — a few
 hundred windows, reported as measured.
+
+faiss-cpu and usearch come with the ``desk`` extra; hnswlib is for this benchmark only (``pip install hnswlib``;
+a candidate whose library is missing is reported FAILED and the others still run).
 """
 
 from __future__ import annotations
