@@ -11,8 +11,8 @@ import typer
 
 from desk.cli_live import register as register_live_command
 from desk.cli_review import register as register_review_commands
-from desk.collect.database import connect
 from desk.collect.ingest import collect as collect_cards
+from desk.collect.seasons import connect_seasons, distinct
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
 from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, FORMATS, parse_formats
@@ -30,9 +30,8 @@ register_review_commands(logs_app)
 register_live_command(logs_app)
 
 RESCORE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
-DbOpt = Annotated[Path, typer.Option("--db", help="Collection database made by `logs collect`.")]
 DbsOpt = Annotated[list[Path], typer.Option("--db", help="Collection database made by `logs collect`; repeat it to "
-                                                         "read several (years, sites) as one archive.")]
+                                                         "read several (years, sites) as one.")]
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 SpaceOpt = Annotated[str | None, typer.Option("--space", help="The archive's embedding space to work in (a prefix; "
                                               "needed when the archive holds windows of several).")]
@@ -85,7 +84,7 @@ EXPORT_FORMATS = (*FORMATS, "hoplite")
 @logs_app.command()
 @report_errors
 def export(
-    db: DbOpt,
+    db: DbsOpt,
     file_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP.format(allowed=", ".join(EXPORT_FORMATS))
                                              + " hoplite: on its own, see below.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables (a single csv or parquet: the file, "
@@ -111,14 +110,17 @@ def export(
         if len(formats) > 1:
             raise ConfigError("--format hoplite writes a database folder and goes on its own",
                               "run `logs export` once for hoplite and once for the tables")
-        done = export_hoplite(db, out, review or [], project, reviewer, space)
+        if len(distinct(db)) > 1:
+            raise ConfigError("--format hoplite exports one database", "pass one --db (export each season on its "
+                              "own; hoplite reads several databases itself)")
+        done = export_hoplite(db[0], out, review or [], project, reviewer, space)
         stderr.print(f"wrote a perch-hoplite database -> {out}: {done.windows} window(s) of {done.deployments} "
                      f"unit(s) in {done.recordings} recording(s), {done.annotations} annotation(s)")
         return
     if review or project or reviewer or space:
         raise ConfigError("--review, --project, --reviewer and --space belong to --format hoplite",
                           "leave them out, or export with --format hoplite")
-    con = connect(db, read_only=True)
+    con = connect_seasons(db)
     try:
         paths = export_detections(con, file_format, out)
     finally:
@@ -129,11 +131,11 @@ def export(
 @logs_app.command()
 @report_errors
 def summary(
-    db: DbOpt,
+    db: DbsOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for SUMMARY.csv and the PNG plots.")],
 ) -> None:
     """Per-unit health table (uptime, effort, xruns, gaps, temperature, disk) and plots."""
-    con = connect(db, read_only=True)
+    con = connect_seasons(db)
     try:
         paths = summarise(con, out)
     finally:
@@ -258,7 +260,7 @@ def search(
 @logs_app.command()
 @report_errors
 def report(
-    db: DbOpt,
+    db: DbsOpt,
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, opens offline).")],
     confidence: Annotated[Path | None, typer.Option(
         "--confidence", help="confidence.json of `logs fit-confidence`: each species' curve and threshold.")] = None,
@@ -267,13 +269,18 @@ def report(
     = False,
 ) -> None:
     """One self-contained HTML page: effort, detections per analysed hour, species pages, unit health."""
+    from desk.archive.windows import WindowStore, open_store
     from desk.report.page import ReportOptions, write_report
 
-    con = connect(db, read_only=True)
+    con = connect_seasons(db)
+    store: WindowStore | None = None
     try:
         fits = renamed(confidence, old_confidence, "--calibration", "--confidence")
-        result = write_report(con, out, ReportOptions(confidence=fits, clips=clips))
+        store = open_store(db) if clips else None
+        result = write_report(con, out, ReportOptions(confidence=fits, clips=clips), store=store)
     finally:
+        if store is not None:
+            store.close()
         con.close()
     stderr.print(f"wrote {out}: {result.units} unit(s), {result.species} species, {result.detections} detections, "
                  f"{result.clips} clip(s), {result.bytes / 1e6:.2f} MB in {result.seconds:.1f} s")

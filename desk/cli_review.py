@@ -11,6 +11,8 @@ from edge.cli_support import renamed_command, report_errors, stderr
 from edge.errors import ConfigError
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Season database made by `logs collect` (with embeddings).")]
+DbsOpt = Annotated[list[Path], typer.Option("--db", help="Season database made by `logs collect` (with embeddings); "
+                                                         "repeat it to review several (years, sites) as one.")]
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle the archive was analysed with.")]
 
 
@@ -28,7 +30,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @report_errors
     def review(
-        db: DbOpt,
+        db: DbsOpt,
         bundle: BundleOpt,
         labels: Annotated[Path, typer.Option("--labels", "-l", help="Species list to review.")],
         out: Annotated[Path, typer.Option("--out", help="Folder for review.csv and review.html.")],

@@ -9,7 +9,7 @@ are its own. Read-only: windows are inserted into one database at a time, by ``l
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,19 @@ OWN = (1 << ID_BITS) - 1
 class ManyStores:
     """Several :class:`~desk.archive.windows.WindowStore` as one, window ids translated."""
 
-    def __init__(self, stores: list[WindowStore]) -> None:
+    def __init__(self, stores: list[WindowStore], names: Sequence[str] = ()) -> None:
+        """``names``: what to call each store in an error (its database file). A boot held by two stores is the
+        same card collected twice, and is refused (its windows would count twice)."""
         self.stores = stores
+        held: dict[tuple[Any, ...], int] = {}
+        for place, store in enumerate(stores):
+            for boot in store.tally(("unit_id", "boot_id")):
+                first = held.setdefault(boot, place)
+                if first != place:
+                    what = list(names) or [f"database {n + 1}" for n in range(len(stores))]
+                    raise CollectError(f"boot {boot[1]} of unit {boot[0]} is in both {what[first]} and "
+                                       f"{what[place]}: the same card collected twice would count twice",
+                                       "collect each card into one database only, or pass only one of the two")
 
     def __enter__(self) -> ManyStores:
         return self
@@ -103,6 +114,14 @@ class ManyStores:
             order.append(mine)
         table = pa.concat_tables(parts)
         return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+    def locate(self, units: Sequence[str], boots: Sequence[str], streams: np.ndarray,
+               starts: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(units), np.int64)
+        for place, store in enumerate(self.stores):  # a boot lives in one database (see __init__)
+            own = store.locate(units, boots, streams, starts)
+            found = np.where((found == 0) & (own > 0), (place << ID_BITS) | own, found)
+        return found
 
     def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         wanted, places = self._split(ids)

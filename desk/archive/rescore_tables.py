@@ -6,7 +6,9 @@ chunk of rows in memory at a time.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,8 @@ Chunk = tuple[np.ndarray, np.ndarray]
 Places = Callable[[np.ndarray], dict[str, np.ndarray]]
 """Ascending window ids -> per window, aligned: recording (a code into ``recordings``, the distinct recordings),
 start, stop (samples), sample_rate, start_utc."""
+WRITES_AHEAD = 2
+"""Chunks scored but not yet written at most (memory stays at a few chunks of rows)."""
 STREAM = re.compile(r"(?P<unit>.+)/(?P<boot>[^/]+)/stream(?P<stream>\d+)")
 """The recording of a window a unit analysed live: ``unit/boot/streamN`` (no audio file exists)."""
 
@@ -171,19 +175,30 @@ def window_tables(chunks: Iterable[Chunk], places: Places, scorer: Scorer, names
     global_limit = np.nan if options.threshold is None else options.threshold
     limits = np.array([fitted.get(n, global_limit) for n in shown_names], np.float64)
     scientific = tuple(tables.scientific.get(n, "") for n in shown_names)
-    for ids, cosines in chunks:
-        scores = scorer.from_cosine(cosines)
-        score, cosine = scores.score[:, visible], scores.cosine[:, visible]
-        best = top_k(score, options.top_k)
-        values = np.take_along_axis(score, best, axis=1)
-        keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
-        rows, ranks = np.nonzero(keep)  # window by window, best rank first
-        if not len(rows):
-            continue
-        p_correct = (np.take_along_axis(confidence.p_correct(shown_names, score), best, axis=1)[rows, ranks]
-                     if confidence else np.full(len(rows), np.nan))
-        chosen_cosine = np.take_along_axis(cosine, best, axis=1)[rows, ranks]
-        wanted, where = np.unique(ids[rows], return_inverse=True)
-        place = places(wanted)
-        tables.write_columns(columns(place, where, shown_names, scientific, best[rows, ranks], values[rows, ranks],
-                                     chosen_cosine, ranks + 1, p_correct, band))
+
+    def write(ids: np.ndarray, best: np.ndarray, values: np.ndarray, cosine: np.ndarray, rank: np.ndarray,
+              p_correct: np.ndarray) -> None:
+        wanted, where = np.unique(ids, return_inverse=True)
+        tables.write_columns(columns(places(wanted), where, shown_names, scientific, best, values, cosine, rank,
+                                     p_correct, band))
+
+    with ThreadPoolExecutor(1) as writer:  # one chunk's tables are written while the next one is scored
+        pending: deque[Future[None]] = deque()
+        for ids, cosines in chunks:
+            scores = scorer.from_cosine(cosines)
+            score, cosine = scores.score[:, visible], scores.cosine[:, visible]
+            best = top_k(score, options.top_k)
+            values = np.take_along_axis(score, best, axis=1)
+            keep = ~(values < limits[best])  # a NaN limit (no threshold) keeps the label
+            rows, ranks = np.nonzero(keep)  # window by window, best rank first
+            if not len(rows):
+                continue
+            p_correct = (np.take_along_axis(confidence.p_correct(shown_names, score), best, axis=1)[rows, ranks]
+                         if confidence else np.full(len(rows), np.nan))
+            chosen_cosine = np.take_along_axis(cosine, best, axis=1)[rows, ranks]
+            pending.append(writer.submit(write, ids[rows], best[rows, ranks], values[rows, ranks], chosen_cosine,
+                                         ranks + 1, p_correct))
+            while len(pending) > WRITES_AHEAD or (pending and pending[0].done()):
+                pending.popleft().result()  # in order; a failed write raises here
+        for done in pending:
+            done.result()

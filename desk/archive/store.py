@@ -10,7 +10,7 @@ knows this layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +211,26 @@ class DuckShardStore:
                                  params={"ids": wanted.tolist()}).to_arrow_table()
         self._all_found(len(wanted), table.num_rows)
         return table
+
+    def locate(self, units: Sequence[str], boots: Sequence[str], streams: np.ndarray,
+               starts: np.ndarray) -> np.ndarray:
+        if not self._archived() or not len(units):
+            return np.zeros(len(units), np.int64)
+        pa = pyarrow_module()
+        keys = pa.table({"unit_id": pa.array(units, pa.string()), "boot_id": pa.array(boots, pa.string()),
+                         "stream": pa.array(np.asarray(streams, np.int64)),
+                         "start_sample": pa.array(np.asarray(starts, np.int64)),
+                         "pos": pa.array(np.arange(len(units), dtype=np.int64))})
+        self.con.register("located", keys)
+        try:
+            found = self.con.execute("""SELECT coalesce(w.window_id, 0) AS window_id FROM located k
+                                        LEFT JOIN windows w ON w.unit_id = k.unit_id AND w.boot_id = k.boot_id
+                                        AND w.stream = k.stream AND w.start_sample = k.start_sample
+                                        QUALIFY row_number() OVER (PARTITION BY k.pos ORDER BY w.window_id) = 1
+                                        ORDER BY k.pos""").fetchnumpy()["window_id"]
+        finally:
+            self.con.unregister("located")
+        return np.asarray(found, np.int64)
 
     def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         wanted = self._ids(ids)

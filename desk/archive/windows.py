@@ -133,6 +133,11 @@ class WindowStore(Protocol):
     def windows(self, ids: Iterable[int] | np.ndarray, columns: tuple[str, ...] = DESCRIPTION) -> pa.Table:
         """Metadata rows of ``ids`` in that order (``columns`` of :data:`DESCRIPTION`); unknown ids raise."""
 
+    def locate(self, units: Sequence[str], boots: Sequence[str], streams: np.ndarray,
+               starts: np.ndarray) -> np.ndarray:
+        """Ids ``(n,)`` int64 of the windows that start at each (unit, boot, stream, start sample), aligned;
+        0 where no window is archived there."""
+
     def embeddings(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """``(N, D)`` float32 unit-length embeddings of ``ids`` in that order; unknown ids raise."""
 
@@ -186,11 +191,11 @@ def open_store(db_path: Path | Sequence[Path], writable: bool = False) -> Window
     try:
         for path in paths:
             stores.append(DuckShardStore(path, writable))
+        return ManyStores(stores, [str(p) for p in paths])
     except BaseException:
         for store in stores:
             store.close()
         raise
-    return ManyStores(stores)
 
 
 def require_windows(store: WindowStore) -> int:

@@ -48,12 +48,14 @@ CREATE TABLE IF NOT EXISTS clips (
     sample_rate INTEGER, length_s DOUBLE, path VARCHAR, card VARCHAR, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS findings (
     collected_utc TIMESTAMP, severity VARCHAR, "check" VARCHAR, message VARCHAR, card VARCHAR);
-CREATE OR REPLACE VIEW unit_effort AS
+"""
+UNIT_EFFORT_VIEW = """CREATE OR REPLACE VIEW unit_effort AS
     SELECT unit_id, minute_utc, least(sum(analysed_s), 60.0) AS analysed_s, count(DISTINCT boot_id) AS boots
     FROM effort GROUP BY unit_id, minute_utc;
 """
 """``unit_effort``: seconds analysed per unit and UTC minute, whatever the boots: overlapping boots (a restart
 within the minute, two recorders sharing an id) never add up to more than the minute."""
+SCHEMA += UNIT_EFFORT_VIEW
 
 UTC = "CAST({} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
 """ISO-8601 text with any offset -> naive UTC TIMESTAMP (unparseable -> NULL via TRY_CAST)."""

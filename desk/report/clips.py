@@ -3,8 +3,8 @@ and a short, downsampled MP3, both inlined as ``data:`` URIs.
 
 The audio comes from the clips on the cards (``clips/<label>/*.wav``, matched to detections by unit, boot, start
 sample and the label in the clip's GUANO, as collected) or, for detections without one, from the recording the
-season archive's ``windows`` table traces the detection's best window to (``source_path`` / ``source_offset``,
-offline analysis)."""
+season archive traces the detection's best window to (``source_path`` / ``source_offset``, offline analysis),
+asked through the archive's :class:`~desk.archive.windows.WindowStore` door (``locate``, then ``windows``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from edge.card.guano import read_guano
 
 if TYPE_CHECKING:
     import duckdb
+
+    from desk.archive.windows import WindowStore
 
 TOP_PER_SPECIES = 3
 RANDOM_PER_SPECIES = 2
@@ -60,11 +62,14 @@ class ClipSource:
     peak_sample: int
 
 
-def select_clips(con: duckdb.DuckDBPyConnection, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Per species (label), the clips to show in order: top-scoring first, then random ones, within the budget."""
+def select_clips(con: duckdb.DuckDBPyConnection, store: WindowStore | None = None,
+                 seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Per species (label), the clips to show in order: top-scoring first, then random ones, within the budget
+    (``store``: the season archive, for detections without a card clip)."""
     candidates: dict[str, list[ClipSource]] = defaultdict(list)
     seen: set[tuple[str, str, int, str]] = set()
-    for key, source in [*_card_sources(con), *_recording_sources(con)]:
+    archived = _recording_sources(con, store) if store is not None else []
+    for key, source in [*_card_sources(con), *archived]:
         if key not in seen:
             seen.add(key)
             candidates[source.label].append(source)
@@ -101,18 +106,26 @@ def _card_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipS
             for unit, boot, start, peak, label, score, utc, path in rows if Path(path).is_file()]
 
 
-def _recording_sources(con: duckdb.DuckDBPyConnection) -> list[tuple[SourceKey, ClipSource]]:
-    """Detections whose best window the season archive (``windows`` table) traces to a recording on disk."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'").fetchall()[0][0]:
+def _recording_sources(con: duckdb.DuckDBPyConnection, store: WindowStore) -> list[tuple[SourceKey, ClipSource]]:
+    """Detections whose best window the season archive traces to a recording on disk (``analyze --embeddings``:
+    the window's ``source_path`` and ``source_offset``)."""
+    detected = con.execute("""SELECT unit_id, boot_id, stream, start_sample, coalesce(peak_start_sample, start_sample)
+                              AS best, label, score, utc FROM detections
+                              WHERE stream IS NOT NULL AND start_sample IS NOT NULL""").fetchall()
+    if not detected:
         return []
-    rows = con.execute("""
-        SELECT d.unit_id, d.boot_id, d.start_sample, d.label, d.score, d.utc, w.source_path,
-               w.source_offset / w.sample_rate, w.start_sample
-        FROM detections d JOIN windows w ON w.unit_id = d.unit_id AND w.boot_id = d.boot_id AND w.stream = d.stream
-             AND w.start_sample = coalesce(d.peak_start_sample, d.start_sample)
-        WHERE w.source_path IS NOT NULL AND w.source_offset IS NOT NULL AND w.sample_rate > 0""").fetchall()
-    return [((unit, boot, start, label), ClipSource(unit, label, score, utc, Path(path), offset, peak))
-            for unit, boot, start, label, score, utc, path, offset, peak in rows if Path(path).is_file()]
+    units, boots, streams, starts, best, labels, scores, utcs = (list(c) for c in zip(*detected))
+    ids = store.locate(units, boots, np.asarray(streams, np.int64), np.asarray(best, np.int64))
+    found = np.flatnonzero(ids > 0)
+    if not len(found):
+        return []
+    table = store.windows(ids[found], ("source_path", "source_offset", "sample_rate", "start_sample"))
+    sources = []
+    for i, path, offset, rate, peak in zip(found.tolist(), *(table[c].to_pylist() for c in table.column_names)):
+        if path is not None and offset is not None and rate and Path(path).is_file():
+            sources.append(((units[i], boots[i], starts[i], labels[i]),
+                            ClipSource(units[i], labels[i], scores[i], utcs[i], Path(path), offset / rate, peak)))
+    return sources
 
 
 def _order(found: list[ClipSource], rng: random.Random) -> list[tuple[str, ClipSource]]:

@@ -23,6 +23,8 @@ from desk.report.season import MIN_LISTENED_S, ReportError, Season, load_season,
 if TYPE_CHECKING:
     import duckdb
 
+    from desk.archive.windows import WindowStore
+
 SCORE_BINS = 40
 GZIP_LEVEL = 6
 
@@ -48,8 +50,9 @@ class ReportResult:
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, options: ReportOptions = ReportOptions(),
-                 now: datetime | None = None) -> ReportResult:
-    """Write the report to ``out`` (through a temp file and a rename); returns what it holds."""
+                 now: datetime | None = None, store: WindowStore | None = None) -> ReportResult:
+    """Write the report to ``out`` (through a temp file and a rename); returns what it holds (``store``: the
+    season archive, where ``--clips`` finds the recordings of detections without a card clip)."""
     started = time.perf_counter()
     confidence = load_confidence(options.confidence) if options.confidence is not None else None
     moment = now or datetime.now(timezone.utc)
@@ -57,7 +60,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path, options: ReportOptio
     low, high = plausible_range(moment)
     boots = boot_spans(con, low, high)
     states = minute_states(con, season, boots)
-    clips = select_clips(con) if options.clips else {}
+    clips = select_clips(con, store) if options.clips else {}
     payload = _payload(con, season, states, confidence, clips, options, moment)
     html = render_html(options.title, payload)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ verdicts as they take any other. Per label, detections are drawn across the scor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +27,24 @@ class ReviewError(EdgeError):
     """Nothing to review."""
 
 
-def detections_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
-                          bins: int, seed: int = 0, space: str | None = None) -> tuple[list[ReviewItem], int]:
+def _named(db: Path | Sequence[Path]) -> str:
+    return str(db) if isinstance(db, Path) else " + ".join(map(str, db))
+
+
+def detections_for_review(db: Path | Sequence[Path], bundle: Bundle, labels: LabelList, labels_path: Path,
+                          per_label: int, bins: int, seed: int = 0,
+                          space: str | None = None) -> tuple[list[ReviewItem], int]:
     """(review items, detections whose window is not archived) for every label of the list the units detected
     (``space``: the archive's embedding space, needed when it holds several)."""
     from desk.archive.rescore import label_set_for
     from desk.archive.spaces import choose_space
     from desk.archive.windows import open_store
-    from desk.collect.database import connect, run
+    from desk.collect.database import run
+    from desk.collect.seasons import connect_seasons
 
     scorer = Scorer(label_set_for(bundle, labels, labels_path), bundle.manifest.logit_scale)
     names = list(scorer.label_set.names)
-    con = connect(db, read_only=True)
+    con = connect_seasons(db)
     try:
         detected = run(con, """SELECT unit_id, boot_id, stream, peak_start_sample, label, score FROM detections
                                WHERE list_contains(?::VARCHAR[], label) AND peak_start_sample IS NOT NULL
@@ -45,7 +52,7 @@ def detections_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_pa
     finally:
         con.close()
     if not detected:
-        raise ReviewError(f"no detection of a label of {labels_path} in {db}",
+        raise ReviewError(f"no detection of a label of {labels_path} in {_named(db)}",
                           "review sampled windows instead (leave out --detections), or pass the units' label list")
     with open_store(db) as store:
         where = choose_space(store, bundle, space, "the detections' windows").where

@@ -9,7 +9,7 @@ logistic fit of ``logs fit-confidence`` sees low, middle and high scores. Output
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def stratified_sample(scores: np.ndarray, per_label: int, bins: int, rng: np.ran
     return np.array(sorted(picked), dtype=np.int64)
 
 
-def sample_for_review(db: Path, bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
+def sample_for_review(db: Path | Sequence[Path], bundle: Bundle, labels: LabelList, labels_path: Path, per_label: int,
                       bins: int = DEFAULT_BINS, seed: int = 0, space: str | None = None) -> list[ReviewItem]:
     """The review sample of every label, label by label, in window order within a label (``space``: the
     archive's embedding space, needed when it holds several)."""
@@ -115,12 +115,14 @@ def window_keys(picked: Any) -> dict[int, str]:
     return {int(wid): "|".join(map(str, rest)) for wid, *rest in zip(*columns)}
 
 
-def window_audio(db: Path, picked: Any) -> dict[int, tuple[Any, ...]]:
+def window_audio(db: Path | Sequence[Path], picked: Any) -> dict[int, tuple[Any, ...]]:
     """Window id -> (unit, start UTC, end UTC, audio file, start in it (s), length (s)) for the ``picked``
-    window metadata (an Arrow table of :data:`AUDIO_COLUMNS`), the card clips looked up in the collection."""
-    from desk.collect.database import connect, run
+    window metadata (an Arrow table of :data:`AUDIO_COLUMNS`), the card clips looked up in the collection (in all
+    of ``db``'s databases: a boot's clips are in the database that holds the boot)."""
+    from desk.collect.database import run
+    from desk.collect.seasons import connect_seasons
 
-    con = connect(db, read_only=True)
+    con = connect_seasons(db)
     try:
         con.register("picked", picked)
         return {row[0]: row[1:] for row in run(con, WINDOW_AUDIO_SQL)}

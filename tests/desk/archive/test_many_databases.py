@@ -76,3 +76,21 @@ def test_rescore_of_two_seasons_writes_both(seasons: dict) -> None:
         recordings = [row["file"] for row in csv.DictReader(handle)]
     assert recordings.count("marsh-2024/boot-1/stream0") == PER_SEASON
     assert recordings.count("marsh-2025/boot-1/stream0") == PER_SEASON
+
+
+def test_locate_finds_windows_by_place_in_either_season(seasons: dict) -> None:
+    with open_store(seasons["dbs"]) as store:
+        ids = store.locate(["marsh-2025", "marsh-2024", "marsh-2024", "nobody"], ["boot-1"] * 4,
+                           np.zeros(4, np.int64), np.array([3, 0, 7, 0]) * 5 * RATE)
+    assert ids.tolist() == [(1 << ID_BITS) | 4, 1, 8, 0]
+    with open_store(seasons["dbs"][0]) as store:
+        assert store.locate(["marsh-2024"], ["boot-1"], np.zeros(1, np.int64), np.array([1])).tolist() == [0]
+
+
+def test_the_same_boot_in_two_databases_is_refused(seasons: dict) -> None:
+    copy = seasons["root"] / "copy.duckdb"
+    season(copy, "marsh-2024", unit_rows(3, 12), "space")
+    with pytest.raises(CollectError, match=r"boot boot-1 of unit marsh-2024 is in both .*2024\.duckdb and "
+                                           r".*copy\.duckdb") as raised:
+        open_store([seasons["dbs"][0], copy])
+    assert "collect each card into one database only" in raised.value.hint

@@ -260,7 +260,8 @@ def test_a_unit_that_heard_nothing_renders_without_errors(browser: Any, tmp_path
 
 
 def test_detections_without_a_card_clip_take_their_audio_from_the_archived_recording(tmp_path: Path) -> None:
-    """Offline analysis keeps no clips; the archive's ``windows`` table (agreed interface) names the recording."""
+    """Offline analysis keeps no clips; the archive (its WindowStore) names the recording."""
+    from desk.archive.windows import open_store
     from desk.collect.ingest import collect
     from desk.report.clips import select_clips
     from edge.card.cardlog import CardLog, UnitIdentity
@@ -277,17 +278,26 @@ def test_detections_without_a_card_clip_take_their_audio_from_the_archived_recor
     log.close()
     db = tmp_path / "db.duckdb"
     collect([tmp_path / "card"], db)
+    with open_store(db) as store:
+        con = connect(db, read_only=True)
+        try:
+            assert select_clips(con, store) == {}, "no clip on the card and no archived window: nothing to show"
+        finally:
+            con.close()
     con = connect(db)
-    try:
-        assert select_clips(con) == {}, "no clip on the card and no archived window: nothing to show"
-        # one archived window (the table collect made; its embedding does not matter here)
+    try:  # one archived window (the table collect made; its embedding does not matter here)
         con.execute("""INSERT INTO windows (window_id, unit_id, deployment_id, boot_id, stream, start_sample,
                        end_sample, sample_rate, source_path, source_offset, model_sha256)
                        VALUES (1, 'AM-05', 'offline', ?, 1, ?, ?, ?, ?, ?, 'x')""",
                     [boot, 10 * RATE, 10 * RATE + WINDOW, RATE, str(recording), 10 * RATE])
-        (clip,) = select_clips(con)["magpie"]
     finally:
         con.close()
+    with open_store(db) as store:  # the report asks the archive through its door, never its tables
+        con = connect(db, read_only=True)
+        try:
+            (clip,) = select_clips(con, store)["magpie"]
+        finally:
+            con.close()
     assert clip["source"] == "recording" and clip["kind"] == "top" and clip["unit"] == "AM-05"
     assert clip["audio"].startswith("data:audio/mpeg;base64,") and len(clip["audio"]) > 5_000
 

@@ -1,0 +1,144 @@
+"""Season test: two seasons in two databases read as one archive (``--db`` repeated) -> review across both ->
+fit-confidence -> rescore across both -> report, summary and export across both. What a user reads of the two
+together is what the two give one by one: rows per recording and label, detections, units (a unit met in both
+seasons is one recorder); a card collected into both is refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from desk.archive.many import ID_BITS
+from edge.cli import app
+from export.cli import app as export_app
+
+runner = CliRunner()
+OWN_LIST = "Great Plains Toad; Anaxyrus cognatus\nSpring Peeper\nNight Ambience\n"
+SEASONS = {"2024": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "20240501_210000.WAV"),
+                    ("u2", "BirdVox__birdvoxdetect/BirdVox-full-night_unit03_00-19-45_01min.wav",
+                     "20240502_210000.WAV")),
+           "2025": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "20250501_210000.WAV"),)}
+"""Per season, its units: (unit id, shared recording, the AudioMoth name it is recorded under). u1 ran both.
+Recordings whose own metadata carries no other start time (the name's time is the unit's clock)."""
+REPORTED = re.compile(r"(\d+)\s+unit\(s\),\s+(\d+)\s+species,\s+(\d+)\s+detections")
+
+
+def cli(*args: str, code: int = 0) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def dbs(*paths: Path) -> list[str]:
+    return [arg for path in paths for arg in ("--db", str(path))]
+
+
+@pytest.fixture(scope="module")
+def seasons(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_checkpoint: Path,
+            shared_audio: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seasons")
+    bundle = Path(shutil.copytree(tiny_bundle, root / "bundle"))
+    labels = root / "my-species.txt"
+    labels.write_text(OWN_LIST, encoding="utf-8")
+    exported = runner.invoke(export_app, ["labels", "--model", str(tiny_checkpoint), "--bundle", str(bundle),
+                                          "--labels", str(labels)])
+    assert exported.exit_code == 0, exported.output
+    found: dict[str, Path] = {"root": root, "bundle": bundle, "labels": labels}
+    for year, units in SEASONS.items():
+        cards = []
+        for unit, source, name in units:
+            recording = root / "sd" / year / unit / name
+            recording.parent.mkdir(parents=True)
+            shutil.copy(shared_audio / source, recording)
+            card = root / "cards" / year / unit
+            cli("run", "--profile", "generic-x86", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
+                str(card), "--precision", "fp32", "--threshold", "-100", "--input", str(recording), "--fast",
+                "--set", f"unit.unit_id={unit}", "--set", "storage.clips.mode='off'")
+            cards.append(card)
+        found[year] = root / f"{year}.duckdb"
+        cli("logs", "collect", *map(str, cards), "--into", str(found[year]))
+    return found
+
+
+def per_file_and_label(path: Path) -> Counter[tuple[str, str]]:
+    return Counter((r["file"], r["label"]) for r in rows_of(path))
+
+
+def test_two_seasons_reviewed_rescored_and_reported_as_one(seasons: dict[str, Path]) -> None:
+    root, bundle, labels = seasons["root"], seasons["bundle"], seasons["labels"]
+    both = dbs(seasons["2024"], seasons["2025"])
+
+    cli("logs", "review", *both, "--bundle", str(bundle), "--labels", str(labels), "--per-label", "40", "--out",
+        str(root / "review"))
+    review = rows_of(root / "review" / "review.csv")
+    places = Counter(int(r["window_id"]) >> ID_BITS for r in review)
+    assert set(places) == {0, 1}, places  # windows of both seasons, ids that say which
+    assert all(Path(r["source_path"]).is_file() for r in review)  # every reviewed window has its audio
+    assert {r["unit_id"] for r in review} == {"u1", "u2"}
+    for name in {r["label"] for r in review}:  # the reviewer: the higher half of each label's scores are right
+        mine = sorted(float(r["score"]) for r in review if r["label"] == name)
+        for r in review:
+            if r["label"] == name:
+                r["verdict"] = "yes" if float(r["score"]) > mine[len(mine) // 2] else "no"
+    filled = root / "review-done.csv"
+    with open(filled, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(review[0]))
+        writer.writeheader()
+        writer.writerows(review)
+    cli("logs", "fit-confidence", "--review", str(filled), "--out", str(root / "confidence.json"),
+        "--target-precision", "0.9", "--install", str(bundle), "--bootstrap", "50")
+
+    rescore = ("--bundle", str(bundle), "--labels", str(labels), "--top-k", "2")
+    cli("logs", "rescore", *both, *rescore, "--out", str(root / "rescored"))
+    alone = [root / f"rescored-{year}" for year in ("2024", "2025")]
+    for year, out in zip(("2024", "2025"), alone):
+        cli("logs", "rescore", *dbs(seasons[year]), *rescore, "--out", str(out))
+    together = per_file_and_label(root / "rescored" / "detections.csv")
+    assert together == per_file_and_label(alone[0] / "detections.csv") + per_file_and_label(
+        alone[1] / "detections.csv")
+    recordings = {str(root / "sd" / year / unit / name) for year, units in SEASONS.items()
+                  for unit, _, name in units}
+    assert together and {file for file, _ in together} <= recordings  # rows above the fitted thresholds
+    assert any(r["p_correct"] for r in rows_of(root / "rescored" / "detections.csv"))  # the installed fit applies
+
+    reported = [REPORTED.search(cli("logs", "report", *dbs(*paths), "--out", str(root / f"report-{n}.html")))
+                for n, paths in enumerate(([seasons["2024"], seasons["2025"]], [seasons["2024"]],
+                                           [seasons["2025"]]))]
+    assert all(reported), "the report's closing line (units, species, detections)"
+    (units, species, detections), first, second = (tuple(map(int, m.groups())) for m in reported if m)
+    assert detections == first[2] + second[2] and detections > 0
+    assert units == 2 and first[0] == 2 and second[0] == 1  # u1 recorded both seasons: one recorder
+    assert species >= max(first[1], second[1])
+
+    cli("logs", "export", *both, "--format", "csv", "--out", str(root / "export.csv"))
+    for year in ("2024", "2025"):
+        cli("logs", "export", *dbs(seasons[year]), "--format", "csv", "--out", str(root / f"export-{year}.csv"))
+    exported = Counter((r["unit_id"], r["label"]) for r in rows_of(root / "export.csv"))
+    assert exported == sum((Counter((r["unit_id"], r["label"]) for r in rows_of(root / f"export-{year}.csv"))
+                            for year in ("2024", "2025")), Counter())
+    assert sum(exported.values()) == detections
+    cli("logs", "summary", *both, "--out", str(root / "summary"))
+    assert {r["unit_id"] for r in rows_of(root / "summary" / "SUMMARY.csv")} == {"u1", "u2"}
+
+
+def test_a_card_collected_into_two_databases_is_refused_in_one_line(seasons: dict[str, Path]) -> None:
+    root = seasons["root"]
+    twice = root / "2024-again.duckdb"
+    cli("logs", "collect", str(root / "cards" / "2024" / "u2"), "--into", str(twice))
+    for command in (["report", "--out", str(root / "twice.html")], ["summary", "--out", str(root / "twice")],
+                    ["rescore", "--bundle", str(seasons["bundle"]), "--labels", str(seasons["labels"]), "--out",
+                     str(root / "twice")]):
+        out = cli("logs", command[0], *dbs(seasons["2024"], twice), *command[1:], code=2)
+        assert re.search(r"boot \S+ of unit u2 is in both .*2024\.duckdb and .*2024-again\.duckdb", out), out
+        assert "hint: collect each card into one database only" in out and "Traceback" not in out
