@@ -69,10 +69,7 @@ def minute_states(con: duckdb.DuckDBPyConnection, season: Season, boots: list[Bo
     minutes = season.effort_min_s.shape[1]
     states = np.full((len(season.units), minutes), NO_RECORD, dtype=np.uint8)
     row = {unit: i for i, unit in enumerate(season.units)}
-    start = season.start_utc.replace(tzinfo=None)
-
-    def index(moment: datetime) -> int:
-        return int(min(max((moment - start).total_seconds() // SECONDS_PER_MINUTE, 0), minutes))
+    index = season.minute_index
 
     by_unit: dict[str, list[BootSpan]] = {}
     for boot in boots:

@@ -74,14 +74,14 @@ def _clock_sync(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
 
 def daily_health(con: duckdb.DuckDBPyConnection, season: Season) -> dict[str, list[list[float | None]]]:
     """Per unit, per UTC day of the season: [max temperature C, min free disk MiB] (None without heartbeats)."""
-    days = season.hours // 24
+    days = len(season.days)
     series: dict[str, list[list[float | None]]] = {unit: [[None, None] for _ in range(days)] for unit in season.units}
-    start = season.start_utc.replace(tzinfo=None)
-    for unit, day, temperature, disk in con.execute("""
-            SELECT unit_id, CAST(floor((epoch(utc) - epoch(?::TIMESTAMP)) / 86400) AS BIGINT) AS day,
-                   max(temperature_c), min(disk_free_bytes) FROM health WHERE utc IS NOT NULL GROUP BY ALL""",
-                                                    [start]).fetchall():
-        if unit in series and 0 <= day < days:
+    column = {int(d): i for i, d in enumerate(season.days)}
+    for unit, epoch_day, temperature, disk in con.execute("""
+            SELECT unit_id, CAST(floor(epoch(utc) / 86400) AS BIGINT) AS day, max(temperature_c),
+                   min(disk_free_bytes) FROM health WHERE utc IS NOT NULL GROUP BY ALL""").fetchall():
+        day = column.get(epoch_day, -1)
+        if unit in series and day >= 0:
             series[unit][day] = [None if temperature is None else round(float(temperature), 1),
                                  None if disk is None else round(disk / MIB, 1)]
     return series

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 SCORE_BINS = 40
 GZIP_LEVEL = 6
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def _payload(con: duckdb.DuckDBPyConnection, season: Season, states: np.ndarray,
         "species": season.species,
         "start_ms": int(season.start_utc.timestamp() * 1000),
         "hours": season.hours,
+        "day_ms": [int(d) * DAY_MS for d in season.days],
+        "seasons": [[f"{a:%Y-%m-%d}", f"{b:%Y-%m-%d}"] for a, b in season.seasons],
         "slot_min": SLOT_MIN,
         "min_listened_s": MIN_LISTENED_S,
         "state_names": list(STATE_NAMES),

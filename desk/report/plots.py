@@ -103,12 +103,13 @@ def plot_effort(season: Season, states: np.ndarray, path: Path) -> Path:
     codes = np.array([NO_RECORD, SCHEDULED_OFF, GAP, CRASHED])[others.argmax(axis=2)]
     codes = np.where(listened >= FULL_BIN, LISTENED, np.where(listened > 0, PARTLY, codes))
     rgb = np.array([_rgb(STATE_COLOURS[c]) for c in range(len(STATE_NAMES))])[codes]
-    step = timedelta(minutes=per_bin)
-    start = season.start_utc.replace(tzinfo=None)
     ax.imshow(rgb, aspect="auto", interpolation="nearest",
               extent=(0, rgb.shape[1], units, 0) if units else None)
     ticks = [int(t) for t in np.linspace(0, rgb.shape[1], 8)] if units else []
-    ax.set_xticks(ticks, [f"{start + t * step:{'%m-%d' if daily else '%m-%d %Hh'}}" for t in ticks])
+    form = "%Y-%m-%d" if len(season.seasons) > 1 else "%m-%d" if daily else "%m-%d %Hh"
+    ax.set_xticks(ticks, [f"{season.utc_at_minute(t * per_bin):{form}}" for t in ticks])
+    for first, _ in season.seasons[1:]:  # the days between seasons are skipped: mark where the axis jumps
+        ax.axvline(season.minute_index(first.replace(tzinfo=None)) / per_bin, color="black", linestyle="--")
     ax.set_yticks(np.arange(units) + 0.5, season.units)
     ax.set_xlabel("UTC date")
     ax.set_title(f"Effort per unit ({'daily' if daily else 'hourly'} bins): what each unit was doing")

@@ -19,20 +19,30 @@ async function decode(name, Type) {
 
 // ---------------------------------------------------------------------------------------------- time
 
-const BASE_DAY = Math.floor(DATA.start_ms / DAY_MS) - 1;  // local dates can start the day before UTC
-const DAYS = H / 24 + 2;
-function dateOf(day) { return new Date((BASE_DAY + day) * DAY_MS).toISOString().slice(0, 10); }
-function dayOfDate(text) { return Math.round(Date.parse(text + "T00:00:00Z") / DAY_MS) - BASE_DAY; }
+// The arrays hold 24 hours for each day of DATA.day_ms; between seasons they skip days, and so do the charts.
+// A day index counts the shown days: those of DATA.day_ms and their neighbours (local dates can differ by one).
+const UTC_DAYS = DATA.day_ms.map((ms) => Math.round(ms / DAY_MS));
+const SHOWN = [...new Set(UTC_DAYS.flatMap((d) => [d - 1, d, d + 1]))].sort((a, b) => a - b);
+const BASE_DAY = SHOWN[0], DAYS = SHOWN.length;
+const INDEX = new Int32Array(SHOWN[DAYS - 1] - BASE_DAY + 1).fill(-1);
+SHOWN.forEach((d, i) => { INDEX[d - BASE_DAY] = i; });
+function dateOf(day) { return new Date(SHOWN[day] * DAY_MS).toISOString().slice(0, 10); }
+function jumpsBefore(day) { return day > 0 && SHOWN[day] > SHOWN[day - 1] + 1; }  // the first day of a season
+function dayOfDate(text, upper) {  // the first shown day on or after the date (upper: the last on or before)
+  const d = Math.round(Date.parse(text + "T00:00:00Z") / DAY_MS), at = SHOWN.findIndex((x) => x >= d);
+  if (!upper) return at < 0 ? DAYS : at;
+  return at < 0 ? DAYS - 1 : SHOWN[at] === d ? at : at - 1;
+}
+function hourMinute(h) { return DATA.day_ms[Math.floor(h / 24)] / 60000 + (h % 24) * 60; }  // UTC minute
 
 function timeMaps(local) {
   // Per unit and UTC hour: the (local or UTC) day index and hour of day at the start of the hour.
   const day = new Int16Array(U * H), hod = new Uint8Array(U * H);
-  const startMin = DATA.start_ms / 60000;
   for (let u = 0; u < U; u++) {
     for (let h = 0; h < H; h++) {
-      const minute = startMin + h * 60 + (local ? A.offsets[u * H + h] : 0);
+      const minute = hourMinute(h) + (local ? A.offsets[u * H + h] : 0);
       const d = Math.floor(minute / 1440);
-      day[u * H + h] = d - BASE_DAY;
+      day[u * H + h] = INDEX[d - BASE_DAY];
       hod[u * H + h] = Math.floor((minute - d * 1440) / 60);
     }
   }
@@ -49,7 +59,7 @@ function filters() {
   const unit = $("f-unit").value, species = $("f-species").value, local = $("f-time").value === "local";
   const maps = local ? A.local : A.utc;
   const from = $("f-from").value ? dayOfDate($("f-from").value) : maps.first;
-  const to = $("f-to").value ? dayOfDate($("f-to").value) : maps.last;
+  const to = $("f-to").value ? dayOfDate($("f-to").value, true) : maps.last;
   return {
     units: unit === "" ? [...Array(U).keys()] : [Number(unit)],
     species: species === "" ? [...Array(S).keys()] : [Number(species)],
@@ -207,7 +217,10 @@ function lines(canvas, xLabels, series, every, yLabel) {
   done(canvas, marks, series.map((s) => s.values));
 }
 
-function dayLabels(v) { return Array.from({ length: v.nd }, (_, i) => dateOf(v.f.from + i).slice(5)); }
+function dayLabels(v) {  // after a jump between seasons: "… " and the year
+  return Array.from({ length: v.nd }, (_, i) => (jumpsBefore(v.f.from + i) ? `… ${dateOf(v.f.from + i)}`
+    : dateOf(v.f.from + i).slice(5)));
+}
 function every(n, target) { return Math.max(1, Math.ceil(n / target)); }
 
 // ---------------------------------------------------------------------------------------------- sections
@@ -216,7 +229,6 @@ function drawEffort(f) {
   const box = $("effort-strips");
   box.textContent = "";
   const nd = f.to - f.from + 1, cell = 3, rowH = Math.max(2, Math.min(14, Math.floor(360 / nd)));
-  const startSlot = DATA.start_ms / 60000 / DATA.slot_min;
   for (const u of f.units) {
     const fig = document.createElement("figure");
     const cap = document.createElement("figcaption");
@@ -232,8 +244,9 @@ function drawEffort(f) {
     for (let k = 0; k < slots; k++) {
       const state = A.strip[u * slots + k];
       const hour = Math.floor(k * DATA.slot_min / 60);
-      const minute = (startSlot + k) * DATA.slot_min + (f.local ? A.offsets[u * H + Math.min(hour, H - 1)] : 0);
-      const d = Math.floor(minute / 1440) - BASE_DAY - f.from;
+      const minute = hourMinute(Math.min(hour, H - 1)) + (k * DATA.slot_min) % 60 +
+        (f.local ? A.offsets[u * H + Math.min(hour, H - 1)] : 0);
+      const d = INDEX[Math.floor(minute / 1440) - BASE_DAY] - f.from;
       if (d < 0 || d >= nd) continue;
       const col = Math.floor((minute - Math.floor(minute / 1440) * 1440) / DATA.slot_min);
       ctx.fillStyle = STATE_COLOURS[state];
@@ -242,6 +255,11 @@ function drawEffort(f) {
     }
     ctx.textAlign = "right"; ctx.fillStyle = "#222";
     for (let d = 0; d < nd; d += every(nd, 8)) ctx.fillText(dateOf(f.from + d).slice(5), 36, 16 + d * rowH + rowH / 2);
+    ctx.strokeStyle = "#000"; ctx.setLineDash([4, 3]);  // where the rows jump over the days between seasons
+    for (let d = 1; d < nd; d++) {
+      if (jumpsBefore(f.from + d)) { ctx.beginPath(); ctx.moveTo(0, 16 + d * rowH); ctx.lineTo(width, 16 + d * rowH); ctx.stroke(); }
+    }
+    ctx.setLineDash([]);
     done(canvas, marks, null);
     fig.append(cap, canvas);
     box.append(fig);
@@ -291,7 +309,7 @@ function drawAccumulation(v) {
 function hourText(h, u) {
   if (h < 0) return "";
   const local = $("f-time").value === "local" && u !== null;
-  const ms = DATA.start_ms + h * 3600000 + (local ? A.offsets[u * H + h] * 60000 : 0);
+  const ms = (hourMinute(h) + (local ? A.offsets[u * H + h] : 0)) * 60000;
   return new Date(ms).toISOString().slice(0, 13).replace("T", " ") + "h";
 }
 
@@ -345,8 +363,8 @@ function drawHealth(f) {
     "listened h", "scheduled off h", "gap h", "down after crash h", "gap events", "xruns", "max °C",
     "min free MiB", "clock sync (share of effort)", "first (UTC)", "last (UTC)", "last heard on the air (UTC)",
     "scoring (latest boot)"], rows);
-  const days = H / 24, labels = Array.from({ length: days }, (_, d) => new Date(DATA.start_ms + d * DAY_MS)
-    .toISOString().slice(5, 10));
+  const days = H / 24, labels = DATA.day_ms.map((ms, d) => new Date(ms).toISOString()
+    .slice(d > 0 && ms > DATA.day_ms[d - 1] + DAY_MS ? 0 : 5, 10));
   for (const [id, index] of [["temperature", 0], ["disk", 1]]) {
     const series = f.units.map((u, k) => ({ name: DATA.units[u].id, colour: LINE_COLOURS[k % LINE_COLOURS.length],
       values: (DATA.health.daily[DATA.units[u].id] || []).map((x) => (x[index] === null ? NaN : x[index])) }));
@@ -506,7 +524,9 @@ async function main() {
   DATA.species.forEach((s, i) => $("f-species").add(new Option(s, String(i))));
   for (const id of ["f-from", "f-to"]) { $(id).min = dateOf(0); $(id).max = dateOf(DAYS - 1); }
   $("effort-legend").innerHTML = DATA.state_names.map((n, i) => `<span class="item"><span class="key s${i}"></span> ${n}</span>`).join("");
-  const season = `${dateOf(A.utc.first)} to ${dateOf(A.utc.last)} (UTC)`;
+  const season = `${dateOf(A.utc.first)} to ${dateOf(A.utc.last)} (UTC)` + (DATA.seasons.length > 1
+    ? ` in ${DATA.seasons.length} seasons (${DATA.seasons.map(([a, b]) => `${a} to ${b}`).join(", ")}; the days ` +
+      "between them hold no record and are left out of the charts, marked by a dashed line or \"…\")" : "");
   $("overview").textContent = `${U} unit(s), ${S} species, ${DATA.detections} detections, ${season}. ` +
     `Generated ${DATA.generated_utc}.` + (DATA.left_out ? ` ${DATA.left_out} record(s) with implausible clock ` +
     "times are left out (see the clock findings)." : "");
