@@ -90,9 +90,8 @@ class Season:
 
     def utc_at_minute(self, minute: int) -> datetime:
         """The naive-UTC start of column ``minute`` of the minute arrays (inverse of :meth:`minute_index`)."""
-        day = int(self.days[min(minute // MINUTES_PER_DAY, len(self.days) - 1)])
-        return _midnight(day).replace(tzinfo=None) + timedelta(minutes=minute - minute // MINUTES_PER_DAY
-                                                               * MINUTES_PER_DAY)
+        at = min(minute // MINUTES_PER_DAY, len(self.days) - 1)  # the end of the last day counts from that day
+        return _midnight(int(self.days[at])).replace(tzinfo=None) + timedelta(minutes=minute - at * MINUTES_PER_DAY)
 
 
 EPOCH = datetime(1970, 1, 1)

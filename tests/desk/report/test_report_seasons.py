@@ -92,6 +92,15 @@ def test_seasons_three_years_apart_report_as_the_sum_of_each(archive: dict[str, 
     assert old["data"]["seasons"] == [["2022-05-01", "2022-05-02"]]
 
 
+def test_the_summary_plots_seasons_years_apart(archive: dict[str, Path]) -> None:
+    out = archive["2022"].parent / "summary"
+    cli("summary", "--db", str(archive["2022"]), "--db", str(archive["2025"]), "--out", str(out))
+    from matplotlib import image
+
+    effort = image.imread(str(out / "effort_over_time.png"))[..., :3]
+    assert effort.std() > 0.05, "the effort plot over both seasons is drawn"
+
+
 def test_one_season_with_quiet_weeks_stays_one_contiguous_range(tmp_path: Path) -> None:
     """A stretch without records shorter than a season break keeps its days (drawn as not listened)."""
     start = datetime(2024, 5, 1, tzinfo=timezone.utc)
