@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from desk.archive.windows import WindowShapeError
 from edge.card.cardformat import TEMP_PREFIX
 
 INDEX_DIR = "index"
@@ -137,6 +138,11 @@ class IvfIndex:
             return np.zeros(0, np.int64)
         faiss = faiss_module()
         index = self.searcher()
+        if np.size(query) != index.d:
+            raise WindowShapeError(f"a query vector of {np.size(query)} values does not fit the archive's "
+                                   f"{index.d}-dimensional index",
+                                   "the query was embedded by another model than these windows': use the bundle "
+                                   "of the model that wrote them")
         if probes is None:
             probes = PROBES if index.ntotal <= FEWER_PROBES_ABOVE else LARGE_PROBES
         params = faiss.SearchParametersIVF(nprobe=min(probes, int(index.nlist)))

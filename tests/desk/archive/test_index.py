@@ -11,7 +11,7 @@ import pytest
 
 from desk.archive.ivf import INDEX_DIR, LEGACY, MIN_WINDOWS, TRAINED, IvfIndex
 from desk.archive.store import archive_root
-from desk.archive.windows import EVERY_WINDOW, WindowBatch, WindowFilter, open_store
+from desk.archive.windows import EVERY_WINDOW, WindowBatch, WindowFilter, WindowShapeError, open_store
 
 RATE = 48_000
 DIM = 512
@@ -93,6 +93,11 @@ def test_the_index_files_are_faiss_indexes_that_faiss_maps_and_searches(season: 
         scores, ids = index.search(query.reshape(1, -1), 1)
         best.append((scores[0][0], ids[0][0]))
     assert max(best)[1] == exact[0]  # window ids are faiss's ids
+
+
+def test_a_query_of_another_dimension_is_one_line_on_the_indexed_path_too(season: dict) -> None:
+    with open_store(season["db"]) as store, pytest.raises(WindowShapeError, match=f"{DIM}-dimensional index"):
+        store.nearest(np.ones(DIM + 3, np.float32) / np.sqrt(DIM + 3), 10, approximate=True)
 
 
 def test_filters_stay_exact_with_the_index(season: dict) -> None:
