@@ -40,6 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=200_000)
     count = parser.parse_args().windows
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="archive-formats-") as folder:  # removed however the run ends
         measure(Path(folder), count)
 

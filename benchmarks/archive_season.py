@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -268,11 +269,15 @@ def main() -> None:
         result = handlers[args.phase]()
         print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
         return
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     shutil.rmtree(work, ignore_errors=True)
     make_bundle(work / "bundle", args.labels)
-    report: dict[str, object] = {"windows": args.windows, "units": args.units, "labels": args.labels}
+    report: dict[str, object] = {"windows": args.windows, "units": args.units, "labels": args.labels,
+                                 "machine": machine_line()}
     for name in args.phases.split(","):
-        report[name] = run_phase(name, args)
+        report[name] = {**run_phase(name, args), "load_1min": os.getloadavg()[0]}
         print(name, json.dumps(report[name]), flush=True)
     naive = report.get("naive")
     rescore = report.get("rescore")

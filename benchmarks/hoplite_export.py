@@ -145,6 +145,9 @@ def main() -> None:
                  else PHASES[args.phase](args.workdir))
         print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), **extra}))
         return
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     results = {}
