@@ -102,8 +102,11 @@ def test_installed_head_is_scored_by_analyze(example_bundle: Path, example_label
     bundle_copy = Path(shutil.copytree(example_bundle, tmp_path / "bundle"))
     bundle = open_bundle(bundle_copy)
     toad_row = load_label_set(bundle, read_labels(example_labels[0])).embeddings[0]
-    centre = float(np.median(embed_recordings(bundle, [toad_in_night]) @ toad_row))
-    fit = HeadFit("toad head", 50 * toad_row, -50 * centre, 10, 10, 5, 0.9, 0.9, 0.5, 0.5)  # fires on half the windows
+    scores = embed_recordings(bundle, [toad_in_night]) @ toad_row
+    # Halfway between the quietest and the loudest window: the silent windows score exactly alike, so a median
+    # would put the threshold on them (logit 0 ± rounding), not between windows.
+    centre = float(scores.min() + scores.max()) / 2
+    fit = HeadFit("toad head", 50 * toad_row, -50 * centre, 10, 10, 5, 0.9, 0.9, 0.5, 0.5)  # fires on the toad's
     install_head(bundle, "frogs", [fit], {"review": "test"})
     reopened = open_bundle(bundle_copy)  # checksums verified
     assert head_names(reopened) == ["frogs"]
