@@ -82,16 +82,21 @@ def _anon_mb() -> float:
 Search = Callable[[np.ndarray, int], np.ndarray]
 
 
-def archive_index(vectors: np.ndarray, folder: Path) -> Search:
-    """The archive's index as ``collect`` builds it (``desk/archive/ivf.py``: faiss IVF-SQ8 in segments)."""
-    from desk.archive import ivf
-
+def built_ivf(ivf: Any, vectors: np.ndarray, folder: Path) -> Any:
+    """Train ``ivf.IvfIndex`` on a sample, append every window in chunks (ids from 1), reopen it memory-mapped."""
     index = ivf.IvfIndex(folder)
     step = max(1, len(vectors) // ivf.TRAIN_SAMPLE)
     index.train(np.asarray(vectors[::step][: ivf.TRAIN_SAMPLE], np.float32))
     index.append((np.arange(a + 1, min(a + CHUNK, len(vectors)) + 1), vectors[a : a + CHUNK])
                  for a in range(0, len(vectors), CHUNK))
-    index = ivf.IvfIndex(folder)  # reopened: memory-mapped
+    return ivf.IvfIndex(folder)
+
+
+def archive_index(vectors: np.ndarray, folder: Path) -> Search:
+    """The archive's index as ``collect`` builds it (``desk/archive/ivf.py``: faiss IVF-SQ8 in segments)."""
+    from desk.archive import ivf
+
+    index = built_ivf(ivf, vectors, folder)
     probes = int(os.environ["ANN_PROBES"]) if "ANN_PROBES" in os.environ else None
     return lambda q, n: index.candidates(q, n, probes) - 1
 
@@ -100,12 +105,7 @@ def numpy_index(vectors: np.ndarray, folder: Path) -> Search:
     """The previous index (numpy IVF, int8 codes): the baseline."""
     from benchmarks import numpy_ivf as ivf
 
-    index = ivf.IvfIndex(folder)
-    step = max(1, len(vectors) // ivf.TRAIN_SAMPLE)
-    index.train(np.asarray(vectors[::step][: ivf.TRAIN_SAMPLE], np.float32))
-    index.append((np.arange(a + 1, min(a + CHUNK, len(vectors)) + 1), vectors[a : a + CHUNK])
-                 for a in range(0, len(vectors), CHUNK))
-    index = ivf.IvfIndex(folder)  # reopened: memory-mapped
+    index = built_ivf(ivf, vectors, folder)
     return lambda q, n: index.candidates(q, n) - 1
 
 
