@@ -3,9 +3,18 @@
 One run, the same real recordings, the full-size default ClapConfig (random weights, cached):
 
 * reference: decode + resample (soundfile/soxr, as ours) -> exact 480 000-sample windows on the same
-  window/hop grid -> ``ClapFeatureExtractor`` (the checkpoint's own config) -> ``get_audio_features``;
+  window/hop grid -> ``ClapFeatureExtractor`` (the checkpoint's own config) -> ``get_audio_features`` under
+  ``torch.inference_mode()`` (the fastest eager torch call), same threads as ours; ``--torch-flush-denormal``
+  adds the same with subnormals flushed (ONNX Runtime flushes them too), and the ratios are quoted against the
+  faster reference in CPU time;
 * ours: decode -> resample -> windower -> streaming log-mel -> ONNX Runtime -> scoring, for every
-  precision in the bundle (and fp32 on the exported, un-optimised graph, to show the graph step).
+  precision in the bundle (and fp32 on the exported, un-optimised graph, to show the graph step);
+* ``biolingual-edge analyze`` itself (``--analyze-cli``, default on when the bundle has a label set): the real
+  command as a subprocess over the same recordings, whole process (start-up, imports, bundle checksums,
+  session, tables) in CPU time, next to the reference's whole process (imports and model load included).
+
+Stage times are CPU seconds of the pipeline's process (all threads), so the model / non-model shares hold on
+a loaded machine; wall times are printed too.
 
 Each pipeline runs in its own spawned process per round (its own peak RSS, no shared caches); rounds
 alternate the pipelines so a busy machine hurts them alike, and the best round of each is reported.
@@ -15,6 +24,8 @@ random-weight embeddings all point the same way) and top-1 agreement on a label 
 prototype per recording (the mean reference embedding of its windows).
 
     python benchmarks/compare_baseline.py [--audio ../shared/audio] [--cache /tmp/bench-cache] [--json out.json]
+    python benchmarks/compare_baseline.py --cache /tmp/speed/cmp --rounds 2 --threads 1 --batch 1 \
+        --precision int8 --precision fp32 --torch-flush-denormal     # the Xeon table of BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ import multiprocessing
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +72,14 @@ class Run:
     """From process start of the pipeline (model load included) to the first window's result."""
     peak_rss_mib: float
     stages: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per stage (the process's, all threads); "inference" is the model."""
     cpu_s: float = 0.0
     """CPU seconds of the whole process (all threads) over the same loop: steadier than wall time on a
     machine shared with other tenants."""
     embeddings: Any = None
     top1: Any = None
+    process_cpu_s: float = 0.0
+    """CPU seconds of the whole process from its start to the end of the loop (imports, model load included)."""
 
 
 def recordings(audio_dir: Path) -> list[Path]:
@@ -84,8 +100,8 @@ def peak_rss() -> float:
 
 def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, batch: int,
                   threads: int | None, flush_denormal: bool = False) -> Run:
-    """ClapFeatureExtractor + torch get_audio_features (fp32, eager), decode and resample included;
-    ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (not torch's default)."""
+    """ClapFeatureExtractor + torch get_audio_features (fp32, eager, ``inference_mode``), decode and resample
+    included; ``flush_denormal``: with ``torch.set_flush_denormal(True)`` (not torch's default)."""
     started = time.perf_counter()
     import torch
     from transformers import ClapFeatureExtractor, ClapModel
@@ -102,13 +118,13 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
     embeddings, first, audio_s = [], 0.0, 0.0
 
     def embed(windows: list[np.ndarray]) -> np.ndarray:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         features = extractor(windows, sampling_rate=RATE, return_tensors="np")["input_features"]
-        t1 = time.perf_counter()
-        with torch.no_grad():
+        t1 = time.process_time()
+        with torch.inference_mode():
             out = projected(model.get_audio_features(input_features=torch.from_numpy(features))).numpy()
         stages["frontend"] += t1 - t0
-        stages["inference"] += time.perf_counter() - t1
+        stages["inference"] += time.process_time() - t1
         return out
 
     warm = read_file(files[0], RATE)[:window]
@@ -117,17 +133,17 @@ def reference_run(checkpoint: str, files: list[Path], window: int, hop: int, bat
     first = time.perf_counter() - started
     begin, cpu = time.perf_counter(), time.process_time()
     for path in files:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         samples = read_file(path, RATE)
         windows = [w.samples for w in clip_windows(samples, window, hop)]
-        stages["decode"] += time.perf_counter() - t0
+        stages["decode"] += time.process_time() - t0
         audio_s += samples.shape[0] / RATE
         for start in range(0, len(windows), batch):
             embeddings.append(embed(windows[start : start + batch]))
-    total, cpu = time.perf_counter() - begin, time.process_time() - cpu
+    total, process_cpu = time.perf_counter() - begin, time.process_time()
     name = "reference: ClapFeatureExtractor + torch fp32" + (" (flush denormals)" if flush_denormal else "")
     return Run(name, total, sum(e.shape[0] for e in embeddings), audio_s,
-               first, peak_rss(), stages, cpu, np.concatenate(embeddings))
+               first, peak_rss(), stages, process_cpu - cpu, np.concatenate(embeddings), process_cpu_s=process_cpu)
 
 
 def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path], window: int, hop: int,
@@ -147,15 +163,15 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
     embeddings, top1, audio_s = [], [], 0.0
 
     def process(windows: list[Window]) -> None:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         features = frontend.batch(windows)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         out = backend.embed(features)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         scores = scorer.score(out)
         stages["frontend"] += t1 - t0
         stages["inference"] += t2 - t1
-        stages["scoring"] += time.perf_counter() - t2
+        stages["scoring"] += time.process_time() - t2
         embeddings.append(out)
         top1.append(scores.score.argmax(axis=1))
 
@@ -172,11 +188,43 @@ def ours_run(bundle_dir: str, precision: str, optimized: bool, files: list[Path]
             end = windows[-1].end_sample
             process(windows)
         audio_s += end / RATE
-    total, cpu = time.perf_counter() - begin, time.process_time() - cpu
-    stages["decode"] = total - sum(stages.values())
+    total, process_cpu = time.perf_counter() - begin, time.process_time()
+    cpu = process_cpu - cpu
+    stages["decode"] = cpu - sum(stages.values())  # decode, resample, windowing and the loop itself
     kind = getattr(backend, "model_file", precision)
     return Run(f"ours {precision} ({kind})", total, sum(e.shape[0] for e in embeddings), audio_s, first,
-               peak_rss(), stages, cpu, np.concatenate(embeddings), np.concatenate(top1))
+               peak_rss(), stages, cpu, np.concatenate(embeddings), np.concatenate(top1), process_cpu)
+
+
+def analyze_cli_run(bundle_dir: Path, labels_path: Path, precision: str, files: list[Path], threads: int | None,
+                    batch: int) -> Run:
+    """``biolingual-edge analyze`` as a subprocess (one worker): whole-process CPU and peak RSS from its rusage
+    (run this in a fresh child, :func:`in_child`, so the rusage of children is the command's alone)."""
+    with tempfile.TemporaryDirectory(prefix="compare-analyze-") as out:
+        command = [sys.executable, "-m", "edge", "analyze", *map(str, files), "--labels", str(labels_path),
+                   "--bundle", str(bundle_dir), "--out", out, "--precision", precision, "--force-precision",
+                   "--workers", "1", "--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        record = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    windows = int(record["detections"])  # top-1, no threshold: one row per window
+    return Run(f"biolingual-edge analyze --precision {precision} (whole process)", wall, windows, 0.0, float("nan"),
+               after.ru_maxrss / KIB, {}, cpu, process_cpu_s=cpu)
+
+
+def bundle_labels(bundle_dir: Path, out: Path) -> Path | None:
+    """A labels file for one of the bundle's text label sets (what ``analyze`` needs), or None."""
+    from edge.model.bundle import open_bundle
+
+    for entry in open_bundle(bundle_dir, verify=False).manifest.label_sets.values():
+        if entry.source == "text" and not any(entry.scientific_names):
+            out.write_text("\n".join(entry.names) + "\n", encoding="utf-8")
+            return out
+    return None
 
 
 def in_child(function: Any, *args: Any) -> Run:
@@ -222,42 +270,69 @@ def prototypes(reference: Run, files: list[Path], window: int, hop: int) -> tupl
     return labels, (reference.embeddings @ labels.T).argmax(axis=1)
 
 
-def summary_row(run: Run, reference: Run, quality: dict[str, float] | None) -> dict[str, Any]:
-    per_window_ms = 1e3 * run.total_s / run.windows
-    row = {"pipeline": run.name, "windows": run.windows, "windows_per_s": run.windows / run.total_s,
-           "real_time_factor": run.audio_s / run.total_s, "ms_per_window": per_window_ms,
+NON_MODEL_STAGES = ("decode", "frontend", "scoring")
+
+
+def summary_row(run: Run, reference: Run, fastest: Run, quality: dict[str, float] | None) -> dict[str, Any]:
+    """One table row: speed in wall and CPU time, the model / non-model split, the ratios to the references."""
+    n = run.windows
+    model = run.stages.get("inference", float("nan"))
+    loop = 1.0 if run.stages else float("nan")  # a whole-process run has no steady-state loop to compare
+    row = {"pipeline": run.name, "windows": n, "windows_per_s": n / run.total_s,
+           "real_time_factor": run.audio_s / run.total_s, "ms_per_window": 1e3 * run.total_s / n,
            "speedup_vs_reference": reference.total_s / run.total_s,
-           "cpu_ms_per_window": 1e3 * run.cpu_s / run.windows, "cpu_speedup_vs_reference": reference.cpu_s / run.cpu_s,
-           "frontend_ms_per_window": 1e3 * run.stages.get("frontend", 0.0) / run.windows,
-           "frontend_speedup": reference.stages["frontend"] / max(run.stages.get("frontend", 0.0), 1e-12),
-           "overhead_share": 1 - run.stages["inference"] / run.total_s,
-           "first_window_s": run.first_window_s, "peak_rss_mib": run.peak_rss_mib,
-           "stages_s": run.stages}
+           "cpu_ms_per_window": 1e3 * run.cpu_s / n, "cpu_speedup_vs_reference": loop * reference.cpu_s / run.cpu_s,
+           "cpu_speedup_vs_fastest_reference": loop * fastest.cpu_s / run.cpu_s,
+           "model_cpu_ms_per_window": 1e3 * model / n,
+           "non_model_cpu_ms_per_window": {k: 1e3 * run.stages[k] / n for k in NON_MODEL_STAGES if k in run.stages},
+           "non_model_share": 1 - model / run.cpu_s,
+           "process_cpu_s": run.process_cpu_s,
+           "process_speedup_vs_reference": reference.process_cpu_s / run.process_cpu_s,
+           "first_window_s": run.first_window_s, "peak_rss_mib": run.peak_rss_mib, "stages_cpu_s": run.stages}
     if quality:
         row.update(quality)
     return row
 
 
-def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
-    """The results as a markdown table (speed next to fidelity)."""
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, INT8 features: {info['int8_flags']}; load average "
-             f"{info['load_average']}; threads {info['threads'] or 'library default'}; window {info['window_s']:g} s, "
-             f"hop {info['hop_s']:g} s, batch {info['batch']}, {info['recordings']} recordings, "
-             f"{info['audio_s']:.0f} s of audio, {rows[0]['windows']} windows, best of {info['rounds']} rounds.", "",
-             "| pipeline | windows/s | real-time × | ms/window | × reference | CPU ms/window | × reference (CPU) "
-             "| frontend ms/window (×) | non-model share | first window s | peak RSS MiB | max abs "
-             "| centred cos min / mean | top-1 agree |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], fastest: str) -> str:
+    """The results as a markdown table (speed next to fidelity) and the ratios in words."""
+    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, INT8 features: {info['int8_flags']}; ONNX Runtime "
+             f"{info['onnxruntime']}, torch {info.get('torch', '?')}; load average {info['load_average']}; threads "
+             f"{info['threads'] or 'library default'}; window {info['window_s']:g} s, hop {info['hop_s']:g} s, batch "
+             f"{info['batch']}, {info['recordings']} recordings, {info['audio_s']:.0f} s of audio, "
+             f"{rows[0]['windows']} windows, best of {info['rounds']} rounds (least CPU).", "",
+             "| pipeline | windows/s | ms/window | CPU ms/window | × reference (CPU) | × fastest reference (CPU) "
+             "| model CPU ms/window | non-model CPU ms/window: decode / log-mel / scoring | non-model share (CPU) "
+             "| whole process CPU s (× reference) | first window s | peak RSS MiB | max abs | centred cos min / mean "
+             "| top-1 agree |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        quality = ("reference", "—", "—") if "max_abs" not in r else (
+        quality = ("—", "—", "—") if "max_abs" not in r else (
             f"{r['max_abs']:.1e}", f"{r['centred_cosine_min']:.6f} / {r['centred_cosine_mean']:.6f}",
             "—" if np.isnan(r["top1_agreement"]) else f"{100 * r['top1_agreement']:.1f} %")
+        parts = r["non_model_cpu_ms_per_window"]
+        split = " / ".join(f"{parts[k]:.1f}" if k in parts else "—" for k in NON_MODEL_STAGES) if parts else "—"
+        model = "—" if np.isnan(r["model_cpu_ms_per_window"]) else f"{r['model_cpu_ms_per_window']:.1f}"
+        share = "—" if np.isnan(r["non_model_share"]) else f"{100 * r['non_model_share']:.0f} %"
+        first = "—" if np.isnan(r["first_window_s"]) else f"{r['first_window_s']:.2f}"
+        ratios = [f"{r[k]:.2f}" if not np.isnan(r[k]) else "—"
+                  for k in ("cpu_speedup_vs_reference", "cpu_speedup_vs_fastest_reference")]
         lines.append(
-            f"| {r['pipeline']} | {r['windows_per_s']:.2f} | {r['real_time_factor']:.1f} | {r['ms_per_window']:.1f} "
-            f"| {r['speedup_vs_reference']:.2f} | {r['cpu_ms_per_window']:.1f} | {r['cpu_speedup_vs_reference']:.2f} "
-            f"| {r['frontend_ms_per_window']:.2f} ({r['frontend_speedup']:.1f}×) "
-            f"| {100 * r['overhead_share']:.0f} % | {r['first_window_s']:.2f} | {r['peak_rss_mib']:.0f} "
-            f"| {quality[0]} | {quality[1]} | {quality[2]} |")
+            f"| {r['pipeline']} | {r['windows_per_s']:.2f} | {r['ms_per_window']:.1f} | {r['cpu_ms_per_window']:.1f} "
+            f"| {ratios[0]} | **{ratios[1]}** | {model} "
+            f"| {split} | {share} | {r['process_cpu_s']:.1f} ({r['process_speedup_vs_reference']:.2f}×) | {first} "
+            f"| {r['peak_rss_mib']:.0f} | {quality[0]} | {quality[1]} | {quality[2]} |")
+    lines += ["", f"Fastest fair reference (least CPU): {fastest}. Ratios in CPU time:"]
+    for r in rows:
+        if "whole process" in r["pipeline"]:
+            lines.append(f"- {r['pipeline']}: **{r['process_speedup_vs_reference']:.2f}×** the reference's whole "
+                         f"process ({r['process_cpu_s']:.1f} s against {rows[0]['process_cpu_s']:.1f} s CPU; start-up, "
+                         "imports and model load included on both sides)")
+        elif not r["pipeline"].startswith("reference"):
+            non_model = 1e3 * sum(r["stages_cpu_s"][k] for k in NON_MODEL_STAGES) / r["windows"]
+            lines.append(f"- {r['pipeline']}: **{r['cpu_speedup_vs_fastest_reference']:.2f}×** the fastest reference "
+                         f"in the steady-state loop ({r['cpu_speedup_vs_reference']:.2f}× the plain one); model "
+                         f"{100 - 100 * r['non_model_share']:.0f} % of its CPU, non-model {non_model:.1f} ms/window")
     return "\n".join(lines)
 
 
@@ -274,6 +349,9 @@ def main() -> None:
     parser.add_argument("--precision", action="append", help="precisions to run (default: all in the bundle)")
     parser.add_argument("--torch-flush-denormal", action="store_true",
                         help="also run the reference with torch.set_flush_denormal(True) (ratios vs the plain one)")
+    parser.add_argument("--analyze-cli", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time `biolingual-edge analyze` as a subprocess, per precision (needs a label set "
+                             "in the bundle)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the results table as markdown here")
     args = parser.parse_args()
@@ -287,8 +365,11 @@ def main() -> None:
     files = recordings(args.audio)
     window, hop = round(args.window * RATE), round(args.hop * RATE)
     variants = [(p, True) for p in (args.precision or list(manifest.models))]
-    if "fp32" in manifest.models and manifest.models["fp32"].details.get("ort_optimized"):
+    if ("fp32", True) in variants and manifest.models["fp32"].details.get("ort_optimized"):
         variants.append(("fp32", False))
+    cli_labels = bundle_labels(bundle, args.cache / "compare-labels.txt") if args.analyze_cli else None
+    if args.analyze_cli and cli_labels is None:
+        print("no text label set in the bundle: the `analyze` rows are left out", flush=True)
     best: dict[str, Run] = {}
     labels = reference_top1 = None
     load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -301,23 +382,35 @@ def main() -> None:
         for precision, optimized in variants:
             runs.append(in_child(ours_run, str(bundle), precision, optimized, files, window, hop, args.batch,
                                  labels, args.threads))
+        if cli_labels is not None:
+            runs += [in_child(analyze_cli_run, bundle, cli_labels, precision, files, args.threads, args.batch)
+                     for precision, optimized in variants if optimized]
         for run in runs:
-            print(f"round {round_index + 1}: {run.name}: {run.total_s:.1f} s for {run.windows} windows", flush=True)
-            if run.name not in best or run.total_s < best[run.name].total_s:
+            print(f"round {round_index + 1}: {run.name}: {run.total_s:.1f} s wall, {run.cpu_s:.1f} s CPU for "
+                  f"{run.windows} windows (load {os.getloadavg()[0]:.1f})", flush=True)
+            if run.name not in best or run.cpu_s < best[run.name].cpu_s:
                 best[run.name] = run
     reference = next(iter(best.values()))
-    rows = [summary_row(reference, reference, None)]
-    rows += [summary_row(run, reference, fidelity(reference, run, reference_top1)) for run in list(best.values())[1:]]
+    fastest = min((r for r in best.values() if r.name.startswith("reference")), key=lambda r: r.cpu_s)
+    rows = [summary_row(run, reference, fastest, None if run.name.startswith("reference") or run.top1 is None
+                        or reference_top1 is None else fidelity(reference, run, reference_top1))
+            for run in best.values()]
     info = {**machine_info(), "platform": platform.platform(), "window_s": args.window, "hop_s": args.hop,
             "batch": args.batch, "rounds": args.rounds, "recordings": len(files), "audio_s": reference.audio_s,
-            "threads": args.threads,
+            "threads": args.threads, "torch": torch_version(),
             "load_average": f"{load_before} -> {' '.join(f'{v:.1f}' for v in os.getloadavg())}"}
-    table = markdown(rows, info)
+    table = markdown(rows, info, fastest.name)
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n", encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": rows}, indent=2), encoding="utf-8")
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 if __name__ == "__main__":
