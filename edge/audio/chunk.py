@@ -30,4 +30,6 @@ def downmix(frames: np.ndarray, channel: int | None = None) -> np.ndarray:
         return frames.astype(np.float32, copy=False)
     if channel is not None:
         return np.ascontiguousarray(frames[:, channel], dtype=np.float32)
+    if frames.shape[1] == 1:  # mono: the mean of one value, bit for bit (+0.0 for -0.0), in one contiguous pass
+        return np.add(frames[:, 0], np.float32(0.0), dtype=np.float32)
     return frames.mean(axis=1, dtype=np.float32)

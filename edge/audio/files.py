@@ -11,6 +11,7 @@ import soundfile as sf
 
 from edge.audio.chunk import AudioChunk, downmix
 from edge.audio.decoder_messages import DecoderMessages
+from edge.audio.pcm import read_float32
 from edge.audio.resample import StreamResampler
 from edge.audio.riff import truncated_data
 from edge.errors import AudioError
@@ -136,7 +137,7 @@ def stream_file(path: Path, target_rate: int, block_s: float = READ_BLOCK_S,
         try:
             while True:
                 with messages.held():
-                    frames = handle.read(block, dtype="float32", always_2d=True)
+                    frames = read_float32(handle, block)
                 last = frames.shape[0] < block
                 out = resampler.push(downmix(frames, channel), last=last)
                 if out.shape[0]:

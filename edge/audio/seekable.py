@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from edge.audio.chunk import downmix
+from edge.audio.pcm import read_float32
 from edge.errors import AudioError
 
 SEEKABLE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF"})
@@ -63,7 +64,7 @@ class SeekableAudio:
     def _frames(self, start: int, end: int) -> np.ndarray:
         try:
             self._handle.seek(start)
-            frames = self._handle.read(end - start, dtype="float32", always_2d=True)
+            frames = read_float32(self._handle, end - start)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioError(f"{self.path}: decoding failed at {start / self.in_rate:.1f} s ({e})",
                              "the file may be truncated; re-copy it from the card") from e
