@@ -127,5 +127,5 @@ def piece_batches(piece: Piece, rate: int, grid: WindowGrid) -> Iterator[list[Wi
         for i in range(0, len(spans), grid.batch):
             batch = spans[i : i + grid.batch]
             lo, hi = batch[0][0], max(end for _, end in batch)
-            samples = audio.read(lo, hi)
-            yield [Window(s, samples[s - lo : e - lo].copy()) for s, e in batch]
+            samples = audio.read(lo, hi)  # a fresh array or a cached segment, never written to: windows are views
+            yield [Window(s, samples[s - lo : e - lo]) for s, e in batch]
