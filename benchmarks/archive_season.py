@@ -1,9 +1,15 @@
 """Season archive at scale: a synthetic season written by the real card writer, collected, re-scored, searched.
 
     python benchmarks/archive_season.py --windows 1000000 --units 20 --workdir /tmp/archive-bench
+    python benchmarks/archive_season.py --windows 100000 --units 10 --workdir /tmp/archive-0.1m   # a 0.1 M pass
+    python benchmarks/archive_season.py --workdir DIR --phases collect   # collect DIR/cards again (no write)
 
 Each phase runs in its own process (cold: interpreter start and imports included; the OS page cache is warm
-because the files were just written) and reports wall seconds and its peak RSS. The baseline measured in the
+because the files were just written) and reports wall seconds and its peak RSS, also split into its peak
+anonymous memory (heap: ``peak_rss_anon_mb``) and its peak of mapped file pages (page cache of memory-mapped
+shards and index files, which the kernel may drop: ``peak_rss_file_mb``), sampled from ``/proc/PID/status``.
+Without ``write`` among the phases the workdir's cards are kept (``cards`` may be a symlink to another
+season's) and a ``collect`` phase starts from an empty database. The baseline measured in the
 same run is the naive route: re-running ``analyze`` on the audio (tiny random model here, a lower bound; the
 full-size fp32 figure from BENCHMARKS.md is also applied).
 """
@@ -236,15 +242,43 @@ def phase_naive(work: Path) -> dict[str, float]:
 PHASES = {"write", "collect", "index", "rescore", "rescore-threshold", "search", "naive"}
 
 
+SAMPLE_S = 0.05
+"""How often a phase's resident memory is sampled."""
+
+
+def resident_mb(pid: int) -> dict[str, float]:
+    """``RssAnon`` and ``RssFile`` of process ``pid`` in MB (empty once it is gone)."""
+    found: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    found[key] = int(value.split()[0]) / 1024
+    except (OSError, ValueError):
+        return {}
+    return found
+
+
 def run_phase(name: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--phase", name, "--workdir", str(args.workdir), "--windows",
                str(args.windows), "--units", str(args.units), *(["--no-recall"] if args.no_recall else [])]
+    peak = {"RssAnon": 0.0, "RssFile": 0.0}
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as child:
+        while True:  # the two peaks come from separate samples: their sum may exceed the peak RSS
+            for key, value in resident_mb(child.pid).items():
+                peak[key] = max(peak[key], value)
+            try:
+                stdout, stderr = child.communicate(timeout=SAMPLE_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     wall = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"phase {name} failed:\n{done.stderr[-4000:]}")
-    return {"wall_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+    if child.returncode:
+        raise SystemExit(f"phase {name} failed:\n{stderr[-4000:]}")
+    return {"wall_s": wall, **json.loads(stdout.strip().splitlines()[-1]),
+            "peak_rss_anon_mb": peak["RssAnon"], "peak_rss_file_mb": peak["RssFile"]}
 
 
 def main() -> None:
@@ -272,11 +306,18 @@ def main() -> None:
     from edge.ops.bench import machine_line
 
     print(machine_line(), flush=True)
-    shutil.rmtree(work, ignore_errors=True)
-    make_bundle(work / "bundle", args.labels)
+    phases = args.phases.split(",")
+    if "write" in phases:
+        shutil.rmtree(work, ignore_errors=True)
+    elif "collect" in phases:  # a fresh collect of the cards already there
+        shutil.rmtree(work / "season.archive", ignore_errors=True)
+        for old in ("season.duckdb", "season.duckdb.wal"):
+            (work / old).unlink(missing_ok=True)
+    if not (work / "bundle").is_dir():
+        make_bundle(work / "bundle", args.labels)
     report: dict[str, object] = {"windows": args.windows, "units": args.units, "labels": args.labels,
                                  "machine": machine_line()}
-    for name in args.phases.split(","):
+    for name in phases:
         report[name] = {**run_phase(name, args), "load_1min": os.getloadavg()[0]}
         print(name, json.dumps(report[name]), flush=True)
     naive = report.get("naive")
