@@ -6,6 +6,8 @@ one more pass over every linear layer's output (measured ~60 of the INT8 graph's
 HTS-AT). Here each such chain becomes ``MatMulIntegerToFloat(x_q, W_q, x_scale, W_scale, x_zp, W_zp, bias)``
 (a ``com.microsoft`` contrib op), whose kernel adds the bias while it writes the float result. The
 arithmetic is the same integer product with the same scales; only where the bias is added changes.
+A fused ``BiasGelu`` (bias + GELU) after such a MatMul likewise becomes a plain ``Gelu`` with the bias in the
+integer kernel: measured on AVX-512, ONNX Runtime's BiasGelu takes ~1.5x its Gelu.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ def _initializers(graph: Any) -> dict[str, Any]:
 
 def fuse_integer_matmuls(model: Any) -> tuple[Any, int]:
     """Rewrite, in place, every weight MatMul of a Q/DQ graph (activation per-tensor u8/s8, weight a
-    constant s8/u8, per-tensor or per-column) as ``MatMulIntegerToFloat``, folding a following bias
-    ``Add`` of a 1-D constant of the output width. Returns the model and how many MatMuls were rewritten."""
+    constant s8/u8, per-tensor or per-column) as ``MatMulIntegerToFloat``, folding the bias of a following
+    ``Add`` or ``BiasGelu`` (a 1-D constant of the output width). Returns the model and how many MatMuls
+    were rewritten."""
     from onnx import helper
 
     graph = model.graph
@@ -35,6 +38,7 @@ def fuse_integer_matmuls(model: Any) -> tuple[Any, int]:
     outputs = {o.name for o in graph.output}
     removed: set[int] = set()
     replacement: dict[int, Any] = {}
+    rewritten = 0
     for node in graph.node:
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
             continue
@@ -52,17 +56,22 @@ def fuse_integer_matmuls(model: Any) -> tuple[Any, int]:
         followers = consumers.get(out, [])
         bias_add = followers[0] if len(followers) == 1 and out not in outputs else None
         bias = None
-        if bias_add is not None and bias_add.op_type == "Add":
+        if bias_add is not None and bias_add.op_type in ("Add", "BiasGelu"):
             other = bias_add.input[1] if bias_add.input[0] == out else bias_add.input[0]
             if other in inits and list(inits[other].dims) == [width] and inits[other].data_type == 1:
                 bias = other
         if bias is not None and bias_add is not None:
             inputs.append(bias)
-            out = bias_add.output[0]
-            removed.add(id(bias_add))
+            if bias_add.op_type == "Add":
+                out = bias_add.output[0]
+                removed.add(id(bias_add))
+            else:  # BiasGelu(y, b) -> Gelu(y + b), the bias added by the integer kernel
+                replacement[id(bias_add)] = helper.make_node("Gelu", [out], list(bias_add.output),
+                                                             name=f"{bias_add.name}_gelu", domain=MSFT)
         fused = helper.make_node("MatMulIntegerToFloat", inputs, [out], name=f"{node.name}_integer", domain=MSFT)
         replacement[id(node)] = fused
-    if not replacement:
+        rewritten += 1
+    if not rewritten:
         return model, 0
     kept = [replacement.get(id(n), n) for n in graph.node if id(n) not in removed]
     del graph.node[:]
@@ -70,7 +79,7 @@ def fuse_integer_matmuls(model: Any) -> tuple[Any, int]:
     _drop_unused_dequantize(graph)
     if not any(o.domain == MSFT for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MSFT, 1))
-    return model, len(replacement)
+    return model, rewritten
 
 
 def _drop_unused_dequantize(graph: Any) -> None:
