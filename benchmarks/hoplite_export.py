@@ -6,7 +6,8 @@ perch-hoplite (when installed: ``pip install --no-deps perch-hoplite==1.0.2`` pl
 Per size (``--windows``, comma-separated), each phase runs in its own process and reports wall and CPU seconds and
 peak RSS; the export also its size on disk. ``--databases N`` writes the units into N season databases, read and
 exported as one (``--db`` repeated). ``--phases`` picks phases (the ``hnsw`` baseline and the ``search`` phase's
-hoplite brute force cost as much as the export again at 1 M). Baselines measured in the same run:
+hoplite brute force cost as much as the export again at 1 M; ``expansion``, not run by default, builds usearch's
+index at the export's ``expansion_add`` and at hoplite's default 256, with recall@10). Baselines in the same run:
 ``read`` (every window's metadata and embedding through the WindowStore, what any export must do) and ``hnsw``
 (usearch building the same index from vectors already in memory: the part of the export that is hoplite's own
 index). ``search``: hoplite's brute-force search and its approximate (HNSW) search against ours (`--exact`), with
@@ -98,6 +99,33 @@ def phase_hnsw(work: Path) -> dict[str, float]:
     return {"build_s": time.perf_counter() - start, "build_cpu_s": time.process_time() - cpu}
 
 
+def phase_expansion(work: Path) -> dict[str, float]:
+    """usearch's build at the export's ``expansion_add`` and at larger ones (hoplite's default is 256): CPU seconds
+    and recall@10 against exact search on 50 archived windows as queries."""
+    from usearch.index import Index, MetricKind, ScalarKind
+
+    from desk.archive.windows import open_store
+    from desk.report.hoplite import EXPANSION_ADD, EXPANSION_SEARCH
+
+    with open_store(databases(work)) as store:
+        ids = store.match()
+        vectors = store.embeddings(ids).astype(np.float16)
+    picked = np.random.default_rng(7).choice(len(ids), 50, replace=False)
+    queries = vectors[picked].astype(np.float32)
+    exact = np.argsort(-(queries @ vectors.astype(np.float32).T), axis=1, kind="stable")[:, :10]
+    found: dict[str, float] = {}
+    for expansion in sorted({EXPANSION_ADD, 128, 256}):
+        cpu = time.process_time()
+        index = Index(ndim=vectors.shape[1], metric=MetricKind.IP, dtype=ScalarKind.F16, expansion_add=expansion,
+                      expansion_search=EXPANSION_SEARCH)
+        index.add(np.arange(len(ids), dtype=np.uint64), vectors)
+        found[f"build_cpu_s_{expansion}"] = time.process_time() - cpu
+        hits = index.search(queries.astype(np.float16), 10).keys
+        found[f"recall_at_10_{expansion}"] = float(np.mean([len(set(h.tolist()) & set(e.tolist())) / 10
+                                                             for h, e in zip(hits, exact)]))
+    return found
+
+
 def phase_export(work: Path) -> dict[str, float]:
     from desk.report.hoplite import export_hoplite
 
@@ -140,7 +168,8 @@ def phase_search(work: Path, queries: int) -> dict[str, float]:
 
 
 PHASES = {"write": phase_write, "read": phase_read, "hnsw": phase_hnsw, "export": phase_export,
-          "search": phase_search}
+          "search": phase_search, "expansion": phase_expansion}
+DEFAULT_PHASES = "write,read,hnsw,export,search"
 
 
 def run_size(args: argparse.Namespace, windows: int, phases: list[str]) -> dict[str, dict[str, float]]:
@@ -175,7 +204,7 @@ def main() -> None:
     parser.add_argument("--windows", default="100000", help="archive sizes, comma-separated")
     parser.add_argument("--units", type=int, default=10)
     parser.add_argument("--databases", type=int, default=1, help="season databases the units are spread over")
-    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated, of " + ",".join(PHASES))
+    parser.add_argument("--phases", default=DEFAULT_PHASES, help="comma-separated, of " + ",".join(PHASES))
     parser.add_argument("--queries", type=int, default=20, help="queries of the search phase")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hoplite-bench"))
     parser.add_argument("--keep", action="store_true", help="keep each size's archive and export")
