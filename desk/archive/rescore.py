@@ -33,7 +33,8 @@ from edge.stream.detector import DetectionEvent, DetectorOptions, EventDetector
 CELLS_PER_PIECE = 4_000_000
 """Window × label scores held at once (16 MB a float32 array): a scan chunk is cut into pieces of at most this."""
 ROWS_PER_PIECE = 200_000
-"""Output rows (window × kept rank) made at once: with ``--top-k`` in the thousands a piece is a few windows."""
+"""Output rows (window × kept rank) made at once, and written at once: with ``--top-k`` in the thousands a piece
+is a few windows."""
 EVENT_COLUMNS = ("recording", "start", "stop", "sample_rate", "start_utc")
 """Per window: the recording it belongs to (file, else unit/boot/stream), its place in it (samples), its time."""
 
@@ -177,7 +178,7 @@ def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path,
             if options.rules is None:
                 chunks = pieces(_scan(store, scorer.label_matrix, space.where, options), len(names), options.top_k)
                 window_tables(chunks, lambda ids: _places(store, ids), scorer, names, shown, options, tables, band,
-                              confidence)
+                              confidence, ROWS_PER_PIECE)
             else:
                 rules = unit_rules(options, label_set.names, label_set.head_mask, confidence)
                 _write_events(store, space.where, scorer, tables, band, names, shown, rules, options)

@@ -168,6 +168,11 @@ class _AppendedTable:
         self._handle: TextIO = _reopen(path, resume_at)
         self._writer = csv.writer(self._handle, **dialect)
 
+    def _write_bytes(self, text: bytes) -> None:
+        """UTF-8 rows made a column at a time, written as they are (no round trip through ``str``)."""
+        self._handle.flush()
+        self._handle.buffer.write(text)
+
     def sync(self) -> None:
         """Make everything written so far durable (flush + fsync)."""
         self._handle.flush()
@@ -201,7 +206,7 @@ class DetectionsCsv(_AppendedTable):
             for source, first, stop in columns.runs():
                 self.write(columns.sources[source], selections(columns, first, stop))
             return
-        self._handle.write(csv_text(columns, CSV_DIALECT))
+        self._write_bytes(csv_text(columns, CSV_DIALECT))
 
 
 class BirdnetCsv(_AppendedTable):
@@ -285,9 +290,9 @@ class RavenTable(_AppendedTable):
             self.selections += 1
             self._writer.writerow(raven_row(self.selections, s))
 
-    def write_text(self, text: str, rows: int) -> None:
+    def write_text(self, text: bytes, rows: int) -> None:
         """``rows`` rows made by :func:`edge.batch.table_text.raven_text`, numbered from ``selections + 1``."""
-        self._handle.write(text)
+        self._write_bytes(text)
         self.selections += rows
 
 
@@ -376,9 +381,10 @@ class RecordingTables:
                 written[stem] = before + stop - first
             text, offsets = raven_text(c, numbers)
         for stem, (_, first, stop) in zip(stems, runs):
-            run = text[offsets[first] : offsets[stop]].decode("utf-8")
+            run = text[offsets[first] : offsets[stop]]
 
-            def write(table: RavenTable | AudacityTrack, first: int = first, stop: int = stop, run: str = run) -> None:
+            def write(table: RavenTable | AudacityTrack, first: int = first, stop: int = stop,
+                      run: bytes = run) -> None:
                 if isinstance(table, RavenTable):
                     table.write_text(run, stop - first)
                 else:
