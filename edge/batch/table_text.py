@@ -142,7 +142,8 @@ def digits(n: np.ndarray, width: np.ndarray | int = 1, keep: np.ndarray | None =
         return [Piece(out, lengths)]
     for group in range(groups):
         quads[:, group] &= _NULS[np.clip(pad - 4 * group, 0, 4)]
-    return [Piece(quads.view(np.uint8), lengths)]
+    unused = int(pad.min(initial=4 * groups))  # leading columns NUL in every row: left out of the piece
+    return [Piece(quads.view(np.uint8)[:, unused:], lengths)]
 
 
 def _char(char: str, keep: np.ndarray) -> Text:
@@ -155,12 +156,12 @@ def concat(parts: Sequence[Text]) -> Text:
     return [piece for part in parts for piece in part]
 
 
-def rows(fields: Sequence[Text], delimiter: str, end: str = "\n") -> tuple[bytes, np.ndarray]:
-    """The rows as UTF-8 bytes (fields separated by ``delimiter``, each row ended by ``end``) and ``(n + 1,)``
-    byte offsets: row ``i`` is ``bytes[offsets[i]:offsets[i + 1]]``."""
+def rows(fields: Sequence[Text], delimiter: str, end: str = "\n") -> tuple[memoryview, np.ndarray]:
+    """The rows as UTF-8 bytes (fields separated by ``delimiter``, each row ended by ``end``; a view of them, not
+    a copy) and ``(n + 1,)`` byte offsets: row ``i`` is ``bytes[offsets[i]:offsets[i + 1]]``."""
     n = len(fields[0][0].lengths)
     if not n:
-        return b"", np.zeros(1, np.int64)
+        return memoryview(b""), np.zeros(1, np.int64)
     sep = constant(delimiter, n)
     pieces: Text = []
     for field in fields:
@@ -176,7 +177,7 @@ def rows(fields: Sequence[Text], delimiter: str, end: str = "\n") -> tuple[bytes
         kept = chars[chars != 0]
         out[at : at + len(kept)] = kept
         at += len(kept)
-    return out.tobytes(), np.concatenate([[0], np.cumsum(lengths)])
+    return out.data, np.concatenate([[0], np.cumsum(lengths)])
 
 
 def _python(values: np.ndarray, rows: np.ndarray, spec: str) -> list[str]:
@@ -389,7 +390,7 @@ class SelectionColumns:
         return [(int(self.source[a]), int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def csv_text(c: SelectionColumns, dialect: dict[str, object]) -> bytes:
+def csv_text(c: SelectionColumns, dialect: dict[str, object]) -> memoryview:
     """``detections.csv`` rows (:func:`edge.batch.tables.csv_row`) of every selection, UTF-8."""
     return rows([choices(csv_quoted(c.sources, **dialect), c.source), c.text("begin"), c.text("end"),
                  choices(csv_quoted(c.labels, **dialect), c.label), c.text("score"), general6(c.cosine),
@@ -397,7 +398,7 @@ def csv_text(c: SelectionColumns, dialect: dict[str, object]) -> bytes:
                 str(dialect["delimiter"]), str(dialect["lineterminator"]))[0]
 
 
-def raven_text(c: SelectionColumns, numbers: np.ndarray) -> tuple[bytes, np.ndarray]:
+def raven_text(c: SelectionColumns, numbers: np.ndarray) -> tuple[memoryview, np.ndarray]:
     """Raven selection-table rows (:func:`edge.batch.tables.raven_row`) of every selection, numbered ``numbers``,
     as :func:`rows` returns them."""
     n, tab = len(c.source), {"delimiter": "\t", "lineterminator": "\n"}

@@ -168,7 +168,7 @@ class _AppendedTable:
         self._handle: TextIO = _reopen(path, resume_at)
         self._writer = csv.writer(self._handle, **dialect)
 
-    def _write_bytes(self, text: bytes) -> None:
+    def _write_bytes(self, text: bytes | memoryview) -> None:
         """UTF-8 rows made a column at a time, written as they are (no round trip through ``str``)."""
         self._handle.flush()
         self._handle.buffer.write(text)
@@ -290,7 +290,7 @@ class RavenTable(_AppendedTable):
             self.selections += 1
             self._writer.writerow(raven_row(self.selections, s))
 
-    def write_text(self, text: bytes, rows: int) -> None:
+    def write_text(self, text: bytes | memoryview, rows: int) -> None:
         """``rows`` rows made by :func:`edge.batch.table_text.raven_text`, numbered from ``selections + 1``."""
         self._write_bytes(text)
         self.selections += rows
@@ -370,7 +370,7 @@ class RecordingTables:
                 self.write(c.sources[source], c.displays[source], selections(c, first, stop))
             return
         stems = [self.names.stem(c.sources[source], c.displays[source]) for source, _, _ in runs]
-        text, offsets = b"", np.zeros(len(c.source) + 1, np.int64)
+        text, offsets = memoryview(b""), np.zeros(len(c.source) + 1, np.int64)
         if "raven" in self.formats:
             numbers = np.arange(1, len(c.source) + 1, dtype=np.int64)
             written: dict[str, int] = {}  # selections in each table before this run (a source may recur)
@@ -384,7 +384,7 @@ class RecordingTables:
             run = text[offsets[first] : offsets[stop]]
 
             def write(table: RavenTable | AudacityTrack, first: int = first, stop: int = stop,
-                      run: bytes = run) -> None:
+                      run: memoryview = run) -> None:
                 if isinstance(table, RavenTable):
                     table.write_text(run, stop - first)
                 else:
