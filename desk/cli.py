@@ -12,7 +12,8 @@ import typer
 from desk.cli_live import register as register_live_command
 from desk.cli_review import register as register_review_commands
 from desk.collect.ingest import collect as collect_cards
-from desk.collect.seasons import connect_seasons
+from desk.collect.seasons import connect_seasons, distinct
+from desk.ray_stall import DEFAULT_STALL_S, STALL_FACTOR
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
 from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, FORMATS, parse_formats
@@ -39,6 +40,9 @@ EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray: the a
                                              "(pip install 'biolingual-edge\\[ray]'); search needs --exact.")]
 RayAddressOpt = Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one); "
                                                         "every node must see the archive at the same path.")]
+RayStallOpt = Annotated[float | None, typer.Option(
+    help="Ray: fail the job (naming the archive files not read) when no result has come back for this long, or "
+    f"{STALL_FACTOR:g}× the longest wait so far if longer (default: {DEFAULT_STALL_S:g}).")]
 
 
 @logs_app.command()
@@ -89,21 +93,20 @@ def export(
                                              + " hoplite: on its own, see below.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables (a single csv or parquet: the file, "
                                       "when its name ends .csv / .parquet); hoplite: the new database folder.")],
-    review: Annotated[list[Path] | None, typer.Option("--review", help="hoplite: review.csv of `logs review` on these "
+    review: Annotated[list[Path] | None, typer.Option("--review", help="hoplite: review.csv of `logs review` on this "
                                                       "--db; its verdicts become annotations (repeatable).")] = None,
     project: Annotated[str | None, typer.Option(help="hoplite: the project of the deployments (default: the "
-                                                     "databases' names, joined by +).")] = None,
+                                                     "database's name).")] = None,
     reviewer: Annotated[str | None, typer.Option(help="hoplite: who gave the verdicts (in each annotation's "
                                                       "provenance).")] = None,
     space: SpaceOpt = None,
 ) -> None:
     """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels, BirdNET's
     table, an occupancy history. `--format hoplite` instead writes the archive's windows as a perch-hoplite
-    database (SQLite + usearch, for Perch's agile modeling) of every --db as one (window ids translated as
-    search translates them): units as deployments, recordings (a unit's stream when no audio file), window
-    offsets, the float16 embeddings, and `--review` verdicts as positive / negative / uncertain annotations.
-    Not carried over: detections, scores other than the one each verdict was given at, P(correct), unit health
-    and effort, card clips (README: Season archive, Open to Perch)."""
+    database (SQLite + usearch, for Perch's agile modeling): units as deployments, recordings (a unit's stream
+    when no audio file), window offsets, the float16 embeddings, and `--review` verdicts as positive / negative /
+    uncertain annotations. Not carried over: detections, scores other than the one each verdict was given at,
+    P(correct), unit health and effort, card clips (README: Season archive, Open to Perch)."""
     formats = parse_formats(file_format, EXPORT_FORMATS, "logs export")
     if "hoplite" in formats:
         from desk.report.hoplite import export_hoplite
@@ -111,7 +114,10 @@ def export(
         if len(formats) > 1:
             raise ConfigError("--format hoplite writes a database folder and goes on its own",
                               "run `logs export` once for hoplite and once for the tables")
-        done = export_hoplite(db, out, review or [], project, reviewer, space)
+        if len(distinct(db)) > 1:
+            raise ConfigError("--format hoplite exports one database", "pass one --db (export each season on its "
+                              "own; hoplite reads several databases itself)")
+        done = export_hoplite(db[0], out, review or [], project, reviewer, space)
         stderr.print(f"wrote a perch-hoplite database -> {out}: {done.windows} window(s) of {done.deployments} "
                      f"unit(s) in {done.recordings} recording(s), {done.annotations} annotation(s)")
         return
@@ -173,6 +179,7 @@ def rescore(
                                                    "analysis.heads.")] = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
+    ray_stall_seconds: RayStallOpt = None,
 ) -> None:
     """Score every archived window against a new label list; writes what `analyze` writes."""
     from desk.archive.rescore import RescoreOptions
@@ -185,7 +192,7 @@ def rescore(
     if config is not None:
         options = _config_rules(config, bundle, labels, threshold, score_mode)
     options = dataclasses.replace(options, formats=chosen, space=space, heads=tuple(head) if head else options.heads,
-                                  engine=engine, ray_address=ray_address)
+                                  engine=engine, ray_address=ray_address, ray_stall_s=ray_stall_seconds)
     result = rescore_archive(db, bundle, labels, out, options)
     if result.other_model:
         stderr.print(f"{result.other_model} archived window(s) of other embedding spaces left alone (--space)")
@@ -236,6 +243,7 @@ def search(
     space: SpaceOpt = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
+    ray_stall_seconds: RayStallOpt = None,
 ) -> None:
     """Rank archived windows by cosine to a text query or an example sound."""
     from desk.archive.search import example_query, text_query, write_hits
@@ -249,7 +257,7 @@ def search(
     where = WindowFilter(units=None if unit is None else (unit,), since=_utc_option(since, "--from"),
                          until=_utc_option(until, "--to"))
     hits = search_archive(db, opened, query, top, where, approximate=not exact, space=space, engine=engine,
-                          ray_address=ray_address)
+                          ray_address=ray_address, ray_stall_s=ray_stall_seconds)
     for path in write_hits(hits, out, opened, clips, text if text is not None else f"like {example}"):
         stderr.print(f"wrote {path}")
     stderr.print(f"{len(hits)} hit(s); best {hits[0].score:.3f}" if hits else "no archived window matches the filter")

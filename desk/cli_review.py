@@ -10,6 +10,7 @@ import typer
 from edge.cli_support import renamed_command, report_errors, stderr
 from edge.errors import ConfigError
 
+DbOpt = Annotated[Path, typer.Option("--db", help="Season database made by `logs collect` (with embeddings).")]
 DbsOpt = Annotated[list[Path], typer.Option("--db", help="Season database made by `logs collect` (with embeddings); "
                                                          "repeat it to review several (years, sites) as one.")]
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle the archive was analysed with.")]
@@ -111,9 +112,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train-head")
     @report_errors
     def train_head(
-        db: Annotated[list[Path], typer.Option("--db", help="Season database made by `logs collect` (with "
-                                               "embeddings) that the review was made on; repeat it for a review "
-                                               "of several, in any order.")],
+        db: DbOpt,
         review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts.")],
         bundle: BundleOpt,
         name: Annotated[str, typer.Option("--name", help=(
@@ -132,7 +131,7 @@ def register(app: typer.Typer) -> None:
         fits, skipped = train_heads(training_sets(db, opened, review_csv, examples, space), opened)
         for label, reason in skipped.items():
             stderr.print(f"[yellow]{label}: no head[/] ({reason})")
-        path = install_head(opened, name, fits, review_provenance(review_csv, examples, db))
+        path = install_head(opened, name, fits, review_provenance(review_csv, examples))
         for fit in fits:
             zero = "n/a" if fit.ap_zero_shot is None else f"{fit.ap_zero_shot:.3f}"
             stderr.print(f"{fit.label}: {fit.positives} pos / {fit.negatives} neg, {fit.folds}-fold AP head "

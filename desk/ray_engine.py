@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from desk.ray_stall import DEFAULT_STALL_S, Stalled, guarded, stall_cause, stall_hint
 from edge.batch.piece_analysis import AnalysisSpec, PieceAnalyzer, PieceResult
 from edge.batch.pieces import Piece
 from edge.batch.pool import MATH_THREAD_VARIABLES, available_cores
@@ -106,7 +107,13 @@ def _start(ray: Any, address: str | None, cpus: int) -> None:
                               "authentication needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH or "
                               "RAY_AUTH_TOKEN) here too, as scripts/local_cluster.sh start prints") from e
         return
-    context = ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    try:
+        context = ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    except Exception as e:  # Ray raises a bare Exception when its raylet misses its 30 s start-up
+        ray.shutdown()
+        raise BackendError(f"the private Ray instance did not start ({first_line(e)})",
+                           "a machine this busy may miss Ray's start-up deadline: rerun when it is quieter, or use "
+                           "--engine local") from e
     node_ip = context.address_info.get("node_ip_address")
     if node_ip != LOOPBACK:
         ray.shutdown()
@@ -149,6 +156,25 @@ def console_quiet() -> Iterator[None]:
 
 
 @contextmanager
+def data_options(**options: Any) -> Iterator[None]:
+    """Ray Data's execution settings of this process (``DataContext``) set for one job, and put back after."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    execution = context.execution_options
+    saved = {name: getattr(context, name) for name in options if name != "preserve_order"}
+    order = execution.preserve_order
+    for name, value in options.items():
+        setattr(execution if name == "preserve_order" else context, name, value)
+    try:
+        yield
+    finally:
+        execution.preserve_order = order
+        for name, value in saved.items():
+            setattr(context, name, value)
+
+
+@contextmanager
 def remote_args_allowed() -> Iterator[None]:
     """Ray 2.60 has no named ``map_batches`` parameter for task retries yet: pass them as remote args without
     its deprecation warning (here only; Ray's other warnings stay)."""
@@ -184,9 +210,11 @@ def pieces_not_done(pieces: list[Piece], done: int) -> str:
             f"files {shown}) not done")
 
 
-def _failed(pieces: list[Piece], done: int, cause: str) -> BackendError:
-    return BackendError(f"the Ray job stopped: {cause}; {pieces_not_done(pieces, done)}",
-                        "the work log keeps what was written: rerun the same command with --resume to finish")
+RESUME_HINT = "the work log keeps what was written: rerun the same command with --resume to finish"
+
+
+def _failed(pieces: list[Piece], done: int, cause: str, hint: str = RESUME_HINT) -> BackendError:
+    return BackendError(f"the Ray job stopped: {cause}; {pieces_not_done(pieces, done)}", hint)
 
 
 def first_line(error: BaseException) -> str:
@@ -201,17 +229,17 @@ def _report_placement(placement: Counter[str]) -> None:
 
 
 def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address: str | None,
-            cpus: int | None = None) -> Iterator[PieceResult]:
+            cpus: int | None = None, stall_s: float = DEFAULT_STALL_S) -> Iterator[PieceResult]:
     """Results of ``pieces`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads).
 
-    Never ends early: a Ray failure that its retries do not heal (a lost node whose results cannot be
-    recomputed, a crashed actor) raises :class:`BackendError` naming the pieces not done, and so does a
-    dataset that ends with pieces missing.
+    Never ends early and never hangs: a Ray failure that its retries do not heal (a lost node whose results
+    cannot be recomputed, a crashed actor), a job that makes no progress for the stall limit
+    (:mod:`desk.ray_stall`, ``stall_s``), and a dataset that ends with pieces missing each raise
+    :class:`BackendError` naming the pieces not done.
     """
-    with connect(address, cpus or (actors or 1) * spec.threads) as ray:
+    with connect(address, cpus or (actors or 1) * spec.threads) as ray, data_options(preserve_order=True):
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
         pool = ray.data.ActorPoolStrategy(size=min(actors, max(1, len(pieces))))
         with remote_args_allowed():
@@ -222,13 +250,15 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
         placement: Counter[str] = Counter()
         done = 0
         try:
-            for row in results.iter_rows():
+            for row in guarded(results.iter_rows(), stall_s):
                 result: PieceResult = pickle.loads(row["result"])
                 placement[str(row["node"])] += 1
                 waiting[result.index] = result
                 while done < len(pieces) and pieces[done].index in waiting:
                     yield waiting.pop(pieces[done].index)
                     done += 1
+        except Stalled as e:
+            raise _failed(pieces, done, stall_cause(e), f"{RESUME_HINT}; {stall_hint(stall_s)}") from None
         except Exception as e:  # Ray wraps what an actor raised; show the typed error as one line
             cause = _edge_cause(e)
             if cause is not None:

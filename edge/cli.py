@@ -115,6 +115,9 @@ def analyze(
     = "local",
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a private local one).")]
     = None,
+    ray_stall_seconds: Annotated[float | None, typer.Option(
+        help="Ray: fail the job (naming the pieces not done; --resume finishes) when no piece has come back for "
+        "this long, or 10× the longest wait so far if longer (default: 600).")] = None,
     piece_seconds: Annotated[float, typer.Option(
         help="Seconds of audio per piece: long recordings are cut into pieces spread over the workers.")]
     = DEFAULT_PIECE_S,
@@ -136,7 +139,7 @@ def analyze(
                              score_mode=score_mode, threads=threads, batch=batch,
                              force_precision=force_precision, embeddings_dir=embeddings, unit_id=unit_id,
                              heads=tuple(head or ()), formats=parse_formats(formats, ANALYZE_FORMATS, "analyze"))
-    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address,
+    run_options = RunOptions(workers=workers, engine=engine, ray_address=ray_address, ray_stall_s=ray_stall_seconds,
                              piece_s=_piece_seconds(piece_seconds, old_piece_seconds), resume=resume)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=False) as progress:

@@ -2,11 +2,13 @@
 order, also per stream for ``--config``) and ``logs search --exact --engine ray`` (each file's best, merged).
 
 Rows are :class:`~desk.archive.windows.StoredRows` (a file and rows of it, from the store's file listing),
-read inside the workers with :func:`~desk.archive.windows.read_rows` — each task holds one file, so a
-worker's memory is bounded by one shard whatever the archive's size; each task also returns its worker's peak
-resident memory, and the job reports the largest. Results come back in file order, as
+read inside the workers with :func:`~desk.archive.windows.read_rows`. A task streams its file's result back part
+by part (a Ray generator task, each part its own block): a worker holds one scan chunk of scores and one chunk of
+mapped pages at a time, whatever the file's size or the label count. Each file ends with a row carrying the
+worker's peak resident memory, and the job reports the largest. Parts come back in file order, as
 :meth:`WindowStore.scan` yields them, so the writer downstream sees the same chunks and writes the same rows.
-Every node needs the archive at the same path (storage every node sees) and biolingual-edge installed.
+A job that makes no progress fails after the stall limit (:mod:`desk.ray_stall`). Every node needs the archive
+at the same path (storage every node sees) and biolingual-edge installed.
 """
 
 from __future__ import annotations
@@ -15,25 +17,35 @@ import functools
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from desk.archive.windows import Scored, StoredRows, read_rows, top_of
-from desk.ray_engine import PIECE_RETRIES, connect, first_line, remote_args_allowed
+from desk.ray_engine import PIECE_RETRIES, connect, data_options, first_line, remote_args_allowed
+from desk.ray_stall import DEFAULT_STALL_S, Stalled, check_stall_seconds, guarded, stall_cause, stall_hint
 from edge.errors import BackendError, ConfigError
 
 ENGINES = ("local", "ray")
 
 
-def check_engine(engine: str, ray_address: str | None) -> None:
-    """Refuse an unknown engine, and a cluster address without ``--engine ray``."""
+def check_engine(engine: str, ray_address: str | None, ray_stall_s: float | None = None) -> None:
+    """Refuse an unknown engine, a cluster address or stall limit without ``--engine ray``, and a stall limit that
+    is not a positive number of seconds."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}'", f"choose one of: {', '.join(ENGINES)}")
-    if ray_address is not None and engine != "ray":
-        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
+    for flag, given in (("--ray-address", ray_address), ("--ray-stall-seconds", ray_stall_s)):
+        if given is not None and engine != "ray":
+            raise ConfigError(f"{flag} needs --engine ray", "add --engine ray")
+    if ray_stall_s is not None:
+        check_stall_seconds(ray_stall_s)
+
+
+def stall_seconds(given: float | None) -> float:
+    """``--ray-stall-seconds``, or its default."""
+    return DEFAULT_STALL_S if given is None else given
 
 
 def peak_memory_bytes() -> int:
@@ -48,43 +60,64 @@ def peak_memory_bytes() -> int:
     return 0
 
 
-def read_files(batch: dict[str, np.ndarray], job: Callable[[StoredRows], Any]) -> dict[str, np.ndarray]:
-    """A batch of pickled :class:`StoredRows` -> ``job`` of each, pickled, with the worker's pid and peak memory."""
-    results = [pickle.dumps(job(pickle.loads(item))) for item in batch["stored"]]
-    count = len(results)
-    return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object),
-            "pid": np.full(count, os.getpid(), np.int64), "peak": np.full(count, peak_memory_bytes(), np.int64)}
+def read_files(batch: dict[str, np.ndarray], job: Callable[[StoredRows], Iterable[Any]]) -> \
+        Iterator[dict[str, np.ndarray]]:
+    """A batch of pickled :class:`StoredRows` -> for each, one row per part ``job`` yields for it (pickled, numbered),
+    then an end row with the worker's pid and peak memory; a part leaves the worker before the next is made."""
+    for index, item in zip(batch["index"], batch["stored"]):
+        parts = 0
+        for result in job(pickle.loads(item)):
+            yield _part_row(int(index), parts, pickle.dumps(result), end=False)
+            parts += 1
+        yield _part_row(int(index), parts, b"", end=True)
 
 
-def file_best(stored: StoredRows, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` windows of one file nearest the single ``query`` ``(D, 1)`` (as :func:`top_of` ranks them)."""
-    return top_of(read_rows(stored, query), k)
+def _part_row(index: int, part: int, result: bytes, end: bool) -> dict[str, np.ndarray]:
+    return {"index": np.array([index], np.int64), "part": np.array([part], np.int64), "end": np.array([end]),
+            "result": np.array([result], dtype=object), "pid": np.array([os.getpid()], np.int64),
+            "peak": np.array([peak_memory_bytes() if end else 0], np.int64)}
 
 
-def per_file_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Any], address: str | None) -> Iterator[Any]:
-    """``job(file)`` of every file, computed on a Ray cluster at ``address`` (None: a private local instance), in
-    file order. A failure its retries do not heal raises :class:`BackendError` naming the files not read."""
+def file_best(stored: StoredRows, query: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``k`` windows of one file nearest the single ``query`` ``(D, 1)`` (as :func:`top_of` ranks them): one
+    part."""
+    return [top_of(read_rows(stored, query), k)]
+
+
+def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[Any]], address: str | None,
+                 stall_s: float = DEFAULT_STALL_S) -> Iterator[tuple[int, Any]]:
+    """(file's place in ``files``, a part of ``job(file)``) of every file, computed on a Ray cluster at ``address``
+    (None: a private local instance), in file order and each file's parts in order. A failure its retries do not
+    heal, or no progress for the stall limit, raises :class:`BackendError` naming the files not read."""
     if not files:
         return
-    with connect(address) as ray:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
+    with connect(address) as ray, data_options(preserve_order=True, target_max_block_size=1):
+        # target_max_block_size=1: every part a task yields is a block of its own, sent on at once
         rows: list[dict[str, Any]] = [{"index": i, "stored": pickle.dumps(f)} for i, f in enumerate(files)]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         with remote_args_allowed():
             results = dataset.map_batches(read_files, fn_kwargs={"job": job}, batch_size=1, batch_format="numpy",
                                           num_cpus=1, max_retries=PIECE_RETRIES)
-        done = 0
+        done = part = 0
         peaks: dict[int, int] = {}
         try:
-            for row in results.iter_rows():
-                if int(row["index"]) != done:
-                    raise BackendError(f"the Ray scan returned file {row['index']} before file {done}",
-                                       "report this: the job ran without preserve_order")
-                peaks[int(row["pid"])] = max(peaks.get(int(row["pid"]), 0), int(row["peak"]))
-                yield pickle.loads(row["result"])
-                done += 1
+            for row in guarded(results.iter_rows(), stall_s):
+                place = (int(row["index"]), int(row["part"]))
+                if place < (done, part):
+                    continue  # a retried task yields its file's parts again: they were taken already
+                if place != (done, part):
+                    raise BackendError(f"the Ray scan returned part {place[1]} of file {place[0]} before part "
+                                       f"{part} of file {done}", "report this: the job ran without preserve_order")
+                if row["end"]:
+                    peaks[int(row["pid"])] = max(peaks.get(int(row["pid"]), 0), int(row["peak"]))
+                    done, part = done + 1, 0
+                    continue
+                yield done, pickle.loads(row["result"])
+                part += 1
         except BackendError:
             raise
+        except Stalled as e:
+            raise _failed(files, done, stall_cause(e), stall_hint(stall_s)) from None
         except Exception as e:
             raise _failed(files, done, first_line(e)) from e
         if done < len(files):
@@ -92,24 +125,26 @@ def per_file_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Any], a
         _report_memory(peaks, files)
 
 
-def scans_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None) -> Iterator[list[Scored]]:
-    """Per file, in file order, the chunks :meth:`WindowStore.scan` yields for it, computed on Ray (see
-    :func:`per_file_on_ray`)."""
-    return per_file_on_ray(files, functools.partial(read_rows, queries=queries), address)
+def scans_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None,
+                 stall_s: float = DEFAULT_STALL_S) -> Iterator[tuple[int, Scored]]:
+    """(file's place in ``files``, a chunk of its scan): per file, in file order, the chunks
+    :meth:`WindowStore.scan` yields for it, computed on Ray (see :func:`parts_on_ray`)."""
+    return parts_on_ray(files, functools.partial(read_rows, queries=queries), address, stall_s)
 
 
-def scan_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None) -> Iterator[Scored]:
+def scan_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None,
+                stall_s: float = DEFAULT_STALL_S) -> Iterator[Scored]:
     """:meth:`WindowStore.scan` of ``files`` on Ray, in window order."""
-    for scored in scans_on_ray(files, queries, address):
-        yield from scored
+    for _, scored in scans_on_ray(files, queries, address, stall_s):
+        yield scored
 
 
-def nearest_on_ray(files: list[StoredRows], query: np.ndarray, k: int, address: str | None) -> \
-        tuple[np.ndarray, np.ndarray]:
+def nearest_on_ray(files: list[StoredRows], query: np.ndarray, k: int, address: str | None,
+                   stall_s: float = DEFAULT_STALL_S) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`WindowStore.nearest` (exact) over ``files`` on Ray: each file's best ``k`` in its worker, then the
     best of those here — the same ids, cosines and order as the local scan (ties by ascending id)."""
-    best = per_file_on_ray(files, functools.partial(file_best, query=query.reshape(-1, 1), k=k), address)
-    return top_of((Scored(ids, scores.reshape(-1, 1)) for ids, scores in best), k)
+    best = parts_on_ray(files, functools.partial(file_best, query=query.reshape(-1, 1), k=k), address, stall_s)
+    return top_of((Scored(ids, scores.reshape(-1, 1)) for _, (ids, scores) in best), k)
 
 
 def _report_memory(peaks: dict[int, int], files: list[StoredRows]) -> None:
@@ -121,8 +156,8 @@ def _report_memory(peaks: dict[int, int], files: list[StoredRows]) -> None:
                      f"archive file {largest / 1e6:.1f} MB)\n")
 
 
-def _failed(files: list[StoredRows], done: int, cause: str) -> BackendError:
+def _failed(files: list[StoredRows], done: int, cause: str, advice: str = "") -> BackendError:
     return BackendError(f"the Ray scan stopped: {cause}; {len(files) - done} of {len(files)} archive files not "
                         f"read (from {files[done].path})",
                         "what this run wrote is incomplete: fix the cause and rerun the command, which starts over "
-                        "(or use --engine local)")
+                        f"(or use --engine local){'; ' + advice if advice else ''}")

@@ -61,6 +61,8 @@ class RescoreOptions:
     """Who reads the archive's files: ``local`` (this process) or ``ray`` (a Ray Data job, see ray_scan.py)."""
     ray_address: str | None = None
     """The Ray cluster to join (None: a private local instance)."""
+    ray_stall_s: float | None = None
+    """Ray: fail the job after this long without a result (None: the default of desk/ray_stall.py)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,9 @@ def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options:
     """The exact scan, here or as a Ray Data job over the store's files (the same chunks, the same cosines)."""
     if options.engine == "local":
         return store.scan(queries, where)
-    from desk.archive.ray_scan import scan_on_ray
+    from desk.archive.ray_scan import scan_on_ray, stall_seconds
 
-    return scan_on_ray(store.files(where), queries, options.ray_address)
+    return scan_on_ray(store.files(where), queries, options.ray_address, stall_seconds(options.ray_stall_s))
 
 
 def _stream_scans(store: WindowStore, streams: list[WindowFilter], queries: np.ndarray,
@@ -131,13 +133,12 @@ def _stream_scans(store: WindowStore, streams: list[WindowFilter], queries: np.n
             for chunk in store.scan(queries, stream):
                 yield place, chunk
         return
-    from desk.archive.ray_scan import scans_on_ray
+    from desk.archive.ray_scan import scans_on_ray, stall_seconds
 
     files = [(place, stored) for place, stream in enumerate(streams) for stored in store.files(stream)]
-    scans = scans_on_ray([stored for _, stored in files], queries, options.ray_address)
-    for (place, _), chunks in zip(files, scans):
-        for chunk in chunks:
-            yield place, chunk
+    for file, chunk in scans_on_ray([stored for _, stored in files], queries, options.ray_address,
+                                    stall_seconds(options.ray_stall_s)):
+        yield files[file][0], chunk
 
 
 def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path, out_dir: Path,
@@ -149,7 +150,7 @@ def rescore(db_path: Path | Sequence[Path], bundle_dir: Path, labels_path: Path,
     """
     from desk.archive.ray_scan import check_engine
 
-    check_engine(options.engine, options.ray_address)
+    check_engine(options.engine, options.ray_address, options.ray_stall_s)
     bundle = open_bundle(bundle_dir)
     listed = read_labels(labels_path)
     labels = LabelList(listed.names + options.extra_prompts, listed.scientific_names + ("",) * len(

@@ -45,18 +45,19 @@ class Hit:
 
 def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, top: int,
            where: WindowFilter = EVERY_WINDOW, approximate: bool = True, space: str | None = None,
-           engine: str = "local", ray_address: str | None = None) -> list[Hit]:
+           engine: str = "local", ray_address: str | None = None, ray_stall_s: float | None = None) -> list[Hit]:
     """The ``top`` archived windows (of the bundle's embedding space, within ``where``) ranked by cosine to
     ``query``.
 
     ``approximate``: re-rank the index's candidates instead of scanning every window (filters stay exact).
     ``space``: the archive's space to search (needed when it holds several). A filter naming a unit the archive
     lacks, or a time range that ends before it starts, is an error listing what exists. ``engine`` ``ray``: the
-    exact scan as a Ray job over the archive's files (on the cluster at ``ray_address``), the same hits.
+    exact scan as a Ray job over the archive's files (on the cluster at ``ray_address``; failed after
+    ``ray_stall_s`` without progress), the same hits.
     """
     from desk.archive.ray_scan import check_engine
 
-    check_engine(engine, ray_address)
+    check_engine(engine, ray_address, ray_stall_s)
     if engine == "ray" and approximate:
         raise ConfigError("--engine ray runs the exact search only", "add --exact (or leave --engine out to use the "
                                                                     "index here)")
@@ -71,9 +72,9 @@ def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, to
         vector = normalised(np.asarray(query, np.float32).reshape(1, -1))[0]
         within = replace(where, spaces=chosen.where.spaces)
         if engine == "ray":
-            from desk.archive.ray_scan import nearest_on_ray
+            from desk.archive.ray_scan import nearest_on_ray, stall_seconds
 
-            ids, scores = nearest_on_ray(store.files(within), vector, top, ray_address)
+            ids, scores = nearest_on_ray(store.files(within), vector, top, ray_address, stall_seconds(ray_stall_s))
         else:
             ids, scores = store.nearest(vector, top, within, approximate=approximate)
         meta = store.windows(ids).to_pylist()

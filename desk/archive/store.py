@@ -469,9 +469,14 @@ def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any
     return result
 
 
-def score_file(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
-    """:func:`desk.archive.windows.read_rows` for this store's shards (the same pages and product as ``scan``)."""
+def score_file(stored: StoredRows, queries: np.ndarray) -> Iterator[Scored]:
+    """:func:`desk.archive.windows.read_rows` for this store's shards (the same pages and product as ``scan``);
+    each chunk's mapped pages leave this process's memory once it is scored, so a reader holds one chunk."""
     step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
-    return [Scored(stored.window_ids[positions[first : first + step]], cosines(matrix[first : first + step], queries))
-            for positions, matrix in Shard(Path(stored.path)).pieces(stored.rows)
-            for first in range(0, len(positions), step)]
+    shard = Shard(Path(stored.path))
+    for positions, matrix in shard.pieces(stored.rows):
+        for first in range(0, len(positions), step):
+            scored = Scored(stored.window_ids[positions[first : first + step]],
+                            cosines(matrix[first : first + step], queries))
+            shard.release()
+            yield scored

@@ -167,9 +167,9 @@ class WindowStore(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def read_rows(stored: StoredRows, queries: np.ndarray) -> list[Scored]:
+def read_rows(stored: StoredRows, queries: np.ndarray) -> Iterator[Scored]:
     """Cosines of the windows in ``stored`` against unit ``queries`` ``(D, K)``: the chunks
-    :meth:`WindowStore.scan` yields for them, bit for bit."""
+    :meth:`WindowStore.scan` yields for them, bit for bit, read as they are taken (memory: one chunk)."""
     from desk.archive.store import score_file
 
     return score_file(stored, queries)

@@ -49,6 +49,8 @@ class RunOptions:
     engine: str = "local"
     ray_address: str | None = None
     """Join this Ray cluster instead of starting a private local instance."""
+    ray_stall_s: float | None = None
+    """Ray: fail the job after this long without a result (None: the engine's default, see desk/ray_stall.py)."""
     piece_s: float = DEFAULT_PIECE_S
     """Audio per piece, seconds (rounded up to whole inference batches)."""
     resume: bool = False
@@ -104,8 +106,12 @@ def _check_run(run: RunOptions) -> None:
         raise ConfigError(f"unknown engine '{run.engine}'", f"choose one of: {', '.join(ENGINES)}")
     if run.piece_s <= 0:
         raise ConfigError(f"--piece-seconds {run.piece_s:g} must be > 0", "pieces of a few minutes suit most archives")
-    if run.ray_address is not None and run.engine != "ray":
-        raise ConfigError("--ray-address needs --engine ray", "add --engine ray")
+    for flag, given in (("--ray-address", run.ray_address), ("--ray-stall-seconds", run.ray_stall_s)):
+        if given is not None and run.engine != "ray":
+            raise ConfigError(f"{flag} needs --engine ray", "add --engine ray")
+    if run.ray_stall_s is not None and not run.ray_stall_s > 0:
+        raise ConfigError(f"--ray-stall-seconds {run.ray_stall_s:g} must be > 0",
+                          "pass the seconds a Ray job may go without a result before it fails")
 
 
 def _workers_and_threads(run: RunOptions, threads: int | None) -> tuple[int | None, int]:
@@ -119,7 +125,9 @@ def _results(spec: AnalysisSpec, pieces: list[Piece], run: RunOptions, workers: 
     if run.engine == "local":
         return run_local(spec, pieces, workers or 1)
     engine = _installed_engine(run.engine)
-    return engine(spec, pieces, workers, run.ray_address, cpus=None if run.ray_address else available_cores())
+    stall = {} if run.ray_stall_s is None else {"stall_s": run.ray_stall_s}
+    return engine(spec, pieces, workers, run.ray_address, cpus=None if run.ray_address else available_cores(),
+                  **stall)
 
 
 def _installed_engine(name: str) -> Callable[..., Iterator[PieceResult]]:

@@ -85,6 +85,9 @@ def test_search_filters_that_match_nothing_by_mistake_are_errors(spaces_season: 
     refused(run_cli(*base, "--engine", "ray"), "--engine ray runs the exact search only", "add --exact")
     refused(run_cli(*base, "--exact", "--engine", "spark"), "unknown engine 'spark'", "local, ray")
     refused(run_cli(*base, "--exact", "--ray-address", "127.0.0.1:1"), "--ray-address needs --engine ray")
+    refused(run_cli(*base, "--exact", "--ray-stall-seconds", "30"), "--ray-stall-seconds needs --engine ray")
+    refused(run_cli(*base, "--exact", "--engine", "ray", "--ray-stall-seconds", "-1"), "--ray-stall-seconds -1 must "
+            "be > 0", "the default is 600")
 
 
 def write_review(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,19 @@ class Cluster:
                              timeout=120, check=True).stdout.split()
         return float(out[-3]), float(out[-2]), int(out[-1])
 
+    def node_workers(self) -> set[int]:
+        """The second node's Ray worker processes (not its raylet or agents): Ray titles them ``ray::…``, its agents
+        ``ray::…Agent``."""
+        found = set()
+        for pid in session_pids(self.node_sid):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                if title.startswith(b"ray::") and not title.endswith(b"Agent"):
+                    found.add(pid)
+            except OSError:
+                continue
+        return found
+
     def kill_node(self) -> None:
         """SIGKILL the second node's whole process tree, as a failure would."""
         subprocess.run([str(SCRIPT), "kill-node", str(self.directory)], check=True, timeout=60)
@@ -108,6 +122,24 @@ def started_cluster(node_env: dict[str, str] | None = None) -> Iterator[Cluster]
         assert stopped.returncode == 0, stopped.stderr
     assert not session_pids(found.head_sid) | session_pids(found.node_sid), "cluster processes outlived stop"
     assert not directory.exists()
+
+
+@contextmanager
+def frozen(pids: set[int]) -> Iterator[set[int]]:
+    """``pids`` stopped (SIGSTOP: alive, holding their tasks, answering nothing) until the block ends."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def started_by(held: Path, pids: set[int]) -> bool:
+    """Whether one of ``pids`` has started work held at ``held`` (the hook's ``started.<pid>.<n>`` markers)."""
+    return any(int(m.name.split(".")[1]) in pids for m in held.glob("started.*"))
 
 
 def hooked(env: dict[str, str], **variables: str) -> dict[str, str]:

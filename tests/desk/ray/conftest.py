@@ -1,19 +1,36 @@
-"""Fixtures of the Ray tests: the two-node cluster, eight recordings, and their collected archive."""
+"""Fixtures of the Ray tests: the two-node cluster (also with its workers held by the test hook), eight recordings,
+and their collected archive."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
-from tests.desk.ray.cluster import Cluster, started_cluster
+from tests.desk.ray.cluster import Cluster, hooked, started_cluster
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     with started_cluster() as found:
+        yield found
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Path:
+    """A folder where the cluster's workers mark each archive file or piece they start, and wait while ``hold`` is
+    there (the test hook)."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def holding_cluster(held: Path) -> Iterator[Cluster]:
+    with started_cluster(hooked(dict(os.environ), BIOLINGUAL_TEST_HOLD_DIR=str(held))) as found:
         yield found
 
 

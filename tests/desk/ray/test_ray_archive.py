@@ -1,5 +1,6 @@
 """The archive on a real two-node cluster (scripts/local_cluster.sh): `logs rescore --engine ray` equals the local
-rescore byte for byte, and a node killed while it reads an archive file never yields a hang or a silent gap."""
+rescore byte for byte (files streamed back chunk by chunk), and a node killed or frozen while it reads an archive
+file, or a killed driver, never yields a hang or a silent gap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ import pytest
 from tests.desk.ray.cluster import (
     JOB_LIMIT_S,
     Cluster,
+    frozen,
     hooked,
     ray_said_nothing,
     session_pids,
-    started_cluster,
+    started_by,
     synthetic_archive,
     wait_for,
     worker_peak,
@@ -59,20 +61,6 @@ def local_rescore(season_db: Path, example_bundle: Path, example_labels: tuple[P
                            capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert local.returncode == 0, local.stderr
     return out
-
-
-@pytest.fixture
-def held(tmp_path: Path) -> Path:
-    """A folder where the cluster's workers mark each archive file they start, and wait while ``hold`` is there."""
-    folder = tmp_path / "held"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def holding_cluster(held: Path) -> Iterator[Cluster]:
-    with started_cluster(hooked(dict(os.environ), BIOLINGUAL_TEST_HOLD_DIR=str(held))) as found:
-        yield found
 
 
 def test_rescore_as_a_ray_job_over_the_archive_files_equals_the_local_scan_row_for_row(
@@ -192,3 +180,79 @@ def test_a_ray_workers_peak_memory_does_not_grow_with_the_files_it_reads(tmp_pat
           f"workers; archive file {file_mb:.1f} MB")
     assert file_mb > 60
     assert four_each - one_each < file_mb, (one_each, four_each, file_mb)
+
+
+STALL_S = 90
+"""``--ray-stall-seconds`` of the frozen-node test: more than the cluster's start-up of a job under load."""
+
+
+def test_rescore_with_frozen_workers_on_a_node_ends_in_bounded_time_naming_the_files_and_a_rerun_finishes(
+        holding_cluster: Cluster, held: Path, season_db: Path, local_rescore: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    """The second node's workers stop answering (SIGSTOP) while one reads a file; the node stays alive to Ray, so
+    nothing of Ray's ends the job: our stall limit does, naming the files not read."""
+    cluster = holding_cluster
+    before = cluster.free_cpus()
+    command = rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray", "--engine", "ray",
+                              "--ray-address", cluster.address, "--ray-stall-seconds", str(STALL_S))
+    (held / "hold").touch()
+    job = subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: started_by(held, cluster.node_workers()), "the second node to start reading a file", JOB_LIMIT_S)
+    with frozen(cluster.node_workers()):
+        (held / "hold").unlink()  # the head goes on reading; the frozen node's file never comes back
+        frozen_at = time.monotonic()
+        _, stderr = job.communicate(timeout=JOB_LIMIT_S)  # never a hang
+        ended_after = time.monotonic() - frozen_at
+    print(f"the job ended {ended_after:.0f} s after the freeze with rc {job.returncode}: {stderr[-400:]}")
+    assert job.returncode != 0
+    assert re.search(r"the Ray scan stopped: no result came for \d+ s .*; \d+ of 8 archive files not read \(from /",
+                     stderr), stderr
+    assert one_line_error(stderr) and "--ray-stall-seconds" in stderr.splitlines()[-1]
+    wait_for(lambda: cluster.free_cpus() == before, "the failed job's workers to give their CPUs back")
+    again = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert again.returncode == 0, again.stderr
+    assert_same_folders(tmp_path / "ray", local_rescore)
+
+
+def test_a_killed_rescore_driver_leaves_the_cluster_clean_and_a_rerun_equals_local(
+        holding_cluster: Cluster, held: Path, season_db: Path, local_rescore: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    """kill -9 of ``logs rescore`` while its workers read: Ray ends the dead driver's tasks (their workers exit even
+    though they are still held), the CPUs come back, and the rerun writes the local tables."""
+    cluster = holding_cluster
+    before = cluster.free_cpus()
+    command = rescore_command(season_db, example_bundle, example_labels[0], tmp_path / "ray", "--engine", "ray",
+                              "--ray-address", cluster.address)
+    (held / "hold").touch()
+    job = subprocess.Popen(command, env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: list(held.glob("started.*")), "a worker to start reading a file", JOB_LIMIT_S)
+    readers = {int(m.name.split(".")[1]) for m in held.glob("started.*")}
+    job.kill()
+    job.wait(timeout=60)
+    wait_for(lambda: not readers & (session_pids(cluster.head_sid) | session_pids(cluster.node_sid)),
+             "Ray to end the dead driver's workers")
+    wait_for(lambda: cluster.free_cpus() == before, "the dead driver's CPUs to come back")
+    (held / "hold").unlink()
+    again = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert again.returncode == 0, again.stderr
+    assert_same_folders(tmp_path / "ray", local_rescore)
+
+
+def test_a_file_of_many_chunks_streams_back_in_order_and_equals_the_local_rescore(tmp_path: Path) -> None:
+    """Two files of 30 000 windows against 400 labels: 10 000-window scan chunks, several from each page, each its
+    own block from the worker; the tables are the local rescore's, byte for byte."""
+    from desk.archive.store import SCAN_CELLS
+
+    labels = 400
+    db, bundle, label_list = synthetic_archive(tmp_path / "archive", 2, 30_000, labels)
+    assert 30_000 // (SCAN_CELLS // labels) >= 3
+    outputs = {}
+    for engine in ("local", "ray"):
+        outputs[engine] = tmp_path / engine
+        done = subprocess.run([sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle",
+                               str(bundle), "--labels", str(label_list), "--out", str(outputs[engine]), "--format",
+                               "csv", "--top-k", "2", "--engine", engine], capture_output=True, text=True,
+                              timeout=JOB_LIMIT_S)
+        assert done.returncode == 0, done.stderr
+    assert_same_folders(outputs["ray"], outputs["local"])
+    assert (outputs["local"] / "detections.csv").read_text().count("\n") == 1 + 2 * 30_000 * 2

@@ -1,5 +1,6 @@
 """`analyze --engine ray --ray-address` on a real two-node cluster (scripts/local_cluster.sh): the pool's bytes,
-both nodes used, loopback only, the cluster left as found; a killed node or driver never yields a silent gap."""
+both nodes used, loopback only, the cluster left as found; a killed node or driver, or a frozen node, never yields a
+hang or a silent gap."""
 
 from __future__ import annotations
 
@@ -7,13 +8,23 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.batch.writer import WORKLOG_NAME
-from tests.desk.ray.cluster import JOB_LIMIT_S, Cluster, hooked, ray_said_nothing, session_pids, wait_for
+from tests.desk.ray.cluster import (
+    JOB_LIMIT_S,
+    Cluster,
+    frozen,
+    hooked,
+    ray_said_nothing,
+    session_pids,
+    started_by,
+    wait_for,
+)
 
 try:
     import ray  # noqa: F401
@@ -140,5 +151,40 @@ def test_a_piece_that_kills_its_actor_fails_the_job_naming_the_rest_and_resume_f
                      job.stderr), job.stderr
     assert ended_with_one_line_error(job.stderr)
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert resumed.returncode == 0, resumed.stderr
+    assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)
+
+
+STALL_S = 90
+"""``--ray-stall-seconds`` of the frozen-node tests: more than the cluster's start-up of a job under load."""
+
+
+def test_frozen_workers_on_a_node_end_the_job_in_bounded_time_naming_the_pieces_and_resume_finishes(
+        holding_cluster: Cluster, held: Path, archive: Path, local_outputs: Path, example_bundle: Path,
+        example_labels: tuple[Path, Path], tmp_path: Path) -> None:
+    """The second node's workers stop answering (SIGSTOP) while one holds a piece; the node stays alive to Ray, so
+    nothing of Ray's ends the job: our stall limit does, with the pieces not done and --resume named."""
+    cluster = holding_cluster
+    before = cluster.free_cpus()
+    out = tmp_path / "cluster"
+    command = [*analyze_command(archive, example_bundle, example_labels[0], out, cluster.address),
+               "--ray-stall-seconds", str(STALL_S)]
+    (held / "hold").touch()
+    job = subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: started_by(held, cluster.node_workers()), "the second node to start a piece", JOB_LIMIT_S)
+    with frozen(cluster.node_workers()):
+        (held / "hold").unlink()  # the head's actor goes on; the frozen node's piece never comes back
+        frozen_at = time.monotonic()
+        _, stderr = job.communicate(timeout=JOB_LIMIT_S)  # never a hang
+        ended_after = time.monotonic() - frozen_at
+    print(f"the job ended {ended_after:.0f} s after the freeze with rc {job.returncode}: {stderr[-300:]}")
+    assert job.returncode != 0
+    assert re.search(r"the Ray job stopped: no result came for \d+ s .*; pieces \d+-24 \(\d+ of 24 here; files "
+                     r".*\) not done", stderr), stderr
+    assert ended_with_one_line_error(stderr) and "--ray-stall-seconds" in stderr.splitlines()[-1]
+    assert logged_pieces(out) < 24
+    wait_for(lambda: cluster.free_cpus() == before, "the failed job's actors to give their CPUs back")
+    resumed = subprocess.run([*command, "--resume"], env=cluster.env, capture_output=True, text=True,
+                             timeout=JOB_LIMIT_S)
     assert resumed.returncode == 0, resumed.stderr
     assert logged_pieces(out) == 24 and same_outputs(out, local_outputs)

@@ -96,3 +96,19 @@ def test_ray_job_equals_local_pool_on_loopback_only(toad_in_night: Path, shared_
     assert all(address.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for address, _ in sink.sockets), sink.sockets
     assert not sink.pids & descendants(os.getpid()), "Ray processes outlived the job"
     assert (tmp_path / "ray" / WORKLOG_NAME).read_text().count("\n") == 1 + 5
+
+
+def test_a_private_instance_that_does_not_start_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray raises a bare Exception when its raylet misses the start-up deadline (a busy machine)."""
+    import ray
+
+    from desk.ray_engine import connect
+    from edge.errors import BackendError
+
+    def late(*args: Any, **kwargs: Any) -> None:
+        raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", late)
+    with pytest.raises(BackendError, match=r"the private Ray instance did not start \(Exception: The current node "
+                                           r"timed out during startup"), connect(None, cpus=1):
+        pass
