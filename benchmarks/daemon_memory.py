@@ -12,10 +12,16 @@ Also per configuration: real-time factor, time to the first analysed window afte
 heartbeat that counts a window: 1 s resolution) and the detections, identical across configurations of
 the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
 PulseAudio null sink ``fieldmic`` (its monitor, through PortAudio's ``pulse`` device) while ``paplay``
-plays the first N minutes of the recording into it; skipped, saying so, when the sink is not there.
+plays N minutes (the recording, repeated) into it
+(an hour: ``--capture-minutes 60``), with its gaps and xruns counted; skipped, saying so, when the sink is not there.
 
     python benchmarks/daemon_memory.py [--workdir /tmp/scale-bench] [--threshold -0.4] [--json out.json]
-        [--configs default low_memory raspberry-pi-4 raspberry-pi-5 jetson-orin-nano] [--capture-minutes 5]
+        [--configs default low_memory raspberry-pi-4 raspberry-pi-5 jetson-orin-nano] [--capture-minutes 60]
+        [--baseline-repo /path/to/checkout-before]
+
+Every daemon run also has its ``/proc/PID/smaps`` sampled (benchmarks/rss_breakdown.py): the table of where
+the peak is (ONNX Runtime, numpy/OpenBLAS, interpreter, audio libraries, PulseAudio pools, heap, stacks,
+anonymous mappings), so a change can be judged by the part it moves.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from rss_breakdown import Breakdown, PeakSampler, markdown, python_child  # noqa: E402
+
 RATE = 48_000
 MINUTE_S = 60
 SINK = "fieldmic"
@@ -79,23 +88,28 @@ def stages_child(bundle: str, recording: str, low_memory: bool) -> None:
     print(json.dumps(marks))
 
 
-def time_v_run(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` under ``/usr/bin/time -v``: (wall seconds, maximum resident set size in MB)."""
+def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, Breakdown | None]:
+    """Run ``command`` under ``/usr/bin/time -v`` with ``repo``'s code and its smaps sampled: (wall seconds,
+    maximum resident set size in MB, the breakdown at the highest RSS sampled)."""
     import os
     import time
 
     started = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", *command], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    timed = subprocess.Popen(["/usr/bin/time", "-v", *command], cwd=repo, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    sampler = PeakSampler(python_child(timed.pid))
+    sampler.start()
+    _, stderr = timed.communicate()
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"daemon failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    line = next(li for li in done.stderr.splitlines() if "Maximum resident set size" in li)
-    return wall, int(line.rsplit(":", 1)[1]) / 1024
+    sampler.join()
+    if timed.returncode != 0:
+        raise SystemExit(f"daemon failed ({timed.returncode}):\n{stderr[-2000:]}")
+    line = next(li for li in stderr.splitlines() if "Maximum resident set size" in li)
+    return wall, int(line.rsplit(":", 1)[1]) / 1024, sampler.peak
 
 
 def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, extra: list[str],
-                 threshold: float) -> dict[str, Any]:
+                 threshold: float, repo: Path = REPO) -> dict[str, Any]:
     """One `run --input --fast` of the whole recording under /usr/bin/time -v, and what its card says."""
     import shutil
 
@@ -104,8 +118,8 @@ def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, ext
     shutil.rmtree(log_dir, ignore_errors=True)
     threads = None if "--profile" in extra else 1
     command = [*daemon_command(bundle, labels, recording, "int8", log_dir, threads, False, threshold), *extra]
-    wall, max_rss = time_v_run(command)
-    return {"wall_s": wall, "max_rss_mb": max_rss, **card_figures(log_dir, wall)}
+    wall, max_rss, peak = time_v_run(command, repo)
+    return {"wall_s": wall, "max_rss_mb": max_rss, "breakdown": peak, **card_figures(log_dir, wall)}
 
 
 def card_figures(log_dir: Path, wall: float) -> dict[str, Any]:
@@ -156,8 +170,13 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
     from desk.collect.cards import read_card
 
     clip = workdir / f"capture-{minutes:g}min.wav"
-    samples, rate = sf.read(recording, frames=round(minutes * MINUTE_S * RATE), dtype="float32")
-    sf.write(clip, samples, rate, subtype="PCM_16")
+    if not clip.exists():  # the recording repeated to `minutes`, written a block at a time
+        left = round(minutes * MINUTE_S * RATE)
+        with sf.SoundFile(clip, "w", RATE, 1, subtype="PCM_16") as out:
+            while left > 0:
+                for block in sf.blocks(recording, blocksize=MINUTE_S * RATE, dtype="int16", frames=left):
+                    out.write(block)
+                    left -= len(block)
     log_dir = workdir / "memory-capture"
     shutil.rmtree(log_dir, ignore_errors=True)
     command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
@@ -168,6 +187,8 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
     started = time.perf_counter()
     stderr = (workdir / "capture-daemon.stderr").open("w")
     daemon = subprocess.Popen(command, cwd=REPO, env=env, stderr=stderr)
+    sampler = PeakSampler(daemon.pid)
+    sampler.start()
     opened = False
     while not opened and daemon.poll() is None and time.perf_counter() - started < 120:
         time.sleep(0.5)
@@ -186,7 +207,8 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
         raise SystemExit(f"capture pass: the daemon did not open the fieldmic stream (see {stderr.name})")
     wall = time.perf_counter() - started
     events = [r["kind"] for r, _ in read_card(log_dir).events]
-    return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "exit_status": status,
+    sampler.join()
+    return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "exit_status": status, "breakdown": sampler.peak,
             "gaps": events.count("gap"), "xruns": events.count("xrun"), **card_figures(log_dir, wall)}
 
 
@@ -201,6 +223,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for key, label, fmt in rows:
         print(f"| {label} | " + " | ".join(f"{results[n][key]:{fmt}}" for n in names) + " |")
     print("| detections | " + " | ".join(str(len(results[n]["detections"])) for n in names) + " |")
+    print("| gaps / xruns on the card (capture) | " + " | ".join(
+        f"{results[n]['gaps']} / {results[n]['xruns']}" if "gaps" in results[n] else "—" for n in names) + " |")
 
 
 def main() -> None:
@@ -212,6 +236,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--capture-minutes", type=float, default=0.0,
                         help="also capture fieldmic in real time while this many minutes play into it (0: skip)")
+    parser.add_argument("--baseline-repo", type=Path,
+                        help="also run every configuration with this checkout's code (e.g. /work/main before a "
+                             "change), in the same run: before/after peak RSS and whether the detections are identical")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -239,9 +266,12 @@ def main() -> None:
                                   str(int(name == "low_memory"))], check=True, capture_output=True, text=True,
                                  cwd=REPO).stdout
             stages[name] = json.loads(out.strip().splitlines()[-1])
-        results[name] = daemon_10min(bundle, labels, recording, args.workdir / f"memory-{name}", CONFIGS[name],
-                                     args.threshold)
-        print(json.dumps({name: {k: v for k, v in results[name].items() if k != "detections"}}), file=sys.stderr)
+        runs = [(name, REPO)] + ([(f"{name} (baseline)", args.baseline_repo.resolve())] if args.baseline_repo else [])
+        for column, repo in runs:
+            results[column] = daemon_10min(bundle, labels, recording, args.workdir / f"memory-{name}", CONFIGS[name],
+                                           args.threshold, repo)
+            print(json.dumps({column: {k: v for k, v in results[column].items()
+                                       if k not in ("detections", "breakdown")}}), file=sys.stderr)
     capture = "not asked (--capture-minutes 0)"
     if args.capture_minutes:
         capture = f"not run: no PulseAudio null sink '{SINK}' (start it as .ci/run does)"
@@ -257,13 +287,22 @@ def main() -> None:
         for stage in next(iter(stages.values())):
             print(f"| {stage} | " + " | ".join(f"{marks[stage]:.0f}" for marks in stages.values()) + " |")
     print_table(results)
+    peaks = {name: r["breakdown"] for name, r in results.items() if r.get("breakdown") is not None}
+    if peaks:
+        print("\nWhere the peak is (/proc/PID/smaps sampled every 50 ms; the snapshot at the highest RSS seen):\n")
+        print(markdown(peaks))
     print(f"\nreal-time capture pass: {capture}")
     same_hop = [n for n in ("default", "low_memory", "raspberry-pi-5", "jetson-orin-nano") if n in results]
     if len(same_hop) > 1:
         same = all(results[n]["detections"] == results[same_hop[0]]["detections"] for n in same_hop)
         print(f"detections identical across {', '.join(same_hop)} (5 s hop): {same}")
+    for name in args.configs if args.baseline_repo else ():
+        same = results[name]["detections"] == results[f"{name} (baseline)"]["detections"]
+        print(f"{name}: detections identical to the baseline's ({args.baseline_repo}): {same}")
     if args.json:
-        args.json.write_text(json.dumps({"stages_mb": stages, **results}, indent=2), encoding="utf-8")
+        plain = {name: {k: (asdict(v) if k == "breakdown" and v is not None else v) for k, v in r.items()}
+                 for name, r in results.items()}
+        args.json.write_text(json.dumps({"stages_mb": stages, **plain}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """`logs export --format hoplite` at scale: a synthetic clustered archive exported, then opened and searched by
 perch-hoplite (when installed: ``pip install --no-deps perch-hoplite==1.0.2`` plus the test extra).
 
-    python benchmarks/hoplite_export.py --windows 100000 --units 10 --workdir /tmp/hoplite-bench
+    python benchmarks/hoplite_export.py --windows 100000,1000000 --units 10 --databases 2 --workdir /tmp/hoplite-bench
 
-Each phase runs in its own process and reports wall seconds and peak RSS. Baselines measured in the same run:
+Per size (``--windows``, comma-separated), each phase runs in its own process and reports wall and CPU seconds and
+peak RSS; the export also its size on disk. ``--databases N`` writes the units into N season databases, read and
+exported as one (``--db`` repeated). ``--phases`` picks phases (the ``hnsw`` baseline and the ``search`` phase's
+hoplite brute force cost as much as the export again at 1 M; ``expansion``, not run by default, builds usearch's
+index at the export's ``expansion_add`` and at hoplite's default 256, with recall@10). Baselines in the same run:
 ``read`` (every window's metadata and embedding through the WindowStore, what any export must do) and ``hnsw``
 (usearch building the same index from vectors already in memory: the part of the export that is hoplite's own
 index). ``search``: hoplite's brute-force search and its approximate (HNSW) search against ours (`--exact`), with
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -32,31 +37,36 @@ from archive_season import RATE, season_vectors  # noqa: E402  (the same cluster
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 BATCH = 20_000
-QUERIES = 20
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
+def databases(work: Path) -> list[Path]:
+    """The season databases of a run, in the order they are passed as ``--db``."""
+    return sorted(work.glob("season-*.duckdb"))
+
+
+def phase_write(work: Path, windows: int, units: int, count: int) -> dict[str, float]:
     from desk.archive.windows import WindowBatch, open_store
 
     rng = np.random.default_rng(0)
     per_unit = windows // units
-    with open_store(work / "season.duckdb", writable=True) as store:
-        for unit in range(units):
+    for unit in range(units):
+        with open_store(work / f"season-{unit % count}.duckdb", writable=True) as store:
             for first in range(0, per_unit, BATCH):
-                count = min(BATCH, per_unit - first)
-                starts = (first + np.arange(count, dtype=np.int64)) * 5 * RATE
+                rows = min(BATCH, per_unit - first)
+                starts = (first + np.arange(rows, dtype=np.int64)) * 5 * RATE
                 utc = int(T0.timestamp() * 1e6) + starts * 1_000_000 // RATE
                 store.insert(WindowBatch(
                     segment=f"{first}.emb", unit_id=f"unit-{unit:02d}", deployment_id="season", boot_id="boot-1",
                     sample_rate=RATE, model_sha256="synthetic", source_path=None, card=f"/cards/{unit}",
-                    stream=np.zeros(count, np.int32), start_sample=starts, end_sample=starts + 10 * RATE,
-                    start_utc_us=utc, clock_sync=["ntp"] * count,
-                    vectors=season_vectors(rng, count).astype(np.float16), embedding_space="synthetic"))
-        return {"windows": store.count()}
+                    stream=np.zeros(rows, np.int32), start_sample=starts, end_sample=starts + 10 * RATE,
+                    start_utc_us=utc, clock_sync=["ntp"] * rows,
+                    vectors=season_vectors(rng, rows).astype(np.float16), embedding_space="synthetic"))
+    with open_store(databases(work)) as every:
+        return {"windows": every.count(), "databases": len(databases(work))}
 
 
 def phase_read(work: Path) -> dict[str, float]:
@@ -64,7 +74,7 @@ def phase_read(work: Path) -> dict[str, float]:
     from desk.archive.windows import open_store
     from desk.report.hoplite import CHUNK, COLUMNS
 
-    with open_store(work / "season.duckdb") as store:
+    with open_store(databases(work)) as store:
         ids = store.match()
         for first in range(0, len(ids), CHUNK):
             store.windows(ids[first:first + CHUNK], COLUMNS).to_pylist()
@@ -77,27 +87,57 @@ def phase_hnsw(work: Path) -> dict[str, float]:
     from usearch.index import Index, MetricKind, ScalarKind
 
     from desk.archive.windows import open_store
+    from desk.report.hoplite import EXPANSION_ADD, EXPANSION_SEARCH
 
-    with open_store(work / "season.duckdb") as store:
+    with open_store(databases(work)) as store:
         ids = store.match()
         vectors = store.embeddings(ids).astype(np.float16)
-    start = time.perf_counter()
-    index = Index(ndim=vectors.shape[1], metric=MetricKind.IP, dtype=ScalarKind.F16, expansion_add=256,
-                  expansion_search=128)
+    start, cpu = time.perf_counter(), time.process_time()
+    index = Index(ndim=vectors.shape[1], metric=MetricKind.IP, dtype=ScalarKind.F16, expansion_add=EXPANSION_ADD,
+                  expansion_search=EXPANSION_SEARCH)
     index.add(ids.astype(np.uint64), vectors)
-    return {"build_s": time.perf_counter() - start}
+    return {"build_s": time.perf_counter() - start, "build_cpu_s": time.process_time() - cpu}
+
+
+def phase_expansion(work: Path) -> dict[str, float]:
+    """usearch's build at the export's ``expansion_add`` and at larger ones (hoplite's default is 256): CPU seconds
+    and recall@10 against exact search on 50 archived windows as queries."""
+    from usearch.index import Index, MetricKind, ScalarKind
+
+    from desk.archive.windows import open_store
+    from desk.report.hoplite import EXPANSION_ADD, EXPANSION_SEARCH
+
+    with open_store(databases(work)) as store:
+        ids = store.match()
+        vectors = store.embeddings(ids).astype(np.float16)
+    picked = np.random.default_rng(7).choice(len(ids), 50, replace=False)
+    queries = vectors[picked].astype(np.float32)
+    exact = np.argsort(-(queries @ vectors.astype(np.float32).T), axis=1, kind="stable")[:, :10]
+    found: dict[str, float] = {}
+    for expansion in sorted({EXPANSION_ADD, 128, 256}):
+        cpu = time.process_time()
+        index = Index(ndim=vectors.shape[1], metric=MetricKind.IP, dtype=ScalarKind.F16, expansion_add=expansion,
+                      expansion_search=EXPANSION_SEARCH)
+        index.add(np.arange(len(ids), dtype=np.uint64), vectors)
+        found[f"build_cpu_s_{expansion}"] = time.process_time() - cpu
+        hits = index.search(queries.astype(np.float16), 10).keys
+        found[f"recall_at_10_{expansion}"] = float(np.mean([len(set(h.tolist()) & set(e.tolist())) / 10
+                                                             for h, e in zip(hits, exact)]))
+    return found
 
 
 def phase_export(work: Path) -> dict[str, float]:
     from desk.report.hoplite import export_hoplite
 
     shutil.rmtree(work / "perch", ignore_errors=True)
-    done = export_hoplite(work / "season.duckdb", work / "perch", [])
-    size = sum(p.stat().st_size for p in (work / "perch").iterdir())
-    return {"windows": done.windows, "bytes_per_window": size / done.windows}
+    done = export_hoplite(databases(work), work / "perch", [])
+    sizes = {p.name: p.stat().st_size for p in (work / "perch").iterdir()}
+    return {"windows": done.windows, "output_mb": sum(sizes.values()) / 1e6,
+            "bytes_per_window": sum(sizes.values()) / done.windows,
+            **{f"{name}_bytes_per_window": size / done.windows for name, size in sizes.items()}}
 
 
-def phase_search(work: Path) -> dict[str, float]:
+def phase_search(work: Path, queries: int) -> dict[str, float]:
     """hoplite's searches on the export against ours on the archive (exact), on archived windows as queries."""
     from ml_collections import config_dict
     from perch_hoplite.db import brutalism, db_loader, score_functions
@@ -109,10 +149,9 @@ def phase_search(work: Path) -> dict[str, float]:
     dot = score_functions.get_score_fn("dot")
     timings: dict[str, list[float]] = {"ours_exact_s": [], "hoplite_brute_s": [], "hoplite_hnsw_s": []}
     recall, same_brute = [], []
-    with open_store(work / "season.duckdb") as store:
+    with open_store(databases(work)) as store:
         ids = store.match()
-        queries = store.embeddings(np.random.default_rng(7).choice(ids, QUERIES, replace=False))
-        for query in queries:
+        for query in store.embeddings(np.random.default_rng(7).choice(ids, queries, replace=False)):
             start = time.perf_counter()
             exact, _ = store.nearest(query, 10)
             timings["ours_exact_s"].append(time.perf_counter() - start)
@@ -129,45 +168,81 @@ def phase_search(work: Path) -> dict[str, float]:
 
 
 PHASES = {"write": phase_write, "read": phase_read, "hnsw": phase_hnsw, "export": phase_export,
-          "search": phase_search}
+          "search": phase_search, "expansion": phase_expansion}
+DEFAULT_PHASES = "write,read,hnsw,export,search"
+
+
+def run_size(args: argparse.Namespace, windows: int, phases: list[str]) -> dict[str, dict[str, float]]:
+    """Every phase of one archive size, each in a fresh process."""
+    work = args.workdir / f"{windows}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    results = {}
+    for phase in phases:
+        done = subprocess.run([sys.executable, __file__, "--phase", phase, "--windows", str(windows), "--units",
+                               str(args.units), "--databases", str(args.databases), "--queries", str(args.queries),
+                               "--workdir", str(work)], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{phase} at {windows} windows failed:\n{done.stderr}")
+        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{windows} {phase} {results[phase]} load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    export = results.get("export")
+    if export:
+        ratios = {"export_windows_per_s": export["windows"] / export["seconds"]}
+        if "read" in results:
+            ratios["export_over_read"] = export["seconds"] / results["read"]["seconds"]
+        if "hnsw" in results:
+            ratios["export_over_hnsw_build"] = export["seconds"] / results["hnsw"]["build_s"]
+        results["ratios"] = ratios
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=100_000)
+    parser.add_argument("--windows", default="100000", help="archive sizes, comma-separated")
     parser.add_argument("--units", type=int, default=10)
+    parser.add_argument("--databases", type=int, default=1, help="season databases the units are spread over")
+    parser.add_argument("--phases", default=DEFAULT_PHASES, help="comma-separated, of " + ",".join(PHASES))
+    parser.add_argument("--queries", type=int, default=20, help="queries of the search phase")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hoplite-bench"))
+    parser.add_argument("--keep", action="store_true", help="keep each size's archive and export")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        start = time.perf_counter()
-        extra = (PHASES[args.phase](args.workdir, args.windows, args.units) if args.phase == "write"
-                 else PHASES[args.phase](args.workdir))
-        print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), **extra}))
+        start, cpu = time.perf_counter(), time.process_time()
+        if args.phase == "write":
+            extra = phase_write(args.workdir, int(args.windows), args.units, args.databases)
+        elif args.phase == "search":
+            extra = phase_search(args.workdir, args.queries)
+        else:
+            extra = PHASES[args.phase](args.workdir)
+        print(json.dumps({"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+                          "peak_rss_mb": peak_rss_mb(), **extra}))
         return
     from edge.ops.bench import machine_line
 
     print(machine_line(), flush=True)
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    results = {}
-    for phase in PHASES:
-        if phase == "search":
-            try:
-                import perch_hoplite  # noqa: F401
-            except ImportError:
-                print("search: perch-hoplite not installed, skipped", file=sys.stderr)
-                continue
-        done = subprocess.run([sys.executable, __file__, "--phase", phase, "--windows", str(args.windows),
-                               "--units", str(args.units), "--workdir", str(args.workdir)],
-                              capture_output=True, text=True, check=True)
-        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(phase, results[phase], file=sys.stderr)
-    export, read = results["export"], results["read"]
-    results["ratios"] = {"export_over_read": export["seconds"] / read["seconds"],
-                         "export_over_hnsw_build": export["seconds"] / results["hnsw"]["build_s"],
-                         "export_windows_per_s": export["windows"] / export["seconds"]}
+    phases = [p for p in PHASES if p in args.phases.split(",")]
+    if "write" not in phases:
+        sys.exit("--phases needs write (each size's archive is written afresh)")
+    if "search" in phases:
+        try:
+            import perch_hoplite  # noqa: F401
+        except ImportError:
+            print("search: perch-hoplite not installed, skipped", file=sys.stderr)
+            phases.remove("search")
+    results = {size: run_size(args, int(size), phases) for size in args.windows.split(",")}
     print(json.dumps(results, indent=1))
+    print("| windows | export s (CPU s) | peak RSS MB | output MB (B/window) | read s | HNSW alone s |")
+    print("|---|---|---|---|---|---|")
+    for size, result in results.items():
+        export, read, hnsw = result.get("export", {}), result.get("read", {}), result.get("hnsw", {})
+        print(f"| {int(size):,} | {export.get('seconds', 0):.1f} ({export.get('cpu_s', 0):.1f}) | "
+              f"{export.get('peak_rss_mb', 0):.0f} | {export.get('output_mb', 0):.1f} "
+              f"({export.get('bytes_per_window', 0):.0f}) | {read.get('seconds', float('nan')):.1f} | "
+              f"{hnsw.get('build_s', float('nan')):.1f} |")
 
 
 if __name__ == "__main__":

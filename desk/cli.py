@@ -12,7 +12,7 @@ import typer
 from desk.cli_live import register as register_live_command
 from desk.cli_review import register as register_review_commands
 from desk.collect.ingest import collect as collect_cards
-from desk.collect.seasons import connect_seasons, distinct
+from desk.collect.seasons import connect_seasons
 from desk.ray_stall import DEFAULT_STALL_S, STALL_FACTOR
 from desk.report.exports import export as export_detections
 from desk.report.summary import summarise
@@ -93,20 +93,21 @@ def export(
                                              + " hoplite: on its own, see below.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables (a single csv or parquet: the file, "
                                       "when its name ends .csv / .parquet); hoplite: the new database folder.")],
-    review: Annotated[list[Path] | None, typer.Option("--review", help="hoplite: review.csv of `logs review` on this "
+    review: Annotated[list[Path] | None, typer.Option("--review", help="hoplite: review.csv of `logs review` on these "
                                                       "--db; its verdicts become annotations (repeatable).")] = None,
     project: Annotated[str | None, typer.Option(help="hoplite: the project of the deployments (default: the "
-                                                     "database's name).")] = None,
+                                                     "databases' names, joined by +).")] = None,
     reviewer: Annotated[str | None, typer.Option(help="hoplite: who gave the verdicts (in each annotation's "
                                                       "provenance).")] = None,
     space: SpaceOpt = None,
 ) -> None:
     """Export detections: tidy CSV/Parquet with provenance, Raven selection tables, Audacity labels, BirdNET's
     table, an occupancy history. `--format hoplite` instead writes the archive's windows as a perch-hoplite
-    database (SQLite + usearch, for Perch's agile modeling): units as deployments, recordings (a unit's stream
-    when no audio file), window offsets, the float16 embeddings, and `--review` verdicts as positive / negative /
-    uncertain annotations. Not carried over: detections, scores other than the one each verdict was given at,
-    P(correct), unit health and effort, card clips (README: Season archive, Open to Perch)."""
+    database (SQLite + usearch, for Perch's agile modeling) of every --db as one (window ids translated as
+    search translates them): units as deployments, recordings (a unit's stream when no audio file), window
+    offsets, the float16 embeddings, and `--review` verdicts as positive / negative / uncertain annotations.
+    Not carried over: detections, scores other than the one each verdict was given at, P(correct), unit health
+    and effort, card clips (README: Season archive, Open to Perch)."""
     formats = parse_formats(file_format, EXPORT_FORMATS, "logs export")
     if "hoplite" in formats:
         from desk.report.hoplite import export_hoplite
@@ -114,10 +115,7 @@ def export(
         if len(formats) > 1:
             raise ConfigError("--format hoplite writes a database folder and goes on its own",
                               "run `logs export` once for hoplite and once for the tables")
-        if len(distinct(db)) > 1:
-            raise ConfigError("--format hoplite exports one database", "pass one --db (export each season on its "
-                              "own; hoplite reads several databases itself)")
-        done = export_hoplite(db[0], out, review or [], project, reviewer, space)
+        done = export_hoplite(db, out, review or [], project, reviewer, space)
         stderr.print(f"wrote a perch-hoplite database -> {out}: {done.windows} window(s) of {done.deployments} "
                      f"unit(s) in {done.recordings} recording(s), {done.annotations} annotation(s)")
         return

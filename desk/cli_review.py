@@ -10,7 +10,6 @@ import typer
 from edge.cli_support import renamed_command, report_errors, stderr
 from edge.errors import ConfigError
 
-DbOpt = Annotated[Path, typer.Option("--db", help="Season database made by `logs collect` (with embeddings).")]
 DbsOpt = Annotated[list[Path], typer.Option("--db", help="Season database made by `logs collect` (with embeddings); "
                                                          "repeat it to review several (years, sites) as one.")]
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle the archive was analysed with.")]
@@ -112,7 +111,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train-head")
     @report_errors
     def train_head(
-        db: DbOpt,
+        db: Annotated[list[Path], typer.Option("--db", help="Season database made by `logs collect` (with "
+                                               "embeddings) that the review was made on; repeat it for a review "
+                                               "of several, in any order.")],
         review_csv: Annotated[Path, typer.Option("--review", help="review.csv with verdicts.")],
         bundle: BundleOpt,
         name: Annotated[str, typer.Option("--name", help=(
@@ -131,7 +132,7 @@ def register(app: typer.Typer) -> None:
         fits, skipped = train_heads(training_sets(db, opened, review_csv, examples, space), opened)
         for label, reason in skipped.items():
             stderr.print(f"[yellow]{label}: no head[/] ({reason})")
-        path = install_head(opened, name, fits, review_provenance(review_csv, examples))
+        path = install_head(opened, name, fits, review_provenance(review_csv, examples, db))
         for fit in fits:
             zero = "n/a" if fit.ap_zero_shot is None else f"{fit.ap_zero_shot:.3f}"
             stderr.print(f"{fit.label}: {fit.positives} pos / {fit.negatives} neg, {fit.folds}-fold AP head "

@@ -92,6 +92,43 @@ def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
 
 
+OWN_LIST = "Great Plains Toad; Anaxyrus cognatus\nSpring Peeper\nNight Ambience\n"
+"""The user's own species list of the season tests."""
+
+
+def own_list_bundle(root: Path, tiny_bundle: Path, tiny_checkpoint: Path) -> tuple[Path, Path]:
+    """(bundle, labels): a copy of the tiny bundle under ``root`` with the user's own list (:data:`OWN_LIST`)
+    exported into it, as a season starts."""
+    from typer.testing import CliRunner
+
+    from export.cli import app as export_app
+
+    bundle = Path(shutil.copytree(tiny_bundle, root / "bundle"))
+    labels = root / "my-species.txt"
+    labels.write_text(OWN_LIST, encoding="utf-8")
+    exported = CliRunner().invoke(export_app, ["labels", "--model", str(tiny_checkpoint), "--bundle", str(bundle),
+                                               "--labels", str(labels)])
+    assert exported.exit_code == 0, exported.output
+    return bundle, labels
+
+
+def unit_card(source: Path, recording: Path, card: Path, bundle: Path, labels: Path, unit: str,
+              profile: str = "generic-x86") -> None:
+    """A unit's season on ``card``: the field recording ``source`` copied to ``recording`` (its AudioMoth name
+    says when it was recorded) and analysed by the daemon (`run --input`, clips off, every score kept)."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    recording.parent.mkdir(parents=True)
+    shutil.copy(source, recording)
+    ran = CliRunner().invoke(app, [
+        "run", "--profile", profile, "--labels", str(labels), "--bundle", str(bundle), "--log-dir", str(card),
+        "--precision", "fp32", "--threshold", "-100", "--input", str(recording), "--fast", "--set",
+        f"unit.unit_id={unit}", "--set", "storage.clips.mode='off'"])
+    assert ran.exit_code == 0, ran.output
+
+
 def load_48k(path: Path) -> np.ndarray:
     from edge.audio.files import read_file
 

@@ -6,20 +6,23 @@ seasons is one recorder); a card collected into both is refused in one line."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from desk.archive.many import ID_BITS
 from edge.cli import app
-from export.cli import app as export_app
+from edge.model.bundle import open_bundle
+from edge.scoring.heads import head_key
+from tests.conftest import own_list_bundle, unit_card
 
 runner = CliRunner()
-OWN_LIST = "Great Plains Toad; Anaxyrus cognatus\nSpring Peeper\nNight Ambience\n"
 SEASONS = {"2024": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "20240501_210000.WAV"),
                     ("u2", "BirdVox__birdvoxdetect/BirdVox-full-night_unit03_00-19-45_01min.wav",
                      "20240502_210000.WAV")),
@@ -48,45 +51,28 @@ def dbs(*paths: Path) -> list[str]:
 def seasons(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_checkpoint: Path,
             shared_audio: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("seasons")
-    bundle = Path(shutil.copytree(tiny_bundle, root / "bundle"))
-    labels = root / "my-species.txt"
-    labels.write_text(OWN_LIST, encoding="utf-8")
-    exported = runner.invoke(export_app, ["labels", "--model", str(tiny_checkpoint), "--bundle", str(bundle),
-                                          "--labels", str(labels)])
-    assert exported.exit_code == 0, exported.output
+    bundle, labels = own_list_bundle(root, tiny_bundle, tiny_checkpoint)
     found: dict[str, Path] = {"root": root, "bundle": bundle, "labels": labels}
     for year, units in SEASONS.items():
         cards = []
         for unit, source, name in units:
-            recording = root / "sd" / year / unit / name
-            recording.parent.mkdir(parents=True)
-            shutil.copy(shared_audio / source, recording)
             card = root / "cards" / year / unit
-            cli("run", "--profile", "generic-x86", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
-                str(card), "--precision", "fp32", "--threshold", "-100", "--input", str(recording), "--fast",
-                "--set", f"unit.unit_id={unit}", "--set", "storage.clips.mode='off'")
+            unit_card(shared_audio / source, root / "sd" / year / unit / name, card, bundle, labels, unit)
             cards.append(card)
         found[year] = root / f"{year}.duckdb"
         cli("logs", "collect", *map(str, cards), "--into", str(found[year]))
     return found
 
 
-def per_file_and_label(path: Path) -> Counter[tuple[str, str]]:
-    return Counter((r["file"], r["label"]) for r in rows_of(path))
-
-
-def test_two_seasons_reviewed_rescored_and_reported_as_one(seasons: dict[str, Path]) -> None:
-    root, bundle, labels = seasons["root"], seasons["bundle"], seasons["labels"]
-    both = dbs(seasons["2024"], seasons["2025"])
-
-    cli("logs", "review", *both, "--bundle", str(bundle), "--labels", str(labels), "--per-label", "40", "--out",
-        str(root / "review"))
+@pytest.fixture(scope="module")
+def reviewed(seasons: dict[str, Path]) -> tuple[list[dict[str, str]], Path]:
+    """A review across both seasons (`--db 2024 --db 2025`) and its filled review.csv: the reviewer finds the
+    higher half of each label's scores right."""
+    root = seasons["root"]
+    cli("logs", "review", *dbs(seasons["2024"], seasons["2025"]), "--bundle", str(seasons["bundle"]), "--labels",
+        str(seasons["labels"]), "--per-label", "40", "--out", str(root / "review"))
     review = rows_of(root / "review" / "review.csv")
-    places = Counter(int(r["window_id"]) >> ID_BITS for r in review)
-    assert set(places) == {0, 1}, places  # windows of both seasons, ids that say which
-    assert all(Path(r["source_path"]).is_file() for r in review)  # every reviewed window has its audio
-    assert {r["unit_id"] for r in review} == {"u1", "u2"}
-    for name in {r["label"] for r in review}:  # the reviewer: the higher half of each label's scores are right
+    for name in {r["label"] for r in review}:
         mine = sorted(float(r["score"]) for r in review if r["label"] == name)
         for r in review:
             if r["label"] == name:
@@ -96,6 +82,23 @@ def test_two_seasons_reviewed_rescored_and_reported_as_one(seasons: dict[str, Pa
         writer = csv.DictWriter(handle, fieldnames=list(review[0]))
         writer.writeheader()
         writer.writerows(review)
+    return review, filled
+
+
+def per_file_and_label(path: Path) -> Counter[tuple[str, str]]:
+    return Counter((r["file"], r["label"]) for r in rows_of(path))
+
+
+def test_two_seasons_reviewed_rescored_and_reported_as_one(seasons: dict[str, Path],
+                                                            reviewed: tuple[list[dict[str, str]], Path]) -> None:
+    root, bundle, labels = seasons["root"], seasons["bundle"], seasons["labels"]
+    both = dbs(seasons["2024"], seasons["2025"])
+
+    review, filled = reviewed
+    places = Counter(int(r["window_id"]) >> ID_BITS for r in review)
+    assert set(places) == {0, 1}, places  # windows of both seasons, ids that say which
+    assert all(Path(r["source_path"]).is_file() for r in review)  # every reviewed window has its audio
+    assert {r["unit_id"] for r in review} == {"u1", "u2"}
     cli("logs", "fit-confidence", "--review", str(filled), "--out", str(root / "confidence.json"),
         "--target-precision", "0.9", "--install", str(bundle), "--bootstrap", "50")
 
@@ -142,3 +145,28 @@ def test_a_card_collected_into_two_databases_is_refused_in_one_line(seasons: dic
         out = cli("logs", command[0], *dbs(seasons["2024"], twice), *command[1:], code=2)
         assert re.search(r"boot \S+ of unit u2 is in both .*2024\.duckdb and .*2024-again\.duckdb", out), out
         assert "hint: collect each card into one database only" in out and "Traceback" not in out
+
+
+def test_a_head_trained_on_two_seasons_is_the_same_whatever_the_order_of_db(
+        seasons: dict[str, Path], reviewed: tuple[list[dict[str, str]], Path], tmp_path: Path) -> None:
+    """The review's window ids are those of `--db 2024 --db 2025`; trained with the databases the other way round,
+    the same reviewed windows are found (by their identity) and the head's bytes are the same."""
+    review, filled = reviewed
+    heads = []
+    for number, order in enumerate(((seasons["2024"], seasons["2025"]), (seasons["2025"], seasons["2024"]))):
+        bundle = Path(shutil.copytree(seasons["bundle"], tmp_path / f"bundle-{number}"))
+        cli("logs", "train-head", *dbs(*order), "--review", str(filled), "--bundle", str(bundle),
+            "--name", "frogs")
+        heads.append(bundle / open_bundle(bundle).manifest.label_sets[head_key("frogs")].path)
+    first, second = (np.load(path) for path in heads)
+    assert first["names"].tolist() == second["names"].tolist() and len(first["names"])
+    assert first["embeddings"].tobytes() == second["embeddings"].tobytes()
+    assert first["bias"].tobytes() == second["bias"].tobytes()
+    records = [json.loads(str(head["provenance"])) for head in (first, second)]
+    for record in records:
+        del record["created_utc"]
+    assert records[0] == records[1]
+    assert records[0]["databases"] == sorted(str(seasons[y].resolve()) for y in ("2024", "2025"))
+    for label, fit in records[0]["labels"].items():  # every reviewed window of the label, of both seasons
+        verdicts = Counter(r["verdict"] for r in review if r["label"] == label)
+        assert (fit["positives"], fit["negatives"]) == (verdicts["yes"], verdicts["no"])

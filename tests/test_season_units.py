@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -23,7 +22,7 @@ from edge.model.bundle import open_bundle
 from edge.scoring.confidence import confidence_path
 from edge.scoring.heads import head_key
 from edge.scoring.labels import read_labels
-from export.cli import app as export_app
+from tests.conftest import own_list_bundle, unit_card
 
 runner = CliRunner()
 PROFILES = ("raspberry-pi-4", "raspberry-pi-5", "generic-x86")
@@ -31,7 +30,6 @@ RECORDINGS = ("kitzeslab__opensoundscape/1min.wav",
               "BirdVox__birdvoxdetect/BirdVox-full-night_unit03_00-19-45_01min.wav",
               "kitzeslab__opensoundscape/great_plains_toad.wav")
 """One recording per unit (shared field recordings), renamed as AudioMoth names them."""
-OWN_LIST = "Great Plains Toad; Anaxyrus cognatus\nSpring Peeper\nNight Ambience\n"
 
 
 def cli(*args: str) -> str:
@@ -61,21 +59,12 @@ def card_window_vectors(card: Path) -> dict[int, np.ndarray]:
 def season(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_checkpoint: Path,
            shared_audio: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("season2")
-    bundle = Path(shutil.copytree(tiny_bundle, root / "bundle"))
-    labels = root / "my-species.txt"
-    labels.write_text(OWN_LIST, encoding="utf-8")
-    exported = runner.invoke(export_app, ["labels", "--model", str(tiny_checkpoint), "--bundle", str(bundle),
-                                          "--labels", str(labels)])
-    assert exported.exit_code == 0, exported.output
+    bundle, labels = own_list_bundle(root, tiny_bundle, tiny_checkpoint)
     cards = []
     for day, (profile, source) in enumerate(zip(PROFILES, RECORDINGS), start=1):
-        recording = root / "sd" / f"u{day}" / f"2024050{day}_210000.WAV"
-        recording.parent.mkdir(parents=True)
-        shutil.copy(shared_audio / source, recording)
         card = root / "cards" / f"u{day}"
-        cli("run", "--profile", profile, "--labels", str(labels), "--bundle", str(bundle), "--log-dir", str(card),
-            "--precision", "fp32", "--threshold", "-100", "--input", str(recording), "--fast",
-            "--set", f"unit.unit_id=u{day}", "--set", "storage.clips.mode='off'")
+        unit_card(shared_audio / source, root / "sd" / f"u{day}" / f"2024050{day}_210000.WAV", card, bundle, labels,
+                  f"u{day}", profile)
         cards.append(card)
     db = root / "season.duckdb"
     cli("logs", "collect", *map(str, cards), "--into", str(db))

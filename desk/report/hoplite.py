@@ -18,23 +18,34 @@ reviewer and the time the verdicts were saved.
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from desk.archive.many import ID_BITS
 from edge import __version__
 from edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from desk.review.reviewed import Reviewed
 
 HOPLITE_RELEASE = "1.0.2"
 """The perch-hoplite release whose layout this writes (and whose loader the test opens it with)."""
 SQLITE_NAME = "hoplite.sqlite"
 INDEX_NAME = "usearch.index"
+EXPANSION_ADD = 64
+"""usearch's candidate list while building the HNSW graph. The export's time is this build, and CPU time grows with
+it: on 100 000 windows of the season mixture 64 took 56 s of CPU at recall@10 0.998, 128 took 129 s at 1.000, and
+hoplite's default 256 about 2.4x that again (``benchmarks/hoplite_export.py``, BENCHMARKS.md). Recorded in the
+metadata, so hoplite adds its own windows with it too."""
+EXPANSION_SEARCH = 128
+"""usearch's candidate list per query (hoplite's default)."""
 CHUNK = 20_000
 """Windows read from the archive and written at a time (memory: one chunk plus the index being built)."""
 SCHEMA = (
@@ -57,6 +68,7 @@ SCHEMA = (
     "CREATE INDEX idx_windows_recording_id ON windows(recording_id)",
     # our columns hoplite has no field for; it reads extra columns back as attributes of its records
     "ALTER TABLE recordings ADD COLUMN sample_rate INTEGER",
+    "ALTER TABLE recordings ADD COLUMN season TEXT",
     "ALTER TABLE windows ADD COLUMN boot_id TEXT",
     "ALTER TABLE windows ADD COLUMN stream INTEGER",
     "ALTER TABLE windows ADD COLUMN start_sample INTEGER",
@@ -84,31 +96,37 @@ class HopliteExport:
     space: str
 
 
-def export_hoplite(db: Path, out: Path, reviews: list[Path], project: str | None = None,
+def export_hoplite(dbs: Path | Sequence[Path], out: Path, reviews: list[Path], project: str | None = None,
                    reviewer: str | None = None, space: str | None = None) -> HopliteExport:
-    """Write the windows of archive ``db`` (one embedding space) and the verdicts of ``reviews`` into the new
-    perch-hoplite database folder ``out``; written beside it and renamed into place when complete."""
+    """Write the windows of archive ``dbs`` (one database, or several read as one: window ids translated as
+    :class:`desk.archive.many.ManyStores` translates them; one embedding space) and the verdicts of ``reviews``
+    into the new perch-hoplite database folder ``out``; written beside it and renamed into place when complete."""
     from desk.archive.windows import WindowFilter, open_store, require_windows
+    from desk.collect.seasons import distinct
+    from desk.review.reviewed import locate_reviewed, read_reviewed
 
+    databases = distinct([dbs] if isinstance(dbs, Path) else dbs)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder",
                           "pass a new folder for the hoplite database (an export is never merged into another)")
-    verdicts = [read_verdicts(path) for path in reviews]
+    verdicts = [read_reviewed(path) for path in reviews]
     temp = out.with_name(f".tmp-{out.name}")
     _remove(temp)
     temp.mkdir(parents=True)
     try:
-        with open_store(db) as store:
+        with open_store(databases) as store:
             require_windows(store)
             key = _space(store.spaces(), space)
-            writer = _Writer(temp, project or db.stem, {row[0] for rows in verdicts for row in rows})
+            located = [locate_reviewed(store, rows, path, len(databases) > 1) for path, rows in zip(reviews, verdicts)]
+            writer = _Writer(temp, project or "+".join(p.stem for p in databases), databases,
+                             {int(i) for ids in located for i in ids})
             ids = store.match(WindowFilter(spaces=(key,)))
             for first in range(0, len(ids), CHUNK):
                 chunk = ids[first:first + CHUNK]
                 writer.add_windows(store.windows(chunk, COLUMNS).to_pylist(), store.embeddings(chunk))
-            for review, rows in zip(reviews, verdicts):
-                writer.add_verdicts(review, rows, reviewer)
-            result = writer.finish(db, key)
+            for review, rows, found in zip(reviews, verdicts, located):
+                writer.add_verdicts(review, rows, found, reviewer)
+            result = writer.finish(key)
         _remove(out)
         temp.rename(out)
     except BaseException:
@@ -117,33 +135,13 @@ def export_hoplite(db: Path, out: Path, reviews: list[Path], project: str | None
     return HopliteExport(out, *result, space=key)
 
 
-def read_verdicts(path: Path) -> list[tuple[int, str, str, float | None, str]]:
-    """(window id, label, verdict, score, unit) of each row of ``review.csv`` with a verdict (yes/no/unsure)."""
-    from desk.review.confidence import read_review
-
-    read_review(path)  # the one-line errors of fit-confidence for a missing or malformed file
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            verdict = (row.get("verdict") or "").strip().lower()
-            if not verdict:
-                continue
-            try:
-                window = int(row.get("window_id") or "")
-            except ValueError:
-                raise ConfigError(f"{path} line {number}: window_id '{row.get('window_id')}' is not a window id",
-                                  "pass the review.csv written by `logs review`") from None
-            score = float(row["score"]) if row.get("score") else None
-            rows.append((window, row["label"], verdict, score, row.get("unit_id") or ""))
-    return rows
-
-
 class _Writer:
     """Fills one hoplite database folder: the SQLite tables and the usearch index."""
 
-    def __init__(self, folder: Path, project: str, reviewed: set[int]) -> None:
+    def __init__(self, folder: Path, project: str, databases: list[Path], reviewed: set[int]) -> None:
         self.folder = folder
         self.project = project
+        self.databases = databases
         self.reviewed = reviewed
         self.con = sqlite3.connect(folder / SQLITE_NAME)
         self.con.execute("PRAGMA journal_mode = WAL")  # as hoplite opens its databases
@@ -164,8 +162,8 @@ class _Writer:
 
         if self.index is None:
             self.dim = vectors.shape[1]
-            self.index = Index(ndim=self.dim, metric=MetricKind.IP, dtype=ScalarKind.F16, expansion_add=256,
-                               expansion_search=128)
+            self.index = Index(ndim=self.dim, metric=MetricKind.IP, dtype=ScalarKind.F16,
+                               expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
         values = []
         for row in rows:
             recording = self._recording(row)
@@ -192,43 +190,41 @@ class _Writer:
         key = (unit, row["recording"])
         if key not in self.recordings:
             self.recordings[key] = self.con.execute(
-                "INSERT INTO recordings (filename, deployment_id, sample_rate) VALUES (?, ?, ?)",
-                (row["recording"], self.deployments[unit], row["sample_rate"])).lastrowid or 0
+                "INSERT INTO recordings (filename, deployment_id, sample_rate, season) VALUES (?, ?, ?, ?)",
+                (row["recording"], self.deployments[unit], row["sample_rate"],
+                 str(self.databases[row["window_id"] >> ID_BITS]))).lastrowid or 0
         return self.recordings[key]
 
-    def add_verdicts(self, review: Path, rows: list[tuple[int, str, str, float | None, str]],
-                     reviewer: str | None) -> None:
-        """The verdicts of one review file as annotations on the reviewed windows' spans; each reviewed window
-        must be an exported window of the unit the review names (else the review was made on another database,
-        whose window ids mean other windows)."""
+    def add_verdicts(self, review: Path, rows: list[Reviewed], found: np.ndarray, reviewer: str | None) -> None:
+        """The verdicts of one review file as annotations on the spans of their windows (``found``: their ids in
+        the export); each must be an exported window (of the exported embedding space)."""
         saved = datetime.fromtimestamp(review.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         provenance = f"biolingual-edge review; reviewer={reviewer or 'unnamed'}; saved={saved}"
         values = []
-        for window, label, verdict, score, unit in rows:
+        for row, window in zip(rows, found.tolist()):
             if window not in self.spans:
-                raise ConfigError(f"{review}: window {window} is not in the export (not archived, or of another "
-                                  "embedding space)", "pass the review.csv made with `logs review` on this --db")
-            recording, start_s, stop_s, archived = self.spans[window]
-            if unit and unit != archived:
-                raise ConfigError(f"{review}: window {window} is unit {unit} in the review but {archived} in the "
-                                  "archive", "the review was made on another database: pass that one as --db")
-            values.append((recording, _offsets(start_s, stop_s), label, LABEL_TYPES[verdict], provenance, score,
-                           review.name))
+                raise ConfigError(f"{review} line {row.line}: window {row.key or row.window_id} is not in the export "
+                                  "(of another embedding space)", "export that space with --space, or leave "
+                                  "this review out")
+            recording, start_s, stop_s, _ = self.spans[window]
+            values.append((recording, _offsets(start_s, stop_s), row.label, LABEL_TYPES[row.verdict], provenance,
+                           row.score, review.name))
         self.con.executemany("""INSERT INTO annotations (recording_id, offsets, label, label_type, provenance,
                                 score, review_file) VALUES (?, ?, ?, ?, ?, ?, ?)""", values)
         self.annotations += len(values)
 
-    def finish(self, db: Path, space: str) -> tuple[int, int, int, int]:
+    def finish(self, space: str) -> tuple[int, int, int, int]:
         """Recording start times, metadata, commit, the index saved; (windows, deployments, recordings,
         annotations)."""
         self.con.executemany("UPDATE recordings SET datetime = ? WHERE id = ?",
                              [(when.isoformat(), rid) for rid, when in self.starts.items()])
         metadata = {
             "usearch_config": {"embedding_dim": self.dim, "dtype": "float16", "metric_name": "IP",
-                               "expansion_add": 256, "expansion_search": 128},
+                               "expansion_add": EXPANSION_ADD, "expansion_search": EXPANSION_SEARCH},
             "model_config": {"model_key": "biolingual_edge", "embedding_dim": self.dim,
                              "model_config": {"embedding_space": space}},
-            "biolingual_edge": {"archive": str(db.resolve()), "embedding_space": space, "version": __version__,
+            "biolingual_edge": {"archives": [str(p) for p in self.databases], "embedding_space": space,
+                                "version": __version__,
                                 "exported_utc": _iso(datetime.now(timezone.utc)), "hoplite_layout": HOPLITE_RELEASE,
                                 "windows": self.windows},
         }

@@ -37,7 +37,9 @@ that covers it (seconds)."""
 AUDIO_COLUMNS = ("window_id", "unit_id", "boot_id", "stream", "start_utc", "end_utc", "source_path",
                  "source_offset", "start_sample", "end_sample", "sample_rate", "model_sha256")
 REVIEW_COLUMNS = ("window_id", "unit_id", "start_utc", "end_utc", "label", "score", "source_path", "source_start_s",
-                  "audio", "verdict", "labels_key", "model_sha256", "score_mode")
+                  "audio", "verdict", "labels_key", "model_sha256", "score_mode", "window_key")
+"""``window_key`` (last, so readers of the earlier columns are unchanged): the window's identity, by which
+``train-head`` and ``export --format hoplite`` find it whatever the order of ``--db`` (``desk/review/reviewed.py``)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def review_row(item: ReviewItem, labels_key: str, model_sha256: str) -> dict[str
             "end_utc": item.end_utc, "label": item.label, "score": f"{item.score:.6g}",
             "source_path": item.source_path, "source_start_s": start_s,
             "audio": f"{item.source_path}@{start_s}" if item.source_path else "", "verdict": "",
-            "labels_key": labels_key, "model_sha256": model_sha256, "score_mode": "logit"}
+            "labels_key": labels_key, "model_sha256": model_sha256, "score_mode": "logit",
+            "window_key": item.window_key}
 
 
 def write_review_csv(path: Path, items: list[ReviewItem], labels_key: str, model_sha256: str) -> None:
@@ -165,8 +168,7 @@ def write_review_page(path: Path, items: list[ReviewItem], labels_key: str, mode
             cut[where] = snippet(Path(item.source_path), item.source_start_s or 0.0, item.length_s) \
                 if item.source_path else None
         clip = cut[where]
-        rows.append({**review_row(item, labels_key, model_sha256), "window_key": item.window_key,
-                     "audio_uri": clip.audio_uri if clip else None,
+        rows.append({**review_row(item, labels_key, model_sha256), "audio_uri": clip.audio_uri if clip else None,
                      "spectrogram": clip.spectrogram_uri if clip else None})
         if on_progress is not None:
             on_progress(done, len(items))

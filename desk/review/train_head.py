@@ -9,9 +9,9 @@ heads go into the bundle as one label set (see ``edge.scoring.heads``) that the 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,8 @@ MIN_PER_CLASS = 3
 MAX_FOLDS = 5
 REGULARISATION_C = 1.0
 """Inverse L2 strength of scikit-learn's LogisticRegression (its default)."""
+IDENTITY = ("space", "unit_id", "boot_id", "stream", "start_sample")
+"""A window's identity in any database (its id is not: it depends on the order of ``--db``)."""
 
 
 @dataclass(frozen=True)
@@ -59,21 +61,6 @@ class TrainingSet:
     """``(N, D)`` float32."""
     correct: np.ndarray
     """``(N,)`` bool."""
-
-
-def read_verdict_ids(review_csv: Path) -> dict[str, dict[int, bool]]:
-    """Per label, reviewed window id -> verdict is ``yes`` (``unsure`` and empty verdicts left out)."""
-    read_review(review_csv)  # the same one-line errors as `fit-confidence` for a missing or malformed file
-    by_label: dict[str, dict[int, bool]] = {}
-    with open(review_csv, newline="", encoding="utf-8-sig") as handle:
-        rows = csv.DictReader(handle)
-        if "window_id" not in (rows.fieldnames or ()):
-            raise ConfigError(f"{review_csv} has no window_id column", "pass the review.csv written by `logs review`")
-        for row in rows:
-            verdict = (row.get("verdict") or "").strip().lower()
-            if verdict in ("yes", "no"):
-                by_label.setdefault(row["label"], {})[int(row["window_id"])] = verdict == "yes"
-    return by_label
 
 
 def fit_head(data: TrainingSet, zero_shot: np.ndarray | None, seed: int = 0) -> HeadFit:
@@ -114,32 +101,43 @@ def zero_shot_scores(bundle: Bundle, label: str, embeddings: np.ndarray) -> np.n
     return None
 
 
-def training_sets(db: Path, bundle: Bundle, review_csv: Path, examples: Path | None,
+def training_sets(dbs: Path | Sequence[Path], bundle: Bundle, review_csv: Path, examples: Path | None,
                   space: str | None = None) -> list[TrainingSet]:
     """Per label of the review, its reviewed archive embeddings plus its example recordings as positives.
 
-    ``space``: the archive's embedding space to train in (a prefix; needed when it holds several, as on every
-    command that reads windows); every reviewed window must be in it.
+    ``dbs``: one database or several read as one; reviewed windows are found by their identity
+    (``desk.review.reviewed``) and each label's rows ordered by it (unit, boot, stream, start sample), so the sets,
+    and the heads fitted on them, do not depend on the order of ``--db``. ``space``: the archive's embedding space
+    to train in (a prefix; needed when it holds several, as on every command that reads windows); every reviewed
+    window must be in it.
     """
     from desk.archive.spaces import choose_space
     from desk.archive.windows import open_store
+    from desk.collect.seasons import distinct
+    from desk.review.reviewed import locate_reviewed, read_reviewed
     from edge.model.examples import embed_recordings
 
-    sets = []
+    databases = distinct([dbs] if isinstance(dbs, Path) else dbs)
+    named = databases[0] if len(databases) == 1 else " and ".join(map(str, databases))
     check_space(f"review {review_csv}", read_review(review_csv).model_sha256, bundle,
                 "train the head into the bundle the review was made with, or review again with this one")
-    reviewed = sorted(read_verdict_ids(review_csv).items())
-    with open_store(db) as store:
-        choose_space(store, bundle, space, f"the archived windows of {db}")
-        ids = sorted({i for _, verdicts in reviewed for i in verdicts})
-        for key in set(store.windows(ids, ("space",)).column("space").to_pylist()) if ids else ():
-            check_space(f"reviewed windows of {db}", space_of_model(bundle, key) or key, bundle,
+    rows = [row for row in read_reviewed(review_csv) if row.verdict in ("yes", "no")]
+    by_label: dict[str, dict[tuple[Any, ...], tuple[int, bool]]] = {}
+    with open_store(databases) as store:
+        choose_space(store, bundle, space, f"the archived windows of {named}")
+        found = locate_reviewed(store, rows, review_csv, len(databases) > 1)
+        meta = store.windows(found, IDENTITY).to_pylist() if len(found) else []
+        for key in {m["space"] for m in meta}:
+            check_space(f"reviewed windows of {named}", space_of_model(bundle, key) or key, bundle,
                         "train with the bundle the units ran (the export their windows came from)")
-        archived = {label: store.embeddings(sorted(verdicts)) for label, verdicts in reviewed}
-    for label, verdicts in reviewed:
-        ids = sorted(verdicts)
+        for row, window, m in zip(rows, found.tolist(), meta):  # a window reviewed twice: its last verdict
+            by_label.setdefault(row.label, {})[tuple(m[c] for c in IDENTITY[1:])] = (window, row.verdict == "yes")
+        ordered = {label: [verdicts[k] for k in sorted(verdicts)] for label, verdicts in by_label.items()}
+        archived = {label: store.embeddings([w for w, _ in pairs]) for label, pairs in ordered.items()}
+    sets = []
+    for label, pairs in sorted(ordered.items()):
         embeddings = archived[label]
-        correct = np.array([verdicts[i] for i in ids], dtype=bool)
+        correct = np.array([yes for _, yes in pairs], dtype=bool)
         folder = examples / label if examples else None
         if folder is not None and folder.is_dir():
             extra = embed_recordings(bundle, find_audio_files([folder]))
@@ -184,7 +182,9 @@ def install_head(bundle: Bundle, name: str, fits: list[HeadFit], provenance: dic
     return bundle.root / rel
 
 
-def review_provenance(review_csv: Path, examples: Path | None) -> dict[str, Any]:
-    """What a head was trained from."""
+def review_provenance(review_csv: Path, examples: Path | None, dbs: Sequence[Path] = ()) -> dict[str, Any]:
+    """What a head was trained from (the databases sorted: their order changes nothing)."""
+    from desk.collect.seasons import distinct
+
     return {"review": str(review_csv), "review_sha256": sha256_file(review_csv),
-            "examples": str(examples) if examples else None}
+            "examples": str(examples) if examples else None, "databases": sorted(map(str, distinct(dbs)))}

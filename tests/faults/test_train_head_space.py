@@ -34,3 +34,29 @@ def test_train_head_on_a_mixed_archive_takes_one_space(spaces_season: dict[str, 
     assert done.exit_code == 0, done.output
     assert "toad: 6 pos / 5 neg" in done.output  # the reviewed windows, all of them, none of the other space
     assert open_bundle(bundle_a).manifest.label_sets["head-marsh"].embedding_space == mine
+
+
+def test_train_head_over_two_databases_of_two_spaces_takes_one(spaces_season: dict[str, Path], bundle_a: Path,
+                                                               other_bundle: Path, example_labels: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    """Two spaces in two databases (`--db` repeated) are refused as in one: `--space` picks, in any order."""
+    from desk.collect.ingest import collect
+
+    mine, theirs = embedding_space(open_bundle(bundle_a)), embedding_space(open_bundle(other_bundle))
+    other = tmp_path / "theirs.duckdb"
+    collect([spaces_season["root"] / "emb_b"], other)
+    both = ["--db", spaces_season["one"], "--db", other]
+    reviewed = run_cli("logs", "review", *both, "--bundle", bundle_a, "--labels", example_labels[0],
+                       "--per-label", "11", "--space", mine[:8], "--out", tmp_path / "review")
+    assert reviewed.exit_code == 0, reviewed.output
+    table = [r for r in rows(tmp_path / "review" / "review.csv") if r["label"] == "toad"]
+    median = float(np.median([float(r["score"]) for r in table]))
+    review = write_rows(tmp_path / "filled.csv",
+                        [{**r, "verdict": "yes" if float(r["score"]) >= median else "no"} for r in table])
+    base = ["logs", "train-head", "--db", other, "--db", spaces_season["one"], "--review", review, "--bundle",
+            bundle_a, "--name", "marsh"]
+    refused(run_cli(*base), "2 embedding spaces", short_space(mine), short_space(theirs), "--space")
+    assert "head-marsh" not in open_bundle(bundle_a).manifest.label_sets
+    done = run_cli(*base, "--space", mine[:8])
+    assert done.exit_code == 0, done.output
+    assert "toad: 6 pos / 5 neg" in done.output

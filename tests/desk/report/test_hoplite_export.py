@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from desk.archive.many import ID_BITS
 from desk.archive.search import example_query
 from desk.archive.windows import WindowBatch, normalised, open_store
 from edge.cli import app
@@ -80,13 +81,7 @@ def season(tmp_path_factory: pytest.TempPathFactory, example_bundle: Path, examp
     cli("logs", "review", "--db", str(db), "--bundle", str(bundle), "--labels", str(labels), "--per-label", "9",
         "--out", str(root / "review"))
     review = rows_of(root / "review" / "review.csv")
-    for number, row in enumerate(review):  # yes / no / unsure / left empty, in turn
-        row["verdict"] = ("yes", "no", "unsure", "")[number % 4]
-    filled = root / "review-done.csv"
-    with open(filled, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(review[0]))
-        writer.writeheader()
-        writer.writerows(review)
+    filled = fill(review, root / "review-done.csv")
 
     example = f"{toad_in_night}@41"
     cli("logs", "search", "--db", str(db), "--bundle", str(bundle), "--example", example, "--top", "10",
@@ -96,7 +91,46 @@ def season(tmp_path_factory: pytest.TempPathFactory, example_bundle: Path, examp
                "--reviewer", "alice", "--project", "marsh-2024")
     query = normalised(example_query(db, open_bundle(bundle), example)[None])[0]
     return {"db": db, "out": out, "said": said, "review": review, "filled": filled, "query": query,
-            "hits": rows_of(root / "hits" / "hits.csv"), "recording": site / "20240502_210000.wav", "root": root}
+            "hits": rows_of(root / "hits" / "hits.csv"), "recording": site / "20240502_210000.wav", "root": root,
+            "example": example, "bundle": bundle, "labels": labels}
+
+
+def fill(review: list[dict[str, str]], path: Path) -> Path:
+    """``review`` with verdicts yes / no / unsure / left empty, in turn, written to ``path``."""
+    for number, row in enumerate(review):
+        row["verdict"] = ("yes", "no", "unsure", "")[number % 4]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(review[0]))
+        writer.writeheader()
+        writer.writerows(review)
+    return path
+
+
+@pytest.fixture(scope="module")
+def seasons(season: dict[str, Any]) -> dict[str, Any]:
+    """The same windows in two databases (the unit's card in one; the site's recording and the microphone in the
+    other), reviewed as `--db card --db disk`, searched and exported to hoplite as `--db disk --db card`."""
+    root = season["root"]
+    card, disk = root / "card.duckdb", root / "disk.duckdb"
+    cli("logs", "collect", str(root / "card"), "--into", str(card))
+    cli("logs", "collect", str(root / "recordings"), "--into", str(disk))
+    with open_store(disk, writable=True) as store:
+        space = next(iter(store.spaces()))
+        dim = store.embeddings(store.match()[:1]).shape[1]
+        store.insert(microphone_windows(space, dim, np.random.default_rng(3)))
+    both = ["--db", str(card), "--db", str(disk)]
+    cli("logs", "review", *both, "--bundle", str(season["bundle"]), "--labels", str(season["labels"]),
+        "--per-label", "9", "--out", str(root / "review-both"))
+    review = rows_of(root / "review-both" / "review.csv")
+    filled = fill(review, root / "review-both-done.csv")
+    order = [disk, card]
+    swapped = ["--db", str(disk), "--db", str(card)]
+    cli("logs", "search", *swapped, "--bundle", str(season["bundle"]), "--example", season["example"], "--top", "10",
+        "--exact", "--out", str(root / "hits-both"))
+    out = root / "perch-both"
+    said = cli("logs", "export", *swapped, "--format", "hoplite", "--out", str(out), "--review", str(filled))
+    return {"order": order, "out": out, "said": said, "review": review, "hits": rows_of(root / "hits-both" /
+                                                                                       "hits.csv")}
 
 
 def microphone_windows(space: str, dim: int, rng: np.random.Generator, count: int = 6) -> WindowBatch:
@@ -228,3 +262,76 @@ def test_bad_hoplite_exports_are_one_line_errors(season: dict[str, Any], tmp_pat
                str(other), code=2)
     assert "in the review but" in said and "hint:" in said
     assert not (tmp_path / "z").exists() and not list(tmp_path.glob(".tmp-*"))  # nothing half-written is left
+
+
+def test_two_databases_go_to_hoplite_as_one(season: dict[str, Any], seasons: dict[str, Any]) -> None:
+    hoplite = open_hoplite(seasons["out"])
+    with open_store(seasons["order"]) as store:  # the databases as search reads them: ids translated alike
+        ids = store.match()
+        meta = {r["window_id"]: r for r in store.windows(ids).to_pylist()}
+        ours = store.embeddings(ids)
+    with open_store(season["db"]) as single:
+        assert len(ids) == single.count()  # every window of both, once
+    assert sorted(hoplite.match_window_ids()) == sorted(ids.tolist())
+    assert {int(i) >> ID_BITS for i in ids} == {0, 1}  # ids that say which database, none colliding
+    assert f"{len(ids)} window(s) of 3 unit(s)" in seasons["said"]
+    deployments = {d.id: d for d in hoplite.get_all_deployments()}
+    assert {(d.name, d.project) for d in deployments.values()} == {(u, "disk+card") for u in ("u1", "marsh-02", "u3")}
+    recordings = {r.id: r for r in hoplite.get_all_recordings()}
+    assert {(deployments[r.deployment_id].name, r.filename) for r in recordings.values()} == \
+        {(m["unit_id"], m["recording"]) for m in meta.values()}
+    for window_id in ids[:: max(1, len(ids) // 25)].tolist():
+        window = hoplite.get_window(window_id)
+        m = meta[window_id]
+        assert (window.boot_id, window.start_sample) == (m["boot_id"], m["start_sample"])
+        assert recordings[window.recording_id].season == str(seasons["order"][window_id >> ID_BITS])
+    np.testing.assert_allclose(hoplite.get_embeddings_batch(ids).astype(np.float32), ours, atol=1e-3)
+
+
+def test_verdicts_of_a_review_of_two_databases_land_on_their_windows_in_any_order(
+        seasons: dict[str, Any]) -> None:
+    """The review saw the databases as `card, disk`, the export as `disk, card`: the ids differ, the windows the
+    verdicts sit on are the reviewed ones (found by their identity)."""
+    hoplite = open_hoplite(seasons["out"])
+    reviewed = [r for r in seasons["review"] if r["verdict"]]
+    assert {int(r["window_id"]) >> ID_BITS for r in reviewed} == {0, 1}
+    kinds = {"yes": datatypes.LabelType.POSITIVE, "no": datatypes.LabelType.NEGATIVE,
+             "unsure": datatypes.LabelType.UNCERTAIN}
+    found = []
+    for note in hoplite.get_all_annotations():
+        (window,) = [hoplite.get_window(w) for w in hoplite.match_window_ids()
+                     if hoplite.get_window(w).recording_id == note.recording_id
+                     and hoplite.get_window(w).offsets == note.offsets]
+        unit = hoplite.get_deployment(hoplite.get_recording(note.recording_id).deployment_id).name
+        found.append((unit, window.boot_id, window.stream, window.start_sample, note.label,
+                      datatypes.LabelType(note.label_type)))
+    wanted = []
+    for row in reviewed:
+        _, unit, boot, stream, start = row["window_key"].split("|")
+        wanted.append((unit, boot, int(stream), int(start), row["label"], kinds[row["verdict"]]))
+    assert sorted(found) == sorted(wanted) and len(wanted) > 6
+
+
+def test_hoplite_brute_force_search_of_two_databases_finds_our_top_ten(season: dict[str, Any],
+                                                                        seasons: dict[str, Any]) -> None:
+    hoplite = open_hoplite(seasons["out"])
+    ours = {int(h["window_id"]): float(h["score"]) for h in seasons["hits"]}
+    assert len(ours) == 10 and {i >> ID_BITS for i in ours} == {0, 1}
+    dot = score_functions.get_score_fn("dot")
+    brute = brutalism.brute_search(hoplite, season["query"], 10, dot)
+    assert {int(r.window_id) for r in brute} == set(ours)
+    for found in brute:
+        assert found.sort_score == pytest.approx(ours[int(found.window_id)], abs=TIE)
+
+
+def test_a_review_by_id_only_is_refused_over_two_databases(season: dict[str, Any], seasons: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    old = tmp_path / "old-review.csv"  # as review.csv was before it named windows by identity
+    rows = [{k: v for k, v in r.items() if k != "window_key"} for r in seasons["review"]]
+    with open(old, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    said = cli("logs", "export", *[a for db in seasons["order"] for a in ("--db", str(db))], "--format", "hoplite",
+               "--out", str(tmp_path / "perch"), "--review", str(old), code=2)
+    assert "names its windows by id only" in said and "hint:" in said and "Traceback" not in said
