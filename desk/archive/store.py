@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.archive.half_matmul import cosines
-from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, TRAIN_SAMPLE, IvfIndex
+from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, IvfIndex, training_rows
 from desk.archive.shardfile import Shard, migrate_shard, pyarrow_module, write_shard
 from desk.archive.windows import (
     DESCRIPTION,
@@ -307,16 +307,16 @@ class DuckShardStore:
                 yield Scored(ids[first : first + step], cosines(matrix[first : first + step], queries))
 
     def ann(self) -> IvfIndex | None:
-        """The approximate index beside the archive, None while there is none (or it is of the earlier layout,
-        which the next collect rebuilds)."""
+        """The approximate index beside the archive, None while there is none (or it is of the earlier numpy
+        layout; an IVF-SQ8 index of the earlier faiss layout is searched as it is until collect rebuilds it)."""
         if self._index is None and (self.root / INDEX_DIR).is_dir():
             self._index = IvfIndex(self.root / INDEX_DIR)
         return self._index if self._index is not None and self._index.segments else None
 
     def index(self) -> int:
         """Index the windows archived since the last call (none below :data:`~desk.archive.ivf.MIN_WINDOWS`);
-        returns how many were indexed. Existing segments are never rebuilt; an index of the earlier numpy
-        layout is replaced by one of this layout."""
+        returns how many were indexed. Existing segments are never rebuilt; an index of an earlier layout
+        (numpy, IVF-SQ8) is replaced by one of this layout."""
         total = self.count()
         if total < MIN_WINDOWS:
             return 0
@@ -324,8 +324,8 @@ class DuckShardStore:
         index.clear_legacy()
         if not index.trained:
             every = self.match()
-            sample = every[np.linspace(0, len(every) - 1, min(TRAIN_SAMPLE, len(every))).astype(np.int64)]
-            index.train(self.embeddings(np.unique(sample)))
+            sample = every[np.linspace(0, len(every) - 1, training_rows(len(every))).astype(np.int64)]
+            index.train(self.embeddings(np.unique(sample)), len(every))
         self._index = index
         return index.append(self.chunks("window_id > ?", [index.last_id]))
 
