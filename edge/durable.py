@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
 """Prefix of files being written whole (manifests, clips, bundle files) before their atomic rename."""
@@ -49,10 +51,16 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     On failure (full or read-only disk) the temp file is removed and the old ``path`` is untouched.
     """
+    atomic_write_with(path, lambda handle: handle.write(data))
+
+
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """:func:`atomic_write` of what ``write`` writes into the temp file's handle (seekable), piece by piece:
+    a large file is never held whole in memory."""
     temp = path.with_name(TEMP_PREFIX + path.name)
     try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
+        with open(temp, "w+b") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

@@ -220,9 +220,10 @@ class CardLog:
             moment = clock.utc(clock.anchor_sample if self._last_sample is None else self._last_sample)
         self._add_record("health", "health", self._last_sample, {**auto, **fields}, moment=moment)
 
-    def save_clip(self, event: DetectionEvent, audio: np.ndarray, audio_start_sample: int,
+    def save_clip(self, event: DetectionEvent, audio: np.ndarray | Sequence[np.ndarray], audio_start_sample: int,
                   cut_samples: int = 0) -> Path | None:
-        """Save ``audio`` ((N,) int16 PCM or float32 at the model rate, pre/post-roll included) with GUANO metadata.
+        """Save ``audio`` ((N,) int16 PCM or float32 at the model rate, pre/post-roll included; or such pieces in
+        order, written one by one) with GUANO metadata.
 
         ``cut_samples``: how much of the requested start was no longer in memory (said in the metadata).
         Returns the clip's path, or ``None`` when the storage governor says no or the write failed.

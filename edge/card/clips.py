@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from edge import durable
 from edge.card.cardformat import compact_utc, format_utc, safe_name, unique_name
-from edge.card.guano import flac_with_guano, wav_with_guano
+from edge.card.guano import write_flac_with_guano, write_wav_with_guano
 from edge.stream.detector import DetectionEvent
 
 GUANO_MAKE = "biolingual-edge"
@@ -68,19 +69,19 @@ def guano_fields(context: ClipContext, event: DetectionEvent, start: datetime, a
     }
 
 
-def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, audio: np.ndarray,
+def write_clip(clips_root: Path, context: ClipContext, event: DetectionEvent, audio: np.ndarray | Sequence[np.ndarray],
                audio_start_sample: int, start: datetime, cut_samples: int = 0) -> Path:
-    """Write the clip (``audio``: (N,) int16 PCM or float32, at ``context.sample_rate``); raises ``OSError``
-    leaving no file.
+    """Write the clip (``audio``: (N,) int16 PCM or float32 at ``context.sample_rate``, or such pieces in order,
+    encoded one by one into the temp file: no copy of the whole clip in memory); raises ``OSError`` leaving no file.
 
     ``cut_samples`` > 0: the clip starts that much after the requested start (event longer than memory held).
     """
+    pieces = [audio] if isinstance(audio, np.ndarray) else list(audio)
     path = clip_path(clips_root, context, event, start)
     durable.make_dirs(path.parent)
-    encode = flac_with_guano if context.clip_format == "flac" else wav_with_guano
-    data = encode(audio, context.sample_rate,
-                  guano_fields(context, event, start, audio_start_sample, int(audio.shape[0]), cut_samples))
-    durable.atomic_write(path, data)
+    encode = write_flac_with_guano if context.clip_format == "flac" else write_wav_with_guano
+    fields = guano_fields(context, event, start, audio_start_sample, sum(len(p) for p in pieces), cut_samples)
+    durable.atomic_write_with(path, lambda handle: encode(handle, pieces, context.sample_rate, fields))
     return path
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import struct
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -31,21 +34,69 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 def wav_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) -> bytes:
     """A 16-bit PCM WAV of ``audio`` ((N,) int16, or float32 in [-1, 1]) with a ``guan`` chunk appended."""
     buffer = io.BytesIO()
-    sf.write(buffer, pcm16(audio), sample_rate, subtype=CLIP_SUBTYPE, format="WAV")
-    text = guano_text(fields)
-    chunk = GUANO_CHUNK + struct.pack("<I", len(text)) + text + (b"\0" if len(text) % 2 else b"")
-    wav = bytearray(buffer.getvalue() + chunk)
-    struct.pack_into("<I", wav, 4, len(wav) - 8)
-    return bytes(wav)
+    write_wav_with_guano(buffer, [audio], sample_rate, fields)
+    return buffer.getvalue()
 
 
 def flac_with_guano(audio: np.ndarray, sample_rate: int, fields: dict[str, str]) -> bytes:
     """A 16-bit FLAC of ``audio`` ((N,) int16, or float32 in [-1, 1]) with the GUANO text as its Vorbis comment."""
     buffer = io.BytesIO()
-    with sf.SoundFile(buffer, "w", sample_rate, 1, subtype=CLIP_SUBTYPE, format="FLAC") as handle:
-        handle.comment = guano_text(fields).decode("utf-8")
-        handle.write(pcm16(audio))
+    write_flac_with_guano(buffer, [audio], sample_rate, fields)
     return buffer.getvalue()
+
+
+def write_wav_with_guano(handle: BinaryIO, pieces: Sequence[np.ndarray], sample_rate: int,
+                         fields: dict[str, str]) -> None:
+    """:func:`wav_with_guano` of the concatenated ``pieces``, encoded piece by piece into the empty, seekable
+    ``handle`` (the audio is never copied whole)."""
+    _encode(handle, pieces, sample_rate, "WAV", None)
+    text = guano_text(fields)
+    handle.seek(0, io.SEEK_END)
+    handle.write(GUANO_CHUNK + struct.pack("<I", len(text)) + text + (b"\0" if len(text) % 2 else b""))
+    riff_size = handle.tell() - 8
+    handle.seek(4)
+    handle.write(struct.pack("<I", riff_size))
+    handle.seek(0, io.SEEK_END)
+
+
+def write_flac_with_guano(handle: BinaryIO, pieces: Sequence[np.ndarray], sample_rate: int,
+                          fields: dict[str, str]) -> None:
+    """:func:`flac_with_guano` of the concatenated ``pieces``, encoded piece by piece into ``handle``."""
+    _encode(handle, pieces, sample_rate, "FLAC", guano_text(fields).decode("utf-8"))
+
+
+class _Recording:
+    """A file handle for libsndfile's callbacks that keeps the first ``OSError`` (a callback cannot raise)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                return self.handle.write(data)
+            except OSError as e:
+                self.error = e
+        return 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.handle, name)
+
+
+def _encode(handle: BinaryIO, pieces: Sequence[np.ndarray], sample_rate: int, fmt: str, comment: str | None) -> None:
+    """16-bit ``fmt`` of the pieces into ``handle``; a failed write (full card) raises its ``OSError``."""
+    recording = _Recording(handle)
+    try:
+        with sf.SoundFile(recording, "w", sample_rate, 1, subtype=CLIP_SUBTYPE, format=fmt) as encoder:
+            if comment is not None:
+                encoder.comment = comment
+            for piece in pieces:
+                encoder.write(pcm16(piece))
+    except (RuntimeError, AssertionError, sf.SoundFileError) as e:  # soundfile asserts on a short write
+        raise recording.error or OSError(errno.EIO, f"clip encoder: {e}") from e
+    if recording.error is not None:
+        raise recording.error
 
 
 def _parse(text: str) -> dict[str, str]:

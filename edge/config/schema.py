@@ -148,6 +148,9 @@ class ClipPolicy(StrictModel):
     format: Literal["flac", "wav"] = "flac"
     max_per_hour: Annotated[int, Field(ge=0)] = 60
     """0: no limit."""
+    max_s: Annotated[float, Field(ge=10, le=600)] = 120.0
+    """Longest clip: the audio an open event may hold in memory (16-bit, 96 KB per second at 48 kHz); a longer
+    event's clip keeps its last ``max_s`` seconds and says how much of its start is missing."""
 
 
 class Governor(StrictModel):

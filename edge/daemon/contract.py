@@ -16,6 +16,7 @@ from edge.card import RunLog
 from edge.card.cardformat import CardLogError
 from edge.card.cardlog import DISK_FULL_ERRNOS
 from edge.errors import EdgeError
+from edge.stream.clip_buffer import MAX_CLIP_S
 
 EXIT_OK = 0
 EXIT_NO_AUDIO = 3
@@ -87,6 +88,8 @@ class DaemonOptions:
     """Digital silence this long is reported, then the stream is reopened."""
     clip_pre_roll_s: float = 2.0
     clip_post_roll_s: float = 2.0
+    clip_max_s: float = MAX_CLIP_S
+    """Longest clip, pre- and post-roll included (the audio an open event holds in memory)."""
     save_clips: bool = False
     background_labels: tuple[str, ...] = ()
     """Prompts (wind, rain, "no animal") that are scored but never reported as detections."""

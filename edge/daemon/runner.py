@@ -84,7 +84,7 @@ class Daemon:
         self.analysed_end = 0
         self.degraded = False
         self._pipeline_restarts = RecentFailures(self.options.pipeline_restart_window_s)
-        self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples)
+        self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples, options.clip_max_s)
         self._anchor: tuple[datetime, int] | None = None
         """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
         self._privacy_hits: list[DetectionEvent] = []
@@ -458,7 +458,7 @@ class Daemon:
                 if clip.cut_samples:
                     self.sink.event("clip_cut", event.start_sample, label=event.label,
                                     clip_start_sample=clip.start_sample, missing_s=round(clip.cut_samples / rate, 3))
-                self.sink.save_clip(event, clip.audio, clip.start_sample, cut_samples=clip.cut_samples)
+                self.sink.save_clip(event, clip.pieces, clip.start_sample, cut_samples=clip.cut_samples)
 
     def _heartbeat(self, uptime_s: float) -> None:
         stats = self.source.stats

@@ -1,7 +1,8 @@
 """Recent audio kept for detection clips: enough to cover every event still open, up to a hard cap.
 
 Held as 16-bit PCM, the clips' own format: half the memory of float32 (a 120 s event at 48 kHz holds
-11.5 MB instead of 23 MB while the model runs; BENCHMARKS.md, *Peak memory*).
+11.5 MB instead of 23 MB while the model runs; BENCHMARKS.md, *Peak memory*). A clip is cut as views of the
+held chunks, which the card encodes piece by piece: writing it copies none of the audio.
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Clip:
-    """Audio for one event: ``audio`` (N,) int16 PCM starting at ``start_sample``; ``cut_samples`` > 0 if its
-    requested start (event start minus pre-roll) was no longer in memory."""
+    """Audio for one event: ``pieces``, views of the held 16-bit PCM chunks in order (no copy), starting at
+    ``start_sample``; ``cut_samples`` > 0 if its requested start (event start minus pre-roll) was no longer in
+    memory."""
 
-    audio: np.ndarray
+    pieces: tuple[np.ndarray, ...]
     start_sample: int
     cut_samples: int
+
+    @property
+    def samples(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The pieces as one (N,) int16 array (a copy: writers take :attr:`pieces`)."""
+        return np.concatenate(self.pieces)
 
 
 class ClipBuffer:
@@ -41,7 +52,8 @@ class ClipBuffer:
 
     def __init__(self, sample_rate: int, keep_min_samples: int, max_clip_s: float = MAX_CLIP_S) -> None:
         self.keep_min_samples = keep_min_samples
-        self.max_samples = max(keep_min_samples, round(max_clip_s * sample_rate))
+        self.max_clip_samples = round(max_clip_s * sample_rate)
+        self.max_samples = max(keep_min_samples, self.max_clip_samples)
         self._chunks: list[tuple[int, np.ndarray]] = []
         """(start sample, int16 samples) of each chunk held."""
 
@@ -60,12 +72,15 @@ class ClipBuffer:
             self._chunks.pop(0)
 
     def cut(self, start: int, end: int) -> Clip | None:
-        """Audio of ``[start, end)`` as far as it is still held; None when none of it is."""
-        parts = [(first, samples) for first, samples in self._chunks
-                 if first + len(samples) > start and first < end]
-        if not parts:
+        """Audio of ``[start, end)`` as far as it is still held and within the last ``max_clip_s`` before ``end``
+        (views of the chunks); None when none of it is."""
+        wanted = max(start, end - self.max_clip_samples)
+        pieces = []
+        for first, samples in self._chunks:
+            lo, hi = max(wanted, first), min(end, first + len(samples))
+            if lo < hi:
+                pieces.append((lo, samples[lo - first:hi - first]))
+        if not pieces:
             return None
-        audio = np.concatenate([samples for _, samples in parts])
-        first = parts[0][0]
-        lo, hi = max(0, start - first), min(audio.shape[0], end - first)
-        return Clip(audio[lo:hi], first + lo, max(0, first + lo - start))
+        first = pieces[0][0]
+        return Clip(tuple(piece for _, piece in pieces), first, max(0, first - start))
