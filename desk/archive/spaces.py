@@ -22,7 +22,8 @@ class SpaceChoice:
 
     space: str
     where: WindowFilter
-    """Matches exactly the windows of :attr:`space` (their recorded keys)."""
+    """Matches exactly the windows of :attr:`space` (their recorded keys; no filter when the archive holds no
+    other space)."""
     windows: int
     other: int
     """Archived windows of other spaces, left alone by the explicit choice."""
@@ -63,4 +64,6 @@ def choose_space(store: WindowStore, bundle: Bundle, chosen: str | None = None,
     check_space(f"{what} ({sizes[space]} of {total})" if len(spaces) > 1 else what, space, bundle,
                 "pass the bundle the units ran (the export their windows came from)"
                 + (f", or pick its space with --space ({listing})" if len(spaces) > 1 else ""))
-    return SpaceChoice(space, WindowFilter(spaces=spaces[space]), sizes[space], total - sizes[space])
+    other = total - sizes[space]
+    # every window in the space: no filter (testing each window's space key is a string op per row of every scan)
+    return SpaceChoice(space, WindowFilter(spaces=spaces[space]) if other else WindowFilter(), sizes[space], other)

@@ -125,15 +125,15 @@ class DuckShardStore:
         except BaseException:
             self.con.close()
             raise
-        self._has_windows = writable or bool(run(
-            self.con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'windows'")[0][0])
-        recorded = self._has_windows and bool(run(
-            self.con, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'windows' AND "
-                      "column_name = 'embedding_space'")[0][0])
+        columns, spaced = run(self.con, "SELECT count(*), count(*) FILTER (column_name = 'embedding_space') FROM "
+                                        "information_schema.columns WHERE table_name = 'windows'")[0]
+        self._has_windows = writable or bool(columns)
+        recorded = self._has_windows and bool(spaced)
         self._space_key = SPACE_KEY if recorded else "model_sha256"  # a database from before spaces were named
         self._shards: dict[str, Shard] = {}
         self._spans: tuple[np.ndarray, np.ndarray, list[str]] | None = None
         self._counts: dict[WindowFilter, int] = {}
+        self._spaces: dict[WindowFilter, dict[str, int]] = {}
         self._index: IvfIndex | None = None
         if writable:
             self.migrate()
@@ -183,9 +183,16 @@ class DuckShardStore:
     def spaces(self, where: WindowFilter = EVERY_WINDOW) -> dict[str, int]:
         if not self._archived():
             return {}
-        sql, params = self._filter(where)
-        found = run(self.con, f"SELECT {self._space_key}, count(*) FROM windows WHERE {sql} GROUP BY ALL", params)
-        return {str(key): int(n) for key, n in found}
+        if where not in self._spaces:
+            sql, params = self._filter(where)
+            # grouped on the columns themselves, the key made per group: 2/3 of the time of making it per row
+            recorded = "embedding_space" if self._space_key == SPACE_KEY else "NULL"
+            found: dict[str, int] = {}
+            for space, sha, n in run(self.con, f"SELECT {recorded}, model_sha256, count(*) FROM windows WHERE {sql} "
+                                               "GROUP BY ALL", params):
+                found[str(space or sha)] = found.get(str(space or sha), 0) + int(n)
+            self._spaces[where] = found
+        return dict(self._spaces[where])
 
     def _filter(self, where: WindowFilter) -> tuple[str, list[Any]]:
         return filter_sql(where, self._space_key)
@@ -369,7 +376,7 @@ class DuckShardStore:
             return 0
         self._check_shape(batch)
         added = self._insert_new(batch)
-        self._spans, self._counts = None, {}
+        self._spans, self._counts, self._spaces = None, {}, {}
         run(self.con, "INSERT INTO embedding_segments VALUES (?, ?, ?, ?, ?)",
             [batch.unit_id, batch.boot_id, batch.segment, count, batch.card])
         return added
