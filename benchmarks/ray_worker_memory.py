@@ -75,28 +75,24 @@ def main() -> None:
         env.update({k: printed[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH",
                                             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")})
         engine = ("--ray-address", printed["RAY_ADDRESS"])
-    rows = []
+    where = "two-node cluster (its workers run this checkout)" if args.cluster else "private local Ray instance"
+    print(f"cpu: {cpu_model()}; {where}, {args.files} files a job; load average at each row", flush=True)
+    print("| code | labels | archive file MB | worker peak, 500-window files (baseline) MB | worker peak, big files "
+          "MB | reading a file costs | × the file | load average |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     try:
         for name, repo in codes:
             for labels in label_counts:
                 bundle, label_list = bundles[labels]
-                out = args.workdir / f"out_{len(rows)}"
+                out = args.workdir / f"out_{name.replace(' ', '_')}_{labels}"
                 base, _, _ = worker_peak(small_db, bundle, label_list, out / "small", with_code(env, repo), *engine)
-                peak, workers, file_mb = worker_peak(large_db, bundle, label_list, out / "large",
-                                                     with_code(env, repo), *engine)
-                rows.append((name, labels, file_mb, base, peak, workers))
+                peak, _, file_mb = worker_peak(large_db, bundle, label_list, out / "large", with_code(env, repo),
+                                               *engine)
+                print(f"| {name} | {labels} | {file_mb:.1f} | {base:.0f} | {peak:.0f} | {peak - base:.0f} MB | "
+                      f"{(peak - base) / file_mb:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
     finally:
         if cluster_dir:
             subprocess.run([str(SCRIPT), "stop", cluster_dir], check=True)
-    print(f"cpu: {cpu_model()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{'two-node cluster (its workers run this checkout)' if args.cluster else 'private local Ray instance'}, "
-          f"{rows[0][5]} workers, {args.files} files a job")
-    print("| code | labels | archive file MB | worker peak, 500-window files (baseline) MB | worker peak, big files "
-          "MB | reading a file costs | × the file |")
-    print("|---|---|---|---|---|---|---|")
-    for name, labels, file_mb, base, peak, _ in rows:
-        print(f"| {name} | {labels} | {file_mb:.1f} | {base:.0f} | {peak:.0f} | {peak - base:.0f} MB | "
-              f"{(peak - base) / file_mb:.2f} |")
 
 
 if __name__ == "__main__":
