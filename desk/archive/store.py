@@ -73,6 +73,10 @@ MIN_CANDIDATES = 400
 """Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400."""
 KEEP_MAPPED = 64
 """Rows gathered from one shard above which its pages are released after the gather (a re-rank keeps them)."""
+RERANK_ROWS = 4_096
+"""Rows gathered from one shard (or in all) above which each shard's pages are released once read: a re-rank
+(a few hundred rows) keeps them; a training sample spread thin over every shard (~55 rows in each at 10 M) would
+otherwise map ~64 KB around each of its 32 768 rows (1.9 GB)."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -257,6 +261,8 @@ class DuckShardStore:
         out: np.ndarray | None = None
         for shard, positions, shard_rows in rows:
             matrix = self.shard(shard).gather(np.asarray(shard_rows, np.int64))
+            if len(wanted) > RERANK_ROWS:
+                self.shard(shard).release()
             if out is None:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
             out[np.asarray(positions)] = normalised(matrix)
@@ -280,7 +286,7 @@ class DuckShardStore:
             positions = np.flatnonzero(place == shard)
             mapped = self.shard(names[shard])
             matrix = normalised(mapped.gather(wanted[positions] - firsts[shard]))
-            if len(positions) > KEEP_MAPPED:
+            if len(positions) > KEEP_MAPPED or len(wanted) > RERANK_ROWS:
                 mapped.release()  # each row read faults in ~64 KB around it: a big gather would map every shard
             if out is None:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
@@ -297,13 +303,23 @@ class DuckShardStore:
             raise CollectError(f"{wanted - found} of {wanted} window ids are not in {self.db_path}",
                                "take window ids from this database's archive")
 
-    def chunks(self, where: str = "TRUE", params: list[Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def chunks(self, where: str = "TRUE", params: list[Any] | None = None,
+               keep: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(window ids, their ``(n, D)`` float16 rows, memory-mapped) of the windows matching SQL ``where``,
-        page by page in window order."""
+        page by page in window order. Each shard's pages are released once read; ``keep=False`` also unmaps it
+        (a pass over the whole archive, such as indexing it, then holds one shard's map and file at a time)."""
         for shard, rows, ids in shards(self.con, where, params):
             for positions, matrix in self.shard(shard).pieces(rows):
                 yield ids[positions], matrix
             self.shard(shard).release()
+            if not keep:
+                del self._shards[shard]
+
+    def _unmap(self) -> None:
+        """Release and forget every mapped shard (their pages stay in the OS page cache)."""
+        for mapped in self._shards.values():
+            mapped.release()
+        self._shards.clear()
 
     def scan(self, queries: np.ndarray, where: WindowFilter = EVERY_WINDOW) -> Iterator[Scored]:
         if not self._archived():
@@ -330,11 +346,18 @@ class DuckShardStore:
         index = IvfIndex(self.root / INDEX_DIR)
         index.clear_legacy()
         if not index.trained:
-            every = self.match()
-            sample = every[np.linspace(0, len(every) - 1, training_rows(len(every))).astype(np.int64)]
-            index.train(self.embeddings(np.unique(sample)), len(every))
+            sample = self.embeddings(self._spread(training_rows(total)))
+            self._unmap()  # the sample touched every shard: one map and open file each
+            index.train(sample, total)
         self._index = index
-        return index.append(self.chunks("window_id > ?", [index.last_id]))
+        return index.append(self.chunks("window_id > ?", [index.last_id], keep=False))
+
+    def _spread(self, count: int) -> np.ndarray:
+        """``count`` window ids spread evenly over the archive, without listing every id when they run
+        1..N without gaps (how ``insert`` numbers them)."""
+        first, last, total = run(self.con, "SELECT min(window_id), max(window_id), count(*) FROM windows")[0]
+        places = np.linspace(0, total - 1, count).astype(np.int64)
+        return np.unique(first + places if last - first + 1 == total else self.match()[places])
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
         if not self._archived():
@@ -457,23 +480,22 @@ class DuckShardStore:
 
 
 def shards(con: duckdb.DuckDBPyConnection, where: str = "TRUE", params: list[Any] | None = None) -> \
-        list[tuple[str, np.ndarray | slice, np.ndarray]]:
-    """(shard, its rows that match ``where``, their window ids) in window order.
+        Iterator[tuple[str, np.ndarray | slice, np.ndarray]]:
+    """(shard, its rows that match ``where``, their window ids) in window order, one shard at a time (a pass over
+    the archive holds one shard's ids, not every id).
 
     Rows are a ``slice`` when they are one contiguous run (a whole shard, or a time range of one) — the usual
     case, answered from per-shard aggregates without moving a row id through Python.
     """
     found = run(con, f"""SELECT shard, count(*), min(window_id), max(window_id), min(shard_row), max(shard_row)
                          FROM windows WHERE {where} GROUP BY shard ORDER BY min(window_id)""", params or [])
-    result: list[tuple[str, np.ndarray | slice, np.ndarray]] = []
     for shard, count, first_id, last_id, first_row, last_row in found:
         if last_id - first_id + 1 == count and last_row - first_row + 1 == count:
-            result.append((shard, slice(first_row, last_row + 1), np.arange(first_id, last_id + 1, dtype=np.int64)))
+            yield shard, slice(first_row, last_row + 1), np.arange(first_id, last_id + 1, dtype=np.int64)
             continue
         rows, ids = run(con, f"""SELECT list(shard_row ORDER BY shard_row), list(window_id ORDER BY shard_row)
                                  FROM windows WHERE shard = ? AND ({where})""", [shard, *(params or [])])[0]
-        result.append((shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)))
-    return result
+        yield shard, np.asarray(rows, np.int64), np.asarray(ids, np.int64)
 
 
 def score_file(stored: StoredRows, queries: np.ndarray) -> Iterator[Scored]:
