@@ -442,9 +442,12 @@ class Daemon:
             self.detections_logged += len(detections)
         if self.options.save_clips:
             guard = round(self.options.privacy_guard_s * self.options.sample_rate)
+            # speech still open (or awaiting confirmation) counts as much as speech already closed
+            private = [(p.start_sample, p.end_sample) for p in self._privacy_hits]
+            private += self.detector.open_spans(self.options.privacy_labels)
             # one clip per detected span: labels detected over the same audio share the best-scoring one's clip
             for event in sorted(detections, key=lambda e: -e.peak_score):
-                if any(_overlap(event, p, guard) for p in self._privacy_hits):
+                if any(_near(event, span, guard) for span in private):
                     continue
                 span = (event.start_sample, event.end_sample)
                 if span in self._clipped_spans:
@@ -479,5 +482,6 @@ class Daemon:
         self.sink.flush()
 
 
-def _overlap(a: DetectionEvent, b: DetectionEvent, margin: int = 0) -> bool:
-    return a.start_sample < b.end_sample + margin and b.start_sample - margin < a.end_sample
+def _near(event: DetectionEvent, span: tuple[int, int], margin: int) -> bool:
+    """Whether ``event`` overlaps ``span`` widened by ``margin`` samples on each side."""
+    return event.start_sample < span[1] + margin and span[0] - margin < event.end_sample

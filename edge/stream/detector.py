@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,6 +159,17 @@ class EventDetector:
         starts = [s.open_event.start_sample for s in self._states if s.open_event is not None]
         starts += [s.recent[0][0] for s in self._states if s.recent]
         return min(starts, default=None)
+
+    def open_spans(self, labels: Collection[str]) -> list[tuple[int, int]]:
+        """``(start, end)`` samples of ``labels``' events still open and of their hits awaiting confirmation."""
+        spans = []
+        for name, state in zip(self.names, self._states):
+            if name not in labels:
+                continue
+            if state.open_event is not None:
+                spans.append((state.open_event.start_sample, state.open_event.end_sample))
+            spans += [(start, end) for start, end, score, _ in state.recent if score == score]
+        return spans
 
     def flush(self) -> list[DetectionEvent]:
         """Close every open event and clear the confirmation history."""

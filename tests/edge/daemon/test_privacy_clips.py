@@ -1,0 +1,73 @@
+"""No clip is saved near a privacy hit (e.g. "human speech") — including speech that is still going on, or
+still awaiting confirmation, when the animal's event closes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from desk.collect.cards import read_card
+from edge.ops.setup import InputOptions, build_daemon
+from tests.edge.daemon.test_daemon import log_events, unit_config
+from tests.edge.daemon.test_field_truth import column
+
+RATE = 48_000
+
+
+class ScriptedBackend:
+    """The model replaced by a script: the n-th window (in stream order) embeds as the named label's vector."""
+
+    def __init__(self, inner, label_vectors: dict[str, np.ndarray], script: list[str]) -> None:
+        self.name, self.precision = inner.name, inner.precision
+        self.vectors, self.script, self.seen = label_vectors, script, 0
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        rows = [self.vectors[self.script[min(self.seen + i, len(self.script) - 1)]] for i in range(len(features))]
+        self.seen += len(features)
+        return np.stack(rows).astype(np.float32)
+
+
+def run_scripted(example_bundle: Path, example_labels: tuple[Path, Path], log_dir: Path, recording: Path,
+                 script: list[str]) -> list[dict]:
+    """Run the daemon over ``recording`` with window embeddings from ``script``; the card's events."""
+    log_dir.mkdir()
+    toad_only = log_dir.parent / "toad.txt"
+    toad_only.write_text("toad\n", encoding="utf-8")
+    settings = {"analysis.privacy_prompts": ["night"], "analysis.privacy_guard_s": 0,
+                "analysis.background_prompts": [], "analysis.score_mode": "logit", "analysis.hop_s": 5.0,
+                "storage.clips.mode": "detections", "storage.clips.max_per_hour": 0,
+                "storage.governor.min_free_mb": 0, "storage.governor.clips_min_free_percent": 0}
+    labels = (toad_only, example_labels[1])
+    probe = build_daemon(unit_config(example_bundle, labels, log_dir, **settings), InputOptions(recording, fast=True))
+    names, matrix = tuple(probe.stages.selector.names), probe.stages.scorer.label_matrix
+    toad, night = matrix[:, names.index("toad")], matrix[:, names.index("night")]
+    quiet = np.random.default_rng(0).standard_normal(toad.shape).astype(np.float32)
+    for axis in (toad, night - (night @ toad) * toad):  # quiet is orthogonal to both: it scores 0
+        quiet -= (quiet @ axis) / (axis @ axis) * axis
+    vectors = {"toad": toad, "night": night, "quiet": quiet / np.linalg.norm(quiet)}
+    # the threshold halfway between a label's own score and the other label's: each vector fires only its label
+    threshold = probe.stages.scorer.logit_scale * (1 + float(toad @ night)) / 2
+    daemon = build_daemon(unit_config(example_bundle, labels, log_dir, **settings, **{"analysis.threshold": threshold}),
+                          InputOptions(recording, fast=True))
+    backend = ScriptedBackend(daemon.stages.backend, vectors, script)
+    daemon.stages = replace(daemon.stages, backend=backend)
+    daemon.stages_factory = lambda: daemon.stages
+    assert daemon.run() == 0
+    return log_events(log_dir)
+
+
+def test_a_clip_is_not_saved_while_speech_is_still_open(example_bundle: Path, example_labels: tuple[Path, Path],
+                                                        toad_in_night: Path, tmp_path: Path) -> None:
+    # 10 s windows every 5 s, "night" standing for human speech: the toad is heard in windows 1-2; speech
+    # starts in window 3, overlapping the toad's audio, and is still going on when the toad's event closes
+    heard = run_scripted(example_bundle, example_labels, tmp_path / "alone", toad_in_night,
+                         ["quiet", "toad", "toad"] + ["quiet"] * 20)
+    assert not [e for e in heard if e["kind"] == "privacy_hit"]
+    assert len(sorted((tmp_path / "alone" / "clips").rglob("*.flac"))) == 1, "precondition: the toad's clip"
+    events = run_scripted(example_bundle, example_labels, tmp_path / "speech", toad_in_night,
+                          ["quiet", "toad", "toad"] + ["night"] * 20)
+    assert [e for e in events if e["kind"] == "privacy_hit"], "precondition: speech was heard"
+    assert "toad" in [str(v) for v in column(read_card(tmp_path / "speech").detections, "label")], "still logged"
+    assert not sorted((tmp_path / "speech").rglob("*.flac")), "no clip of audio that overlaps open speech"
