@@ -167,7 +167,7 @@ def main() -> None:
     index, truth = built.pop("index"), built.pop("truth")
     open_s, resident = opened(index)
     report: dict[str, Any] = {"windows": args.windows, "large": args.large, **built,
-                              "lists": int(index.searcher().nlist), "segments": len(index.segments),
+                              "lists": int(index.searcher()[0].nlist), "segments": len(index.segments),
                               "bytes_per_window": index.nbytes() / args.windows, "open_s": open_s,
                               "searcher_anon_mb": resident, "load_1min": os.getloadavg()[0]}
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}), flush=True)

@@ -8,8 +8,8 @@ re-rank (1.00 at 1 M windows), in 40 bytes a window instead of 520. Layout under
 ``ivfpq.faiss`` (coarse centroids and product quantiser, trained once on a sample of the windows indexed first, no
 vectors) and one ``seg-<first id>-<last id>.faiss`` per segment: the same index holding those windows (ids = window
 ids), written once and never rewritten. faiss's own ``read_index`` opens every file; a search reads the segments
-into one index (40 bytes a window in memory), probes the ``nprobe`` lists nearest the query and returns candidates
-that the store re-ranks exactly on the archive's float16 vectors.
+into memory (40 bytes a window), probes the ``nprobe`` lists nearest the query in each and returns the best
+candidates of all, which the store re-ranks exactly on the archive's float16 vectors.
 
 Size switch: an archive that already holds more than :data:`LARGE_ABOVE` windows when its index is first trained
 gets tens of thousands of lists (:func:`lists_for`), their centroids trained in two levels and found through an
@@ -159,19 +159,17 @@ class IvfIndex:
         self._searcher = None
         return int(segment.ntotal)
 
-    def searcher(self) -> Any:
-        """One faiss index over every segment, built once per open index: this layout's segments read into one
-        (their codes in memory), the IVF-SQ8 layout's lists memory-mapped and stacked."""
+    def searcher(self) -> list[Any]:
+        """The faiss indexes a query searches, opened once per open index: this layout's segments each read into
+        memory (faiss 1.15's ``merge_from`` corrupts the heap on fast-scan lists, so they are not joined), the
+        IVF-SQ8 layout's lists memory-mapped and stacked into one."""
         if self._searcher is None:
             faiss = faiss_module()
             if self.layout == "sq8":
                 self._searcher = _stacked(faiss, self.folder / TRAINED, self.segments)
             else:
-                joined = faiss.read_index(str(self.folder / CODEBOOK))
-                for path in self.segments:
-                    joined.merge_from(faiss.read_index(str(path)), 0)
-                self._searcher = (joined,)
-        return self._searcher[0]
+                self._searcher = ([faiss.read_index(str(path)) for path in self.segments],)
+        return self._searcher[0] if self.layout == "pq" else [self._searcher[0]]
 
     def candidates(self, query: np.ndarray, count: int, probes: int | None = None) -> np.ndarray:
         """Ids of up to ``count`` windows whose codes score highest against unit ``query`` ``(D,)`` in the
@@ -179,16 +177,19 @@ class IvfIndex:
         if self.layout == "numpy" or not self.segments:
             return np.zeros(0, np.int64)
         faiss = faiss_module()
-        index = self.searcher()
-        if np.size(query) != index.d:
+        indexes = self.searcher()
+        if np.size(query) != indexes[0].d:
             raise WindowShapeError(f"a query vector of {np.size(query)} values does not fit the archive's "
-                                   f"{index.d}-dimensional index",
+                                   f"{indexes[0].d}-dimensional index",
                                    "the query was embedded by another model than these windows': use the bundle "
                                    "of the model that wrote them")
-        params = faiss.SearchParametersIVF(nprobe=min(probes or PROBES, int(index.nlist)))
-        _, ids = index.search(np.ascontiguousarray(query, np.float32).reshape(1, -1), int(count), params=params)
-        found = ids[0]
-        return np.asarray(found[found >= 0], np.int64)
+        params = faiss.SearchParametersIVF(nprobe=min(probes or PROBES, int(indexes[0].nlist)))
+        row = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        found = [index.search(row, int(count), params=params) for index in indexes]
+        scores = np.concatenate([f[0][0] for f in found])
+        ids = np.concatenate([f[1][0] for f in found])
+        best = np.argsort(-scores, kind="stable")[: int(count)]
+        return np.asarray(ids[best][ids[best] >= 0], np.int64)
 
     def nbytes(self) -> int:
         """Bytes on disk."""
