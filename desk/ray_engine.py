@@ -35,6 +35,9 @@ LOOPBACK_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray reads this at import (as ``ray_constants.ENABLE_RAY_CLUSTER``): "0" makes a node take the loopback
 address as its IP, and every Ray server then binds to it; ``ray.init(_node_ip_address="127.0.0.1")`` alone is
 turned back into the external address. :func:`_start` checks the outcome, since both are Ray internals."""
+NO_AUTO_CONNECT_VARIABLE = "RAY_ENABLE_AUTO_CONNECT"
+"""Ray reads this at import: "0" stops a Ray call made before ``ray.init`` (or after ``ray.shutdown``) from
+starting a Ray instance of its own."""
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of a local instance: results are small, Ray's default (30 % of memory) is not."""
 PIECE_RETRIES = 3
@@ -47,6 +50,9 @@ NO_LENGTH = -1
 
 
 def _import_ray(local: bool) -> Any:
+    # no Ray call of ours starts Ray by itself: after a stalled job is shut down, the guard's reader thread
+    # (desk/ray_stall.py) must not bring up a fresh instance from inside Ray Data's iterator
+    os.environ.setdefault(NO_AUTO_CONNECT_VARIABLE, "0")
     if local:
         os.environ.setdefault(LOOPBACK_ONLY_VARIABLE, "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -56,6 +62,9 @@ def _import_ray(local: bool) -> Any:
     except ImportError as e:
         raise ConfigError("--engine ray needs Ray, which is not installed",
                           "pip install 'biolingual-edge[ray]', or use --engine local") from e
+    hook = getattr(getattr(ray, "_private", None), "auto_init_hook", None)
+    if hook is not None:
+        hook.enable_auto_connect = False  # Ray was already imported by someone else: same effect as above
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if local and constants is not None:
         constants.ENABLE_RAY_CLUSTER = False  # Ray was already imported by someone else: same effect as above
