@@ -1,10 +1,11 @@
 """Power-cut harness: mount :mod:`tests.powercut.lazyfs`, record what the writer acknowledged, check what survived.
 
-The :class:`Ledger` spies on the two durability primitives every card writer uses (``AppendSegment.append``
-from :mod:`edge.card.segments` and ``atomic_write`` from :mod:`edge.durable`): the real functions run, and when
-one returns, its bytes were promised durable. A new kind of segment (window embeddings, ...) written through those
-primitives is covered without change; a new folder the desk reader does not parse gets a reader in
-:data:`EXTRA_READERS`. :func:`switch_fsync_off` removes one fsync from all of them, for the campaigns that must fail.
+The :class:`Ledger` spies on the two durability primitives every card writer uses (``AppendSegment.append`` from
+:mod:`edge.card.segments` and ``atomic_write_with`` from :mod:`edge.durable`, which ``atomic_write`` goes through):
+the real functions run, and when one returns, its bytes were promised durable. A new kind of segment (window
+embeddings, ...) written through those primitives is covered without change; a new folder the desk reader does not
+parse gets a reader in :data:`EXTRA_READERS`. :func:`switch_fsync_off` removes one fsync from all of them, for the
+campaigns that must fail.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 import soundfile as sf
@@ -194,9 +195,10 @@ class Ledger:
         return ledger
 
     def install(self, patch: Setter) -> None:
-        """Spy on ``AppendSegment.append`` and ``atomic_write`` (also where a module imported it by name)."""
+        """Spy on ``AppendSegment.append`` and ``atomic_write_with`` (``atomic_write`` goes through it; also where a
+        module imported either by name)."""
         original_append = segments.AppendSegment.append
-        original_atomic = durable.atomic_write
+        original_atomic = durable.atomic_write_with
 
         def append(segment: segments.AppendSegment, data: bytes) -> None:
             final = str(segment.final_path)
@@ -204,15 +206,16 @@ class Ledger:
             original_append(segment, data)
             self.appended(final)
 
-        def atomic_write(path: Path, data: bytes) -> None:
-            original_atomic(path, data)
-            self.wrote(str(path), data)
+        def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+            original_atomic(path, write)
+            self.wrote(str(path), Path(path).read_bytes())  # what it wrote piece by piece, fsynced and renamed
 
         patch(segments.AppendSegment, "append", append)
+        patch(durable, "atomic_write_with", atomic_write_with)
         for module in list(sys.modules.values()):
             if getattr(module, "__name__", "").startswith("edge.") and \
-                    getattr(module, "atomic_write", None) is original_atomic:
-                patch(module, "atomic_write", atomic_write)
+                    getattr(module, "atomic_write_with", None) is original_atomic:
+                patch(module, "atomic_write_with", atomic_write_with)
 
     def losses(self, card: Path, copy: Path | None = None) -> list[str]:
         """Acknowledged bytes under ``card`` not there exactly as acknowledged (call with the power back on).
