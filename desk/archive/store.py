@@ -70,7 +70,10 @@ EXACT_BELOW = 200_000
 """Windows a filter may leave for approximate search to still scan them exactly (a fraction of a second)."""
 CANDIDATES_PER_HIT = 20
 MIN_CANDIDATES = 400
-"""Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400."""
+"""Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400 ..."""
+WINDOWS_PER_CANDIDATE = 2_500
+"""... and one per this many windows of the archive: the probed lists grow with it, and so does the share of
+near-ties that 4-bit codes misorder (recall@10 0.90 at 10 M with 400; BENCHMARKS.md, *idle, third session*)."""
 KEEP_MAPPED = 64
 """Rows gathered from one shard above which its pages are released after the gather (a re-rank keeps them)."""
 RERANK_ROWS = 4_096
@@ -374,10 +377,11 @@ class DuckShardStore:
         matched, total = self.count(where), self.count()
         if matched < total and matched <= EXACT_BELOW:  # a narrow filter: its exact scan is as fast as the index
             return top_of(self.scan(query.reshape(-1, 1), where), k)
-        ids = index.candidates(query, int(max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES) * total / max(matched, 1)))
+        wanted = max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES, total // WINDOWS_PER_CANDIDATE)
+        ids = index.candidates(query, int(wanted * total / max(matched, 1)))
         if matched < total:
             ids = self._within(ids, where)
-        ids = np.sort(ids[: max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES)])
+        ids = np.sort(ids[:wanted])
         if not len(ids):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return top_of([Scored(ids, self.embeddings(ids) @ query.reshape(-1, 1))], k)
