@@ -56,10 +56,10 @@ def test_the_limit_follows_the_pace_of_the_job() -> None:
 
 
 def test_time_spent_on_a_row_by_the_driver_is_not_waiting() -> None:
-    rows = guarded(iter(range(3)), stall_s=0.2)
+    rows = guarded(iter(range(3)), stall_s=0.1)
     taken = []
     for row in rows:
-        time.sleep(0.5)  # writing a big result
+        time.sleep(0.3)  # writing a big result: three times the stall limit
         taken.append(row)
     assert taken == [0, 1, 2]
 
