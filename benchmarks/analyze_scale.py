@@ -107,6 +107,9 @@ def main() -> None:
     from compare_baseline import in_child, reference_run
 
     from edge.batch.pool import available_cores
+    from edge.ops.bench import machine_line
+
+    print(machine_line(), flush=True)  # the CPU and its INT8 features: the ratios depend on them
 
     bundle, labels, recording = bench_inputs(args.workdir, args.audio, args.minutes)
     audio_s = args.minutes * 60

@@ -5,7 +5,9 @@ prepacked as a constant weight would be) against the fp32 ``MatMul`` of
 the same shape, 1 thread, in one process with the repetitions interleaved; figures are giga-operations per
 second of the calling thread's CPU time (steady on a shared machine). The shapes are the full-size HTS-AT's
 linear layers per stage and one attention P·V (256 windows x heads of 64x64 @ 64x24), the last also in fp32
-with subnormal probabilities, with and without flushing them (``edge.model.backends.denormals``).
+with subnormal probabilities, with and without flushing them (``edge.model.backends.denormals``); and the
+attention's activation x activation products (Q·Kᵀ, P·V per stage shape) as uint8 x int8 with the two
+``QuantizeLinear`` they would need, into ``MatMulIntegerToFloat``, against fp32 ``MatMul``.
 
     python benchmarks/int8_kernels.py [--repeats 7]
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +47,31 @@ def session(a_shape: tuple[int, ...], b_shape: tuple[int, ...], kind: str) -> or
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+ATTENTION = ((64, 4), (16, 8), (4, 16))
+"""(windows, heads) of the full-size HTS-AT's stages 1-3 at batch 1: 64 tokens per window, head width 24."""
+
+
+def quantized_attention(a_shape: tuple[int, ...], b_shape: tuple[int, ...], a_zero: int) -> ort.InferenceSession:
+    """QuantizeLinear(A) to uint8 and QuantizeLinear(B) to int8, then ``MatMulIntegerToFloat``: what an
+    integer Q·Kᵀ or P·V costs in ORT (both operands are activations, quantized per call)."""
+    consts = [numpy_helper.from_array(np.array(0.01, np.float32), "sa"),
+              numpy_helper.from_array(np.array(a_zero, np.uint8), "za"),
+              numpy_helper.from_array(np.array(0.01, np.float32), "sb"),
+              numpy_helper.from_array(np.array(0, np.int8), "zb")]
+    nodes = [helper.make_node("QuantizeLinear", ["a", "sa", "za"], ["aq"]),
+             helper.make_node("QuantizeLinear", ["b", "sb", "zb"], ["bq"]),
+             helper.make_node("MatMulIntegerToFloat", ["aq", "bq", "sa", "sb", "za", "zb"], ["y"],
+                              domain="com.microsoft")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a_shape)),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, list(b_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=consts)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -74,6 +101,17 @@ def main() -> None:
     ops = 2.0 * 64 * 4 * 64 * 64 * 24
     for name, context in (("P·V fp32, subnormal P", nullcontext), ("P·V fp32, subnormal P, flushed", flush_denormals)):
         cases[name] = ((lambda: pv.run(None, {"a": probs, "b": values})), ops, context)
+    for windows, heads in ATTENTION:
+        q_shape, k_shape, p_shape = (windows, heads, 64, 24), (windows, heads, 24, 64), (windows, heads, 64, 64)
+        for product, a_shape, b_shape, a in (
+                ("Q·Kᵀ", q_shape, k_shape, rng.normal(size=q_shape)), ("P·V", p_shape, q_shape, rng.random(p_shape))):
+            feed = {"a": a.astype(np.float32), "b": rng.normal(size=b_shape).astype(np.float32)}
+            ops = 2.0 * windows * heads * 64 * a_shape[-1] * b_shape[-1]
+            zero = 128 if product == "Q·Kᵀ" else 0  # Q is signed, P in [0, 1]
+            for kind, s in (("fp32", session(a_shape, b_shape, "fp32")),
+                            ("u8s8 + 2 Quantize", quantized_attention(a_shape, b_shape, zero))):
+                cases[f"attention {windows}x{heads} {product} {kind}"] = (
+                    (lambda s=s, feed=feed: s.run(None, feed)), ops, flush_denormals)
     best: dict[str, float] = {}
     for _ in range(args.repeats):
         for name, (run, _, context) in cases.items():
@@ -92,6 +130,13 @@ def main() -> None:
             f"{rate[kind]:.0f} ({rate[kind] / rate['fp32']:.1f}×)" for kind in ("u8s8", "u8u8", "s8s8")) + " |")
     for name in [n for n in cases if n.startswith("P·V")]:
         print(f"{name}: {1e3 * best[name]:.2f} ms")
+    print("\n| attention product (windows × heads) | fp32 ms | u8×s8 + its 2 Quantize ms (× fp32) |\n|---|---|---|")
+    for windows, heads in ATTENTION:
+        for product in ("Q·Kᵀ", "P·V"):
+            key = f"attention {windows}x{heads} {product}"
+            fp32, integer = best[f"{key} fp32"], best[f"{key} u8s8 + 2 Quantize"]
+            print(f"| {product} ({windows} × {heads}) | {1e3 * fp32:.2f} | {1e3 * integer:.2f} "
+                  f"({fp32 / integer:.2f}×) |")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ class OrtBackend:
         options.enable_mem_pattern = not low_memory
         # ORT's pool threads flush subnormals (Swin's masked softmax makes many; see backends/denormals.py).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        # Pool threads block between kernels instead of spinning: a spinning pool took 2.1x the CPU and 2.4x
+        # the wall time per INT8 window at 2 threads beside other work (BENCHMARKS.md, *INT8 on Intel Xeon*, 10).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -129,3 +129,16 @@ def test_bench_rejects_a_bad_batch_list_in_one_line(tiny_bundle: Path) -> None:
     result = CliRunner().invoke(edge_app, ["bench", "--bundle", str(tiny_bundle), "--batch", "1,x"])
     assert result.exit_code == 2
     assert "--batch" in result.output and "Traceback" not in result.output
+
+
+def test_pool_threads_block_instead_of_spinning_with_the_same_answers(tiny_bundle: Path) -> None:
+    """ORT's intra-op pool is told not to spin between kernels (it took 2x the CPU beside other work), and a
+    2-thread session gives the 1-thread session's embeddings."""
+    bundle = open_bundle(tiny_bundle)
+    params = bundle.manifest.frontend
+    features = np.random.default_rng(0).normal(-40, 20, (2, 1, params.n_frames, params.n_mels)).astype(np.float32)
+    two = OrtBackend(bundle, threads=2)
+    options = two._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+    np.testing.assert_allclose(two.embed(features), OrtBackend(bundle, threads=1).embed(features), atol=1e-5)
