@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ CANDIDATES = 400
 QUERIES = 200
 CHUNK = 20_000
 """Windows per ``add`` call (collect indexes page by page)."""
+DRAW = 2_000
+"""Rows per draw of the season mixture (a draw needs ~12 KB a row)."""
 THREADS = os.cpu_count() or 1
 
 
@@ -242,11 +244,21 @@ def measure(name: str, data: Path, truth: Path, folder: Path) -> dict[str, float
 # ---------------------------------------------------------------- data
 
 
-def synthetic(path: Path, windows: int) -> None:
+def season_chunks(windows: int, chunk: int = CHUNK, draw: int = DRAW) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids from 1, float16 rows) of ``windows`` season-mixture windows, ``chunk`` at a time, drawn ``draw`` rows
+    at a time; the same every call (seed 0)."""
     rng = np.random.default_rng(0)
+    for first in range(0, windows, chunk):
+        count = min(chunk, windows - first)
+        rows = np.concatenate([season_vectors(rng, min(draw, count - a)).astype(np.float16)
+                               for a in range(0, count, draw)])
+        yield np.arange(first + 1, first + count + 1, dtype=np.int64), rows
+
+
+def synthetic(path: Path, windows: int) -> None:
     out = np.lib.format.open_memmap(path, "w+", np.float16, (windows, 512))
-    for a in range(0, windows, 100_000):
-        out[a : a + 100_000] = season_vectors(rng, min(100_000, windows - a))
+    for ids, rows in season_chunks(windows, 100_000, 100_000):
+        out[ids[0] - 1 : ids[-1]] = rows
     out.flush()
 
 

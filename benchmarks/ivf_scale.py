@@ -31,13 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ann_candidates import PeakAnon, _anon_mb  # noqa: E402
+from benchmarks.ann_candidates import CANDIDATES, CHUNK, K, PeakAnon, _anon_mb, season_chunks  # noqa: E402
 from benchmarks.archive_season import DIM, season_vectors  # noqa: E402
 
-K = 10
-CANDIDATES = 400
-CHUNK = 20_000
-DRAW = 2_000
 SQ8_SEGMENT = 200_000
 
 
@@ -56,19 +52,9 @@ class Truth:
         self.scores, self.ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(every, keep, 1)
 
 
-def chunks(windows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids from 1, float16 rows) of the season, chunk by chunk (the same every call)."""
-    rng = np.random.default_rng(0)
-    for first in range(0, windows, CHUNK):
-        count = min(CHUNK, windows - first)  # drawn in small pieces: the mixture's draw needs ~12 KB a row
-        rows = np.concatenate([season_vectors(rng, min(DRAW, count - a)).astype(np.float16)
-                               for a in range(0, count, DRAW)])
-        yield np.arange(first + 1, first + len(rows) + 1, dtype=np.int64), rows
-
-
 def queries_for(count: int, windows: int) -> np.ndarray:
     """``count`` season draws, then ``count`` windows of the first chunk plus noise (search by example)."""
-    _, first = next(chunks(min(windows, CHUNK)))
+    _, first = next(season_chunks(min(windows, CHUNK)))
     noisy = first[:: max(1, len(first) // count)][:count].astype(np.float32)
     noisy += 0.02 * np.random.default_rng(6).standard_normal(noisy.shape, dtype=np.float32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
@@ -92,7 +78,7 @@ def build(ivf: Any, folder: Path, windows: int, queries: np.ndarray, large: bool
 
     def fed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         nonlocal indexing
-        for ids, rows in chunks(windows):
+        for ids, rows in season_chunks(windows):
             truth.add(ids, rows.astype(np.float32))
             indexing -= time.process_time()
             yield ids, rows
@@ -116,7 +102,7 @@ def build_sq8(folder: Path, windows: int) -> None:
     trained.train(season_vectors(np.random.default_rng(1), 32_768))
     faiss.write_index(trained, str(folder / "trained.faiss"))
     segment: Any = None
-    for ids, rows in chunks(windows):
+    for ids, rows in season_chunks(windows):
         if segment is None:
             segment, first = faiss.read_index(str(folder / "trained.faiss")), int(ids[0])
         segment.add_with_ids(rows.astype(np.float32), ids)
