@@ -96,19 +96,19 @@ def _read(rows: Iterable[Row], inbox: queue.Queue[Row | _End], stop: threading.E
     end = _End()
     try:
         for row in rows:
-            while not stop.is_set():
-                try:
-                    inbox.put(row, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not _put(inbox, row, stop):
                 return
     except BaseException as e:  # handed to the driver's thread, which raises it
         end = _End(e)
+    _put(inbox, end, stop)
+
+
+def _put(inbox: queue.Queue[Row | _End], item: Row | _End, stop: threading.Event) -> bool:
+    """``item`` into ``inbox``, waiting while it is full, unless ``stop`` comes first; whether to go on (no stop)."""
     while not stop.is_set():
         try:
-            inbox.put(end, timeout=0.5)
-            return
+            inbox.put(item, timeout=0.5)
+            break
         except queue.Full:
             continue
+    return not stop.is_set()
