@@ -49,13 +49,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
 from edge.audio.files import find_audio_files, read_file, stream_file  # noqa: E402
 from edge.audio.windowing import Window, Windower, clip_windows  # noqa: E402
 from edge.errors import AudioError  # noqa: E402
 from edge.stream.pipeline import batched_windows  # noqa: E402
 
-DEFAULT_AUDIO = Path(os.environ.get("BIOLINGUAL_SHARED_AUDIO", REPO.parent / "shared" / "audio"))
-"""The shared field recordings (as the tests find them): set BIOLINGUAL_SHARED_AUDIO from a worktree."""
 DEFAULT_CACHE = Path("/tmp/bench-cache")
 RATE = 48_000
 KIB = 1024
@@ -362,7 +361,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], fastest: str) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="folder of real recordings")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the full checkpoint/bundle live")
     parser.add_argument("--window", type=float, default=10.0, help="window length in seconds")
     parser.add_argument("--hop", type=float, default=5.0, help="hop in seconds")
@@ -379,6 +378,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the results table as markdown here")
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
 
     from edge.model.bundle import open_bundle
     from edge.ops.bench import machine_info

@@ -16,16 +16,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, required=True, help="any bundle (its frontend parameters)")
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose edge/ is timed")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the recordings; the best is kept")
     parser.add_argument("--piece-seconds", type=float, default=300.0)
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
     sys.path.insert(0, str(args.repo))
 
     from edge.audio.files import find_audio_files
