@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.card.embedformat import UNKNOWN_UTC_US
 
@@ -25,6 +26,17 @@ RAY_LOG_LINE = re.compile(r"\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+:\d+ -- |^T
 """A line of Ray's (or Ray Data's) Python logging on the driver's console."""
 JOB_LIMIT_S = 400
 """A job on the cluster ends (done or failed) well within this; longer is the hang the issue forbids."""
+
+
+def need_ray() -> None:
+    """Skip the calling test module where Ray (an optional extra) is not installed; in CI, where .ci/run installs
+    the [ray] extra, a missing Ray is a broken install and is raised."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("Ray is an optional extra: pip install 'biolingual-edge[ray]'", allow_module_level=True)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from tests.desk.ray.cluster import (
     Cluster,
     frozen,
     hooked,
+    need_ray,
     ray_said_nothing,
     session_pids,
     started_by,
@@ -27,12 +28,7 @@ from tests.desk.ray.cluster import (
     worker_peak,
 )
 
-try:
-    import ray  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):  # .ci/run installs the [ray] extra: a missing Ray there is a broken install
-        raise
-    pytest.skip("Ray is an optional extra: pip install 'biolingual-edge[ray]'", allow_module_level=True)
+need_ray()
 
 
 def rescore_command(db: Path, bundle: Path, labels: Path, out: Path, *engine: str) -> list[str]:

@@ -20,18 +20,14 @@ from tests.desk.ray.cluster import (
     Cluster,
     frozen,
     hooked,
+    need_ray,
     ray_said_nothing,
     session_pids,
     started_by,
     wait_for,
 )
 
-try:
-    import ray  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):  # .ci/run installs the [ray] extra: a missing Ray there is a broken install
-        raise
-    pytest.skip("Ray is an optional extra: pip install 'biolingual-edge[ray]'", allow_module_level=True)
+need_ray()
 
 TABLES = ("detections.csv", *(f"r{i}.BioLingual.selection.table.txt" for i in range(8)))
 PLACEMENT = re.compile(r"ray: pieces per node: (.*)")

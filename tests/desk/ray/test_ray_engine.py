@@ -14,13 +14,9 @@ from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
 from edge.batch.piece_analysis import PieceResult
 from edge.batch.pieces import Piece
 from edge.batch.writer import WORKLOG_NAME
+from tests.desk.ray.cluster import need_ray
 
-try:
-    import ray  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):  # .ci/run installs the [ray] extra: a missing Ray there is a broken install
-        raise
-    pytest.skip("Ray is an optional extra: pip install 'biolingual-edge[ray]'", allow_module_level=True)
+need_ray()
 
 LISTEN_PID = re.compile(r"pid=(\d+)")
 
