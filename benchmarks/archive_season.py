@@ -20,9 +20,7 @@ import argparse
 import functools
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -32,6 +30,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.phase_runner import report_phase, run_phase, scale_parser  # noqa: E402
 
 RATE = 48_000
 WINDOW = 10 * RATE
@@ -45,10 +45,6 @@ FULL_SIZE_MS_PER_WINDOW = 84.7
 SEARCH_QUERIES = 5
 RESCORE_THRESHOLD = 16.0
 """Score (cosine × 100) that about 1 % of random windows reach for their best of 100 random labels."""
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -242,51 +238,17 @@ def phase_naive(work: Path) -> dict[str, float]:
 PHASES = {"write", "collect", "index", "rescore", "rescore-threshold", "search", "naive"}
 
 
-SAMPLE_S = 0.05
-"""How often a phase's resident memory is sampled."""
-
-
-def resident_mb(pid: int) -> dict[str, float]:
-    """``RssAnon`` and ``RssFile`` of process ``pid`` in MB (empty once it is gone)."""
-    found: dict[str, float] = {}
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key in ("RssAnon", "RssFile"):
-                    found[key] = int(value.split()[0]) / 1024
-    except (OSError, ValueError):
-        return {}
-    return found
-
-
-def run_phase(name: str, args: argparse.Namespace) -> dict[str, float]:
+def phase_child(name: str, args: argparse.Namespace) -> dict[str, float]:
+    """Phase ``name`` in a process of its own: wall seconds, what it printed, its peak anonymous and file RSS."""
     command = [sys.executable, __file__, "--phase", name, "--workdir", str(args.workdir), "--windows",
                str(args.windows), "--units", str(args.units), *(["--no-recall"] if args.no_recall else [])]
-    peak = {"RssAnon": 0.0, "RssFile": 0.0}
-    started = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as child:
-        while True:  # the two peaks come from separate samples: their sum may exceed the peak RSS
-            for key, value in resident_mb(child.pid).items():
-                peak[key] = max(peak[key], value)
-            try:
-                stdout, stderr = child.communicate(timeout=SAMPLE_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    wall = time.perf_counter() - started
-    if child.returncode:
-        raise SystemExit(f"phase {name} failed:\n{stderr[-4000:]}")
-    return {"wall_s": wall, **json.loads(stdout.strip().splitlines()[-1]),
-            "peak_rss_anon_mb": peak["RssAnon"], "peak_rss_file_mb": peak["RssFile"]}
+    run = run_phase(command, f"phase {name}", REPO)
+    return {"wall_s": run.wall_s, **run.result, "peak_rss_anon_mb": run.peak_rss_anon_mb,
+            "peak_rss_file_mb": run.peak_rss_file_mb}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--windows", type=int, default=1_000_000)
-    parser.add_argument("--units", type=int, default=20)
-    parser.add_argument("--labels", type=int, default=100)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/archive-bench"))
+    parser = scale_parser(__doc__, Path("/tmp/archive-bench"))
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-recall", action="store_true", help="search phase: skip the search-by-example recall runs")
@@ -301,7 +263,7 @@ def main() -> None:
                     "rescore-threshold": lambda: phase_rescore(work, RESCORE_THRESHOLD),
                     "search": lambda: phase_search(work, not args.no_recall), "naive": lambda: phase_naive(work)}
         result = handlers[args.phase]()
-        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        report_phase(result)
         return
     from edge.ops.bench import machine_line
 
@@ -318,7 +280,7 @@ def main() -> None:
     report: dict[str, object] = {"windows": args.windows, "units": args.units, "labels": args.labels,
                                  "machine": machine_line()}
     for name in phases:
-        report[name] = {**run_phase(name, args), "load_1min": os.getloadavg()[0]}
+        report[name] = {**phase_child(name, args), "load_1min": os.getloadavg()[0]}
         print(name, json.dumps(report[name]), flush=True)
     naive = report.get("naive")
     rescore = report.get("rescore")

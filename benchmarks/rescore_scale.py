@@ -17,7 +17,6 @@ import argparse
 import filecmp
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.phase_runner import report_phase, run_phase, scale_parser  # noqa: E402  (this tree's, always)
+
 CODE_VARIABLE = "RESCORE_SCALE_CODE"
 """The tree a rescore child imports the project from (this one, or the baseline's)."""
 sys.path.insert(0, os.environ.get(CODE_VARIABLE, str(REPO)))
@@ -97,16 +100,9 @@ def run_rescore(code: Path, work: Path, out: Path, threshold: float | None) -> d
                "--workdir", str(work), "--out", str(out), *([] if threshold is None else ["--threshold",
                                                                                           str(threshold)])]
     env = {**os.environ, "PYTHONPATH": str(code), CODE_VARIABLE: str(code)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env)
-    wall = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"rescore ({code}) failed:\n{done.stderr[-4000:]}")
-    child = json.loads(done.stdout.strip().splitlines()[-1])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": child["peak_rss_mb"], "rows": child["rows"]}
+    run = run_phase(command, f"rescore ({code})", code, env)
+    return {"wall_s": run.wall_s, "cpu_s": run.cpu_s, "peak_rss_mb": run.result["peak_rss_mb"],
+            "rows": run.result["rows"]}
 
 
 def extract(revision: str, folder: Path) -> Path:
@@ -129,11 +125,7 @@ def loadavg() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--windows", type=int, default=1_000_000)
-    parser.add_argument("--units", type=int, default=20)
-    parser.add_argument("--labels", type=int, default=100)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rescore-bench"))
+    parser = scale_parser(__doc__, Path("/tmp/rescore-bench"))
     parser.add_argument("--baseline", help="git revision to compare against (omit: this tree only)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threshold", type=float, help="rescore --threshold (default: top-1 of every window)")
@@ -150,7 +142,7 @@ def main() -> None:
 
         assert Path(desk.__file__).parents[1] == Path(os.environ.get(CODE_VARIABLE, REPO)), desk.__file__
         result = phase_rescore(work, args.out, args.threshold, args.profile)
-        print(json.dumps({**result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        report_phase(result)
         return
     temp = Path(tempfile.mkdtemp(prefix="rescore-scale-"))
     try:
