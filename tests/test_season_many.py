@@ -17,10 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from desk.archive.many import ID_BITS
+from desk.archive.windows import open_store
 from edge.cli import app
 from edge.model.bundle import open_bundle
 from edge.scoring.heads import head_key
-from tests.conftest import own_list_bundle, unit_card
+from tests.conftest import OWN_LIST, own_list_bundle, unit_card
 
 runner = CliRunner()
 SEASONS = {"2024": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "20240501_210000.WAV"),
@@ -29,6 +30,8 @@ SEASONS = {"2024": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "2
            "2025": (("u1", "kitzeslab__opensoundscape/great_plains_toad.wav", "20250501_210000.WAV"),)}
 """Per season, its units: (unit id, shared recording, the AudioMoth name it is recorded under). u1 ran both.
 Recordings whose own metadata carries no other start time (the name's time is the unit's clock)."""
+PER_LABEL = 40
+"""``--per-label`` of the review: more than the two seasons' windows, so the review holds every one of them."""
 REPORTED = re.compile(r"(\d+)\s+unit\(s\),\s+(\d+)\s+species,\s+(\d+)\s+detections")
 
 
@@ -70,7 +73,7 @@ def reviewed(seasons: dict[str, Path]) -> tuple[list[dict[str, str]], Path]:
     higher half of each label's scores right."""
     root = seasons["root"]
     cli("logs", "review", *dbs(seasons["2024"], seasons["2025"]), "--bundle", str(seasons["bundle"]), "--labels",
-        str(seasons["labels"]), "--per-label", "40", "--out", str(root / "review"))
+        str(seasons["labels"]), "--per-label", str(PER_LABEL), "--out", str(root / "review"))
     review = rows_of(root / "review" / "review.csv")
     for name in {r["label"] for r in review}:
         mine = sorted(float(r["score"]) for r in review if r["label"] == name)
@@ -95,8 +98,16 @@ def test_two_seasons_reviewed_rescored_and_reported_as_one(seasons: dict[str, Pa
     both = dbs(seasons["2024"], seasons["2025"])
 
     review, filled = reviewed
+    held = []
+    for year in ("2024", "2025"):
+        with open_store(seasons[year]) as store:
+            held.append(store.count())
+    assert min(held) > 0 and sum(held) <= PER_LABEL  # so no sample is drawn: the review depends on no seed/score
+    # every window of both seasons, once for each label, with ids that say which season
     places = Counter(int(r["window_id"]) >> ID_BITS for r in review)
-    assert set(places) == {0, 1}, places  # windows of both seasons, ids that say which
+    labels_listed = len(OWN_LIST.splitlines())
+    assert places == {0: held[0] * labels_listed, 1: held[1] * labels_listed}, (places, held)
+    assert len({(r["label"], r["window_id"]) for r in review}) == len(review)
     assert all(Path(r["source_path"]).is_file() for r in review)  # every reviewed window has its audio
     assert {r["unit_id"] for r in review} == {"u1", "u2"}
     cli("logs", "fit-confidence", "--review", str(filled), "--out", str(root / "confidence.json"),
