@@ -13,7 +13,6 @@ import logging
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +25,7 @@ from edge.audio.windowing import Window, Windower
 from edge.card import RunLog
 from edge.config.schedule import Schedule
 from edge.daemon import notify
+from edge.daemon.clip_gate import ClipGate
 from edge.daemon.contract import (
     CLIPPED_SPANS_REMEMBERED,
     DEVICE_POLL_S,
@@ -48,7 +48,7 @@ from edge.daemon.contract import (
 from edge.daemon.health import SignalMonitor, process_health
 from edge.errors import AudioError, BackendError
 from edge.scoring.scorer import Scores
-from edge.stream.clip_buffer import ClipBuffer
+from edge.stream.clip_buffer import Clip, ClipBuffer
 from edge.stream.detector import DetectionEvent, EventDetector
 from edge.stream.pipeline import Stages, embed_and_score
 
@@ -87,8 +87,8 @@ class Daemon:
         self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples, options.clip_max_s)
         self._anchor: tuple[datetime, int] | None = None
         """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
-        self._privacy_hits: list[DetectionEvent] = []
-        self._clipped_spans: deque[tuple[int, int]] = deque(maxlen=CLIPPED_SPANS_REMEMBERED)
+        self._gate = ClipGate(round(options.privacy_guard_s * options.sample_rate), PRIVACY_MEMORY,
+                              CLIPPED_SPANS_REMEMBERED)
         self._xruns_logged = 0
         self._ready_sent = False
         self.reopen_requested = False
@@ -286,6 +286,7 @@ class Daemon:
             self.exit_code = EXIT_NO_AUDIO if isinstance(e, AudioError) else EXIT_PIPELINE
         finally:
             self._close_events()
+            self._write_clips(None)
 
     def _process_all(self, windows: list[Window]) -> None:
         for batch_start in range(0, len(windows), self.options.max_batch):
@@ -305,6 +306,7 @@ class Daemon:
         end = self.source_end()
         until = self.schedule.next_change(datetime.now(timezone.utc))
         self._close_events()
+        self._write_clips(None)
         self.source.close()
         self.sink.event("scheduled_off", end, until=until.isoformat() if until else None)
         self.sink.flush()
@@ -361,6 +363,7 @@ class Daemon:
         self.windows_analysed += len(windows)
         events = self.detector.update([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
         self._emit(events)
+        self._write_clips(windows[-1].start_sample)
         for w in windows:
             start = max(w.start_sample, self.effort_end)
             if w.end_sample > start:
@@ -424,6 +427,8 @@ class Daemon:
     # ---------------------------------------------------------------- outputs
 
     def _close_events(self) -> None:
+        # speech still awaiting confirmation when the events are cut short guards clips as much as confirmed speech
+        self._gate.heard(self.detector.open_spans(self.options.privacy_labels))
         self._emit(self.detector.flush())
         self.sink.flush()
 
@@ -434,34 +439,32 @@ class Daemon:
         privacy = [e for e in events if e.label in self.options.privacy_labels]
         for hit in privacy:
             self.sink.event("privacy_hit", hit.start_sample, end_sample=hit.end_sample)
-        self._privacy_hits = (self._privacy_hits + privacy)[-PRIVACY_MEMORY:]
+        self._gate.heard([(hit.start_sample, hit.end_sample) for hit in privacy])
         hidden = set(self.options.privacy_labels) | set(self.options.background_labels)
         detections = [e for e in events if e.label not in hidden]
         if detections:
             self.sink.detections(detections)
             self.detections_logged += len(detections)
         if self.options.save_clips:
-            guard = round(self.options.privacy_guard_s * self.options.sample_rate)
-            # speech still open (or awaiting confirmation) counts as much as speech already closed
-            private = [(p.start_sample, p.end_sample) for p in self._privacy_hits]
-            private += self.detector.open_spans(self.options.privacy_labels)
-            # one clip per detected span: labels detected over the same audio share the best-scoring one's clip
-            for event in sorted(detections, key=lambda e: -e.peak_score):
-                if any(_near(event, span, guard) for span in private):
-                    continue
-                span = (event.start_sample, event.end_sample)
-                if span in self._clipped_spans:
-                    continue
-                self._clipped_spans.append(span)
-                rate = self.options.sample_rate
-                clip = self._clips.cut(max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate)),
-                                       event.end_sample + round(self.options.clip_post_roll_s * rate))
-                if clip is None:
-                    continue
-                if clip.cut_samples:
-                    self.sink.event("clip_cut", event.start_sample, label=event.label,
-                                    clip_start_sample=clip.start_sample, missing_s=round(clip.cut_samples / rate, 3))
-                self.sink.save_clip(event, clip.pieces, clip.start_sample, cut_samples=clip.cut_samples)
+            self._gate.hold(detections, self.detector.open_spans(self.options.privacy_labels), self._cut_clip)
+
+    def _cut_clip(self, event: DetectionEvent) -> Clip | None:
+        """The audio of ``event``'s clip, pre- and post-roll included, as far as it is still held."""
+        rate = self.options.sample_rate
+        return self._clips.cut(max(0, event.start_sample - round(self.options.clip_pre_roll_s * rate)),
+                               event.end_sample + round(self.options.clip_post_roll_s * rate))
+
+    def _write_clips(self, analysed_from: int | None) -> None:
+        """Write the held clips whose privacy guard was heard (all undecided ones when ``analysed_from`` is None)."""
+        if not self.options.save_clips:
+            return
+        rate = self.options.sample_rate
+        for held in self._gate.decide(analysed_from, self.detector.open_spans(self.options.privacy_labels)):
+            event, clip = held.event, held.clip
+            if clip.cut_samples:
+                self.sink.event("clip_cut", event.start_sample, label=event.label,
+                                clip_start_sample=clip.start_sample, missing_s=round(clip.cut_samples / rate, 3))
+            self.sink.save_clip(event, clip.pieces, clip.start_sample, cut_samples=clip.cut_samples)
 
     def _heartbeat(self, uptime_s: float) -> None:
         stats = self.source.stats
@@ -481,7 +484,3 @@ class Daemon:
         })
         self.sink.flush()
 
-
-def _near(event: DetectionEvent, span: tuple[int, int], margin: int) -> bool:
-    """Whether ``event`` overlaps ``span`` widened by ``margin`` samples on each side."""
-    return event.start_sample < span[1] + margin and span[0] - margin < event.end_sample
