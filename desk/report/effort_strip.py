@@ -7,7 +7,7 @@ report (and the reader) tell the other cases apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -88,13 +88,21 @@ def minute_states(con: duckdb.DuckDBPyConnection, season: Season, boots: list[Bo
                                                       states[row[unit], crashed])
     for unit, moment, seconds in gap_spans(con):
         if unit in row and seconds:
-            states[row[unit], index(moment):index(moment) + int(np.ceil(seconds / SECONDS_PER_MINUTE))] = GAP
+            states[row[unit], index(moment):_end_column(season, moment + timedelta(seconds=seconds))] = GAP
     for unit, spans_off in scheduled_off_spans(con).items():
         for off, on in spans_off:
             if unit in row:
                 states[row[unit], index(off):index(on)] = SCHEDULED_OFF
     states[season.effort_min_s >= LISTENED_MIN_S] = LISTENED
     return states
+
+
+def _end_column(season: Season, end: datetime) -> int:
+    """The column after the last minute a span ending at ``end`` touches: a span across a season break ends at
+    its wall-clock end, not that many columns on (the skipped days have none)."""
+    last = end - timedelta(microseconds=1)
+    column = season.minute_index(last)
+    return column + 1 if season.utc_at_minute(column) <= last else column
 
 
 def slot_states(states: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from desk.collect.database import connect
+from desk.report.effort_strip import GAP, LISTENED, NO_RECORD, boot_spans, minute_states
 from desk.report.season import SEASON_BREAK_DAYS, load_season
 from edge.cli import app
 from tests.desk.report.test_report import Page
@@ -115,6 +116,39 @@ def test_one_season_with_quiet_weeks_stays_one_contiguous_range(tmp_path: Path) 
         con.close()
     assert season.hours == (SEASON_BREAK_DAYS - 1) * 24 and len(season.seasons) == 1
     assert season.minute_index(later.replace(tzinfo=None)) == (SEASON_BREAK_DAYS - 2) * 24 * 60
+
+
+def test_a_gap_across_a_season_break_ends_where_it_ended(tmp_path: Path) -> None:
+    """A unit that lost its microphone at the end of May and got it back 92 days later: the gap runs across the
+    skipped days and ends at the reconnection, not as many minute columns on (the rest of the next season)."""
+    first, back = datetime(2022, 5, 1, 18, tzinfo=timezone.utc), datetime(2022, 8, 1, 20, tzinfo=timezone.utc)
+    writer = UnitWriter(tmp_path / "am01", "AM-01", None, clips=False)
+    log = writer.boot(first)
+    log.event("start")
+    log.open_stream(first, 0, "ntp")
+    sample = writer.listen(log, 0, first, 4)
+    lost = first + timedelta(hours=4)
+    log.event("gap", sample=sample, end_sample=sample + 1, seconds=(back - lost).total_seconds())
+    log.open_stream(back, sample + 1, "ntp")
+    writer.listen(log, sample + 1, back, 2)
+    log.event("stop", exit_code=0)
+    log.close()
+    write_unit(tmp_path / "am02", "AM-02", None, datetime(2022, 8, 1, tzinfo=timezone.utc), 48)
+    cli("collect", str(tmp_path / "am01"), str(tmp_path / "am02"), "--into", str(tmp_path / "db.duckdb"))
+    con = connect(tmp_path / "db.duckdb")
+    try:
+        season = load_season(con)
+        states = minute_states(con, season, boot_spans(con, datetime(2000, 1, 1), datetime(2100, 1, 1)))
+    finally:
+        con.close()
+    assert len(season.seasons) == 2, "precondition: the 92 days between are a season break"
+    am01 = states[season.units.index("AM-01")]
+    column = season.minute_index
+    after_break = column(datetime(2022, 8, 1))
+    assert (am01[column(datetime(2022, 5, 1, 22)):after_break] == GAP).all(), "the rest of May 1 is in the gap"
+    assert (am01[after_break:column(datetime(2022, 8, 1, 20))] == GAP).all(), "so is Aug 1 until it came back"
+    assert (am01[column(datetime(2022, 8, 1, 20)):column(datetime(2022, 8, 1, 22))] == LISTENED).all()
+    assert (am01[column(datetime(2022, 8, 1, 22, 1)):] == NO_RECORD).all(), "nothing is known after its stop"
 
 
 def test_the_page_jumps_between_seasons_and_reads_the_sum(browser: Any, archive: dict[str, Path]) -> None:
