@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,14 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from archive_season import RATE, season_vectors  # noqa: E402  (the same clustered mixture)
+from archive_season import RATE, SAMPLE_S, resident_mb, season_vectors  # noqa: E402  (the same mixture)
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 BATCH = 20_000
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set, VmHWM (unlike ``ru_maxrss``, not inherited across exec)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def databases(work: Path) -> list[Path]:
@@ -172,6 +173,25 @@ PHASES = {"write": phase_write, "read": phase_read, "hnsw": phase_hnsw, "export"
 DEFAULT_PHASES = "write,read,hnsw,export,search"
 
 
+def run_phase(command: list[str], name: str) -> dict[str, float]:
+    """One phase in its own process, its ``RssAnon`` and ``RssFile`` sampled from outside (peaks of separate
+    samples: their sum may exceed the peak RSS, VmHWM, that the phase reports itself)."""
+    peak = {"RssAnon": 0.0, "RssFile": 0.0}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        while True:
+            for key, value in resident_mb(child.pid).items():
+                peak[key] = max(peak[key], value)
+            try:
+                stdout, stderr = child.communicate(timeout=SAMPLE_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    if child.returncode:
+        sys.exit(f"{name} failed:\n{stderr[-4000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_anon_mb": peak["RssAnon"],
+            "peak_rss_file_mb": peak["RssFile"]}
+
+
 def run_size(args: argparse.Namespace, windows: int, phases: list[str]) -> dict[str, dict[str, float]]:
     """Every phase of one archive size, each in a fresh process."""
     work = args.workdir / f"{windows}"
@@ -179,12 +199,9 @@ def run_size(args: argparse.Namespace, windows: int, phases: list[str]) -> dict[
     work.mkdir(parents=True)
     results = {}
     for phase in phases:
-        done = subprocess.run([sys.executable, __file__, "--phase", phase, "--windows", str(windows), "--units",
-                               str(args.units), "--databases", str(args.databases), "--queries", str(args.queries),
-                               "--workdir", str(work)], capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{phase} at {windows} windows failed:\n{done.stderr}")
-        results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[phase] = run_phase([sys.executable, __file__, "--phase", phase, "--windows", str(windows), "--units",
+                                    str(args.units), "--databases", str(args.databases), "--queries",
+                                    str(args.queries), "--workdir", str(work)], f"{phase} at {windows} windows")
         print(f"{windows} {phase} {results[phase]} load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     export = results.get("export")
     if export:
@@ -235,14 +252,19 @@ def main() -> None:
             phases.remove("search")
     results = {size: run_size(args, int(size), phases) for size in args.windows.split(",")}
     print(json.dumps(results, indent=1))
-    print("| windows | export s (CPU s) | peak RSS MB | output MB (B/window) | read s | HNSW alone s |")
-    print("|---|---|---|---|---|---|")
+    print("| windows | export s (CPU s) | peak RSS MB (anon / file) | output MB (B/window) | read s (CPU s) | "
+          "brute top-10 = ours | HNSW recall@10 | query ours / brute / HNSW |")
+    print("|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
     for size, result in results.items():
-        export, read, hnsw = result.get("export", {}), result.get("read", {}), result.get("hnsw", {})
-        print(f"| {int(size):,} | {export.get('seconds', 0):.1f} ({export.get('cpu_s', 0):.1f}) | "
-              f"{export.get('peak_rss_mb', 0):.0f} | {export.get('output_mb', 0):.1f} "
-              f"({export.get('bytes_per_window', 0):.0f}) | {read.get('seconds', float('nan')):.1f} | "
-              f"{hnsw.get('build_s', float('nan')):.1f} |")
+        export, read, search = result.get("export", {}), result.get("read", {}), result.get("search", {})
+        print(f"| {int(size):,} | {export.get('seconds', nan):.1f} ({export.get('cpu_s', nan):.1f}) | "
+              f"{export.get('peak_rss_mb', nan):.0f} ({export.get('peak_rss_anon_mb', nan):.0f} / "
+              f"{export.get('peak_rss_file_mb', nan):.0f}) | {export.get('output_mb', nan):.1f} "
+              f"({export.get('bytes_per_window', nan):.0f}) | {read.get('seconds', nan):.1f} "
+              f"({read.get('cpu_s', nan):.1f}) | {search.get('brute_top10_overlap', nan):.2f} | "
+              f"{search.get('hnsw_recall_at_10', nan):.3f} | {search.get('ours_exact_s', nan):.2f} s / "
+              f"{search.get('hoplite_brute_s', nan):.2f} s / {1000 * search.get('hoplite_hnsw_s', nan):.1f} ms |")
 
 
 if __name__ == "__main__":
