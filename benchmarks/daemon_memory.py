@@ -158,8 +158,10 @@ def sink_running() -> bool:
 
 
 def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, minutes: float,
-                 threshold: float) -> dict[str, Any]:
-    """The Raspberry Pi 4 profile capturing ``fieldmic`` while ``minutes`` of the recording play into it."""
+                 threshold: float, repo: Path = REPO, env: dict[str, str] | None = None,
+                 launcher: tuple[str, ...] = ("-m", "edge")) -> dict[str, Any]:
+    """The Raspberry Pi 4 profile capturing ``fieldmic`` while ``minutes`` of the recording play into it, with
+    ``repo``'s code and ``env`` added to the daemon's environment."""
     import os
     import shutil
     import signal
@@ -179,14 +181,14 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
                     left -= len(block)
     log_dir = workdir / "memory-capture"
     shutil.rmtree(log_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "edge", "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
+    command = [sys.executable, *launcher, "run", "--labels", str(labels), "--bundle", str(bundle), "--log-dir",
                str(log_dir), "--device", "pulse", "--threshold", f"{threshold:g}", "--heartbeat", "1",
                "--precision", "int8", "--force-precision", "--set", "unit.unit_id=bench",
                *CONFIGS["raspberry-pi-4"], "--set", "schedule.duty.on_min=1439", "--set", "schedule.duty.off_min=1"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PULSE_SOURCE": f"{SINK}.monitor"}
+    env = {**os.environ, "PYTHONPATH": str(repo), "PULSE_SOURCE": f"{SINK}.monitor", **(env or {})}
     started = time.perf_counter()
     stderr = (workdir / "capture-daemon.stderr").open("w")
-    daemon = subprocess.Popen(command, cwd=REPO, env=env, stderr=stderr)
+    daemon = subprocess.Popen(command, cwd=repo, env=env, stderr=stderr)
     sampler = PeakSampler(daemon.pid)
     sampler.start()
     opened = False

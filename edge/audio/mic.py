@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.audio.alsa_plugins import release_unused_plugins
 from edge.audio.chunk import AudioChunk, downmix
 from edge.audio.resample import StreamResampler
 from edge.audio.ring import RingBuffer
@@ -176,6 +177,7 @@ class MicrophoneSource:
             self._stream, self._ring = stream, ring
             self._resampler = StreamResampler(rate, self.target_rate)
             self._next_sample = start_sample
+        release_unused_plugins()  # the device scan's ALSA plugins (libavcodec …), not this stream's
         log.info("capturing from '%s' at %d Hz, %d channel(s)", device.name, rate, channels)
         return OpenedStream(device.name, rate, channels, first_audio[0], start_sample)
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge import durable
 from edge.errors import BundleError
@@ -232,25 +232,45 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{path} is incomplete ({e!r})", "re-export the bundle") from e
 
 
+def verify_file(bundle_dir: Path, rel: str, expected: str) -> None:
+    """Raise :class:`BundleError` when ``rel`` is missing or its sha256 is not ``expected``."""
+    path = bundle_dir / rel
+    if not path.is_file():
+        raise BundleError(f"bundle file {path} is missing", "copy the whole bundle folder again")
+    if sha256_file(path) != expected:
+        raise BundleError(
+            f"bundle file {path} is corrupted (sha256 does not match manifest.json)",
+            "copy the bundle again from the workstation",
+        )
+
+
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
     """Raise :class:`BundleError` naming the first file that is missing or whose sha256 differs."""
     for rel, expected in manifest.files.items():
-        path = bundle_dir / rel
-        if not path.is_file():
-            raise BundleError(f"bundle file {path} is missing", "copy the whole bundle folder again")
-        if sha256_file(path) != expected:
-            raise BundleError(
-                f"bundle file {path} is corrupted (sha256 does not match manifest.json)",
-                "copy the bundle again from the workstation",
-            )
+        verify_file(bundle_dir, rel, expected)
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """An opened bundle folder and its manifest."""
+    """An opened bundle folder and its manifest.
+
+    Read a bundle file through :meth:`path`: a bundle opened with ``verify="on_read"`` checks each file's
+    sha256 the first time it is asked for, so a run hashes what it loads and not every precision's model.
+    """
 
     root: Path
     manifest: Manifest
+    verify_on_read: bool = False
+    """Files are checked one by one in :meth:`path` (else they were all checked when the bundle was opened,
+    or not at all)."""
+    _checked: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def path(self, rel: str) -> Path:
+        """The path of bundle file ``rel``, to read; its checksum verified first if not done yet."""
+        if self.verify_on_read and rel not in self._checked and rel in self.manifest.files:
+            verify_file(self.root, rel, self.manifest.files[rel])
+            self._checked.add(rel)
+        return self.root / rel
 
     def model(self, precision: str) -> ModelEntry:
         """The model entry for a precision, or a :class:`BundleError` listing the ones present."""
@@ -278,10 +298,11 @@ class Bundle:
         return f"'{precision}' is not a precision; choose one the bundle has: {have}"
 
 
-def open_bundle(bundle_dir: Path | str, verify: bool = True) -> Bundle:
-    """Read a bundle's manifest and (by default) verify every file's checksum."""
+def open_bundle(bundle_dir: Path | str, verify: bool | Literal["on_read"] = True) -> Bundle:
+    """Read a bundle's manifest and verify every file's checksum now (``True``), each file when it is first
+    read through :meth:`Bundle.path` (``"on_read"``: what a run loads, at start-up), or not at all."""
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    if verify:
+    if verify is True:
         verify_files(root, manifest)
-    return Bundle(root, manifest)
+    return Bundle(root, manifest, verify_on_read=verify == "on_read")

@@ -24,7 +24,7 @@ def check_precision(bundle: Bundle, key: str, force: bool = False) -> None:
     """Raise :class:`BundleError` unless the parity report says model ``key`` passed its gates."""
     entry = bundle.model(key)
     verify_hint = f"run `biolingual-export verify --bundle {bundle.root} --audio DIR`, or pass --force-precision"
-    path = bundle.root / PARITY_FILE
+    path = bundle.path(PARITY_FILE)
     verdict = None
     if path.is_file():
         try:

@@ -163,7 +163,7 @@ def run_stages(frontend: StreamingLogMel, embed: Callable[[np.ndarray], np.ndarr
 def bench_labels(bundle: Bundle) -> LabelSet:
     """The bundle's first label set, else seeded random unit vectors (scoring cost only)."""
     for entry in bundle.manifest.label_sets.values():
-        data = np.load(bundle.root / entry.path)
+        data = np.load(bundle.path(entry.path))
         return LabelSet(entry.names, data["embeddings"].astype(np.float32))
     rng = np.random.default_rng(NOISE_SEED)
     rows = rng.standard_normal((SYNTHETIC_LABELS, bundle.manifest.embedding_dim)).astype(np.float32)

@@ -160,7 +160,7 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
     system disk); ``create_log_dir`` makes a missing one first (a folder named on the command line).
     """
     require_log_dir(Path(config.storage.log_dir), create_log_dir)
-    bundle = open_bundle(config.model.bundle)
+    bundle = open_bundle(config.model.bundle, verify="on_read")  # hash what this run loads, not every precision
     precision = choose_precision(config, bundle)
     rate = bundle.manifest.frontend.sampling_rate
     window = round(config.analysis.window_s * rate)

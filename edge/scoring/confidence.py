@@ -92,7 +92,7 @@ def load_confidence(bundle: Bundle, labels_key: str) -> Confidence | None:
     if rel not in bundle.manifest.files:
         return None
     try:
-        raw = json.loads((bundle.root / rel).read_text(encoding="utf-8"))
+        raw = json.loads(bundle.path(rel).read_text(encoding="utf-8"))
         confidence = parse_confidence(raw)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BundleError(f"confidence {bundle.root / rel} is unreadable ({e})",

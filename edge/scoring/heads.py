@@ -40,7 +40,7 @@ def load_head(bundle: Bundle, name: str) -> LabelSet:
         have = ", ".join(head_names(bundle)) or "none"
         raise LabelError(f"bundle {bundle.root} has no head '{name}' (it has: {have})",
                          f"train one with `biolingual-edge logs train-head --bundle {bundle.root} --name {name} ...`")
-    data = np.load(bundle.root / entry.path)
+    data = np.load(bundle.path(entry.path))
     try:
         trained_in = str(json.loads(str(data["provenance"]))["model_sha256"])
     except (KeyError, ValueError, TypeError):  # no provenance at all: nothing says which space it was trained in

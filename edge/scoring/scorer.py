@@ -72,14 +72,14 @@ def load_label_set(bundle: Bundle, labels: LabelList, labels_path: str = "labels
     if labels.key in sets:
         stored = sets[labels.key]
         check_label_set_model(bundle, stored)
-        data = np.load(bundle.root / stored.path)
+        data = np.load(bundle.path(stored.path))
         return LabelSet(stored.names, data["embeddings"].astype(np.float32))
     by_name: dict[str, np.ndarray] = {}
     for entry in sets.values():
         if entry.source == HEAD_SOURCE:
             continue  # a head's weights are not an embedding
         check_label_set_model(bundle, entry)
-        embeddings = np.load(bundle.root / entry.path)["embeddings"]
+        embeddings = np.load(bundle.path(entry.path))["embeddings"]
         for name, row in zip(entry.names, embeddings):
             by_name.setdefault(name.casefold(), row)
     missing = [n for n in labels.names if n.casefold() not in by_name]

@@ -116,14 +116,14 @@ class TextEncoder:
         if precision != "fp32" and not force_precision and not (isinstance(verdict, dict) and verdict.get("passed")):
             raise BundleError(f"the {precision} text encoder of {bundle.root} has not passed its gate against fp32",
                               f"re-run {add_command(bundle, precision)}, or pass --force-precision")
-        tokenizer = BundleTokenizer(bundle.root / bundle.manifest.tokenizer, int(details[MAX_TOKENS_KEY]),
+        tokenizer = BundleTokenizer(bundle.path(bundle.manifest.tokenizer), int(details[MAX_TOKENS_KEY]),
                                     int(details[PAD_ID_KEY]), str(details[PAD_TOKEN_KEY]))
         _check_matches(bundle, entry, tokenizer)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         try:
-            session = ort.InferenceSession(str(bundle.root / entry.path), options,
+            session = ort.InferenceSession(str(bundle.path(entry.path)), options,
                                            providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises untyped errors for corrupt or unsupported graphs
             raise BackendError(f"ONNX Runtime cannot load {entry.path}: {str(e).splitlines()[0]}",

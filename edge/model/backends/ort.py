@@ -116,7 +116,7 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        path = bundle.root / self._model_file(entry, optimized)
+        path = bundle.path(self._model_file(entry, optimized))
         try:
             with keep_float_mode():  # the option also sets this thread's mode for good: undo that
                 self._session = ort.InferenceSession(str(path), sess_options=options,

@@ -67,7 +67,7 @@ class TrtBackend:
             raise BackendError(problem, rebuild)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine((bundle.root / entry.path).read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(bundle.path(entry.path).read_bytes())
         if self._engine is None:
             raise BackendError(f"TensorRT cannot load {entry.path}", "rebuild it with `biolingual-export trt`")
         self._context = self._engine.create_execution_context()
