@@ -13,11 +13,13 @@ heartbeat that counts a window: 1 s resolution) and the detections, identical ac
 the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
 PulseAudio null sink ``fieldmic`` (its monitor, through PortAudio's ``pulse`` device) while ``paplay``
 plays N minutes (the recording, repeated) into it
-(an hour: ``--capture-minutes 60``), with its gaps and xruns counted; skipped, saying so, when the sink is not there.
+(an hour: ``--capture-minutes 60``), with its gaps and xruns counted; skipped, saying so, when the sink is not there;
+with ``--baseline-repo`` the baseline checkout captures the same playback after it, and ``--capture-alsa-config
+FILE`` adds both again with ``ALSA_CONFIG_PATH=FILE`` (the capture cost without the machine's ALSA plugins).
 
     python benchmarks/daemon_memory.py [--workdir /tmp/scale-bench] [--threshold -0.4] [--json out.json]
         [--configs default low_memory raspberry-pi-4 raspberry-pi-5 jetson-orin-nano] [--capture-minutes 60]
-        [--baseline-repo /path/to/checkout-before]
+        [--baseline-repo /path/to/checkout-before] [--capture-alsa-config /path/to/alsa.conf]
 
 Every daemon run also has its ``/proc/PID/smaps`` sampled (benchmarks/rss_breakdown.py): the table of where
 the peak is (ONNX Runtime, numpy/OpenBLAS, interpreter, audio libraries, PulseAudio pools, heap, stacks,
@@ -238,6 +240,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--capture-minutes", type=float, default=0.0,
                         help="also capture fieldmic in real time while this many minutes play into it (0: skip)")
+    parser.add_argument("--capture-alsa-config", type=Path,
+                        help="also capture with ALSA_CONFIG_PATH set to this file (e.g. one without the machine's "
+                             "plugin configs: what the rig's ALSA plugins cost)")
     parser.add_argument("--baseline-repo", type=Path,
                         help="also run every configuration with this checkout's code (e.g. /work/main before a "
                              "change), in the same run: before/after peak RSS and whether the detections are identical")
@@ -278,8 +283,19 @@ def main() -> None:
     if args.capture_minutes:
         capture = f"not run: no PulseAudio null sink '{SINK}' (start it as .ci/run does)"
         if sink_running():
-            results[f"capture {args.capture_minutes:g} min, raspberry-pi-4"] = capture_pass(
-                bundle, labels, recording, args.workdir, args.capture_minutes, args.threshold)
+            name = f"capture {args.capture_minutes:g} min, raspberry-pi-4"
+            passes: list[tuple[str, Path, dict[str, str]]] = [(name, REPO, {})]
+            if args.baseline_repo:
+                passes.append((f"{name} (baseline)", args.baseline_repo.resolve(), {}))
+            if args.capture_alsa_config:
+                alsa = {"ALSA_CONFIG_PATH": str(args.capture_alsa_config.resolve())}
+                passes += [(f"{column}, ALSA config {args.capture_alsa_config.name}", repo, alsa)
+                           for column, repo, _ in passes]
+            for column, repo, env in passes:
+                results[column] = capture_pass(bundle, labels, recording, args.workdir, args.capture_minutes,
+                                               args.threshold, repo, env)
+                print(json.dumps({column: {k: v for k, v in results[column].items()
+                                           if k not in ("detections", "breakdown")}}), file=sys.stderr)
             capture = "run"
     info = machine_info()
     print(f"CPU: {info['cpu']}, {info['cores']} cores; INT8 features: {info['int8_flags']}; load average "
@@ -301,6 +317,11 @@ def main() -> None:
     for name in args.configs if args.baseline_repo else ():
         same = results[name]["detections"] == results[f"{name} (baseline)"]["detections"]
         print(f"{name}: detections identical to the baseline's ({args.baseline_repo}): {same}")
+    captures = [n for n in results if n.startswith("capture ")]
+    if len(captures) > 1:  # live audio: each run's window grid starts at its own stream open, so scores differ
+        labels_of = {n: sorted({row[0] for row in results[n]["detections"]}) for n in captures}
+        same = all(labels_of[n] == labels_of[captures[0]] for n in captures)
+        print(f"capture runs detect the same labels: {same} ({labels_of[captures[0]]})")
     if args.json:
         plain = {name: {k: (asdict(v) if k == "breakdown" and v is not None else v) for k, v in r.items()}
                  for name, r in results.items()}

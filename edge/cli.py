@@ -7,14 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
-from edge.batch.analyze import ANALYZE_FORMATS, AnalyzeOptions, RunOptions, analyze_paths
-from edge.batch.piece_analysis import ANALYZE_BATCH
+from edge.batch.cli_defaults import ANALYZE_BATCH, ANALYZE_FORMATS, DEFAULT_FORMATS, FORMAT_HELP
 from edge.batch.pieces import DEFAULT_PIECE_S
-from edge.batch.run_record import ALL_WINDOWS_NOTE
-from edge.batch.tables import DEFAULT_FORMATS, FORMAT_HELP, parse_formats
 from edge.cli_labels import labels_app
 from edge.cli_ops import register as register_ops
 from edge.cli_support import HEAD_HELP, renamed, report_errors, setup_logging, stderr
@@ -135,6 +131,13 @@ def analyze(
     = ",".join(DEFAULT_FORMATS),
 ) -> None:
     """Detect species in recordings; writes OUT/detections.csv and one Raven selection table per file."""
+    # imported here, not at the top: `run` (the unit daemon) builds this CLI too and must not carry them
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edge.batch.analyze import AnalyzeOptions, RunOptions, analyze_paths
+    from edge.batch.run_record import ALL_WINDOWS_NOTE
+    from edge.batch.tables import parse_formats
+
     options = AnalyzeOptions(window_s=window, hop_s=hop, threshold=threshold, top_k=top_k, precision=precision,
                              score_mode=score_mode, threads=threads, batch=batch,
                              force_precision=force_precision, embeddings_dir=embeddings, unit_id=unit_id,

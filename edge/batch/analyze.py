@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge.audio.files import band_warning, find_audio_files, truncation_warning
 from edge.audio.recording_time import recording_start_utc
+from edge.batch.cli_defaults import ANALYZE_FORMATS as ANALYZE_FORMATS
 from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions, PieceResult
 from edge.batch.pieces import DEFAULT_PIECE_S, Piece, WindowGrid, plan_pieces
 from edge.batch.pool import available_cores, run_local, split_threads
@@ -33,8 +34,6 @@ from edge.scoring.scorer import SCORE_MODES
 from edge.stream.pipeline import label_rules, scoring_provenance
 
 ENGINES = ("local", "ray")
-ANALYZE_FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy")
-"""``--format`` values ``analyze`` writes (Parquet needs pyarrow, which a unit does not have)."""
 ENGINE_ENTRY_POINTS = "biolingual_edge.engines"
 
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "RunOptions", "analyze_paths"]

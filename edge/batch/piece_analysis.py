@@ -11,18 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.batch.cli_defaults import ANALYZE_BATCH, DEFAULT_FORMATS
 from edge.batch.pieces import Piece, WindowGrid, piece_batches
-from edge.batch.tables import DEFAULT_FORMATS
 from edge.errors import AudioError
 from edge.model.bundle import open_bundle
 from edge.scoring.labels import read_labels
 from edge.stream.detector import Detection
 from edge.stream.pipeline import Stages, build_stages
-
-ANALYZE_BATCH = 1
-"""Windows per inference call in ``analyze`` (always ONNX Runtime on the CPU): one window's activations fit
-a core's L2 cache, so batch 1 is the cheapest per window (INT8 1.15x batch 4, fp32 equal, on a VNNI/AMX
-Xeon; ``benchmarks/precision_cpu.py --batch``). The daemon batches only to catch up."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from edge.batch.cli_defaults import DEFAULT_FORMATS as DEFAULT_FORMATS
+from edge.batch.cli_defaults import FORMAT_HELP as FORMAT_HELP
 from edge.batch.table_text import SelectionColumns, csv_text, raven_text
 from edge.card.cardformat import NAME_HASH_CHARS, unique_name
 from edge.errors import ConfigError
@@ -37,9 +39,6 @@ FORMATS = ("csv", "raven", "audacity", "birdnet", "occupancy", "parquet")
 """Output types of ``--format``: csv (``detections.csv``; ``logs export``: the tidy table with provenance),
 raven (selection tables), audacity (label tracks), birdnet (BirdNET-Analyzer's combined CSV), occupancy (a site ×
 day detection history per label), parquet (``logs export`` only)."""
-DEFAULT_FORMATS = ("csv", "raven")
-FORMAT_HELP = "Output types, comma-separated: {allowed} (README: Analysis outputs)."
-"""``--help`` of the shared ``--format`` option (``allowed``: the values the command writes)."""
 DETECTIONS_CSV = "detections.csv"
 CSV_COLUMNS = ("file", "start_s", "end_s", "label", "score", "cosine", "rank", "start_utc", "p_correct")
 """``p_correct``: fitted probability that the label is right (empty where the label has no confidence)."""
