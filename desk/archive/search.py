@@ -55,9 +55,10 @@ def search(db_path: Path | Sequence[Path], bundle: Bundle, query: np.ndarray, to
     exact scan as a Ray job over the archive's files (on the cluster at ``ray_address``; failed after
     ``ray_stall_s`` without progress), the same hits.
     """
-    from desk.archive.ray_scan import check_engine
+    if (engine, ray_address, ray_stall_s) != ("local", None, None):  # the Ray module only when Ray is asked for
+        from desk.archive.ray_scan import check_engine
 
-    check_engine(engine, ray_address, ray_stall_s)
+        check_engine(engine, ray_address, ray_stall_s)
     if engine == "ray" and approximate:
         raise ConfigError("--engine ray runs the exact search only", "add --exact (or leave --engine out to use the "
                                                                     "index here)")

@@ -33,8 +33,7 @@ from desk.archive.windows import (
     require_windows,
     top_of,
 )
-from desk.collect.database import CollectError, connect, run
-from desk.collect.layout import check_readable, upgrade
+from desk.collect.database import CollectError, open_database, run
 from edge.card.cardformat import MICROSECONDS_PER_SECOND, safe_name
 from edge.card.embedformat import UNKNOWN_UTC_US
 from edge.model.space import short_space
@@ -122,20 +121,10 @@ class DuckShardStore:
     def __init__(self, db_path: Path, writable: bool = False) -> None:
         self.db_path = db_path
         self.root = archive_root(db_path)
-        self.con = connect(db_path, read_only=not writable)
-        try:
-            if writable:
-                upgrade(self.con, db_path, ARCHIVE_SCHEMA)
-            else:  # windows of before spaces were named are read by their model's sha256
-                check_readable(self.con, db_path, ARCHIVE_SCHEMA, frozenset({"windows.embedding_space"}),
-                               only_present=True)
-        except BaseException:
-            self.con.close()
-            raise
-        columns, spaced = run(self.con, "SELECT count(*), count(*) FILTER (column_name = 'embedding_space') FROM "
-                                        "information_schema.columns WHERE table_name = 'windows'")[0]
-        self._has_windows = writable or bool(columns)
-        recorded = self._has_windows and bool(spaced)
+        # windows of before spaces were named are read by their model's sha256
+        self.con, present = open_database(db_path, not writable, ARCHIVE_SCHEMA, frozenset({"windows.embedding_space"}))
+        self._has_windows = "windows" in present
+        recorded = "embedding_space" in present.get("windows", ())
         self._space_key = SPACE_KEY if recorded else "model_sha256"  # a database from before spaces were named
         self._shards: dict[str, Shard] = {}
         self._spans: tuple[np.ndarray, np.ndarray, list[str]] | None = None

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desk.collect.cards import CardContents, Finding, Table
-from desk.collect.layout import check_readable, upgrade
-from edge.card.cardformat import ENVELOPE_FIELDS
+from desk.collect.layout import check_readable, present_columns, upgrade
 from edge.errors import EdgeError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the card readers (and soundfile under them) are not needed to open a database
     import duckdb
+
+    from desk.collect.cards import CardContents, Finding, Table
 
 
 class CollectError(EdgeError):
@@ -115,6 +115,15 @@ def _is_duckdb(path: Path) -> bool:
 
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the collection database, with timestamps handled in UTC."""
+    return open_database(path, read_only)[0]
+
+
+def open_database(path: Path, read_only: bool = False, also: str = "", also_optional: frozenset[str] = frozenset()) \
+        -> tuple[duckdb.DuckDBPyConnection, dict[str, set[str]]]:
+    """:func:`connect`, checking (read-only: refusing what this code cannot read; else bringing up to date) the
+    collection's schema and ``also`` (another schema kept in the same database, whose tables may be absent;
+    ``also_optional``: its columns read with a fallback) from one read of the catalog. Returns the connection and
+    the database's tables with their columns."""
     try:
         import duckdb
     except ImportError as e:
@@ -134,13 +143,18 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     run(con, "SET TimeZone = 'UTC'")
     try:
         if read_only:
-            check_readable(con, path, SCHEMA)
+            present = present_columns(con)
+            check_readable(con, path, SCHEMA, present=present)
+            if also:
+                check_readable(con, path, also, also_optional, only_present=True, present=present)
         else:
-            upgrade(con, path, SCHEMA)
+            for schema in (SCHEMA, also) if also else (SCHEMA,):
+                upgrade(con, path, schema)
+            present = present_columns(con)
     except BaseException:
         con.close()
         raise
-    return con
+    return con, present
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -187,6 +201,8 @@ def _table_staging(table: Table, card: str) -> dict[str, np.ndarray]:
 
 def _record_staging(records: list[tuple[dict[str, Any], str]], card: str,
                     extra: tuple[str, ...]) -> dict[str, np.ndarray]:
+    from edge.card.cardformat import ENVELOPE_FIELDS
+
     rows = []
     for record, source in records:
         fields = {k: v for k, v in record.items() if k not in ENVELOPE_FIELDS}

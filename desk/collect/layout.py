@@ -48,22 +48,29 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
         con.close()
 
 
-def recorded_layout(con: duckdb.DuckDBPyConnection) -> int:
-    """The layout version the database records (:data:`UNVERSIONED` when it records none)."""
-    if not _tables(con) & {"layout"}:
+def present_columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """``{table or view: its columns}`` of the database: one catalog query, shared by every check of an opening."""
+    present: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal"
+                                     ).fetchall():
+        present.setdefault(table, set()).add(column)
+    return present
+
+
+def recorded_layout(con: duckdb.DuckDBPyConnection, present: dict[str, set[str]] | None = None) -> int:
+    """The layout version the database records (:data:`UNVERSIONED` when it records none); ``present``: its
+    :func:`present_columns`, when already read."""
+    if "layout" not in (present_columns(con) if present is None else present):
         return UNVERSIONED
     found = con.execute("SELECT max(version) FROM layout").fetchall()[0][0]
     return UNVERSIONED if found is None else int(found)
 
 
-def missing(con: duckdb.DuckDBPyConnection, schema: str, optional: frozenset[str] = frozenset(),
+def missing(present: dict[str, set[str]], schema: str, optional: frozenset[str] = frozenset(),
             only_present: bool = False) -> list[str]:
-    """Tables (``name``) and columns (``table.column``) of ``schema`` the database lacks; ``optional`` columns
-    are read with a fallback, and with ``only_present`` a table the database lacks is not a gap (it is made
-    when there is something to put in it)."""
-    present: dict[str, set[str]] = {}
-    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall():
-        present.setdefault(table, set()).add(column)
+    """Tables (``name``) and columns (``table.column``) of ``schema`` the database (its :func:`present_columns`)
+    lacks; ``optional`` columns are read with a fallback, and with ``only_present`` a table the database lacks is
+    not a gap (it is made when there is something to put in it)."""
     gaps = []
     for table, columns in expected_columns(schema).items():
         if table not in present:
@@ -75,11 +82,13 @@ def missing(con: duckdb.DuckDBPyConnection, schema: str, optional: frozenset[str
 
 
 def check_readable(con: duckdb.DuckDBPyConnection, path: Path, schema: str, optional: frozenset[str] = frozenset(),
-                   only_present: bool = False) -> None:
-    """Refuse, in one line naming ``path`` and its layout, a database this code cannot read as it is."""
-    version = recorded_layout(con)
+                   only_present: bool = False, present: dict[str, set[str]] | None = None) -> None:
+    """Refuse, in one line naming ``path`` and its layout, a database this code cannot read as it is
+    (``present``: its :func:`present_columns`, when already read)."""
+    present = present_columns(con) if present is None else present
+    version = recorded_layout(con, present)
     _refuse_newer(path, version)
-    gaps = missing(con, schema, optional, only_present)
+    gaps = missing(present, schema, optional, only_present)
     if gaps and not only_present and set(gaps) >= set(expected_columns(schema)):
         raise LayoutError(f"{path} holds none of the collection's tables: it is not a database `logs collect` "
                           "wrote", "pass the .duckdb file written by `biolingual-edge logs collect --into`")
@@ -100,7 +109,8 @@ def upgrade(con: duckdb.DuckDBPyConnection, path: Path, schema: str) -> None:
     _refuse_newer(path, version)
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     try:
-        for gap in missing(con, schema, only_present=True):  # first: the schema's views may read the new columns
+        # first: the schema's views may read the new columns
+        for gap in missing(present_columns(con), schema, only_present=True):
             table, column = gap.split(".")
             if table not in views:  # a view is made anew by the schema
                 con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" '
@@ -122,7 +132,3 @@ def _refuse_newer(path: Path, version: int) -> None:
                           f"layout {LAYOUT_VERSION} and older)",
                           "upgrade biolingual-edge (pip install -U 'biolingual-edge[desk]') to read it; the database "
                           "is left as it is")
-
-
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
