@@ -121,15 +121,21 @@ def phase_write(work: Path, windows: int, units: int) -> dict[str, float]:
 
 
 def phase_collect(work: Path) -> dict[str, float]:
+    """Collect the cards; bytes per window are the archive's (all its windows, not only those this run added:
+    a re-collect adds none)."""
+    from desk.archive.windows import open_store
     from desk.collect.ingest import collect
 
     result = collect(sorted((work / "cards").iterdir()), work / "season.duckdb")
+    with open_store(work / "season.duckdb") as store:
+        archived = store.count()
     archive = work / "season.archive"
-    windows = max(1, result.added.get("windows", 0))
+    windows = max(1, archived)
     shard_bytes = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
     index_bytes = sum(p.stat().st_size for p in (archive / "index").rglob("*") if p.is_file())
     return {"windows_added": result.added.get("windows", 0), "indexed": result.added.get("indexed", 0),
-            "shard_bytes_per_window": shard_bytes / windows, "index_bytes_per_window": index_bytes / windows}
+            "windows_archived": archived, "shard_bytes_per_window": shard_bytes / windows,
+            "index_bytes_per_window": index_bytes / windows}
 
 
 def phase_index(work: Path) -> dict[str, float]:
