@@ -27,6 +27,9 @@ BLOCK_ROWS = 1024
 """Rows per call: their float32 copy (2 MB at D = 512) stays in the CPU's cache between the Cast, the product
 and the norms, which halves the CPU time of a scan against one call per page (measured: 0.24 s against 0.45 s per
 200 000 rows × 100 queries)."""
+OUTPUTS = ["y", "n"]
+TINY = np.finfo(np.float32).tiny
+"""Squared norms are floored here (a zero row has cosine 0, not NaN)."""
 _session: Any = None
 
 
@@ -63,12 +66,14 @@ def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
             except ImportError:
                 _session = False
         if _session is not False:
-            queries = np.ascontiguousarray(queries, np.float32)
+            feed = {"q": np.ascontiguousarray(queries, np.float32)}
             out = np.empty((len(rows), queries.shape[1]), np.float32)
-            for first, stop in blocks(len(rows)):
-                dots, squares = _session.run(None, {"x": np.ascontiguousarray(rows[first:stop]), "q": queries})
-                np.divide(dots, np.sqrt(np.maximum(squares, np.finfo(np.float32).tiny)), out=out[first:stop])
-            return out
+            norms = np.empty((len(rows), 1), np.float32)
+            for first, stop in blocks(len(rows)):  # the product per block, the division once per call
+                feed["x"] = rows[first:stop] if rows.flags.c_contiguous else np.ascontiguousarray(rows[first:stop])
+                out[first:stop], norms[first:stop] = _session.run(OUTPUTS, feed)
+            np.sqrt(np.maximum(norms, TINY, out=norms), out=norms)
+            return np.divide(out, norms, out=out)
     full = rows.astype(np.float32)
     squares = np.einsum("ij,ij->i", full, full)[:, None]
-    return (full @ queries) / np.sqrt(np.maximum(squares, np.finfo(np.float32).tiny))
+    return (full @ queries) / np.sqrt(np.maximum(squares, TINY))

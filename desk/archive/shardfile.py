@@ -12,7 +12,9 @@ rewritten in place by :func:`migrate_shard` (``logs collect`` does it).
 
 from __future__ import annotations
 
+import functools
 import mmap
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,26 @@ class Shard:
 
 def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]]] | None:
     """The embedding column's pages as views of the memory-mapped file; None when its layout cannot be mapped."""
+    try:
+        with open(path, "rb") as handle:
+            found = os.fstat(handle.fileno())
+            layout = _layout(path, found.st_ino, found.st_size, found.st_mtime_ns)
+            if layout is None:
+                return None
+            whole = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
+                           "collect the cards again into a fresh database") from e
+    dim, runs = layout
+    return whole, [(first, np.frombuffer(whole, np.float16, rows * dim, offset).reshape(rows, dim))
+                   for first, offset, rows in runs]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _layout(path: Path, inode: int, size: int, mtime_ns: int) -> tuple[int, tuple[tuple[int, int, int], ...]] | None:
+    """(D, (first row, byte offset, rows) of each page's values) of the shard file at ``path`` as it is now (a
+    shard is written once, through a rename: its inode, size and time say which file this is), read from its
+    Parquet footer and page headers once per process; None when its layout cannot be mapped."""
     pa = pyarrow_module()
     try:
         metadata = pa.parquet.ParquetFile(path).metadata
@@ -114,23 +136,25 @@ def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]]] | None
         raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
                            "collect the cards again into a fresh database") from e
     dim = metadata.schema.to_arrow_schema().field(EMBEDDING_COLUMN).type.list_size
-    pages: list[tuple[int, np.ndarray]] = []
+    runs: list[tuple[int, int, int]] = []
     first = 0
     try:
-        for group in range(metadata.num_row_groups):
-            chunk = metadata.row_group(group).column(column)
-            if chunk.dictionary_page_offset is not None:
-                return None
-            start = chunk.data_page_offset
-            for run in value_runs(memoryview(whole), start, start + chunk.total_compressed_size, FLOAT16_BYTES):
-                if run.length != run.rows * dim * FLOAT16_BYTES:
+        with memoryview(whole) as data:
+            for group in range(metadata.num_row_groups):
+                chunk = metadata.row_group(group).column(column)
+                if chunk.dictionary_page_offset is not None:
                     return None
-                pages.append((first, np.frombuffer(whole, np.float16, run.length // FLOAT16_BYTES,
-                                                   run.offset).reshape(run.rows, dim)))
-                first += run.rows
+                start = chunk.data_page_offset
+                for run in value_runs(data, start, start + chunk.total_compressed_size, FLOAT16_BYTES):
+                    if run.length != run.rows * dim * FLOAT16_BYTES:
+                        return None
+                    runs.append((first, run.offset, run.rows))
+                    first += run.rows
     except PageError:
         return None
-    return (whole, pages) if first == metadata.num_rows else None
+    finally:
+        whole.close()
+    return (dim, tuple(runs)) if first == metadata.num_rows else None
 
 
 def _decoded(path: Path) -> np.ndarray:
