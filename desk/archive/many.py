@@ -141,7 +141,7 @@ class ManyStores:
                 yield Scored((place << ID_BITS) | chunk.window_ids, chunk.cosines)
 
     def files(self, where: WindowFilter = EVERY_WINDOW) -> list[StoredRows]:
-        return [replace(stored, window_ids=(place << ID_BITS) | stored.window_ids)
+        return [replace(stored, window_ids=_translated(stored.window_ids, place))
                 for place, store in enumerate(self.stores) for stored in store.files(where)]
 
     def nearest(self, query: np.ndarray, k: int, where: WindowFilter = EVERY_WINDOW,
@@ -149,3 +149,10 @@ class ManyStores:
         best = [store.nearest(query, k, where, approximate) for store in self.stores]
         return top_of([Scored((place << ID_BITS) | ids, scores.reshape(-1, 1))
                        for place, (ids, scores) in enumerate(best)], k)
+
+
+def _translated(ids: np.ndarray | range, place: int) -> np.ndarray | range:
+    """A database's own window ids as ids of the whole (its place in the high bits; a range stays one)."""
+    if isinstance(ids, range):
+        return range(ids.start + (place << ID_BITS), ids.stop + (place << ID_BITS))  # own ids < 2**ID_BITS: + is |
+    return (place << ID_BITS) | ids

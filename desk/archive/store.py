@@ -29,6 +29,7 @@ from desk.archive.windows import (
     WindowBatch,
     WindowFilter,
     WindowShapeError,
+    id_array,
     normalised,
     require_windows,
     top_of,
@@ -300,7 +301,8 @@ class DuckShardStore:
         """(window ids, their ``(n, D)`` float16 rows, memory-mapped) of the windows matching SQL ``where``,
         page by page in window order. Each shard's pages are released once read; ``keep=False`` also unmaps it
         (a pass over the whole archive, such as indexing it, then holds one shard's map and file at a time)."""
-        for shard, rows, ids in shards(self.con, where, params):
+        for shard, rows, listed in shards(self.con, where, params):
+            ids = id_array(listed)
             for positions, matrix in self.shard(shard).pieces(rows):
                 yield ids[positions], matrix
             self.shard(shard).release()
@@ -477,9 +479,10 @@ def score_file(stored: StoredRows, queries: np.ndarray) -> Iterator[Scored]:
     each chunk's mapped pages leave this process's memory once it is scored, so a reader holds one chunk."""
     step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
     shard = Shard(Path(stored.path))
+    ids = id_array(stored.window_ids)
     for positions, matrix in shard.pieces(stored.rows):
         for first in range(0, len(positions), step):
-            scored = Scored(stored.window_ids[positions[first : first + step]],
+            scored = Scored(ids[positions[first : first + step]],
                             cosines(matrix[first : first + step], queries))
             shard.release()
             yield scored

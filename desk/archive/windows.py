@@ -104,8 +104,14 @@ class StoredRows:
     """The file (absolute)."""
     rows: slice | np.ndarray
     """Its rows holding the windows: a slice, or ``(n,)`` int64 row numbers."""
-    window_ids: np.ndarray
-    """``(n,)`` int64 ids of those windows, in row order (ascending)."""
+    window_ids: np.ndarray | range
+    """``(n,)`` int64 ids of those windows, in row order (ascending); a ``range`` when they run without gaps (the
+    usual case: a listing of a 10 M archive then holds no 80 MB of ids). :func:`id_array` makes it an array."""
+
+
+def id_array(ids: np.ndarray | range) -> np.ndarray:
+    """Window ids as an ``(n,)`` int64 array (a ``range`` of them made one)."""
+    return np.arange(ids.start, ids.stop, dtype=np.int64) if isinstance(ids, range) else ids
 
 
 class WindowStore(Protocol):
