@@ -93,6 +93,7 @@ def main() -> None:
     medians = {name: {k: float(np.median([r[k] for r in found])) for k in keys} for name, found in runs.items()}
     for name in trees:
         print(name, json.dumps({k: round(v, 4) for k, v in medians[name].items()}))
+        print(f"  {name} rounds:", json.dumps([{k: round(r[k], 4) for k in keys} for r in runs[name]]))
     print("ratio baseline/this", json.dumps({k: round(medians["baseline"][k] / medians["this"][k], 3) for k in keys}))
     print(f"hits equal (ids and cosines); load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
 
