@@ -8,8 +8,9 @@ heartbeat peak is shown next to it): the profiles run with ``--profile NAME`` an
 but the bundle, labels, threshold and log folder, so their clips (FLAC around each detection) and
 embeddings (fp16) are on as shipped. ``jetson-orin-nano`` ships ``backend: trt``, which needs the Jetson's
 GPU: here it runs with ``model.backend=ort`` on the CPU (INT8), the only part of it this machine can measure.
-Also per configuration: real-time factor, time to the first analysed window after start (the first
-heartbeat that counts a window: 1 s resolution) and the detections, identical across configurations of
+Also per configuration: real-time factor, time to the first analysed window after the daemon loop
+starts (the first heartbeat that counts a window: 1 s resolution; the model is loaded by then: start → first
+window is benchmarks/boot_time.py) and the detections, identical across configurations of
 the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
 PulseAudio null sink ``fieldmic`` (its monitor, through PortAudio's ``pulse`` device) while ``paplay``
 plays N minutes (the recording, repeated) into it
