@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from desk.archive.many import ID_BITS
-from edge import __version__
+from edge import __version__, durable
 from edge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +47,11 @@ metadata, so hoplite adds its own windows with it too."""
 EXPANSION_SEARCH = 128
 """usearch's candidate list per query (hoplite's default)."""
 CHUNK = 20_000
-"""Windows read from the archive and written at a time (memory: one chunk plus the index being built)."""
+"""Windows read from the archive and written at a time."""
+VECTORS_NAME = ".vectors.f16"
+"""The float16 vectors the index is built on, beside it while it is built (removed before the export is renamed into
+place): usearch adds them without copying (``copy=False``) and saves them from there, so they are file pages the
+kernel may write back and drop, not heap. The heap holds the HNSW graph (~0.15 KB a window) and one chunk."""
 SCHEMA = (
     "CREATE TABLE hoplite_metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, project TEXT NOT NULL,
@@ -100,7 +104,8 @@ def export_hoplite(dbs: Path | Sequence[Path], out: Path, reviews: list[Path], p
                    reviewer: str | None = None, space: str | None = None) -> HopliteExport:
     """Write the windows of archive ``dbs`` (one database, or several read as one: window ids translated as
     :class:`desk.archive.many.ManyStores` translates them; one embedding space) and the verdicts of ``reviews``
-    into the new perch-hoplite database folder ``out``; written beside it and renamed into place when complete."""
+    into the new perch-hoplite database folder ``out``; written beside it, fsync'd and renamed into place when
+    complete (a crash leaves no half export under ``out``)."""
     from desk.archive.windows import WindowFilter, open_store, require_windows
     from desk.collect.seasons import distinct
     from desk.review.reviewed import locate_reviewed, read_reviewed
@@ -110,25 +115,28 @@ def export_hoplite(dbs: Path | Sequence[Path], out: Path, reviews: list[Path], p
         raise ConfigError(f"{out} already exists and is not an empty folder",
                           "pass a new folder for the hoplite database (an export is never merged into another)")
     verdicts = [read_reviewed(path) for path in reviews]
-    temp = out.with_name(f".tmp-{out.name}")
+    temp = out.with_name(f"{durable.TEMP_PREFIX}{out.name}")
     _remove(temp)
-    temp.mkdir(parents=True)
+    durable.make_dirs(temp)
     try:
         with open_store(databases) as store:
             require_windows(store)
             key = _space(store.spaces(), space)
             located = [locate_reviewed(store, rows, path, len(databases) > 1) for path, rows in zip(reviews, verdicts)]
-            writer = _Writer(temp, project or "+".join(p.stem for p in databases), databases,
-                             {int(i) for ids in located for i in ids})
             ids = store.match(WindowFilter(spaces=(key,)))
+            writer = _Writer(temp, project or "+".join(p.stem for p in databases), databases,
+                             {int(i) for found in located for i in found}, len(ids))
             for first in range(0, len(ids), CHUNK):
                 chunk = ids[first:first + CHUNK]
                 writer.add_windows(store.windows(chunk, COLUMNS).to_pylist(), store.embeddings(chunk))
             for review, rows, found in zip(reviews, verdicts, located):
                 writer.add_verdicts(review, rows, found, reviewer)
             result = writer.finish(key)
+        for written in (temp / SQLITE_NAME, temp / INDEX_NAME, temp):
+            durable.fsync_path(written)
         _remove(out)
         temp.rename(out)
+        durable.fsync_path(out.parent)
     except BaseException:
         _remove(temp)
         raise
@@ -138,8 +146,9 @@ def export_hoplite(dbs: Path | Sequence[Path], out: Path, reviews: list[Path], p
 class _Writer:
     """Fills one hoplite database folder: the SQLite tables and the usearch index."""
 
-    def __init__(self, folder: Path, project: str, databases: list[Path], reviewed: set[int]) -> None:
+    def __init__(self, folder: Path, project: str, databases: list[Path], reviewed: set[int], total: int) -> None:
         self.folder = folder
+        self.total = total
         self.project = project
         self.databases = databases
         self.reviewed = reviewed
@@ -153,17 +162,21 @@ class _Writer:
         self.spans: dict[int, tuple[int, float, float, str]] = {}
         """Reviewed window id -> (recording id, start s, stop s, unit)."""
         self.index: Any = None
+        self.vectors: Any = None
+        """The index's float16 vectors (a memory-mapped file of ``total`` rows), made with the index."""
         self.windows = 0
         self.annotations = 0
 
     def add_windows(self, rows: list[dict[str, Any]], vectors: np.ndarray) -> None:
-        """One chunk of windows (metadata rows of :data:`COLUMNS` and their unit vectors)."""
+        """One chunk of windows (metadata rows of :data:`COLUMNS` and their unit vectors), of the ``total`` the
+        writer was made for."""
         from usearch.index import Index, MetricKind, ScalarKind
 
         if self.index is None:
             self.dim = vectors.shape[1]
             self.index = Index(ndim=self.dim, metric=MetricKind.IP, dtype=ScalarKind.F16,
                                expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+            self.vectors = np.memmap(self.folder / VECTORS_NAME, np.float16, "w+", shape=(self.total, self.dim))
         values = []
         for row in rows:
             recording = self._recording(row)
@@ -179,7 +192,9 @@ class _Writer:
                 self.spans[row["window_id"]] = (recording, start_s, stop_s, row["unit_id"])
         self.con.executemany("""INSERT INTO windows (id, recording_id, offsets, boot_id, stream, start_sample,
                                 start_utc, clock_sync) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", values)
-        self.index.add(np.array([r["window_id"] for r in rows], dtype=np.uint64), vectors.astype(np.float16))
+        kept = self.vectors[self.windows:self.windows + len(rows)]
+        kept[:] = vectors  # the index points into these rows (no copy): they live until it is saved
+        self.index.add(np.array([r["window_id"] for r in rows], dtype=np.uint64), kept, copy=False)
         self.windows += len(rows)
 
     def _recording(self, row: dict[str, Any]) -> int:
@@ -233,6 +248,8 @@ class _Writer:
         self.con.commit()
         self.con.close()
         self.index.save(str(self.folder / INDEX_NAME))
+        self.index = self.vectors = None  # the index first: it points into the vectors
+        (self.folder / VECTORS_NAME).unlink()
         return self.windows, len(self.deployments), len(self.recordings), self.annotations
 
 

@@ -181,9 +181,10 @@ def test_hoplite_opens_every_window_unit_recording_and_embedding(season: dict[st
         assert recordings[window.recording_id].filename == m["recording"]
         assert window.offsets == [m["start"] / m["sample_rate"], m["stop"] / m["sample_rate"]]
         assert (window.boot_id, window.stream, window.start_sample) == (m["boot_id"], m["stream"], m["start_sample"])
-    stored = hoplite.get_embeddings_batch(ids)
+    stored = hoplite.get_embeddings_batch(ids)  # saved by usearch from the build's file of vectors
     assert stored.dtype == np.float16
     np.testing.assert_allclose(stored.astype(np.float32), ours, atol=1e-3)
+    assert not [p.name for p in season["out"].iterdir() if p.name.startswith(".")]  # the build's vectors are gone
 
 
 def test_review_verdicts_are_hoplite_annotations_with_provenance(season: dict[str, Any]) -> None:
@@ -240,6 +241,24 @@ def test_hoplite_goes_on_writing_the_export(season: dict[str, Any], tmp_path: Pa
     assert again.count_embeddings() == before + 1
     np.testing.assert_allclose(again.get_embedding(window).astype(np.float32), season["query"], atol=1e-3)
     assert [a.provenance for a in again.get_window_annotations(window)] == ["agile session"]
+
+
+def test_the_export_is_on_the_disk_before_it_is_in_place(season: dict[str, Any], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both files and the folder are fsync'd while the export is still the temp folder, then the rename is."""
+    from desk.report.hoplite import export_hoplite
+    from edge import durable
+
+    out = tmp_path / "new" / "perch"
+    synced: list[tuple[str, bool]] = []
+    flush = durable.fsync_path
+    monkeypatch.setattr(durable, "fsync_path", lambda path: (synced.append((str(path), out.exists())), flush(path)))
+    export_hoplite(season["db"], out, [])
+    temp = out.with_name(".tmp-perch")
+    assert (str(temp / "hoplite.sqlite"), False) in synced and (str(temp / "usearch.index"), False) in synced
+    assert (str(temp), False) in synced and synced[-1] == (str(out.parent), True)
+    assert (str(out.parent), False) in synced  # the new folder's own entry, made durably too
+    assert open_hoplite(out).count_embeddings() == open_hoplite(season["out"]).count_embeddings()
 
 
 def test_bad_hoplite_exports_are_one_line_errors(season: dict[str, Any], tmp_path: Path) -> None:
