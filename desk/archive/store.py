@@ -74,12 +74,6 @@ MIN_CANDIDATES = 400
 WINDOWS_PER_CANDIDATE = 2_500
 """... and one per this many windows of the archive: the probed lists grow with it, and so does the share of
 near-ties that 4-bit codes misorder (recall@10 0.90 at 10 M with 400; BENCHMARKS.md, *idle, third session*)."""
-KEEP_MAPPED = 64
-"""Rows gathered from one shard above which its pages are released after the gather (a re-rank keeps them)."""
-RERANK_ROWS = 4_096
-"""Rows gathered from one shard (or in all) above which each shard's pages are released once read: a re-rank
-(a few hundred rows) keeps them; a training sample spread thin over every shard (~55 rows in each at 10 M) would
-otherwise map ~64 KB around each of its 32 768 rows (1.9 GB)."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -254,8 +248,6 @@ class DuckShardStore:
         out: np.ndarray | None = None
         for shard, positions, shard_rows in rows:
             matrix = self.shard(shard).gather(np.asarray(shard_rows, np.int64))
-            if len(wanted) > RERANK_ROWS:
-                self.shard(shard).release()
             if out is None:
                 out = np.empty((len(wanted), matrix.shape[1]), np.float32)
             out[np.asarray(positions)] = normalised(matrix)
@@ -274,17 +266,16 @@ class DuckShardStore:
         place = np.searchsorted(firsts, wanted, side="right") - 1
         if not len(wanted) or place.min() < 0 or np.any(wanted > lasts[place]):
             return None
+        order = np.argsort(place, kind="stable")
+        bounds = np.flatnonzero(np.diff(place[order])) + 1
         out: np.ndarray | None = None
-        for shard in np.unique(place):
-            positions = np.flatnonzero(place == shard)
-            mapped = self.shard(names[shard])
-            matrix = normalised(mapped.gather(wanted[positions] - firsts[shard]))
-            if len(positions) > KEEP_MAPPED or len(wanted) > RERANK_ROWS:
-                mapped.release()  # each row read faults in ~64 KB around it: a big gather would map every shard
+        for positions in np.split(order, bounds):  # shard by shard, each read once
+            shard = place[positions[0]]
+            matrix = self.shard(names[shard]).gather(wanted[positions] - firsts[shard])
             if out is None:
-                out = np.empty((len(wanted), matrix.shape[1]), np.float32)
+                out = np.empty((len(wanted), matrix.shape[1]), np.float16)
             out[positions] = matrix
-        return out
+        return normalised(out) if out is not None else None
 
     def _ids(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         if not self._archived():
