@@ -96,7 +96,7 @@ def step_by_step(store: Any, query: np.ndarray, candidates: int, probes: int, cl
     index = store.ann()
     ids = clock.time("candidates", lambda: np.sort(index.candidates(query, candidates, probes)))
     rows = clock.time("gather", lambda: store.embeddings(ids))
-    return clock.time("cosine", lambda: top_of([Scored(ids, rows @ query.reshape(-1, 1))], K)[0])
+    return clock.time("cosine", lambda: top_of([Scored(ids, np.einsum("ij,j->i", rows, query)[:, None])], K)[0])
 
 
 def mmap_gather(store: Any, ids: np.ndarray, fresh: bool) -> np.ndarray:

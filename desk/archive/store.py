@@ -71,9 +71,11 @@ EXACT_BELOW = 200_000
 CANDIDATES_PER_HIT = 20
 MIN_CANDIDATES = 400
 """Index candidates re-ranked exactly on the archive's float16 vectors: 20 per hit asked, at least 400 ..."""
-WINDOWS_PER_CANDIDATE = 2_500
-"""... and one per this many windows of the archive: the probed lists grow with it, and so does the share of
-near-ties that 4-bit codes misorder (recall@10 0.90 at 10 M with 400; BENCHMARKS.md, *idle, third session*)."""
+WINDOWS_PER_CANDIDATE = 5_000
+"""... and one per this many windows of the archive (2 000 at 10 M): the probed lists grow with it, and so does
+the share of near-ties that 4-bit codes misorder. Chosen on a 10 M archive (``benchmarks/rerank_curve.py``,
+BENCHMARKS.md *Indexed search at 10 M*): recall@10 by example 0.90 / 0.95 / 0.98 / 0.99 with 500 / 1 000 /
+2 000 / 4 000 candidates, season queries 0.99-1.00 from 500."""
 WANTED = "(SELECT unnest($ids::BIGINT[]) AS window_id, generate_subscripts($ids::BIGINT[], 1) AS pos)"
 """The window ids of parameter ``$ids`` with their 1-based place in it."""
 
@@ -366,7 +368,9 @@ class DuckShardStore:
         ids = np.sort(ids[:wanted])
         if not len(ids):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return top_of([Scored(ids, self.embeddings(ids) @ query.reshape(-1, 1))], k)
+        # einsum, not BLAS: a matrix-vector product of a few thousand rows in BLAS's threads cost 3-20 ms of CPU
+        scores = np.einsum("ij,j->i", self.embeddings(ids), np.ravel(query).astype(np.float32))
+        return top_of([Scored(ids, scores[:, None])], k)
 
     def _within(self, ids: np.ndarray, where: WindowFilter) -> np.ndarray:
         """``ids`` (best first) that match ``where``, in the same order (only these ids are looked up)."""

@@ -67,7 +67,7 @@ def test_a_shard_cut_short_after_it_was_opened_is_a_one_line_error(shard: tuple[
     opened, _ = shard
     last = opened.pages[-1]
     with open(opened.path, "r+b") as handle:
-        handle.truncate(int(opened._offsets[-1]) + 10 * ROW_BYTES)
+        handle.truncate(opened._page_offsets[-1] + 10 * ROW_BYTES)
     with pytest.raises(CollectError, match="ends before row") as caught:
         opened.gather(np.array([last[0] + 100]))
     assert caught.value.hint == "collect the cards again into a fresh database"
