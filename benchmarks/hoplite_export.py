@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -32,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from archive_season import RATE, SAMPLE_S, resident_mb, season_vectors  # noqa: E402  (the same mixture)
+from archive_season import RATE, season_vectors  # noqa: E402  (the same clustered mixture)
+from phase_runner import run_phase as run_child  # noqa: E402
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 BATCH = 20_000
@@ -174,22 +174,10 @@ DEFAULT_PHASES = "write,read,hnsw,export,search"
 
 
 def run_phase(command: list[str], name: str) -> dict[str, float]:
-    """One phase in its own process, its ``RssAnon`` and ``RssFile`` sampled from outside (peaks of separate
-    samples: their sum may exceed the peak RSS, VmHWM, that the phase reports itself)."""
-    peak = {"RssAnon": 0.0, "RssFile": 0.0}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-        while True:
-            for key, value in resident_mb(child.pid).items():
-                peak[key] = max(peak[key], value)
-            try:
-                stdout, stderr = child.communicate(timeout=SAMPLE_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    if child.returncode:
-        sys.exit(f"{name} failed:\n{stderr[-4000:]}")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_anon_mb": peak["RssAnon"],
-            "peak_rss_file_mb": peak["RssFile"]}
+    """One phase in its own process: its JSON line, with its ``RssAnon`` and ``RssFile`` peaks sampled from outside
+    (peaks of separate samples: their sum may exceed the peak RSS, VmHWM, that the phase reports itself)."""
+    done = run_child(command, name, REPO)
+    return {**done.result, "peak_rss_anon_mb": done.peak_rss_anon_mb, "peak_rss_file_mb": done.peak_rss_file_mb}
 
 
 def run_size(args: argparse.Namespace, windows: int, phases: list[str]) -> dict[str, dict[str, float]]:
