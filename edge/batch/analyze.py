@@ -164,11 +164,12 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
     run = run or RunOptions()
     _check_run(run)
     _check_choices(options)
-    bundle = open_bundle(bundle_dir)
+    bundle = open_bundle(bundle_dir, verify="on_read")  # hash what this run reads, not every precision
     frontend_params = bundle.manifest.frontend
     _check_timing(options, frontend_params.max_length_s)
     labels = read_labels(labels_path)
     check_precision(bundle, model_key("ort", options.precision), options.force_precision)
+    bundle.check_model(model_key("ort", options.precision))  # what the workers load: checked here, once
     # fails here, not in workers; what it resolved goes into run.json
     _, per_label, confidence = label_rules(bundle, labels, str(labels_path), options.heads, options.score_mode)
     scoring = scoring_provenance(bundle, options.heads, per_label, confidence, options.threshold)

@@ -61,7 +61,8 @@ class AnalysisSpec:
     keep_embeddings: bool = False
     """Return each window's audio embedding with the detections (for an embedding archive)."""
     verify_bundle: bool = False
-    """Re-check the bundle's checksums in the worker (the parent already did on this machine)."""
+    """Re-check, in the worker, the checksums of the bundle files it reads (the parent already did on this
+    machine)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class PieceResult:
 def build_spec_stages(spec: AnalysisSpec) -> Stages:
     """The stages of one worker: the bundle's backend opened once, label embeddings loaded once."""
     options = spec.options
-    bundle = open_bundle(spec.bundle_dir, verify=spec.verify_bundle)
+    bundle = open_bundle(spec.bundle_dir, verify="on_read" if spec.verify_bundle else False)
     return build_stages(bundle, read_labels(spec.labels_path), str(spec.labels_path), precision=options.precision,
                         threads=spec.threads, score_mode=options.score_mode, top_k=options.top_k,
                         threshold=options.threshold, force_precision=options.force_precision, heads=options.heads)

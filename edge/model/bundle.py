@@ -272,6 +272,14 @@ class Bundle:
             self._checked.add(rel)
         return self.root / rel
 
+    def check_model(self, precision: str) -> None:
+        """Verify now the files a backend may load for ``precision`` (the export and its ORT-optimised graph),
+        for workers that open the bundle unchecked."""
+        entry = self.model(precision)
+        for rel in (entry.path, entry.details.get(ORT_OPTIMIZED_KEY, {}).get("path")):
+            if rel is not None and rel in self.manifest.files:
+                verify_file(self.root, rel, self.manifest.files[rel])
+
     def model(self, precision: str) -> ModelEntry:
         """The model entry for a precision, or a :class:`BundleError` listing the ones present."""
         entry = self.manifest.models.get(precision)

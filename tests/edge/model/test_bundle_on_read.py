@@ -97,3 +97,24 @@ def test_the_daemon_refuses_the_changed_model_it_loads_in_one_line(
     assert len(errors) == 1 and used.name in errors[0], done.stderr
     assert any(line.lstrip().startswith("hint:") for line in lines), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def run_analyze(bundle: Path, labels: Path, recording: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "edge", "analyze", str(recording), "--labels", str(labels), "--bundle",
+               str(bundle), "--out", str(out), "--precision", "fp32"]
+    return subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_analyze_checks_the_model_it_loads_and_not_the_others(
+        bundle: Path, example_labels: tuple[Path, Path], toad_in_night: Path, tmp_path: Path) -> None:
+    flip_byte(model_file(bundle, "fp16"))
+    done = run_analyze(bundle, example_labels[0], toad_in_night, tmp_path / "ok")
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "ok").glob("*.csv")), "analyze wrote its tables"
+    flip_byte(model_file(bundle, "fp32"))
+    refused = run_analyze(bundle, example_labels[0], toad_in_night, tmp_path / "refused")
+    assert refused.returncode != 0
+    assert "Traceback" not in refused.stderr
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "is corrupted" in error[0], refused.stderr
