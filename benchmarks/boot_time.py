@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 RATE = 48_000
 CLIP_S = 30
 """Length of the recording each start analyses (only its first window matters)."""
 READY_TIMEOUT_S = 300.0
+POLL_S = 0.2
+"""How often the READY=1 listener looks whether it was closed."""
 MIB = 1 << 20
 
 
@@ -65,29 +70,74 @@ def evict(folder: Path) -> None:
                 os.close(fd)
 
 
+class ReadyWatch:
+    """A ``NOTIFY_SOCKET`` of our own, as systemd gives a service: notes when ``READY=1`` arrives, in seconds since
+    :meth:`start` (the daemon sends it once its first window has been analysed: edge/daemon/notify.py)."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="ready-")
+        self.address = str(Path(self._folder.name) / "notify")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self.address)
+        self._socket.settimeout(POLL_S)
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self.started = time.perf_counter()
+        self.ready_s: float | None = None
+        """Seconds from :meth:`start` to ``READY=1``; None until it arrives."""
+
+    def __enter__(self) -> ReadyWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def env(self) -> dict[str, str]:
+        """What the daemon's environment needs to tell us."""
+        return {"NOTIFY_SOCKET": self.address}
+
+    def start(self) -> None:
+        """The clock starts now (call it just before starting the daemon)."""
+        self.started = time.perf_counter()
+        self._thread.start()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether ``READY=1`` arrived within ``timeout`` seconds."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._socket.close()
+        self._folder.cleanup()
+
+    def _listen(self) -> None:
+        while not self._closed.is_set() and not self._ready.is_set():
+            try:
+                message = self._socket.recv(4096).decode("utf-8", "replace")
+            except TimeoutError:
+                continue
+            if "READY=1" in message.splitlines():
+                self.ready_s = time.perf_counter() - self.started
+                self._ready.set()
+
+
 def one_start(repo: Path, command: list[str], bundle: Path, cold: bool) -> dict[str, float]:
     """Start the daemon once; wall s, CPU s and MB read at its READY=1."""
     if cold:
         evict(bundle)
-    with tempfile.TemporaryDirectory(prefix="boot-notify-") as folder, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        address = str(Path(folder) / "notify")
-        listener.bind(address)
-        listener.settimeout(READY_TIMEOUT_S)
-        env = {**os.environ, "PYTHONPATH": str(repo), "NOTIFY_SOCKET": address}
-        started = time.perf_counter()
+    with ReadyWatch() as watch:
+        env = {**os.environ, "PYTHONPATH": str(repo), **watch.env()}
+        watch.start()
         daemon = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
-        try:
-            while True:
-                message = listener.recv(4096).decode("utf-8", "replace")
-                if "READY=1" in message.splitlines():
-                    break
-            wall = time.perf_counter() - started
-            figures = {"wall_s": wall, "cpu_s": cpu_s(daemon.pid), "read_mb": read_chars(daemon.pid) / MIB}
-        except TimeoutError:
+        if not watch.wait(READY_TIMEOUT_S):
             daemon.kill()
-            raise SystemExit(f"no READY=1 in {READY_TIMEOUT_S:g} s:\n{daemon.communicate()[1][-2000:]}") from None
+            raise SystemExit(f"no READY=1 in {READY_TIMEOUT_S:g} s:\n{daemon.communicate()[1][-2000:]}")
+        assert watch.ready_s is not None
+        figures = {"wall_s": watch.ready_s, "cpu_s": cpu_s(daemon.pid), "read_mb": read_chars(daemon.pid) / MIB}
         daemon.send_signal(signal.SIGINT)
         _, stderr = daemon.communicate()
     if daemon.returncode not in (0, -signal.SIGINT, 130):
@@ -98,13 +148,14 @@ def one_start(repo: Path, command: list[str], bundle: Path, cold: bool) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scale-bench"))
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--profile", default="raspberry-pi-4")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cold", action="store_true", help="evict the bundle from the page cache before each start")
     parser.add_argument("--baseline-repo", type=Path, help="also start this checkout's daemon, alternated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
 
     import soundfile as sf
     from analyze_scale import bench_inputs

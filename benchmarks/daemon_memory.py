@@ -9,9 +9,10 @@ but the bundle, labels, threshold and log folder, so their clips (FLAC around ea
 embeddings (fp16) are on as shipped. ``jetson-orin-nano`` ships ``backend: trt``, which needs the Jetson's
 GPU: here it runs with ``model.backend=ort`` on the CPU (INT8), the only part of it this machine can measure.
 Also per configuration: real-time factor, time to the first analysed window after the daemon loop
-starts (the first heartbeat that counts a window: 1 s resolution; the model is loaded by then: start → first
-window is benchmarks/boot_time.py) and the detections, identical across configurations of
-the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
+starts (the first heartbeat that counts a window: 1 s resolution; the model is loaded by then) and after the
+process starts (its ``READY=1`` on a ``NOTIFY_SOCKET`` of ours, as benchmarks/boot_time.py measures it: imports,
+bundle checks, model load and the first window; not for the capture pass) and the detections, identical across
+configurations of the same hop. ``--capture-minutes N`` adds a real-time pass: the Raspberry Pi 4 profile capturing the
 PulseAudio null sink ``fieldmic`` (its monitor, through PortAudio's ``pulse`` device) while ``paplay``
 plays N minutes (the recording, repeated) into it
 (an hour: ``--capture-minutes 60``), with its gaps and xruns counted; skipped, saying so, when the sink is not there;
@@ -41,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from rss_breakdown import Breakdown, PeakSampler, markdown, python_child  # noqa: E402
+
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
 
 RATE = 48_000
 MINUTE_S = 60
@@ -91,24 +94,31 @@ def stages_child(bundle: str, recording: str, low_memory: bool) -> None:
     print(json.dumps(marks))
 
 
-def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, Breakdown | None]:
+def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, Breakdown | None, float]:
     """Run ``command`` under ``/usr/bin/time -v`` with ``repo``'s code and its smaps sampled: (wall seconds,
-    maximum resident set size in MB, the breakdown at the highest RSS sampled)."""
+    maximum resident set size in MB, the breakdown at the highest RSS sampled, seconds from the process start to
+    its first analysed window: READY=1, as benchmarks/boot_time.py measures it; NaN if it never came)."""
     import os
     import time
 
-    started = time.perf_counter()
-    timed = subprocess.Popen(["/usr/bin/time", "-v", *command], cwd=repo, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
-    sampler = PeakSampler(python_child(timed.pid))
-    sampler.start()
-    _, stderr = timed.communicate()
-    wall = time.perf_counter() - started
-    sampler.join()
+    from boot_time import ReadyWatch
+
+    with ReadyWatch() as ready:
+        ready.start()
+        started = time.perf_counter()
+        timed = subprocess.Popen(["/usr/bin/time", "-v", *command], cwd=repo, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(repo), **ready.env()})
+        sampler = PeakSampler(python_child(timed.pid))
+        sampler.start()
+        _, stderr = timed.communicate()
+        wall = time.perf_counter() - started
+        sampler.join()
+        first_window = float("nan") if ready.ready_s is None else ready.ready_s
     if timed.returncode != 0:
         raise SystemExit(f"daemon failed ({timed.returncode}):\n{stderr[-2000:]}")
     line = next(li for li in stderr.splitlines() if "Maximum resident set size" in li)
-    return wall, int(line.rsplit(":", 1)[1]) / 1024, sampler.peak
+    return wall, int(line.rsplit(":", 1)[1]) / 1024, sampler.peak, first_window
 
 
 def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, extra: list[str],
@@ -121,8 +131,9 @@ def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, ext
     shutil.rmtree(log_dir, ignore_errors=True)
     threads = None if "--profile" in extra else 1
     command = [*daemon_command(bundle, labels, recording, "int8", log_dir, threads, False, threshold), *extra]
-    wall, max_rss, peak = time_v_run(command, repo)
-    return {"wall_s": wall, "max_rss_mb": max_rss, "breakdown": peak, **card_figures(log_dir, wall)}
+    wall, max_rss, peak, first_window = time_v_run(command, repo)
+    return {"wall_s": wall, "max_rss_mb": max_rss, "breakdown": peak, "first_window_process_s": first_window,
+            **card_figures(log_dir, wall)}
 
 
 def card_figures(log_dir: Path, wall: float) -> dict[str, Any]:
@@ -224,9 +235,10 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     rows = (("max_rss_mb", "**peak RSS MB** (`/usr/bin/time -v`; capture: wait4)", ".1f"),
             ("heartbeat_peak_rss_mb", "daemon's own heartbeat peak RSS MB", ".1f"),
             ("rtf", "audio s analysed per wall s", ".1f"),
-            ("first_window_uptime_s", "first analysed window, s after start (heartbeat)", ".1f"))
+            ("first_window_uptime_s", "first analysed window, s after the daemon loop starts (heartbeat)", ".1f"),
+            ("first_window_process_s", "first analysed window, s after the process starts (READY=1)", ".1f"))
     for key, label, fmt in rows:
-        print(f"| {label} | " + " | ".join(f"{results[n][key]:{fmt}}" for n in names) + " |")
+        print(f"| {label} | " + " | ".join(f"{results[n].get(key, float('nan')):{fmt}}" for n in names) + " |")
     print("| detections | " + " | ".join(str(len(results[n]["detections"])) for n in names) + " |")
     print("| gaps / xruns on the card (capture) | " + " | ".join(
         f"{results[n]['gaps']} / {results[n]['xruns']}" if "gaps" in results[n] else "—" for n in names) + " |")
@@ -235,7 +247,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scale-bench"))
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--threshold", type=float, default=-0.4,
                         help="detection threshold (random weights score near -0.4; pick one that gives detections)")
     parser.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
@@ -253,6 +265,7 @@ def main() -> None:
     if args.child:
         stages_child(args.child[0], args.child[1], args.child[2] == "1")
         return
+    args.audio = args.audio or shared_audio()
 
     import os
 
