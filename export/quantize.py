@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from calibration.dataset import DEFAULT_BATCH, CalibrationSet
+from edge.model.backends.int8_path import keep_int8_exact
 from edge.model.bundle import ModelEntry, open_bundle, sha256_file, write_manifest
 from export.errors import ExportError
 from export.fidelity import Fidelity, bundle_label_embeddings, fidelity
@@ -51,9 +52,14 @@ def model_key(precision: str, target: str) -> str:
     return "int8-trt" if precision == "int8" and target == "trt" else precision
 
 
-def ort_session(path: Path) -> ort.InferenceSession:
+def ort_session(path: Path, precision: str = "fp32") -> ort.InferenceSession:
+    """A CPU session of ``path``; an INT8 model's takes the integer path the unit's does (exact u8×u8 on x86
+    without VNNI: edge/model/backends/int8_path.py), so the gates measure what a unit computes."""
+    options = ort.SessionOptions()
+    if precision == "int8":
+        keep_int8_exact(options)
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises untyped errors for corrupt or unsupported graphs
         raise ExportError(f"ONNX Runtime cannot load {path.name}: {str(e).splitlines()[0]}",
                           "re-export the bundle with `biolingual-export onnx`") from e
@@ -101,7 +107,7 @@ def add_precision(bundle_dir: Path, calibration: CalibrationSet | None, options:
         if forbidden:
             raise ExportError(f"{key} graph has dynamic-quantization ops: {', '.join(forbidden[:5])}",
                               "this is a bug in the quantizer settings; report it")
-        candidate = ort_session(tmp_path)
+        candidate = ort_session(tmp_path, options.precision)
         trt_problems = check_file(tmp_path)
         if key == "int8-trt" and trt_problems:
             raise ExportError(f"{key} graph is not TensorRT-compatible: {trt_problems[0]}",

@@ -96,7 +96,8 @@ def verify_bundle(bundle_dir: Path, audio: list[Path], model: str | None = None,
         if entry.runtime == "tensorrt":
             results.append(_engine_stage(bundle, key, features, reference, labels))
             continue
-        result = fidelity(reference, embed_all(ort_session(bundle.root / entry.path), features), labels)
+        candidate = embed_all(ort_session(bundle.root / entry.path, entry.precision), features)
+        result = fidelity(reference, candidate, labels)
         results.append(StageResult(f"ort_fp32->ort_{key}", key, result.passes(gates_for(key)), result))
     for r in results:
         gates = (dataclasses.asdict(gates_for(r.model_key)) if r.stage != TORCH_STAGE

@@ -30,6 +30,7 @@ from edge.cli_support import report_errors
 from edge.daemon.health import peak_rss_mb
 from edge.errors import ConfigError, EdgeError
 from edge.model.backends import create_backend
+from edge.model.backends.int8_path import cpu_flags, integer_path, read_cpuinfo
 from edge.model.backends.trt_api import require_tensorrt
 from edge.model.bundle import Bundle, open_bundle
 from edge.model.frontend_stream import StreamingLogMel
@@ -110,22 +111,21 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_til
 
 
 def machine_info() -> dict[str, str]:
-    """CPU, its INT8-relevant features, cores and library versions for the report header."""
+    """CPU, its INT8-relevant features, the integer path INT8 sessions take, cores and library versions for the
+    report header."""
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
-    features: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model") and cpu in (platform.processor(), platform.machine()):
-                cpu = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                features |= set(value.split())
-    except OSError:
-        pass
+    cpuinfo = read_cpuinfo()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model"):
+            cpu = value.strip()
+            break
+    features = cpu_flags(cpuinfo)
     flags = " ".join(f for f in INT8_FLAGS if f in features) or "unknown"
-    return {"cpu": cpu, "int8_flags": flags, "cores": str(os.cpu_count()), "machine": platform.machine(),
+    return {"cpu": cpu, "int8_flags": flags, "int8_path": integer_path(cpuinfo).description,
+            "cores": str(os.cpu_count()), "machine": platform.machine(),
             "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
 
 
@@ -133,8 +133,8 @@ def machine_line() -> str:
     """One header line for any benchmark: CPU, cores, INT8 features, ONNX Runtime and the load average."""
     info = machine_info()
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"CPU: {info['cpu']}, {info['cores']} cores; INT8 features: {info['int8_flags']}; ONNX Runtime "
-            f"{info['onnxruntime']}; load average {load}")
+    return (f"CPU: {info['cpu']}, {info['cores']} cores; INT8 features: {info['int8_flags']}; INT8 path: "
+            f"{info['int8_path']}; ONNX Runtime {info['onnxruntime']}; load average {load}")
 
 
 def batched(windows: list[Window], size: int) -> Iterator[list[Window]]:

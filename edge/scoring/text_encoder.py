@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.errors import BackendError, BundleError
+from edge.model.backends.int8_path import keep_int8_exact
 from edge.model.bundle import Bundle, ModelEntry, open_bundle
 from edge.scoring.text_tokenizer import BundleTokenizer
 
@@ -122,6 +123,8 @@ class TextEncoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if precision == "int8":  # dynamic INT8: u8 activations × s8 weights, as the audio encoder's
+            keep_int8_exact(options)
         try:
             session = ort.InferenceSession(str(bundle.path(entry.path)), options,
                                            providers=["CPUExecutionProvider"])

@@ -12,6 +12,7 @@ import onnxruntime as ort
 from edge.errors import BackendError
 from edge.model.backends.cache_dirs import trt_ep_cache_dir
 from edge.model.backends.denormals import flush_denormals, keep_float_mode
+from edge.model.backends.int8_path import keep_int8_exact
 from edge.model.bundle import ORT_OPTIMIZED_KEY, Bundle, ModelEntry
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class OrtBackend:
         # Pool threads block between kernels instead of spinning: a spinning pool took 2.1x the CPU and 2.4x
         # the wall time per INT8 window at 2 threads beside other work (BENCHMARKS.md, *INT8 on Intel Xeon*, 10).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if entry.precision == "int8":  # u8×s8 saturates on x86 without VNNI: the exact u8×u8 path there
+            keep_int8_exact(options)
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
