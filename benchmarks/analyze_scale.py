@@ -29,6 +29,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 RATE = 48_000
 WINDOW_S, HOP_S = 10.0, 5.0
 POLL_S = 0.01
@@ -97,12 +99,13 @@ def projection(seconds_per_window_per_core: float, overhead: float) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scale-bench"))
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray row (Ray not installed)")
     parser.add_argument("--no-reference", action="store_true", help="skip the torch reference")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
 
     from compare_baseline import in_child, reference_run
 

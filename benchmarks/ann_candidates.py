@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.archive_season import season_vectors  # noqa: E402
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
 
 K = 10
 CANDIDATES = 400
@@ -352,7 +353,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     parser.add_argument("--real", action="store_true", help="also the real recordings through the full-size model")
     parser.add_argument("--bundle", type=Path, help="full-size bundle (built here with the export path if absent)")
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--hop", type=float, default=1.0, help="real: seconds between window starts")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", action="store_true", help="leave the built indexes in WORKDIR/built")
@@ -362,6 +363,8 @@ def main() -> None:
     parser.add_argument("--probes", type=int, help="archive candidate: lists probed (default: by the index's size)")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "DATA", "TRUTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.real:
+        args.audio = args.audio or shared_audio()
     if args.probes:
         os.environ["ANN_PROBES"] = str(args.probes)
     if args.stack:

@@ -21,6 +21,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.shared_audio import shared_audio  # noqa: E402
+
 DIM = 512
 
 
@@ -99,7 +101,7 @@ def full_size_bundle(workdir: Path) -> Path:
     bundle = workdir / "bundle"
     if not (bundle / "manifest.json").is_file():
         checkpoint = build_checkpoint(workdir / "checkpoint", "full", seed=0)
-        export_fp32_bundle(load_checkpoint(str(checkpoint)), bundle, REPO.parent / "shared" / "audio")
+        export_fp32_bundle(load_checkpoint(str(checkpoint)), bundle, shared_audio())
     return bundle
 
 

@@ -32,6 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 SCRIPT = REPO / "scripts" / "local_cluster.sh"
 HOP_S = 5.0
 SEASON_UNITS, SEASON_DAYS = 100, 120
@@ -133,7 +135,7 @@ def season(analyze: dict[str, Any], rescore: dict[str, Any], storage_gbps: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cluster-bench"))
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--windows", type=int, default=200_000)
     parser.add_argument("--storage-gbps", type=float, default=10.0,
@@ -141,6 +143,8 @@ def main() -> None:
     parser.add_argument("--skip-analyze", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not args.skip_analyze:
+        args.audio = args.audio or shared_audio()
     args.workdir.mkdir(parents=True, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")

@@ -24,6 +24,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 RATE = 48_000
 LABELS = ("Great Plains Toad", "Eurasian Magpie", "Ruffed Grouse", "Golden-winged Warbler", "Storm Petrel")
 
@@ -96,11 +98,12 @@ def daemon_run(bundle: Path, labels: Path, recording: Path, precision: str, log_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pq/bench"))
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
 
     from compare_baseline import in_child, reference_run
     from precision_cpu import prepare

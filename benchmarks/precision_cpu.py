@@ -27,6 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 PRECISIONS = ("fp32", "fp16", "int8")
 KIB = 1024
 
@@ -109,7 +111,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "precision-bench")
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--size", default="full", choices=("tiny", "full"))
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
@@ -123,6 +125,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.workdir / "bundle", args.child, args.windows, args.batch, args.threads)))
         return
+    args.audio = args.audio or shared_audio()
     prepare(args.workdir, args.audio, args.size)
     models = {p: p for p in (args.precision or PRECISIONS)}
     for spec in args.onnx:

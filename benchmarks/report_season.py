@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.shared_audio import shared_audio
 from desk.collect.database import connect
 from desk.report.page import ReportOptions, write_report
 from desk.report.summary import summarise
@@ -40,7 +41,8 @@ NIGHT_MIN = 12 * 60
 """Every unit listens 18:00-06:00 local time; by day it is scheduled off."""
 ZONES = ("America/Chicago", "America/Denver", "Europe/Berlin", "Asia/Kolkata", "Australia/Sydney")
 SIZE_BUDGET_BYTES = 10 * 1024 * 1024
-CLIP_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio" / "kahst__BirdNET-Analyzer" / "soundscape.wav"
+CLIP_AUDIO = Path("kahst__BirdNET-Analyzer") / "soundscape.wav"
+"""The real recording every clip links to, relative to the shared recordings (benchmarks/shared_audio.py)."""
 CLIPS_PER_SPECIES = 6
 
 
@@ -112,8 +114,8 @@ def build(db: Path, units: int, days: int, detections: int, species: int, seed: 
     con.close()
 
 
-def add_clips(db: Path, cards: Path) -> None:
-    """Hard-link one real recording under the names of the best detections of each species (one card folder)."""
+def add_clips(db: Path, cards: Path, clip: Path) -> None:
+    """Hard-link ``clip`` (a real recording) under the names of each species' best detections (one card folder)."""
     con = connect(db)
     rows = con.execute(f"""
         SELECT unit_id, boot_id, label, start_sample, utc FROM detections
@@ -123,7 +125,7 @@ def add_clips(db: Path, cards: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = compact_utc(utc.replace(tzinfo=timezone.utc))
         name = f"{stamp}_{safe_name(unit)}_{safe_name(label)}_{boot}_{sample}.wav"
-        os.link(CLIP_AUDIO, folder / name)
+        os.link(clip, folder / name)
     con.execute("UPDATE card_boots SET card = ? || substr(card, 8)", [str(cards) + "/"])
     con.close()
 
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
+    clip = shared_audio() / CLIP_AUDIO
     from edge.ops.bench import machine_line
 
     print(machine_line(), flush=True)
@@ -166,7 +169,7 @@ def main() -> None:
     shutil.rmtree(work / "cards", ignore_errors=True)
     started = time.perf_counter()
     build(db, args.units, args.days, args.detections, args.species)
-    add_clips(db, work / "cards")
+    add_clips(db, work / "cards", clip)
     print(f"season built (DuckDB route) in {time.perf_counter() - started:.1f} s -> {db}")
     con = connect(db, read_only=True)
     try:

@@ -31,6 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 MIB = 1 << 20
 TEMPLATES = ("{common}", "the sound of a {common}", "{scientific}, {common}")
 WORDS = ("great", "plains", "toad", "spotted", "marsh", "frog", "little", "owl", "grey", "warbler", "eastern",
@@ -192,7 +194,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
     parser.add_argument("--labels", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--compare-static", action="store_true")
     parser.add_argument("--per-text", type=int, default=0, metavar="N",
                         help="also time the embedding alone on N prompts, ONNX vs torch, 1 thread (CPU ms/text)")
@@ -200,6 +202,7 @@ def main() -> None:
     parser.add_argument("--baseline-repo", type=Path,
                         help="another checkout whose fp32 `labels add` runs as a route of its own (the baseline)")
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
     args.workdir.mkdir(parents=True, exist_ok=True)
     checkpoint, bundle, int8_gate = prepare(args.workdir, args.size, args.audio, not args.skip_int8)
     labels = args.workdir / "labels.txt"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.shared_audio import AUDIO_HELP, shared_audio  # noqa: E402
+
 TRAIN_FOLDERS = ("kitzeslab__opensoundscape", "kahst__BirdNET-Analyzer", "scikit-maad__scikit-maad")
 """Training and calibration recordings; every other folder of the corpus is held out for verification."""
 
@@ -31,13 +33,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "reference")
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    parser.add_argument("--audio", type=Path, help=AUDIO_HELP)
     parser.add_argument("--size", default="full", choices=("tiny", "full"))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--calibration-windows", type=int, default=256)
     args = parser.parse_args()
+    args.audio = args.audio or shared_audio()
     from edge.ops.bench import machine_line
 
     print(machine_line(), flush=True)

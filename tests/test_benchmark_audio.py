@@ -42,7 +42,16 @@ def test_no_folder_is_one_line_naming_where_it_looked_and_a_hint(tmp_path: Path,
     assert str(named.value).splitlines()[0] == f"error: no folder of field recordings at {module.VARIABLE}={missing}"
 
 
-@pytest.mark.parametrize("script, args", [("compare_baseline.py", ["--cache"]), ("non_model_cost.py", ["--bundle"])])
+SCRIPTS = [("compare_baseline.py", ["--cache"]), ("non_model_cost.py", ["--bundle"]),
+           ("analyze_scale.py", ["--workdir"]), ("boot_time.py", ["--workdir"]), ("daemon_fast.py", ["--workdir"]),
+           ("daemon_memory.py", ["--workdir"]), ("precision_cpu.py", ["--workdir"]),
+           ("text_encoder.py", ["--workdir"]), ("train_reference.py", ["--workdir"]),
+           ("cluster_scale.py", ["--workdir"]), ("ann_candidates.py", ["--real", "--workdir"]),
+           ("archive_season.py", ["--phases", "write,naive", "--workdir"]), ("report_season.py", ["--workdir"])]
+"""Every benchmark that reads the field recordings, and the arguments that end with the folder its work goes to."""
+
+
+@pytest.mark.parametrize("script, args", SCRIPTS)
 def test_the_scripts_stop_with_that_line_before_any_work(script: str, args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, module.VARIABLE: str(tmp_path / "missing"), "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, str(tmp_path / "x")],
