@@ -63,16 +63,20 @@ class ClipGate:
             if clip is not None:
                 self._held.append(HeldClip(event, clip, event.end_sample + self.guard))
 
-    def decide(self, analysed_from: int | None, open_spans: list[Span]) -> list[HeldClip]:
+    def decide(self, analysed_from: int | None, open_spans: Callable[[], list[Span]]) -> list[HeldClip]:
         """Drop held clips now near speech; return (and release) those whose guard was heard.
 
         ``analysed_from``: start sample of the latest window analysed (every window starting before it was);
-        None when no more audio will be analysed for now: every held clip is decided.
+        None when no more audio will be analysed for now: every held clip is decided. ``open_spans`` gives the
+        privacy spans still open; it is not called when no clip is held (the daemon asks after every batch).
         """
+        if not self._held:
+            return []
+        spans = open_spans()
         keep: list[HeldClip] = []
         ready: list[HeldClip] = []
         for held in self._held:
-            if self._near_speech(held.event, open_spans):
+            if self._near_speech(held.event, spans):
                 continue
             if analysed_from is None or analysed_from >= held.decide_at:
                 ready.append(held)

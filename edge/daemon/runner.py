@@ -459,7 +459,7 @@ class Daemon:
         if not self.options.save_clips:
             return
         rate = self.options.sample_rate
-        for held in self._gate.decide(analysed_from, self.detector.open_spans(self.options.privacy_labels)):
+        for held in self._gate.decide(analysed_from, lambda: self.detector.open_spans(self.options.privacy_labels)):
             event, clip = held.event, held.clip
             if clip.cut_samples:
                 self.sink.event("clip_cut", event.start_sample, label=event.label,
