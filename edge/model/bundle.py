@@ -267,18 +267,23 @@ class Bundle:
 
     def path(self, rel: str) -> Path:
         """The path of bundle file ``rel``, to read; its checksum verified first if not done yet."""
-        if self.verify_on_read and rel not in self._checked and rel in self.manifest.files:
-            verify_file(self.root, rel, self.manifest.files[rel])
-            self._checked.add(rel)
+        if self.verify_on_read:
+            self._verify(rel)
         return self.root / rel
 
     def check_model(self, precision: str) -> None:
         """Verify now the files a backend may load for ``precision`` (the export and its ORT-optimised graph),
-        for workers that open the bundle unchecked."""
+        for workers that open the bundle unchecked; a file this bundle already checked is not hashed again."""
         entry = self.model(precision)
         for rel in (entry.path, entry.details.get(ORT_OPTIMIZED_KEY, {}).get("path")):
-            if rel is not None and rel in self.manifest.files:
-                verify_file(self.root, rel, self.manifest.files[rel])
+            if rel is not None:
+                self._verify(rel)
+
+    def _verify(self, rel: str) -> None:
+        """Check ``rel``'s sha256 against the manifest once per opened bundle (files it does not list: nothing)."""
+        if rel not in self._checked and rel in self.manifest.files:
+            verify_file(self.root, rel, self.manifest.files[rel])
+            self._checked.add(rel)
 
     def model(self, precision: str) -> ModelEntry:
         """The model entry for a precision, or a :class:`BundleError` listing the ones present."""
@@ -313,4 +318,5 @@ def open_bundle(bundle_dir: Path | str, verify: bool | Literal["on_read"] = True
     manifest = read_manifest(root)
     if verify is True:
         verify_files(root, manifest)
-    return Bundle(root, manifest, verify_on_read=verify == "on_read")
+    checked = set(manifest.files) if verify is True else set()
+    return Bundle(root, manifest, verify_on_read=verify == "on_read", _checked=checked)

@@ -67,6 +67,25 @@ def test_on_read_checks_each_file_once_when_it_is_asked_for(bundle: Path, monkey
     assert len(hashed) == 1 + len(opened.manifest.files)  # the default still checks every file
 
 
+
+def test_check_model_and_path_share_what_was_checked(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    opened = open_bundle(bundle, verify="on_read")
+    opened.check_model("fp32")
+    loaded = model_file(bundle, "fp32").name
+    assert loaded in hashed
+    checked = list(hashed)
+    opened.path(opened.manifest.models["fp32"].path)
+    opened.path(str(model_file(bundle, "fp32").relative_to(bundle)))
+    opened.check_model("fp32")
+    assert hashed == checked  # what check_model hashed, reading it (or checking it again) does not hash again
+    hashed.clear()
+    open_bundle(bundle).check_model("fp16")
+    assert len(hashed) == len(open_bundle(bundle, verify=False).manifest.files)  # checked at opening, not again
+
+
 def test_on_read_refuses_a_changed_file_when_it_is_read_and_only_then(bundle: Path) -> None:
     flip_byte(model_file(bundle, "fp16"))
     opened = open_bundle(bundle, verify="on_read")
