@@ -150,6 +150,8 @@ class DuckShardStore:
         self.close()
 
     def close(self) -> None:
+        for shard in self._shards.values():
+            shard.close()
         self._shards.clear()
         self.con.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,45 @@ def test_a_shard_cut_short_after_it_was_opened_is_a_one_line_error(shard: tuple[
     with pytest.raises(CollectError, match="ends before row") as caught:
         opened.gather(np.array([last[0] + 100]))
     assert caught.value.hint == "collect the cards again into a fresh database"
+
+
+def descriptors(path: Path) -> int:
+    """How many of this process's open file descriptors are ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir itself used, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+def test_a_shard_keeps_its_file_open_between_gathers_until_closed(shard: tuple[Shard, np.ndarray]) -> None:
+    opened, vectors = shard
+    mapped = descriptors(opened.path)  # the memory map holds one of its own
+    for rows in (np.array([5, 40_000]), np.array([7]), np.array([44_999, 0])):
+        np.testing.assert_array_equal(opened.gather(rows), vectors[rows])
+        assert descriptors(opened.path) == mapped + 1  # the first gather's descriptor, not one per call
+    opened.close()
+    assert descriptors(opened.path) == mapped
+    np.testing.assert_array_equal(opened.gather(np.array([3])), vectors[[3]])  # reopened when read again
+    dropped = Shard(opened.path)
+    dropped.gather(np.array([1]))
+    del dropped
+    gc.collect()
+    assert descriptors(opened.path) == mapped + 1  # a shard dropped unclosed closes its file (and its map's)
+    opened.close()
+
+
+def test_closing_the_store_closes_its_shards_files(tmp_path: Path) -> None:
+    from desk.archive.store import DuckShardStore
+
+    vectors = unit_rows(100)
+    store = DuckShardStore(tmp_path / "season.duckdb", writable=True)
+    path = store.root / "some.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_shard(path, np.arange(1, 101, dtype=np.int64), vectors)
+    shard = store.shard("some.parquet")
+    mapped = descriptors(path)
+    np.testing.assert_array_equal(shard.gather(np.array([4, 2])), vectors[[4, 2]])
+    assert descriptors(path) == mapped + 1
+    store.close()
+    assert descriptors(path) == mapped  # what is left is the map's, until the shard is collected
