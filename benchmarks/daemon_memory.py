@@ -94,10 +94,11 @@ def stages_child(bundle: str, recording: str, low_memory: bool) -> None:
     print(json.dumps(marks))
 
 
-def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, Breakdown | None, float]:
+def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, float, Breakdown | None, float]:
     """Run ``command`` under ``/usr/bin/time -v`` with ``repo``'s code and its smaps sampled: (wall seconds,
-    maximum resident set size in MB, the breakdown at the highest RSS sampled, seconds from the process start to
-    its first analysed window: READY=1, as benchmarks/boot_time.py measures it; NaN if it never came)."""
+    maximum resident set size in MB, CPU seconds (user + system), the breakdown at the highest RSS sampled, seconds
+    from the process start to its first analysed window: READY=1, as benchmarks/boot_time.py measures it; NaN if it
+    never came)."""
     import os
     import time
 
@@ -117,8 +118,10 @@ def time_v_run(command: list[str], repo: Path = REPO) -> tuple[float, float, Bre
         first_window = float("nan") if ready.ready_s is None else ready.ready_s
     if timed.returncode != 0:
         raise SystemExit(f"daemon failed ({timed.returncode}):\n{stderr[-2000:]}")
-    line = next(li for li in stderr.splitlines() if "Maximum resident set size" in li)
-    return wall, int(line.rsplit(":", 1)[1]) / 1024, sampler.peak, first_window
+    fields = {key.strip(): value.strip() for key, value in (li.rsplit(":", 1) for li in stderr.splitlines()
+                                                             if li.startswith("\t") and ":" in li)}
+    cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
+    return wall, int(fields["Maximum resident set size (kbytes)"]) / 1024, cpu, sampler.peak, first_window
 
 
 def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, extra: list[str],
@@ -131,9 +134,9 @@ def daemon_10min(bundle: Path, labels: Path, recording: Path, log_dir: Path, ext
     shutil.rmtree(log_dir, ignore_errors=True)
     threads = None if "--profile" in extra else 1
     command = [*daemon_command(bundle, labels, recording, "int8", log_dir, threads, False, threshold), *extra]
-    wall, max_rss, peak, first_window = time_v_run(command, repo)
-    return {"wall_s": wall, "max_rss_mb": max_rss, "breakdown": peak, "first_window_process_s": first_window,
-            **card_figures(log_dir, wall)}
+    wall, max_rss, cpu, peak, first_window = time_v_run(command, repo)
+    return {"wall_s": wall, "max_rss_mb": max_rss, "cpu_s": cpu, "breakdown": peak,
+            "first_window_process_s": first_window, **card_figures(log_dir, wall)}
 
 
 def card_figures(log_dir: Path, wall: float) -> dict[str, Any]:
@@ -224,7 +227,8 @@ def capture_pass(bundle: Path, labels: Path, recording: Path, workdir: Path, min
     wall = time.perf_counter() - started
     events = [r["kind"] for r, _ in read_card(log_dir).events]
     sampler.join()
-    return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "exit_status": status, "breakdown": sampler.peak,
+    return {"wall_s": wall, "max_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "exit_status": status, "breakdown": sampler.peak,
             "gaps": events.count("gap"), "xruns": events.count("xrun"), **card_figures(log_dir, wall)}
 
 
@@ -235,6 +239,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     rows = (("max_rss_mb", "**peak RSS MB** (`/usr/bin/time -v`; capture: wait4)", ".1f"),
             ("heartbeat_peak_rss_mb", "daemon's own heartbeat peak RSS MB", ".1f"),
             ("rtf", "audio s analysed per wall s", ".1f"),
+            ("cpu_s", "CPU s (user + system) of the whole run", ".1f"),
             ("first_window_uptime_s", "first analysed window, s after the daemon loop starts (heartbeat)", ".1f"),
             ("first_window_process_s", "first analysed window, s after the process starts (READY=1)", ".1f"))
     for key, label, fmt in rows:
