@@ -6,6 +6,8 @@ serialised bytes (tests/desk/archive/test_archive.py rebuilds it with the ``onnx
 ``onnx`` to build it took ~0.8 s of every cold ``rescore`` and ``search``. Its threads do not spin while idle (a
 spinning pool burns the other core between calls, twice the CPU under load for the same wall time), and it is
 called on blocks of rows small enough to stay in the cache. Falls back to numpy where ONNX Runtime is missing.
+:func:`dots` and :func:`square_norms` are the two halves of :func:`cosines`, bit for bit, for a search that ranks by
+dot products and computes norms only where they can change the answer (:mod:`desk.archive.bounded`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ and the norms, which halves the CPU time of a scan against one call per page (me
 OUTPUTS = ["y", "n"]
 TINY = np.finfo(np.float32).tiny
 """Squared norms are floored here (a zero row has cosine 0, not NaN)."""
-_session: Any = None
+DOT_GRAPH = base64.b64decode(
+    "CAg6fQoYCgF4EgJ4ZiIEQ2FzdCoJCgJ0bxgBoAECChIKAnhmCgFxEgF5IgZNYXRNdWwSCGhhbGZfZG90WhUKAXgSEAoOCAoSCgoDEgFuCgMSAWRa"
+    "FQoBcRIQCg4IARIKCgMSAWQKAxIBa2IVCgF5EhAKDggBEgoKAxIBbgoDEgFrQgQKABAS")
+"""ONNX (IR 8, opset 18): :data:`GRAPH` without its norms, ``y`` = Cast(x)·q only (135 bytes; the same test rebuilds
+it): the scan that ranks by the dot product (:mod:`desk.archive.bounded`) costs half of one with norms."""
+_sessions: dict[bytes, Any] = {}
 
 
 def blocks(rows: int) -> list[tuple[int, int]]:
@@ -43,37 +50,74 @@ def blocks(rows: int) -> list[tuple[int, int]]:
     return list(zip(firsts, [*firsts[1:], rows]))
 
 
-def _build_session() -> Any:
+def _build_session(graph: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(GRAPH, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """``rows`` (N, D) float16/float32 (any norm) × ``queries`` (D, K) float32 (unit) -> (N, K) float32 cosines."""
-    global _session
+def _session_of(graph: bytes) -> Any:
+    """The session running ``graph`` (built once), None where ONNX Runtime is missing."""
+    if graph not in _sessions:
+        try:
+            _sessions[graph] = _build_session(graph)
+        except ImportError:
+            _sessions[graph] = None
+    return _sessions[graph]
+
+
+def _check(rows: np.ndarray, queries: np.ndarray) -> None:
     if queries.ndim != 2 or rows.shape[-1] != queries.shape[0]:
         raise WindowShapeError(f"query vectors of shape {queries.shape} do not fit the archive's "
                                f"{rows.shape[-1]}-dimensional windows",
                                "the labels or query were embedded by another model than these windows': use the "
                                "bundle and label set of the model that wrote them")
-    if rows.dtype == np.float16:
-        if _session is None:
-            try:
-                _session = _build_session()
-            except ImportError:
-                _session = False
-        if _session is not False:
-            feed = {"q": np.ascontiguousarray(queries, np.float32)}
-            out = np.empty((len(rows), queries.shape[1]), np.float32)
-            norms = np.empty((len(rows), 1), np.float32)
-            for first, stop in blocks(len(rows)):  # the product per block, the division once per call
-                feed["x"] = rows[first:stop] if rows.flags.c_contiguous else np.ascontiguousarray(rows[first:stop])
-                out[first:stop], norms[first:stop] = _session.run(OUTPUTS, feed)
-            np.sqrt(np.maximum(norms, TINY, out=norms), out=norms)
-            return np.divide(out, norms, out=out)
+
+
+def _blockwise(session: Any, names: list[str], rows: np.ndarray, queries: np.ndarray) -> list[np.ndarray]:
+    """``names`` outputs of ``session`` over ``rows`` in :func:`blocks`, each ``(N, ...)`` float32."""
+    feed = {"q": np.ascontiguousarray(queries, np.float32)}
+    out = [np.empty((len(rows), queries.shape[1] if name == "y" else 1), np.float32) for name in names]
+    for first, stop in blocks(len(rows)):
+        feed["x"] = rows[first:stop] if rows.flags.c_contiguous else np.ascontiguousarray(rows[first:stop])
+        for into, found in zip(out, session.run(names, feed)):
+            into[first:stop] = found
+    return out
+
+
+def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``rows`` (N, D) float16/float32 (any norm) × ``queries`` (D, K) float32 (unit) -> (N, K) float32 cosines."""
+    _check(rows, queries)
+    session = _session_of(GRAPH) if rows.dtype == np.float16 else None
+    if session is not None:  # the product per block, the division once per call
+        return divided(*_blockwise(session, OUTPUTS, rows, queries))
+    return divided(dots(rows, queries), square_norms(rows, queries))
+
+
+def dots(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The numerators of :func:`cosines`, ``(N, K)`` float32, bit for bit (the same product on the same blocks),
+    at about half its cost: no norms."""
+    _check(rows, queries)
+    session = _session_of(DOT_GRAPH) if rows.dtype == np.float16 else None
+    if session is not None:
+        return _blockwise(session, ["y"], rows, queries)[0]
+    return rows.astype(np.float32) @ queries
+
+
+def square_norms(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The squared row norms :func:`cosines` divides by, ``(N, 1)`` float32, bit for bit (each row is reduced on
+    its own, so a row's norm does not depend on the rows beside it: tests/desk/archive/test_bounded_search.py)."""
+    _check(rows, queries)
+    session = _session_of(GRAPH) if rows.dtype == np.float16 else None
+    if session is not None:
+        return _blockwise(session, ["n"], rows, queries)[0]
     full = rows.astype(np.float32)
-    squares = np.einsum("ij,ij->i", full, full)[:, None]
-    return (full @ queries) / np.sqrt(np.maximum(squares, TINY))
+    return np.einsum("ij,ij->i", full, full)[:, None]
+
+
+def divided(products: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Cosines from :func:`dots` and :func:`square_norms` (a zero row's cosine is 0); overwrites both."""
+    np.sqrt(np.maximum(squares, TINY, out=squares), out=squares)
+    return np.divide(products, squares, out=products)

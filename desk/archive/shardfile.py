@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import bisect
 import functools
+import json
+import math
 import mmap
 import os
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,12 @@ ROWS_PER_GROUP = 1 << 16
 """Rows per Parquet row group (the page size limit, not this, decides the pages: ~20 000 rows each)."""
 LEGACY_SUFFIXES = (".f16.npy", ".codes.npy")
 """Side files of the earlier layout: a raw float16 scan copy and the prefilter's sign codes."""
+NORMS_KEY = "biolingual.embedding_norms"
+"""Key of the shard's Parquet key-value metadata holding :func:`norm_bounds` as JSON ``{"min": …, "max": …}``."""
+NORM_ROWS = 4096
+"""Rows whose norms are summed at once when a shard is written (32 MB of float64 at D = 512)."""
+OUTWARD = 1e-12
+"""Relative widening of the recorded bounds: a float64 sum of 512 float16 squares is off by < 6e-14 of it."""
 
 
 def pyarrow_module() -> Any:
@@ -53,12 +62,35 @@ def write_shard(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
     element = pa.field("element", pa.float16(), nullable=False)
     schema = pa.schema([pa.field(ID_COLUMN, pa.int64(), nullable=False),
                         pa.field(EMBEDDING_COLUMN, pa.list_(element, dim), nullable=False)])
-    flat = pa.array(np.ascontiguousarray(vectors, np.float16).reshape(-1), type=pa.float16())
+    halves = np.ascontiguousarray(vectors, np.float16)
+    low, high = norm_bounds(halves)
+    schema = schema.with_metadata({NORMS_KEY: json.dumps({"min": low, "max": high})})
+    flat = pa.array(halves.reshape(-1), type=pa.float16())
     table = pa.table([pa.array(ids, pa.int64()), pa.FixedSizeListArray.from_arrays(flat, dim)], schema=schema)
     temp = path.with_name(TEMP_PREFIX + path.name)
     pa.parquet.write_table(table, temp, compression="none", use_dictionary=False, write_statistics=False,
                            data_page_version="2.0", row_group_size=ROWS_PER_GROUP, data_page_size=1 << 30)
     temp.replace(path)
+
+
+def norm_bounds(vectors: np.ndarray) -> tuple[float, float]:
+    """(smallest, largest) Euclidean norm of the non-zero rows of ``vectors`` ``(N, D)`` float16 as stored, summed
+    in float64 and widened by :data:`OUTWARD`; (0, 0) when every row is zero (a zero row's cosine is 0 whatever
+    the query, so it needs no bound), (0, largest float) — no bound at all — when a value is not finite. Search
+    ranks by dot products within these bounds (:mod:`desk.archive.bounded`).
+    """
+    low, high = math.inf, 0.0
+    for first in range(0, len(vectors), NORM_ROWS):
+        block = vectors[first : first + NORM_ROWS].astype(np.float64)
+        squares = np.einsum("ij,ij->i", block, block)
+        if not np.all(np.isfinite(squares)):
+            return 0.0, sys.float_info.max
+        nonzero = squares[squares > 0]
+        if len(nonzero):
+            low, high = min(low, float(nonzero.min())), max(high, float(nonzero.max()))
+    if low == math.inf:
+        return 0.0, 0.0
+    return math.sqrt(low) * (1 - OUTWARD), math.sqrt(high) * (1 + OUTWARD)
 
 
 class Shard:
@@ -71,6 +103,9 @@ class Shard:
         self._map = None if mapped is None else mapped[0]
         self._page_offsets = [] if mapped is None else mapped[2]
         """Where each mapped page's values start in the file."""
+        self.norms = None if mapped is None else mapped[3]
+        """(smallest, largest) norm of the shard's non-zero rows (:func:`norm_bounds`), None when the shard does not
+        record them (written before they were, or unreadable bounds): scans then compute every row's norm."""
         self.mapped = pages is not None
         """True when the pages are views of the file (the current layout), False when they were decoded."""
         self.pages = pages if pages is not None else [(0, _decoded(path))]
@@ -157,9 +192,10 @@ class Shard:
         return out
 
 
-def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]], list[int]] | None:
-    """The embedding column's pages as views of the memory-mapped file and where each starts in it; None when its
-    layout cannot be mapped."""
+def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]], list[int], tuple[float, float] | None] \
+        | None:
+    """The embedding column's pages as views of the memory-mapped file, where each starts in it and the recorded
+    norm bounds; None when its layout cannot be mapped."""
     try:
         with open(path, "rb") as handle:
             found = os.fstat(handle.fileno())
@@ -170,16 +206,17 @@ def _mapped(path: Path) -> tuple[mmap.mmap, list[tuple[int, np.ndarray]], list[i
     except OSError as e:
         raise CollectError(f"archive shard {path} is missing or unreadable: {e}",
                            "collect the cards again into a fresh database") from e
-    dim, runs = layout
+    dim, runs, norms = layout
     return whole, [(first, np.frombuffer(whole, np.float16, rows * dim, offset).reshape(rows, dim))
-                   for first, offset, rows in runs], [offset for _, offset, _ in runs]
+                   for first, offset, rows in runs], [offset for _, offset, _ in runs], norms
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _layout(path: Path, inode: int, size: int, mtime_ns: int) -> tuple[int, tuple[tuple[int, int, int], ...]] | None:
-    """(D, (first row, byte offset, rows) of each page's values) of the shard file at ``path`` as it is now (a
-    shard is written once, through a rename: its inode, size and time say which file this is), read from its
-    Parquet footer and page headers once per process; None when its layout cannot be mapped."""
+def _layout(path: Path, inode: int, size: int, mtime_ns: int) -> \
+        tuple[int, tuple[tuple[int, int, int], ...], tuple[float, float] | None] | None:
+    """(D, (first row, byte offset, rows) of each page's values, the recorded norm bounds) of the shard file at
+    ``path`` as it is now (a shard is written once, through a rename: its inode, size and time say which file this
+    is), read from its Parquet footer and page headers once per process; None when its layout cannot be mapped."""
     pa = pyarrow_module()
     try:
         metadata = pa.parquet.ParquetFile(path).metadata
@@ -209,7 +246,17 @@ def _layout(path: Path, inode: int, size: int, mtime_ns: int) -> tuple[int, tupl
         return None
     finally:
         whole.close()
-    return (dim, tuple(runs)) if first == metadata.num_rows else None
+    return (dim, tuple(runs), _norms(metadata.metadata)) if first == metadata.num_rows else None
+
+
+def _norms(metadata: dict[bytes, bytes] | None) -> tuple[float, float] | None:
+    """The norm bounds a shard's key-value metadata records; None when absent or not two finite ordered numbers."""
+    try:
+        found = json.loads((metadata or {})[NORMS_KEY.encode()])
+        low, high = float(found["min"]), float(found["max"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if math.isfinite(high) and 0 <= low <= high else None
 
 
 def _decoded(path: Path) -> np.ndarray:
@@ -231,10 +278,10 @@ def _decoded(path: Path) -> np.ndarray:
 
 
 def migrate_shard(path: Path) -> bool:
-    """Rewrite a shard of the earlier layout as one mappable Parquet file and drop its side files; False when it
-    already was one."""
+    """Rewrite a shard of an earlier layout (version-1 pages with a raw copy beside them, or without its norm
+    bounds) as one mappable Parquet file with its bounds and drop its side files; False when it already was one."""
     shard = Shard(path)
-    if shard.mapped:
+    if shard.mapped and shard.norms is not None:
         return False
     pa = pyarrow_module()
     ids = pa.parquet.read_table(path, columns=[ID_COLUMN])[ID_COLUMN].to_numpy()

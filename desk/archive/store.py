@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from desk.archive.bounded import BoundedTop
 from desk.archive.half_matmul import cosines
 from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, IvfIndex, training_rows
 from desk.archive.shardfile import Shard, migrate_shard, pyarrow_module, write_shard
@@ -296,11 +297,16 @@ class DuckShardStore:
         """(window ids, their ``(n, D)`` float16 rows, memory-mapped) of the windows matching SQL ``where``,
         page by page in window order. Each shard's pages are released once read; ``keep=False`` also unmaps it
         (a pass over the whole archive, such as indexing it, then holds one shard's map and file at a time)."""
+        yield from ((ids, matrix) for ids, matrix, _ in self._pieces(where, params, keep))
+
+    def _pieces(self, where: str, params: list[Any] | None,
+                keep: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]]:
+        """:meth:`chunks` with each piece's shard's norm bounds (:attr:`~desk.archive.shardfile.Shard.norms`)."""
         for shard, rows, listed in shards(self.con, where, params):
-            ids = id_array(listed)
-            for positions, matrix in self.shard(shard).pieces(rows):
-                yield ids[positions], matrix
-            self.shard(shard).release()
+            ids, mapped = id_array(listed), self.shard(shard)
+            for positions, matrix in mapped.pieces(rows):
+                yield ids[positions], matrix, mapped.norms
+            mapped.release()
             if not keep:
                 del self._shards[shard]
 
@@ -359,10 +365,10 @@ class DuckShardStore:
                 approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         index = self.ann() if approximate and self._archived() else None
         if index is None:
-            return top_of(self.scan(query.reshape(-1, 1), where), k)
+            return self._exact(query, k, where)
         matched, total = self.count(where), self.count()
         if matched < total and matched <= EXACT_BELOW:  # a narrow filter: its exact scan is as fast as the index
-            return top_of(self.scan(query.reshape(-1, 1), where), k)
+            return self._exact(query, k, where)
         wanted = max(CANDIDATES_PER_HIT * k, MIN_CANDIDATES, total // WINDOWS_PER_CANDIDATE)
         ids = index.candidates(query, int(wanted * total / max(matched, 1)))
         if matched < total:
@@ -373,6 +379,16 @@ class DuckShardStore:
         # einsum, not BLAS: a matrix-vector product of a few thousand rows in BLAS's threads cost 3-20 ms of CPU
         scores = np.einsum("ij,j->i", self.embeddings(ids), np.ravel(query).astype(np.float32))
         return top_of([Scored(ids, scores[:, None])], k)
+
+    def _exact(self, query: np.ndarray, k: int, where: WindowFilter) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`top_of` the :meth:`scan` of ``where`` (the same hits, bit for bit), ranked by dot products within
+        each shard's norm bounds: a norm only for the rows that can still enter the top ``k``."""
+        ranked = BoundedTop(np.ravel(query).astype(np.float32).reshape(-1, 1), k)
+        if self._archived():
+            for ids, matrix, bounds in self._pieces(*self._filter(where)):
+                for first in range(0, len(ids), SCAN_CELLS):  # the pieces of scan(), so the same products
+                    ranked.add(ids[first : first + SCAN_CELLS], matrix[first : first + SCAN_CELLS], bounds)
+        return ranked.result()
 
     def _within(self, ids: np.ndarray, where: WindowFilter) -> np.ndarray:
         """``ids`` (best first) that match ``where``, in the same order (only these ids are looked up)."""

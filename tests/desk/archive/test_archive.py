@@ -300,7 +300,8 @@ def test_half_precision_cosines_do_not_depend_on_the_blocks() -> None:
     rows = rng.standard_normal((3 * half_matmul.BLOCK_ROWS + 80, 512)).astype(np.float16)
     queries = rng.standard_normal((512, 100)).astype(np.float32)
     blocked = half_matmul.cosines(rows, queries)
-    dots, squares = half_matmul._session.run(None, {"x": rows, "q": queries})  # the whole page in one call
+    whole = half_matmul._session_of(half_matmul.GRAPH)
+    dots, squares = whole.run(None, {"x": rows, "q": queries})  # the whole page in one call
     assert np.array_equal(blocked, dots / np.sqrt(squares))
 
 
@@ -322,6 +323,41 @@ def test_the_stored_half_precision_graph_is_the_one_onnx_builds() -> None:
     model.ir_version = 8
     checker.check_model(model)
     assert model.SerializeToString() == GRAPH
+
+
+def test_the_stored_dot_product_graph_is_the_one_onnx_builds() -> None:
+    from onnx import TensorProto, checker, helper
+
+    from desk.archive.half_matmul import DOT_GRAPH
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", "d"]),
+              helper.make_tensor_value_info("q", TensorProto.FLOAT, ["d", "k"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])]
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["xf", "q"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "half_dot", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    checker.check_model(model)
+    assert model.SerializeToString() == DOT_GRAPH
+
+
+def test_dot_products_and_norms_are_the_cosines_bits_in_any_company() -> None:
+    """A row's dot product and norm do not depend on the rows beside it in the call (ranking by dot products
+    gives the held rows a norm in a call of their own): each equals the full scan's, bit for bit."""
+    from desk.archive import half_matmul
+
+    rng = np.random.default_rng(5)
+    rows = (rng.standard_normal((5 * half_matmul.BLOCK_ROWS + 333, 512)) * rng.uniform(0.3, 2, (1, 1))).astype(
+        np.float16)
+    query = rng.standard_normal((512, 1)).astype(np.float32)
+    query /= np.linalg.norm(query)
+    full = half_matmul.cosines(rows, query)
+    products = half_matmul.dots(rows, query)
+    for count in (1, 3, 37, 700, 1500):
+        picked = np.sort(rng.choice(len(rows), count, replace=False))
+        alone = half_matmul.divided(products[picked].copy(), half_matmul.square_norms(rows[picked], query))
+        assert np.array_equal(alone, full[picked])
 
 
 def test_a_database_without_embeddings_is_a_one_line_error(example_bundle: Path, example_labels: tuple[Path, Path],
