@@ -17,11 +17,15 @@ bounds (an archive collected before they were written) is scored the old way, ev
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from desk.archive.half_matmul import cosines, divided, dots, square_norms
 from desk.archive.windows import Scored, top_of
+
+Bounds = tuple[float, float] | None
+"""A shard's (smallest, largest) non-zero row norm; None where it records none."""
 
 UNIT_ROUNDOFF = 2.0**-24
 """Of float32 (round to nearest)."""
@@ -83,7 +87,7 @@ class BoundedTop:
         scored = float(self._best[1][-1]) if len(self._best[1]) >= self.k else -math.inf
         return max(bounded, scored)
 
-    def add(self, ids: np.ndarray, rows: np.ndarray, bounds: tuple[float, float] | None) -> None:
+    def add(self, ids: np.ndarray, rows: np.ndarray, bounds: Bounds) -> None:
         """Rank ``rows`` ``(n, D)`` float16 (ids ascending) whose norms lie in ``bounds`` (None: unknown, so
         every row gets its cosine, as a full scan does)."""
         if bounds is None:
@@ -127,3 +131,15 @@ class BoundedTop:
     def _fold(self, ids: np.ndarray, found: np.ndarray) -> None:
         best_ids, best_scores = self._best
         self._best = top_of([Scored(best_ids, best_scores[:, None]), Scored(ids, found)], self.k)
+
+
+def bounded_top(pieces: Iterator[tuple[np.ndarray, np.ndarray, Bounds]], query: np.ndarray, k: int,
+                step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, cosines) of the ``k`` rows of ``pieces`` (ids ascending, ``(n, D)`` float16 rows, their shard's bounds)
+    nearest unit ``query`` ``(D,)``: :func:`top_of` of their cosines in ``step``-row calls, bit for bit (each piece
+    is cut as a full scan cuts it, so the products are the same)."""
+    ranked = BoundedTop(np.ravel(query).astype(np.float32).reshape(-1, 1), k)
+    for ids, rows, bounds in pieces:
+        for first in range(0, len(ids), step):
+            ranked.add(ids[first : first + step], rows[first : first + step], bounds)
+    return ranked.result()

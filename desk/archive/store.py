@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desk.archive.bounded import BoundedTop
+from desk.archive.bounded import bounded_top
 from desk.archive.half_matmul import cosines
 from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, IvfIndex, training_rows
 from desk.archive.shardfile import Shard, migrate_shard, pyarrow_module, write_shard
@@ -381,14 +381,8 @@ class DuckShardStore:
         return top_of([Scored(ids, scores[:, None])], k)
 
     def _exact(self, query: np.ndarray, k: int, where: WindowFilter) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`top_of` the :meth:`scan` of ``where`` (the same hits, bit for bit), ranked by dot products within
-        each shard's norm bounds: a norm only for the rows that can still enter the top ``k``."""
-        ranked = BoundedTop(np.ravel(query).astype(np.float32).reshape(-1, 1), k)
-        if self._archived():
-            for ids, matrix, bounds in self._pieces(*self._filter(where)):
-                for first in range(0, len(ids), SCAN_CELLS):  # the pieces of scan(), so the same products
-                    ranked.add(ids[first : first + SCAN_CELLS], matrix[first : first + SCAN_CELLS], bounds)
-        return ranked.result()
+        """:func:`top_of` the :meth:`scan` of ``where``, bit for bit, computing norms only where they can change it."""
+        return bounded_top(self._pieces(*self._filter(where)) if self._archived() else iter(()), query, k, SCAN_CELLS)
 
     def _within(self, ids: np.ndarray, where: WindowFilter) -> np.ndarray:
         """``ids`` (best first) that match ``where``, in the same order (only these ids are looked up)."""
