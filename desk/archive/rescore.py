@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from desk.archive.arrow_numpy import column_numpy
 from desk.archive.rescore_tables import RescoreTables, utc, window_tables
 from desk.archive.spaces import choose_space
 from desk.archive.windows import Scored, WindowFilter, WindowStore, open_store
@@ -105,14 +106,14 @@ def _places(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     holds a few recordings; their names are made once, not once a window)."""
     table = store.windows(ids, EVENT_COLUMNS)
     recording = table["recording"].combine_chunks().dictionary_encode()
-    place = {name: table[name].to_numpy(zero_copy_only=False) for name in EVENT_COLUMNS if name != "recording"}
-    return {**place, "recording": recording.indices.to_numpy(), "recordings": np.asarray(
+    place = {name: column_numpy(table[name]) for name in EVENT_COLUMNS if name != "recording"}
+    return {**place, "recording": column_numpy(recording.indices), "recordings": np.asarray(
         recording.dictionary.to_pylist(), object)}
 
 
 def _meta(store: WindowStore, ids: np.ndarray) -> dict[str, np.ndarray]:
     table = store.windows(ids, EVENT_COLUMNS)
-    return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+    return {name: column_numpy(table[name]) for name in table.column_names}
 
 
 def _scan(store: WindowStore, queries: np.ndarray, where: WindowFilter, options: RescoreOptions) -> Iterator[Scored]:

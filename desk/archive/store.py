@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from desk.archive.arrow_numpy import column_numpy
 from desk.archive.bounded import bounded_top
 from desk.archive.half_matmul import cosines
 from desk.archive.ivf import INDEX_DIR, MIN_WINDOWS, IvfIndex, training_rows
@@ -211,7 +212,7 @@ class DuckShardStore:
             table = self.con.sql(f"SELECT window_id AS _id, {chosen} FROM windows WHERE window_id BETWEEN $first "
                                  "AND $last", params={"first": int(wanted[0]), "last": int(wanted[-1])}
                                  ).to_arrow_table()
-            found = table["_id"].to_numpy()
+            found = column_numpy(table["_id"])  # not pyarrow's to_numpy: it imports pandas
             if np.any(np.diff(found) <= 0):
                 table = table.take(np.argsort(found, kind="stable"))
             table = table.drop_columns(["_id"])
