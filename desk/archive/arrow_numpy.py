@@ -21,11 +21,12 @@ def column_numpy(column: Any) -> np.ndarray:
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     kind, count = array.type, len(array)
-    storage, dtype = _dtypes(pa, kind)
-    if storage is None:
+    types = _dtypes(pa, kind)
+    if types is None:
         values = np.empty(count, object)
         values[:] = array.to_pylist()
         return values
+    storage, dtype = types
     buffers = array.buffers()
     if pa.types.is_boolean(kind):
         found = _bits(buffers[1], array.offset, count)
@@ -47,9 +48,9 @@ def column_numpy(column: Any) -> np.ndarray:
     return values
 
 
-def _dtypes(pa: Any, kind: Any) -> tuple[Any, np.dtype[Any]] | tuple[None, None]:
-    """(numpy dtype of the values buffer, numpy dtype of the result) of an Arrow type; (None, None) for types
-    read as Python values (strings, lists, dictionaries, decimals …)."""
+def _dtypes(pa: Any, kind: Any) -> tuple[Any, np.dtype[Any]] | None:
+    """(numpy dtype of the values buffer, numpy dtype of the result) of an Arrow type; None for types read as
+    Python values (strings, lists, dictionaries, decimals …)."""
     if pa.types.is_boolean(kind):
         return np.bool_, np.dtype(np.bool_)
     if pa.types.is_integer(kind):
@@ -64,7 +65,7 @@ def _dtypes(pa: Any, kind: Any) -> tuple[Any, np.dtype[Any]] | tuple[None, None]
         return np.int32, np.dtype("datetime64[D]")
     if pa.types.is_date64(kind):
         return np.int64, np.dtype("datetime64[ms]")
-    return None, None
+    return None
 
 
 def _bits(buffer: Any, offset: int, count: int) -> np.ndarray:
