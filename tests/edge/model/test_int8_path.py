@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,27 @@ def test_the_exact_path_changes_the_kernels_not_the_answers_on_this_cpu(
         graph = onnx.load(options.optimized_model_filepath).graph
         rewritten[flag] = sum(t.name.endswith("_s8_2_u8") for t in graph.initializer)
     assert rewritten["0"] == 0 < rewritten["1"]
+
+
+def test_the_int8_text_encoder_takes_the_same_path(text_bundle: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamic INT8 (u8 activations × s8 weights) in the text tower: the option where needed, the same answers."""
+    from edge.scoring.text_encoder import TextEncoder
+    from export.text_int8 import quantize_text_dynamic
+    from export.text_onnx import TEXT_FILES, register_text_encoder
+
+    if platform.machine().lower() not in X86_MACHINES or not cpu_flags(read_cpuinfo()) & set(EXACT_X86_FLAGS):
+        pytest.skip(f"needs an x86 CPU with VNNI/AMX-INT8 ({integer_path().description})")
+    copy = Path(shutil.copytree(text_bundle, tmp_path / "bundle"))
+    bundle = open_bundle(copy)
+    quantize_text_dynamic(copy / TEXT_FILES["fp32"], copy / TEXT_FILES["int8"])
+    fp32 = bundle.manifest.text_encoders["fp32"]
+    register_text_encoder(bundle, "int8", replace(fp32, path=TEXT_FILES["int8"], precision="int8"))
+    texts = ["great plains toad", "the sound of a barn owl", "wind noise"]
+    default = TextEncoder.from_bundle(copy, "int8", force_precision=True)
+    monkeypatch.setattr(int8_path, "integer_path", lambda: IntegerPath(True, "as on a CPU without VNNI"))
+    exact = TextEncoder.from_bundle(copy, "int8", force_precision=True)
+    assert exact._session.get_session_options().get_session_config_entry(PRECISION_KEY) == "1"
+    with pytest.raises(RuntimeError):
+        default._session.get_session_options().get_session_config_entry(PRECISION_KEY)
+    np.testing.assert_array_equal(exact.embed(texts), default.embed(texts))
