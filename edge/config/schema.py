@@ -68,7 +68,8 @@ class ModelSection(StrictModel):
     threads: Annotated[int, Field(ge=1)] | None = None
     max_batch: Annotated[int, Field(ge=1, le=64)] = 4
     low_memory: bool = False
-    """Turn off ONNX Runtime's memory arena: less peak RAM, slower windows (small boards)."""
+    """Less peak RAM, slower windows (small boards): ONNX Runtime's memory arena, memory patterns and buffer reuse
+    off, one window per inference call, and the daemon unmaps the file pages only start-up touched."""
 
     @field_validator("bundle")
     @classmethod

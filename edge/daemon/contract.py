@@ -100,6 +100,9 @@ class DaemonOptions:
     """The source is a finite file: stop at its end instead of reopening."""
     thermal_paths: tuple[Path, ...] = ()
     clock_sync: str = "unsynchronised"
+    drop_startup_pages: bool = False
+    """Unmap the clean file pages start-up touched, once the model is loaded and again after the first analysed
+    window (``model.low_memory``; edge/daemon/startup_pages.py)."""
 
 
 @dataclass(frozen=True)

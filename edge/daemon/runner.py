@@ -46,6 +46,7 @@ from edge.daemon.contract import (
     describe_error,
 )
 from edge.daemon.health import SignalMonitor, process_health
+from edge.daemon.startup_pages import drop_clean_file_pages
 from edge.errors import AudioError, BackendError
 from edge.scoring.scorer import Scores
 from edge.stream.clip_buffer import Clip, ClipBuffer
@@ -101,6 +102,8 @@ class Daemon:
     def run(self) -> int:
         """Open, analyse until stopped (signal, end of file, fatal error), flush everything, return exit code."""
         self._install_signals()
+        if self.options.drop_startup_pages:
+            drop_clean_file_pages()  # imports and the model load: before the first inference adds its own peak
         try:
             self._open_stream(None)
         except AudioError as e:
@@ -375,6 +378,8 @@ class Daemon:
         if not self._ready_sent:
             notify.ready(f"analysing, first window at sample {windows[0].start_sample}")
             self._ready_sent = True
+            if self.options.drop_startup_pages:
+                drop_clean_file_pages()  # the first inference's set-up and the audio stack's device scan
         notify.watchdog()
 
     def _score(self, windows: list[Window]) -> tuple[np.ndarray, Scores]:

@@ -184,7 +184,7 @@ def build_daemon(config: UnitConfig, input_options: InputOptions | None = None,
         background_labels=tuple(config.analysis.background_prompts),
         privacy_labels=tuple(config.analysis.privacy_prompts), privacy_guard_s=config.analysis.privacy_guard_s,
         is_file=input_options is not None, thermal_paths=tuple(health.thermal_paths),
-        clock_sync=clock_sync or "unsynchronised")
+        clock_sync=clock_sync or "unsynchronised", drop_startup_pages=config.model.low_memory)
     identity = UnitIdentity(config.unit.unit_id, config.unit.deployment_id or UNASSIGNED_DEPLOYMENT)
     sink = CardLog(Path(config.storage.log_dir), identity, rate,
                    boot_info(config, bundle, labels, precision, apply_power(config.power),
