@@ -114,12 +114,14 @@ class ReadyWatch:
         self._folder.cleanup()
 
     def _listen(self) -> None:
-        while not self._closed.is_set() and not self._ready.is_set():
+        # Read until closed, not just until READY=1: the daemon sends WATCHDOG=1 after every window, and once the
+        # socket's queue is full its next send blocks (a daemon that keeps running stalled mid-run).
+        while not self._closed.is_set():
             try:
                 message = self._socket.recv(4096).decode("utf-8", "replace")
             except TimeoutError:
                 continue
-            if "READY=1" in message.splitlines():
+            if not self._ready.is_set() and "READY=1" in message.splitlines():
                 self.ready_s = time.perf_counter() - self.started
                 self._ready.set()
 

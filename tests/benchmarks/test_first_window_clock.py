@@ -43,3 +43,14 @@ def test_daemon_memory_reports_both_clocks() -> None:
     assert max_rss > 0 and cpu > 0
     no_ready = daemon_memory.time_v_run([sys.executable, "-c", "pass"], daemon_memory.REPO)
     assert math.isnan(no_ready[4])  # never ready: said so, not a number from somewhere else
+
+
+def test_the_watch_keeps_reading_after_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon sends WATCHDOG=1 after every window: a listener that stopped at READY=1 let the socket's queue
+    fill, and the daemon's next send blocked for good (a benchmark daemon stalled after ~10 windows)."""
+    after_ready = "from edge.daemon import notify\nnotify.ready('analysing')\nfor _ in range(500): notify.watchdog()\n"
+    with ReadyWatch() as watch:
+        monkeypatch.setenv("NOTIFY_SOCKET", watch.address)
+        watch.start()
+        subprocess.run([sys.executable, "-c", after_ready], check=True, timeout=60)
+        assert watch.wait(10)
