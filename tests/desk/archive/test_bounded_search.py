@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -19,7 +19,7 @@ from desk.archive import bounded
 from desk.archive.half_matmul import cosines, square_norms
 from desk.archive.shardfile import NORMS_KEY, ROWS_PER_GROUP, Shard
 from desk.archive.store import archive_root
-from desk.archive.windows import WindowBatch, open_store, top_of
+from desk.archive.windows import WindowBatch, WindowFilter, open_store, top_of
 from desk.collect.ingest import collect
 from edge.batch.analyze import AnalyzeOptions, analyze_paths
 
@@ -118,6 +118,14 @@ def test_rows_of_any_norm_give_the_float64_top_and_the_full_scans_bits(tmp_path:
             full_ids, full_scores = top_of(store.scan(q.reshape(-1, 1)), K)  # every row's cosine, as before
             np.testing.assert_array_equal(ids, full_ids)
             np.testing.assert_array_equal(scores, full_scores)  # bit for bit: the same products and norms
+        within = WindowFilter(since=DAY + timedelta(seconds=5 * 4_000), until=DAY + timedelta(seconds=5 * 9_000))
+        for query in queries:  # a time range (windows 4 000-8 999: half the wild shard) still applies exactly
+            ids, scores = store.nearest(query.astype(np.float32), K, within)
+            reference = np.full(len(rows), -2.0)
+            reference[4_000:9_000] = brute_force(rows[4_000:9_000], query)
+            assert_exact(ids, scores, reference)
+            full_ids, full_scores = top_of(store.scan(query.astype(np.float32).reshape(-1, 1), within), K)
+            assert np.array_equal(ids, full_ids) and np.array_equal(scores, full_scores)
 
 
 def test_negative_cosines_and_a_zero_row_are_ranked_exactly(tmp_path: Path) -> None:
