@@ -61,7 +61,9 @@ def lower_bounds(products: np.ndarray, bounds: tuple[float, float]) -> np.ndarra
 
 def reaching(products: np.ndarray, bounds: tuple[float, float], cut: float) -> np.ndarray:
     """Positions of the dot products whose upper cosine bound (``dot / n_min``, negative: ``dot / n_max``) is at
-    least ``cut``: a comparison of the products themselves, no division."""
+    least ``cut``: a comparison of the products themselves, no division (every row while there is no floor yet)."""
+    if cut == -math.inf:
+        return np.arange(len(products))
     return np.flatnonzero(products >= cut * (bounds[0] if cut >= 0 else bounds[1]))
 
 

@@ -145,6 +145,16 @@ def test_negative_cosines_and_a_zero_row_are_ranked_exactly(tmp_path: Path) -> N
     assert_exact(ids, scores, reference)
 
 
+def test_fewer_windows_than_asked_all_come_back_zero_rows_included(tmp_path: Path) -> None:
+    rng = np.random.default_rng(15)
+    rows = archive(tmp_path / "few.duckdb", [np.zeros((3, DIM)), unit(rng.standard_normal((4, DIM)))])
+    query = unit(rng.standard_normal(DIM))
+    with open_store(tmp_path / "few.duckdb") as store:
+        ids, scores = store.nearest(query.astype(np.float32), K)
+    assert sorted(ids) == list(range(1, 8))
+    np.testing.assert_allclose(scores, brute_force(rows, query)[ids - 1], atol=TIE)
+
+
 def test_a_row_just_under_the_bound_edge_enters_the_top(tmp_path: Path) -> None:
     """The shard's smallest norm is the 10th best window's, so its upper bound is its cosine; its largest norm is
     the 11th's, whose lower bound (its cosine, a few millionths lower) lifts the floor to just under that upper
