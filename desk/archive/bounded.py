@@ -78,8 +78,6 @@ class BoundedTop:
         self._best = (np.zeros(0, np.int64), np.zeros(0, np.float32))
         self._held: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]] = []
         self._waiting = 0
-        self.normed = 0
-        """Rows given a norm so far: the held ones and those of shards without bounds."""
 
     @property
     def floor(self) -> float:
@@ -94,7 +92,6 @@ class BoundedTop:
         every row gets its cosine, as a full scan does)."""
         if bounds is None:
             found = cosines(rows, self.query)
-            self.normed += len(rows)
             self._fold(ids, found)
             return
         products = dots(rows, self.query)[:, 0]
@@ -127,7 +124,6 @@ class BoundedTop:
             return
         ids, products, rows = (np.concatenate(part) for part in zip(*kept))
         found = divided(products[:, None].copy(), square_norms(rows, self.query))
-        self.normed += len(rows)
         self._fold(ids, found)
 
     def _fold(self, ids: np.ndarray, found: np.ndarray) -> None:

@@ -102,7 +102,13 @@ def wild_season(rng: np.random.Generator) -> list[np.ndarray]:
     return [clustered(2_500), wild, clustered(4_100), clustered(1_700)]
 
 
-def test_rows_of_any_norm_give_the_float64_top_and_the_full_scans_bits(tmp_path: Path, normed: list[int]) -> None:
+@pytest.mark.parametrize("hold", [bounded.HOLD_ROWS, 50])
+def test_rows_of_any_norm_give_the_float64_top_and_the_full_scans_bits(tmp_path: Path, normed: list[int],
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       hold: int) -> None:
+    """Also with held rows given their norms 50 at a time (as a shard of many near-ties makes them, bounding
+    memory)."""
+    monkeypatch.setattr(bounded, "HOLD_ROWS", hold)
     rng = np.random.default_rng(11)
     rows = archive(tmp_path / "season.duckdb", wild_season(rng))
     wild = slice(2_500, 5_500)
