@@ -30,8 +30,6 @@ DEVICE_POLL_S = 0.5
 """While the stream is lost: how often to ask cheaply whether the device is back."""
 PAUSE_DETECT_S = 5.0
 """The main loop not running for this long means the whole process was paused (SIGSTOP, swap storm)."""
-PRIVACY_MEMORY = 16
-"""Recent privacy hits remembered for the clip guard."""
 CLIPPED_SPANS_REMEMBERED = 64
 """Recently clipped detection spans: a span detected for several labels is saved as one clip."""
 

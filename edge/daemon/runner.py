@@ -35,7 +35,6 @@ from edge.daemon.contract import (
     EXIT_PIPELINE,
     EXIT_STALLED,
     PAUSE_DETECT_S,
-    PRIVACY_MEMORY,
     READ_TIMEOUT_S,
     SCHEDULE_POLL_S,
     CardTrouble,
@@ -88,8 +87,9 @@ class Daemon:
         self._clips = ClipBuffer(options.sample_rate, 3 * options.window_samples, options.clip_max_s)
         self._anchor: tuple[datetime, int] | None = None
         """(UTC, sample) of the open stream's anchor: converts samples to wall-clock time."""
-        self._gate = ClipGate(round(options.privacy_guard_s * options.sample_rate), PRIVACY_MEMORY,
-                              CLIPPED_SPANS_REMEMBERED)
+        self._gate = ClipGate(round(options.privacy_guard_s * options.sample_rate),
+                              (round(options.clip_pre_roll_s * options.sample_rate),
+                               round(options.clip_post_roll_s * options.sample_rate)), CLIPPED_SPANS_REMEMBERED)
         self._xruns_logged = 0
         self._ready_sent = False
         self.reopen_requested = False
@@ -364,16 +364,21 @@ class Daemon:
         embeddings, scores = self._score(windows)
         self.inference_s += time.perf_counter() - started
         self.windows_analysed += len(windows)
-        events = self.detector.update([w.start_sample for w in windows], [w.end_sample for w in windows], scores)
+        starts, ends = [w.start_sample for w in windows], [w.end_sample for w in windows]
+        events = self.detector.update(starts, ends, scores)
+        # every window of speech guards clips, confirmed or not, in a cooldown or not
+        self._gate.heard(self.detector.hits(self.options.privacy_labels, starts, ends, scores))
         self._emit(events)
         self._write_clips(windows[-1].start_sample)
+        pending = self.detector.earliest_pending_start()
+        self._gate.forget(windows[-1].start_sample if pending is None else min(pending, windows[-1].start_sample))
         for w in windows:
             start = max(w.start_sample, self.effort_end)
             if w.end_sample > start:
                 self.sink.effort(start, w.end_sample)
                 self.effort_end = w.end_sample
         self.analysed_end = windows[-1].end_sample
-        self.sink.embeddings([w.start_sample for w in windows], [w.end_sample for w in windows], embeddings)
+        self.sink.embeddings(starts, ends, embeddings)
         self.sink.flush()
         if not self._ready_sent:
             notify.ready(f"analysing, first window at sample {windows[0].start_sample}")
@@ -432,8 +437,6 @@ class Daemon:
     # ---------------------------------------------------------------- outputs
 
     def _close_events(self) -> None:
-        # speech still awaiting confirmation when the events are cut short guards clips as much as confirmed speech
-        self._gate.heard(self.detector.open_spans(self.options.privacy_labels))
         self._emit(self.detector.flush())
         self.sink.flush()
 

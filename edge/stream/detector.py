@@ -171,6 +171,17 @@ class EventDetector:
             spans += [(start, end) for start, end, score, _ in state.recent if score == score]
         return spans
 
+    def hits(self, labels: Collection[str], starts: list[int], ends: list[int],
+             scores: Scores) -> list[tuple[int, int]]:
+        """``(start, end)`` of every window in which one of ``labels`` scores at or above its ``enter`` threshold,
+        whether or not confirmation accepts it or a cooldown keeps it from opening an event."""
+        cols = [col for col, name in enumerate(self.names) if name in labels]
+        if not cols:
+            return []
+        limits = np.array([self._enter[col] for col in cols])
+        rows = np.flatnonzero((scores.score[:, cols] >= limits).any(axis=1))
+        return [(starts[row], ends[row]) for row in rows]
+
     def flush(self) -> list[DetectionEvent]:
         """Close every open event and clear the confirmation history."""
         closed = []

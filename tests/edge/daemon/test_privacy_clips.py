@@ -3,6 +3,7 @@ still awaiting confirmation, when the animal's event closes, and speech that sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from desk.collect.cards import read_card
+from edge.audio.file_stream import DEFAULT_CHUNK_SAMPLES
+from edge.daemon.runner import Daemon
 from edge.ops.setup import InputOptions, build_daemon
 from tests.edge.daemon.test_daemon import log_events, unit_config
 from tests.edge.daemon.test_field_truth import column
@@ -31,8 +34,10 @@ class ScriptedBackend:
 
 
 def run_scripted(example_bundle: Path, example_labels: tuple[Path, Path], log_dir: Path, recording: Path,
-                 script: list[str], guard_s: float = 0, **extra: object) -> list[dict]:
-    """Run the daemon over ``recording`` with window embeddings from ``script``; the card's events."""
+                 script: list[str], guard_s: float = 0, chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+                 watch: Callable[[Daemon], None] | None = None, **extra: object) -> list[dict]:
+    """Run the daemon over ``recording`` (read ``chunk_samples`` at a time) with window embeddings from
+    ``script``; the card's events. ``watch`` is given the daemon before it runs."""
     log_dir.mkdir()
     toad_only = log_dir.parent / "toad.txt"
     toad_only.write_text("toad\n", encoding="utf-8")
@@ -53,10 +58,12 @@ def run_scripted(example_bundle: Path, example_labels: tuple[Path, Path], log_di
     # ("both", at sqrt((1 + toad @ night) / 2) of the scale for each, fires both)
     threshold = probe.stages.scorer.logit_scale * (1 + float(toad @ night)) / 2
     daemon = build_daemon(unit_config(example_bundle, labels, log_dir, **settings, **{"analysis.threshold": threshold}),
-                          InputOptions(recording, fast=True))
+                          InputOptions(recording, fast=True, chunk_samples=chunk_samples))
     backend = ScriptedBackend(daemon.stages.backend, vectors, script)
     daemon.stages = replace(daemon.stages, backend=backend)
     daemon.stages_factory = lambda: daemon.stages
+    if watch is not None:
+        watch(daemon)
     assert daemon.run() == 0
     return log_events(log_dir)
 
