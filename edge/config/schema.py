@@ -105,7 +105,8 @@ class AnalysisSection(StrictModel):
     background_prompts: list[str] = []
     """Prompts for "no animal" sounds (wind, rain); scored like labels, never reported as detections."""
     privacy_prompts: list[str] = []
-    """Prompts such as "human speech": a hit suppresses clip saving within ``privacy_guard_s``."""
+    """Prompts such as "human speech": any analysed window scoring at or above its threshold (confirmed or not, in
+    a cooldown or not) keeps clips within ``privacy_guard_s`` of it from being saved."""
     privacy_guard_s: Annotated[float, Field(ge=0)] = 30.0
 
     @field_validator("labels")
