@@ -193,7 +193,7 @@ def analyze_paths(paths: list[Path], labels_path: Path, bundle_dir: Path, out_di
                                               site_of), season_log]
         keep_embeddings = True
     spec = AnalysisSpec(bundle_dir, labels_path, options, grid, rate, threads, keep_embeddings=keep_embeddings,
-                        verify_bundle=run.engine == "ray")
+                        verify_bundle=run.engine == "ray", verified=tuple(bundle.stamps().items()))
     description = {"manifest": (bundle.root / "manifest.json").read_text(encoding="utf-8"), "labels": labels.key,
                    "options": dataclasses.asdict(dataclasses.replace(options, threads=None))}
     writing = _writing_to([out_dir, *([options.embeddings_dir] if options.embeddings_dir else [])])

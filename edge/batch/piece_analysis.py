@@ -14,7 +14,7 @@ import numpy as np
 from edge.batch.cli_defaults import ANALYZE_BATCH, DEFAULT_FORMATS
 from edge.batch.pieces import Piece, WindowGrid, piece_batches
 from edge.errors import AudioError
-from edge.model.bundle import open_bundle
+from edge.model.bundle import FileStamp, open_bundle
 from edge.scoring.labels import read_labels
 from edge.stream.detector import Detection
 from edge.stream.pipeline import Stages, build_stages
@@ -61,8 +61,10 @@ class AnalysisSpec:
     keep_embeddings: bool = False
     """Return each window's audio embedding with the detections (for an embedding archive)."""
     verify_bundle: bool = False
-    """Re-check, in the worker, the checksums of the bundle files it reads (the parent already did on this
-    machine)."""
+    """Check, in the worker, the checksums of the bundle files it reads (a Ray worker may run on another machine):
+    those in ``verified`` that are unchanged since the parent hashed them are not hashed again."""
+    verified: tuple[tuple[str, FileStamp], ...] = ()
+    """Bundle files the parent verified, with their stamps then (:meth:`Bundle.stamps`)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class PieceResult:
 def build_spec_stages(spec: AnalysisSpec) -> Stages:
     """The stages of one worker: the bundle's backend opened once, label embeddings loaded once."""
     options = spec.options
-    bundle = open_bundle(spec.bundle_dir, verify="on_read" if spec.verify_bundle else False)
+    bundle = open_bundle(spec.bundle_dir, verify="on_read" if spec.verify_bundle else False,
+                         trusted=dict(spec.verified))
     return build_stages(bundle, read_labels(spec.labels_path), str(spec.labels_path), precision=options.precision,
                         threads=spec.threads, score_mode=options.score_mode, top_k=options.top_k,
                         threshold=options.threshold, force_precision=options.force_precision, heads=options.heads)

@@ -173,6 +173,20 @@ class Manifest:
         )
 
 
+FileStamp = tuple[int, int, int, int]
+"""A file's size, modification and status-change times (ns) and inode: any write, or a copy put in its place,
+changes it (``touch -r`` restores the modification time, not the status-change time)."""
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """``path``'s :data:`FileStamp`, None when it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -263,7 +277,9 @@ class Bundle:
     verify_on_read: bool = False
     """Files are checked one by one in :meth:`path` (else they were all checked when the bundle was opened,
     or not at all)."""
-    _checked: set[str] = field(default_factory=set, compare=False, repr=False)
+    trusted: dict[str, FileStamp] = field(default_factory=dict, compare=False, repr=False)
+    """Files another process verified (:meth:`stamps`): one still carrying its stamp is not hashed again."""
+    _checked: dict[str, FileStamp | None] = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, rel: str) -> Path:
         """The path of bundle file ``rel``, to read; its checksum verified first if not done yet."""
@@ -273,17 +289,30 @@ class Bundle:
 
     def check_model(self, precision: str) -> None:
         """Verify now the files a backend may load for ``precision`` (the export and its ORT-optimised graph),
-        for workers that open the bundle unchecked; a file this bundle already checked is not hashed again."""
+        for workers that open the bundle unchecked or trust :meth:`stamps`; a file this bundle already checked is
+        not hashed again."""
         entry = self.model(precision)
         for rel in (entry.path, entry.details.get(ORT_OPTIMIZED_KEY, {}).get("path")):
             if rel is not None:
                 self._verify(rel)
 
+    def stamps(self) -> dict[str, FileStamp]:
+        """The files this process verified, each with its stamp as it was hashed: pass them to workers as
+        ``open_bundle(..., trusted=...)`` so that they skip hashing what is unchanged since."""
+        return {rel: stamp for rel, stamp in self._checked.items() if stamp is not None}
+
     def _verify(self, rel: str) -> None:
-        """Check ``rel``'s sha256 against the manifest once per opened bundle (files it does not list: nothing)."""
-        if rel not in self._checked and rel in self.manifest.files:
-            verify_file(self.root, rel, self.manifest.files[rel])
-            self._checked.add(rel)
+        """Check ``rel``'s sha256 against the manifest once per opened bundle (files it does not list: nothing),
+        unless it still has the stamp another process verified it with (:attr:`trusted`)."""
+        if rel in self._checked or rel not in self.manifest.files:
+            return
+        path = self.root / rel
+        before = file_stamp(path)
+        if before is not None and self.trusted.get(rel) == before:
+            self._checked[rel] = before  # verified by the process that handed the stamp over; unchanged since
+            return
+        verify_file(self.root, rel, self.manifest.files[rel])
+        self._checked[rel] = before if file_stamp(path) == before else None  # changed while hashed: no stamp
 
     def model(self, precision: str) -> ModelEntry:
         """The model entry for a precision, or a :class:`BundleError` listing the ones present."""
@@ -311,12 +340,15 @@ class Bundle:
         return f"'{precision}' is not a precision; choose one the bundle has: {have}"
 
 
-def open_bundle(bundle_dir: Path | str, verify: bool | Literal["on_read"] = True) -> Bundle:
+def open_bundle(bundle_dir: Path | str, verify: bool | Literal["on_read"] = True,
+                trusted: dict[str, FileStamp] | None = None) -> Bundle:
     """Read a bundle's manifest and verify every file's checksum now (``True``), each file when it is first
-    read through :meth:`Bundle.path` (``"on_read"``: what a run loads, at start-up), or not at all."""
+    read through :meth:`Bundle.path` (``"on_read"``: what a run loads, at start-up), or not at all. With
+    ``"on_read"``, a file in ``trusted`` (another process's :meth:`Bundle.stamps`) that still has its stamp is
+    taken as verified: a worker does not read the whole model again to hash it."""
     root = Path(bundle_dir)
     manifest = read_manifest(root)
     if verify is True:
         verify_files(root, manifest)
-    checked = set(manifest.files) if verify is True else set()
-    return Bundle(root, manifest, verify_on_read=verify == "on_read", _checked=checked)
+    checked: dict[str, FileStamp | None] = dict.fromkeys(manifest.files) if verify is True else {}
+    return Bundle(root, manifest, verify_on_read=verify == "on_read", trusted=dict(trusted or {}), _checked=checked)

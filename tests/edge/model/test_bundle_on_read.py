@@ -137,3 +137,52 @@ def test_analyze_checks_the_model_it_loads_and_not_the_others(
     assert "Traceback" not in refused.stderr
     error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "is corrupted" in error[0], refused.stderr
+
+
+def worker_spec(bundle: Path, labels: Path) -> object:
+    """The spec ``analyze --engine ray`` hands its workers, made as analyze makes it (parent checks the model)."""
+    from edge.batch.piece_analysis import AnalysisSpec, AnalyzeOptions
+    from edge.batch.pieces import WindowGrid
+    from edge.scoring.labels import read_labels
+    from edge.stream.pipeline import label_rules
+
+    parent = open_bundle(bundle, verify="on_read")
+    parent.check_model("fp32")
+    label_rules(parent, read_labels(labels), str(labels), (), AnalyzeOptions().score_mode)
+    return AnalysisSpec(bundle, labels, AnalyzeOptions(precision="fp32"), WindowGrid(1, 1, 1), 48_000, 1,
+                        verify_bundle=True, verified=tuple(parent.stamps().items()))
+
+
+def test_a_ray_worker_trusts_the_parents_check_of_an_unchanged_model_and_hashes_nothing_again(
+        bundle: Path, example_labels: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.batch.piece_analysis import build_spec_stages
+
+    spec = worker_spec(bundle, example_labels[0])
+    hashed: list[str] = []
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    build_spec_stages(spec)  # type: ignore[arg-type]
+    assert model_file(bundle, "fp32").name not in hashed, hashed
+    assert "audio_encoder.fp32.onnx" not in hashed and not any(name.endswith(".npz") for name in hashed), hashed
+
+
+@pytest.mark.parametrize("change", ["rewritten", "replaced, modification time put back"])
+def test_a_ray_worker_refuses_a_model_changed_after_the_parents_check_in_one_line(
+        change: str, bundle: Path, example_labels: tuple[Path, Path]) -> None:
+    from edge.batch.piece_analysis import build_spec_stages
+
+    spec = worker_spec(bundle, example_labels[0])
+    used = model_file(bundle, "fp32")
+    before = used.stat()
+    if change == "rewritten":
+        flip_byte(used)
+    else:  # a copy of the same size put in its place, its modification time set back: a new inode and ctime
+        copy = used.with_name("copy.onnx")
+        shutil.copyfile(used, copy)
+        flip_byte(copy)
+        os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(copy, used)
+    assert used.stat().st_size == before.st_size
+    with pytest.raises(BundleError, match=rf"{used.name} is corrupted") as refused:
+        build_spec_stages(spec)  # type: ignore[arg-type]
+    assert "\n" not in str(refused.value)
