@@ -1,9 +1,13 @@
 """``analyze --engine ray``: the same pieces through Ray Data, for archives bigger than one machine.
 
-Rows are pieces (path, start sample, length), decoded inside the actors — not Ray's ``read_audio``,
+Rows are pieces (path, start sample, length), decoded inside the workers — not Ray's ``read_audio``,
 which would decode a whole multi-hour file into one row on one node. ``map_batches`` runs
-:class:`PieceActor`, an ONNX Runtime actor that opens the bundle once; its results travel back pickled and
-reach the single writer in plan order. Desk side only: the piece runtime never imports this module.
+:func:`analyze_rows` as Ray tasks, one piece a task; each worker process opens the bundle once, for its first
+piece, and keeps it for the next (:func:`worker_analyzer`); results travel back pickled and reach the single
+writer in plan order. Tasks rather than an actor pool: a lost node's pieces are retried like any task, and Ray
+has no actor to restart (an actor whose constructor arguments sit in the object store, as Ray Data passes them,
+and that may restart makes Ray's C++ core print a warning on the driver's console). Desk side only: the piece
+runtime never imports this module.
 
 A local instance started here listens on 127.0.0.1 only and is shut down after the job; ``address``
 joins an existing cluster instead (every node needs biolingual-edge installed and the recordings and
@@ -41,8 +45,8 @@ starting a Ray instance of its own."""
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of a local instance: results are small, Ray's default (30 % of memory) is not."""
 PIECE_RETRIES = 3
-"""Tries of a piece after its actor died (a lost node heals in one); Ray Data's default is forever, so a piece
-that kills its actor every time would hang the job instead of failing it."""
+"""Tries of a piece (or archive file) after its worker died (a lost node heals in one); Ray Data's default is
+forever, so a piece that kills its worker every time would hang the job instead of failing it."""
 SILENT = logging.CRITICAL + 1
 """A logging level above every record's."""
 NO_LENGTH = -1
@@ -87,22 +91,32 @@ def _piece_from_row(batch: dict[str, np.ndarray], row: int) -> Piece:
                     None if total == NO_LENGTH else total)
 
 
-class PieceActor:
-    """A Ray actor holding one ONNX Runtime session: a batch of piece rows -> their pickled results and the
-    node that computed them (the job reports its placement)."""
+_WORKER: tuple[bytes, PieceAnalyzer] | None = None
+"""This worker process's analyzer and the (pickled) spec it was built for."""
 
-    def __init__(self, spec: AnalysisSpec) -> None:
-        import ray
 
+def worker_analyzer(spec: AnalysisSpec) -> PieceAnalyzer:
+    """The analyzer of ``spec`` in this Ray worker process: built (the bundle opened, the model loaded) by its
+    first piece, kept for the next pieces of the job (Ray reuses a job's workers for its tasks)."""
+    global _WORKER
+    key = pickle.dumps(spec)
+    if _WORKER is None or _WORKER[0] != key:
+        _WORKER = None  # the last job's session goes before the next is loaded
         os.environ.update({name: str(spec.threads) for name in MATH_THREAD_VARIABLES})
-        self.analyzer = PieceAnalyzer(spec)
-        self.node = ray.get_runtime_context().get_node_id()
+        _WORKER = key, PieceAnalyzer(spec)
+    return _WORKER[1]
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = range(len(batch["index"]))
-        results = [pickle.dumps(self.analyzer(_piece_from_row(batch, row))) for row in rows]
-        return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object),
-                "node": np.array([self.node] * len(results), dtype=object)}
+
+def analyze_rows(batch: dict[str, np.ndarray], spec: AnalysisSpec) -> dict[str, np.ndarray]:
+    """A Ray task: a batch of piece rows -> their pickled results and the node that computed them (the job reports
+    its placement)."""
+    import ray
+
+    analyzer = worker_analyzer(spec)
+    node = ray.get_runtime_context().get_node_id()
+    results = [pickle.dumps(analyzer(_piece_from_row(batch, row))) for row in range(len(batch["index"]))]
+    return {"index": np.asarray(batch["index"], dtype=np.int64), "result": np.array(results, dtype=object),
+            "node": np.array([node] * len(results), dtype=object)}
 
 
 def _start(ray: Any, address: str | None, cpus: int) -> None:
@@ -171,16 +185,19 @@ def data_options(**options: Any) -> Iterator[None]:
 
     context = DataContext.get_current()
     execution = context.execution_options
-    saved = {name: getattr(context, name) for name in options if name != "preserve_order"}
-    order = execution.preserve_order
+    owners = {name: execution if name in EXECUTION_OPTIONS else context for name in options}
+    saved = {name: getattr(owners[name], name) for name in options}
     for name, value in options.items():
-        setattr(execution if name == "preserve_order" else context, name, value)
+        setattr(owners[name], name, value)
     try:
         yield
     finally:
-        execution.preserve_order = order
         for name, value in saved.items():
-            setattr(context, name, value)
+            setattr(owners[name], name, value)
+
+
+EXECUTION_OPTIONS = ("preserve_order", "resource_limits")
+"""Settings :func:`data_options` sets on the context's ``execution_options`` (the rest on the context)."""
 
 
 @contextmanager
@@ -201,7 +218,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def _edge_cause(error: BaseException) -> EdgeError | None:
-    """The typed error an actor raised, from inside Ray's wrappers (``cause`` / ``__cause__`` chains)."""
+    """The typed error a worker raised, from inside Ray's wrappers (``cause`` / ``__cause__`` chains)."""
     seen: BaseException | None = error
     for _ in range(10):
         if seen is None or isinstance(seen, EdgeError):
@@ -237,24 +254,25 @@ def _report_placement(placement: Counter[str]) -> None:
     sys.stderr.write(f"ray: pieces per node: {parts}\n")
 
 
-def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address: str | None,
+def run_ray(spec: AnalysisSpec, pieces: list[Piece], workers: int | None, address: str | None,
             cpus: int | None = None, stall_s: float = DEFAULT_STALL_S) -> Iterator[PieceResult]:
-    """Results of ``pieces`` in plan order from ``actors`` Ray actors (None: the cluster's CPUs / threads).
+    """Results of ``pieces`` in plan order from at most ``workers`` Ray tasks at once (None: the cluster's CPUs /
+    threads), one piece a task.
 
     Never ends early and never hangs: a Ray failure that its retries do not heal (a lost node whose results
-    cannot be recomputed, a crashed actor), a job that makes no progress for the stall limit
-    (:mod:`desk.ray_stall`, ``stall_s``), and a dataset that ends with pieces missing each raise
+    cannot be recomputed, a piece that kills its worker every try), a job that makes no progress for the stall
+    limit (:mod:`desk.ray_stall`, ``stall_s``), and a dataset that ends with pieces missing each raise
     :class:`BackendError` naming the pieces not done.
     """
-    with connect(address, cpus or (actors or 1) * spec.threads) as ray, data_options(preserve_order=True):
-        if actors is None:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
+    with connect(address, cpus or (workers or 1) * spec.threads) as ray, data_options(preserve_order=True):
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // spec.threads)
         dataset = ray.data.from_items(piece_rows(pieces), override_num_blocks=max(1, len(pieces)))
-        pool = ray.data.ActorPoolStrategy(size=min(actors, max(1, len(pieces))))
+        pool = ray.data.TaskPoolStrategy(size=min(workers, max(1, len(pieces))))
         with remote_args_allowed():
-            results = dataset.map_batches(PieceActor, fn_constructor_kwargs={"spec": spec}, batch_size=1,
+            results = dataset.map_batches(analyze_rows, fn_kwargs={"spec": spec}, batch_size=1,
                                           batch_format="numpy", compute=pool,
-                                          num_cpus=spec.threads, max_task_retries=PIECE_RETRIES)
+                                          num_cpus=spec.threads, max_retries=PIECE_RETRIES)
         waiting: dict[int, PieceResult] = {}
         placement: Counter[str] = Counter()
         done = 0
@@ -268,7 +286,7 @@ def run_ray(spec: AnalysisSpec, pieces: list[Piece], actors: int | None, address
                     done += 1
         except Stalled as e:
             raise _failed(pieces, done, stall_cause(e), f"{RESUME_HINT}; {stall_hint(stall_s)}") from None
-        except Exception as e:  # Ray wraps what an actor raised; show the typed error as one line
+        except Exception as e:  # Ray wraps what a worker raised; show the typed error as one line
             cause = _edge_cause(e)
             if cause is not None:
                 raise cause from e

@@ -31,6 +31,8 @@ need_ray()
 
 TABLES = ("detections.csv", *(f"r{i}.BioLingual.selection.table.txt" for i in range(8)))
 PLACEMENT = re.compile(r"ray: pieces per node: (.*)")
+OUR_LINE = re.compile(r"(ray: |note: |\d+ file\(s\) analysed, |\S+ [━╸╺ ]+ \d+/\d+ )")
+"""A line ``analyze --engine ray`` writes on stderr: the placement, a note, the summary, the progress bar."""
 
 
 @pytest.fixture
@@ -76,6 +78,8 @@ def test_cluster_job_equals_pool_uses_both_nodes_and_leaves_cluster_as_found(
     job = subprocess.run(analyze_command(archive, example_bundle, example_labels[0], out, cluster.address),
                          env=cluster.env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert job.returncode == 0, job.stderr
+    theirs = [line for line in job.stderr.splitlines() if line.strip() and not OUR_LINE.match(line)]
+    assert not theirs, job.stderr  # nothing of Ray's: no C++ core line at the workers' start, no log line
     assert same_outputs(out, local_outputs)
     assert logged_pieces(out) == 24
     placement = dict(reversed(part.split(" on node ")) for part in PLACEMENT.findall(job.stderr)[0].split(", "))
