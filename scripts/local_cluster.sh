@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real two-node Ray cluster on this machine, every listener on 127.0.0.1, token authentication on.
 #
-#   scripts/local_cluster.sh start [--cpus N]   -> prints KEY=VALUE lines: RAY_ADDRESS (127.0.0.1:PORT to join),
+#   scripts/local_cluster.sh start [--cpus N] [--object-store-mb MB]
+#                                               -> prints KEY=VALUE lines: RAY_ADDRESS (127.0.0.1:PORT to join),
 #                                                  the environment every driver needs (RAY_AUTH_MODE,
 #                                                  RAY_AUTH_TOKEN_PATH, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0:
 #                                                  see below), CLUSTER_DIR
@@ -81,11 +82,12 @@ sys.exit(main())' start "$@"
 }
 
 cmd_start() {
-    local cpus=1
+    local cpus=1 store_mb=100
     while [ $# -gt 0 ]; do
         case $1 in
             --cpus) cpus=$2; shift 2 ;;
-            *) die "unknown option '$1' for start" "usage: $0 start [--cpus N]" ;;
+            --object-store-mb) store_mb=$2; shift 2 ;;
+            *) die "unknown option '$1' for start" "usage: $0 start [--cpus N] [--object-store-mb MB]" ;;
         esac
     done
     command -v ray >/dev/null || die "ray is not installed" "pip install 'biolingual-edge[ray]'"
@@ -96,7 +98,7 @@ cmd_start() {
     chmod 600 "$dir/auth_token"
     export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$dir/auth_token" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
     export RAY_USAGE_STATS_ENABLED=0
-    local common=(--node-ip-address 127.0.0.1 --num-cpus "$cpus" --object-store-memory 100000000
+    local common=(--node-ip-address 127.0.0.1 --num-cpus "$cpus" --object-store-memory "${store_mb}000000"
                   --disable-usage-stats)
     trap 'cmd_stop "$dir" >/dev/null 2>&1' ERR
     setsid --wait ray start --head --port 0 --include-dashboard false --temp-dir "$dir/head" "${common[@]}" \
@@ -156,5 +158,5 @@ case ${1:-} in
     start) shift; cmd_start "$@" ;;
     kill-node) shift; cmd_kill_node "$@" ;;
     stop) shift; cmd_stop "$@" ;;
-    *) die "usage: $0 start [--cpus N] | kill-node DIR | stop DIR" "start prints the DIR (CLUSTER_DIR)" ;;
+    *) die "usage: $0 start [--cpus N] [--object-store-mb MB] | kill-node DIR | stop DIR" "start prints the DIR (CLUSTER_DIR)" ;;
 esac

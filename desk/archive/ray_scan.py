@@ -5,8 +5,10 @@ Rows are :class:`~desk.archive.windows.StoredRows` (a file and rows of it, from 
 read inside the workers with :func:`~desk.archive.windows.read_rows`. A task streams its file's result back part
 by part (a Ray generator task, each part its own block): a worker holds one scan chunk of scores and one chunk of
 mapped pages at a time, whatever the file's size or the label count. Each file ends with a row carrying the
-worker's peak resident memory, and the job reports the largest. Parts come back in file order, as
-:meth:`WindowStore.scan` yields them, so the writer downstream sees the same chunks and writes the same rows.
+worker's peak resident memory, its task's id and the largest part it sent; the job reports the largest peak and
+what bounds a worker's working set: the archive files a task took (one) and the largest part it held. Parts come
+back in file order, as :meth:`WindowStore.scan` yields them, so the writer downstream sees the same chunks and
+writes the same rows; the object store holds at most two parts per CPU of them (:func:`store_budget`).
 A job that makes no progress fails after the stall limit (:mod:`desk.ray_stall`). Every node needs the archive
 at the same path (storage every node sees) and biolingual-edge installed.
 """
@@ -17,7 +19,9 @@ import functools
 import os
 import pickle
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +67,54 @@ def peak_memory_bytes() -> int:
 def read_files(batch: dict[str, np.ndarray], job: Callable[[StoredRows], Iterable[Any]]) -> \
         Iterator[dict[str, np.ndarray]]:
     """A batch of pickled :class:`StoredRows` -> for each, one row per part ``job`` yields for it (pickled, numbered),
-    then an end row with the worker's pid and peak memory; a part leaves the worker before the next is made."""
+    then an end row with the worker's pid, peak memory, task id and largest part; a part leaves the worker before
+    the next is made."""
+    import ray
+
+    task = ray.get_runtime_context().get_task_id() or ""
     for index, item in zip(batch["index"], batch["stored"]):
-        parts = 0
+        parts = largest = 0
         for result in job(pickle.loads(item)):
-            yield _part_row(int(index), parts, pickle.dumps(result), end=False)
+            sent = pickle.dumps(result)
+            largest = max(largest, len(sent))
+            yield _part_row(int(index), parts, sent)
             parts += 1
-        yield _part_row(int(index), parts, b"", end=True)
+        yield {**_part_row(int(index), parts, b""), "end": np.array([True]), "task": np.array([task], dtype=object),
+               "peak": np.array([peak_memory_bytes()], np.int64), "largest": np.array([largest], np.int64)}
 
 
-def _part_row(index: int, part: int, result: bytes, end: bool) -> dict[str, np.ndarray]:
-    return {"index": np.array([index], np.int64), "part": np.array([part], np.int64), "end": np.array([end]),
+def _part_row(index: int, part: int, result: bytes) -> dict[str, np.ndarray]:
+    return {"index": np.array([index], np.int64), "part": np.array([part], np.int64), "end": np.array([False]),
             "result": np.array([result], dtype=object), "pid": np.array([os.getpid()], np.int64),
-            "peak": np.array([peak_memory_bytes() if end else 0], np.int64)}
+            "task": np.array([""], dtype=object), "peak": np.array([0], np.int64), "largest": np.array([0], np.int64)}
+
+
+@dataclass
+class WorkerLoad:
+    """What the job's workers held, from the files' end rows: the bound on a worker's memory is one task's files
+    (one) and its largest part, whatever the archive's size."""
+
+    peaks: dict[int, int] = field(default_factory=dict)
+    """Peak resident memory (VmHWM, bytes) of each worker process, by pid."""
+    files_of_task: Counter[str] = field(default_factory=Counter)
+    """Archive files each Ray task read, by task id."""
+    largest_part: int = 0
+    """Bytes of the largest part a task sent back (pickled)."""
+
+    def add(self, row: dict[str, Any]) -> None:
+        pid = int(row["pid"])
+        self.peaks[pid] = max(self.peaks.get(pid, 0), int(row["peak"]))
+        self.files_of_task[str(row["task"])] += 1
+        self.largest_part = max(self.largest_part, int(row["largest"]))
+
+    def line(self, files: list[StoredRows]) -> str:
+        """``ray: worker peak memory …``: the busiest worker's peak beside the largest file, the tasks and what
+        one held."""
+        largest = max(Path(f.path).stat().st_size for f in files)
+        return (f"ray: worker peak memory {max(self.peaks.values(), default=0) / 1e6:.0f} MB ({len(self.peaks)} "
+                f"workers; largest archive file {largest / 1e6:.1f} MB; {len(self.files_of_task)} tasks, at most "
+                f"{max(self.files_of_task.values(), default=0)} archive file a task, largest part sent "
+                f"{self.largest_part / 1e6:.2f} MB)\n")
 
 
 def file_best(stored: StoredRows, query: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -84,14 +123,19 @@ def file_best(stored: StoredRows, query: np.ndarray, k: int) -> list[tuple[np.nd
     return [top_of(read_rows(stored, query), k)]
 
 
-def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[Any]], address: str | None,
-                 stall_s: float = DEFAULT_STALL_S) -> Iterator[tuple[int, Any]]:
+def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[Any]], part_bytes: int,
+                 address: str | None, stall_s: float = DEFAULT_STALL_S) -> Iterator[tuple[int, Any]]:
     """(file's place in ``files``, a part of ``job(file)``) of every file, computed on a Ray cluster at ``address``
-    (None: a private local instance), in file order and each file's parts in order. A failure its retries do not
-    heal, or no progress for the stall limit, raises :class:`BackendError` naming the files not read."""
+    (None: a private local instance), in file order and each file's parts in order; a part is at most about
+    ``part_bytes``. A failure its retries do not heal, or no progress for the stall limit, raises
+    :class:`BackendError` naming the files not read."""
     if not files:
         return
-    with connect(address) as ray, data_options(preserve_order=True, target_max_block_size=1):
+    from ray.data import ExecutionResources
+
+    with connect(address) as ray, data_options(
+            preserve_order=True, target_max_block_size=1,
+            resource_limits=ExecutionResources.for_limits(object_store_memory=store_budget(ray, part_bytes))):
         # target_max_block_size=1: every part a task yields is a block of its own, sent on at once
         rows: list[dict[str, Any]] = [{"index": i, "stored": pickle.dumps(f)} for i, f in enumerate(files)]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -99,7 +143,7 @@ def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[A
             results = dataset.map_batches(read_files, fn_kwargs={"job": job}, batch_size=1, batch_format="numpy",
                                           num_cpus=1, max_retries=PIECE_RETRIES)
         done = part = 0
-        peaks: dict[int, int] = {}
+        load = WorkerLoad()
         try:
             for row in guarded(results.iter_rows(), stall_s):
                 place = (int(row["index"]), int(row["part"]))
@@ -109,7 +153,7 @@ def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[A
                     raise BackendError(f"the Ray scan returned part {place[1]} of file {place[0]} before part "
                                        f"{part} of file {done}", "report this: the job ran without preserve_order")
                 if row["end"]:
-                    peaks[int(row["pid"])] = max(peaks.get(int(row["pid"]), 0), int(row["peak"]))
+                    load.add(row)
                     done, part = done + 1, 0
                     continue
                 yield done, pickle.loads(row["result"])
@@ -122,14 +166,36 @@ def parts_on_ray(files: list[StoredRows], job: Callable[[StoredRows], Iterable[A
             raise _failed(files, done, first_line(e)) from e
         if done < len(files):
             raise _failed(files, done, "the dataset ended early")
-        _report_memory(peaks, files)
+        sys.stderr.write(load.line(files))
+
+
+PARTS_IN_STORE_PER_CPU = 2
+"""Parts of a job the object store holds per cluster CPU (a task's part being read while it makes the next): more
+would only queue for the driver, which writes every row, and count in the workers' memory (the store's pages they
+write into)."""
+
+
+def store_budget(ray: Any, part_bytes: int) -> int:
+    """The object store memory a job may fill (Ray Data's ``resource_limits``): without one Ray Data fills a share
+    of every node's store (30 % of its memory by default), and each worker's resident memory with it."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return cpus * PARTS_IN_STORE_PER_CPU * max(part_bytes, MIN_PART_BYTES)
+
+
+MIN_PART_BYTES = 1024**2
+"""Parts smaller than this (a file's best ``k``) are budgeted as this: room for every CPU's task whatever its
+size."""
 
 
 def scans_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None,
                  stall_s: float = DEFAULT_STALL_S) -> Iterator[tuple[int, Scored]]:
     """(file's place in ``files``, a chunk of its scan): per file, in file order, the chunks
     :meth:`WindowStore.scan` yields for it, computed on Ray (see :func:`parts_on_ray`)."""
-    return parts_on_ray(files, functools.partial(read_rows, queries=queries), address, stall_s)
+    from desk.archive.store import SCAN_CELLS
+
+    step = max(1, SCAN_CELLS // max(queries.shape[1], 1))
+    part_bytes = step * (queries.shape[1] * 4 + 8)  # a scan chunk's float32 cosines and int64 ids
+    return parts_on_ray(files, functools.partial(read_rows, queries=queries), part_bytes, address, stall_s)
 
 
 def scan_on_ray(files: list[StoredRows], queries: np.ndarray, address: str | None,
@@ -143,17 +209,8 @@ def nearest_on_ray(files: list[StoredRows], query: np.ndarray, k: int, address: 
                    stall_s: float = DEFAULT_STALL_S) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`WindowStore.nearest` (exact) over ``files`` on Ray: each file's best ``k`` in its worker, then the
     best of those here — the same ids, cosines and order as the local scan (ties by ascending id)."""
-    best = parts_on_ray(files, functools.partial(file_best, query=query.reshape(-1, 1), k=k), address, stall_s)
+    best = parts_on_ray(files, functools.partial(file_best, query=query.reshape(-1, 1), k=k), k * 12, address, stall_s)
     return top_of((Scored(ids, scores.reshape(-1, 1)) for _, (ids, scores) in best), k)
-
-
-def _report_memory(peaks: dict[int, int], files: list[StoredRows]) -> None:
-    """One stderr line: the largest peak resident memory of a worker, beside the largest file it may read."""
-    if not peaks or not max(peaks.values()):
-        return
-    largest = max(Path(f.path).stat().st_size for f in files)
-    sys.stderr.write(f"ray: worker peak memory {max(peaks.values()) / 1e6:.0f} MB ({len(peaks)} workers; largest "
-                     f"archive file {largest / 1e6:.1f} MB)\n")
 
 
 def _failed(files: list[StoredRows], done: int, cause: str, advice: str = "") -> BackendError:

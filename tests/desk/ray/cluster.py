@@ -115,10 +115,10 @@ def wait_for(condition: Callable[[], object], what: str, limit_s: float = 120.0)
 
 
 @contextmanager
-def started_cluster(node_env: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """The two-node cluster, its nodes (and so their workers) started with ``node_env`` added; stopped after, and
-    checked to leave no process and no folder behind."""
-    started = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=300,
+def started_cluster(node_env: dict[str, str] | None = None, *options: str) -> Iterator[Cluster]:
+    """The two-node cluster, its nodes (and so their workers) started with ``node_env`` added (and ``start``'s
+    ``options``); stopped after, and checked to leave no process and no folder behind."""
+    started = subprocess.run([str(SCRIPT), "start", *options], capture_output=True, text=True, timeout=300,
                              env={**os.environ, **(node_env or {})})
     assert started.returncode == 0, started.stderr
     printed = dict(line.split("=", 1) for line in started.stdout.splitlines())
@@ -164,7 +164,30 @@ def ray_said_nothing(stderr: str) -> bool:
     return "Traceback" not in stderr and not RAY_LOG_LINE.search(stderr)
 
 
-PEAK_LINE = re.compile(r"ray: worker peak memory (\d+) MB \((\d+) workers; largest archive file ([\d.]+) MB\)")
+PEAK_LINE = re.compile(r"ray: worker peak memory (\d+) MB \((\d+) workers; largest archive file ([\d.]+) MB; "
+                       r"(\d+) tasks, at most (\d+) archive file a task, largest part sent ([\d.]+) MB\)")
+
+
+@dataclass
+class JobLoad:
+    """What an archive job on Ray says of its workers (its ``ray: worker peak memory …`` line)."""
+
+    peak_mb: float
+    """The busiest worker's peak resident memory."""
+    workers: int
+    file_mb: float
+    """The largest archive file."""
+    tasks: int
+    files_a_task: int
+    """The most archive files one Ray task read."""
+    part_mb: float
+    """The largest part a task sent back."""
+
+
+def job_load(stderr: str) -> JobLoad:
+    found = PEAK_LINE.search(stderr)
+    assert found, stderr
+    return JobLoad(float(found[1]), int(found[2]), float(found[3]), int(found[4]), int(found[5]), float(found[6]))
 
 
 def synthetic_archive(folder: Path, files: int, windows: int, labels: int) -> tuple[Path, Path, Path]:
@@ -185,13 +208,30 @@ def synthetic_archive(folder: Path, files: int, windows: int, labels: int) -> tu
     return db, bundle, label_list
 
 
-def worker_peak(db: Path, bundle: Path, labels: Path, out: Path, env: dict[str, str],
-                *engine: str) -> tuple[float, int, float]:
-    """(peak resident MB of the busiest worker, workers, largest archive file MB) of ``logs rescore`` on Ray."""
-    done = subprocess.run([sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle", str(bundle),
-                           "--labels", str(labels), "--out", str(out), "--format", "csv", "--engine", "ray",
-                           *engine], env=env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+NEAREST_ON_RAY = """import sys, numpy as np
+from pathlib import Path
+from desk.archive.ray_scan import nearest_on_ray
+from desk.archive.windows import open_store
+db, labels, address = sys.argv[1:4]
+query = next(iter(np.load(next(Path(labels).glob("*.npz")))["embeddings"][:1]))
+with open_store(Path(db)) as store:
+    ids, _ = nearest_on_ray(store.files(), query, 10, address or None)
+print(len(ids))
+"""
+"""``logs search --exact --engine ray``'s job over a synthetic archive, whose bundle has no text tower: the first
+label's vector is the query."""
+
+
+def archive_job(job: str, db: Path, bundle: Path, labels: Path, out: Path, env: dict[str, str],
+                address: str | None = None) -> JobLoad:
+    """What the workers of ``logs rescore`` on Ray (``job`` "rescore"), or of the exact search's Ray job ("search",
+    :data:`NEAREST_ON_RAY`), held; on the private local instance, or the cluster at ``address``."""
+    if job == "rescore":
+        command = [sys.executable, "-m", "edge", "logs", "rescore", "--db", str(db), "--bundle", str(bundle),
+                   "--labels", str(labels), "--format", "csv", "--out", str(out), "--engine", "ray",
+                   *(["--ray-address", address] if address else [])]
+    else:
+        command = [sys.executable, "-c", NEAREST_ON_RAY, str(db), str(bundle / "labels"), address or ""]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
     assert done.returncode == 0, done.stderr
-    found = PEAK_LINE.search(done.stderr)
-    assert found, done.stderr
-    return float(found[1]), int(found[2]), float(found[3])
+    return job_load(done.stderr)
