@@ -1,11 +1,11 @@
 """The hang guard of every Ray job of ours: a job whose results stop coming fails instead of waiting forever.
 
-Ray never times a task out: a worker that blocks, a node that stops answering but is not declared dead, or an
-actor waiting for CPUs a lost node took with it, leaves the driver waiting in ``iter_rows`` for ever. The rows
+Ray never times a task out: a worker that blocks, a node that stops answering but is not declared dead, or a
+task waiting for CPUs a lost node took with it, leaves the driver waiting in ``iter_rows`` for ever. The rows
 are read here in a helper thread instead, and the driver gives up when it has waited for the next row for the *stall
 limit*: ``max(--ray-stall-seconds, STALL_FACTOR × the longest wait for a row so far)`` (time the driver spends
 writing a result is not waiting). The first row's wait
-(actors starting, a bundle loading) counts only against ``--ray-stall-seconds``; after it, the limit follows the
+(workers starting, a bundle loading) counts only against ``--ray-stall-seconds``; after it, the limit follows the
 job's own pace, so a job of slow pieces is not cut short and a job of fast ones is not left hanging long.
 """
 
