@@ -125,7 +125,7 @@ def main() -> None:
     configs = [("workers 1 (threads 2)", ("--workers", "1")), ("workers 1, threads 1", ("--workers", "1",
                "--threads", "1")), ("workers 2 (threads 1 each)", ("--workers", "2"))]
     if not args.no_ray:
-        configs.append(("ray, 2 actors (local instance)", ("--workers", "2", "--engine", "ray")))
+        configs.append(("ray, 2 workers (local instance)", ("--workers", "2", "--engine", "ray")))
     runs: dict[str, dict[str, Any]] = {}
     for name, flags in configs:
         runs[name] = analyze_run(recording, bundle, labels, args.workdir / f"out-{len(runs)}", *flags)
@@ -145,7 +145,7 @@ def main() -> None:
                      "realtime_x": audio_s / run["wall_s"], "vs_workers1": base / run["wall_s"],
                      "vs_reference": reference_s / run["wall_s"] if reference_s else None})
     pool = runs["workers 2 (threads 1 each)"]["wall_s"]
-    ray = runs.get("ray, 2 actors (local instance)")
+    ray = runs.get("ray, 2 workers (local instance)")
     ray_overhead = (ray["wall_s"] - pool) / pool if ray else None
     per_window_core_s = pool * cores / windows
     print("\n| pipeline | wall s | first unit s | real-time × | × workers 1 | × reference |\n|---|---|---|---|---|---|")

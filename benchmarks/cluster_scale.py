@@ -4,7 +4,7 @@ Measured in one run, on this machine:
 
 * re-analysis: ``analyze --precision int8`` of one long recording (full-size random checkpoint, built once by
   benchmarks/precision_cpu.py's ``prepare``) with the local pool (``--workers 2``) and as a job on the cluster
-  (``--engine ray --ray-address``, one actor per node); outputs compared byte for byte;
+  (``--engine ray --ray-address``, one task per node at a time); outputs compared byte for byte;
 * rescore: a synthetic archive (archive_season.py's card writer + collect) re-scored against 100 labels here
   (``--engine local``) and as a Ray Data job over its files on the cluster; outputs compared byte for byte;
 * the archive's and the audio's bytes per window (what a node reads from shared storage).
