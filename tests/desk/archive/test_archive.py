@@ -348,12 +348,15 @@ def test_dot_products_and_norms_are_the_cosines_bits_in_any_company() -> None:
     from desk.archive import half_matmul
 
     rng = np.random.default_rng(5)
-    rows = (rng.standard_normal((5 * half_matmul.BLOCK_ROWS + 333, 512)) * rng.uniform(0.3, 2, (1, 1))).astype(
+    rows = (rng.standard_normal((10 * half_matmul.BLOCK_ROWS + 333, 512)) * rng.uniform(0.3, 2, (1, 1))).astype(
         np.float16)
     query = rng.standard_normal((512, 1)).astype(np.float32)
     query /= np.linalg.norm(query)
     full = half_matmul.cosines(rows, query)
-    products = half_matmul.dots(rows, query)
+    products = half_matmul.dots(rows, query)  # in calls of 4 096, 4 096, 1 024 and 1 357 rows
+    assert half_matmul.joined_blocks(len(rows))[-2:] == [(8192, 9216), (9216, len(rows))]
+    numerators = half_matmul._blockwise(half_matmul._session_of(half_matmul.GRAPH), ["y"], rows, query)[0]
+    assert np.array_equal(products, numerators)  # the full scan's products, in its calls of 1 024 (1 357) rows
     for count in (1, 3, 37, 700, 1500):
         picked = np.sort(rng.choice(len(rows), count, replace=False))
         alone = half_matmul.divided(products[picked].copy(), half_matmul.square_norms(rows[picked], query))
