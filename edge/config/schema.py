@@ -68,8 +68,8 @@ class ModelSection(StrictModel):
     threads: Annotated[int, Field(ge=1)] | None = None
     max_batch: Annotated[int, Field(ge=1, le=64)] = 4
     low_memory: bool = False
-    """Less peak RAM, slower windows (small boards): ONNX Runtime's memory arena, memory patterns and buffer reuse
-    off, one window per inference call, and the daemon unmaps the file pages only start-up touched."""
+    """Less peak RAM, slower windows (small boards): ONNX Runtime's memory arena and memory patterns off, one window
+    per inference call, and the daemon unmaps the file pages only start-up touched."""
 
     @field_validator("bundle")
     @classmethod

@@ -86,9 +86,10 @@ class OrtBackend:
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",), optimized: bool = True,
                  low_memory: bool = False) -> None:
-        """``low_memory`` turns off ONNX Runtime's CPU memory arena, memory-pattern planning and buffer reuse, and
-        runs a batch one window at a time: the full model's activations are ≈ 14 MB per window in flight (INT8,
-        arena and reuse off), so peak RSS stays at the one-window level whatever batch the caller sends; it also
+        """``low_memory`` turns off ONNX Runtime's CPU memory arena and memory-pattern planning and runs a batch
+        one window at a time: the full model's activations are ≈ 36 MB per window in flight (INT8, arena off; ORT's
+        buffer reuse keeps them so, turning it off halves that for ≈ 40 % more CPU per window: BENCHMARKS.md), so
+        peak RSS stays at the one-window level whatever batch the caller sends; it also
         limits glibc to one malloc arena (:func:`limit_malloc_arenas`), maps large allocations on their own pages
         (:func:`map_large_allocations`) and trims the heap the session load freed (:func:`release_freed_memory`).
         BENCHMARKS.md, *Peak memory*."""
@@ -109,12 +110,6 @@ class OrtBackend:
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = not low_memory
         options.enable_mem_pattern = not low_memory
-        # ORT's planner lets a later tensor of the same size reuse a dead one's buffer, which keeps that buffer
-        # allocated from its first to its last user: in the first Swin stage the attention scores (2 x 4 MB)
-        # stay mapped through the MLP (3 x 6 MB), 36 MB in flight where the graph needs 14. Without reuse
-        # each tensor is freed after its last consumer: -16 MB at the inference peak, identical outputs, for
-        # more page faults (BENCHMARKS.md, *The Pi profiles under 200 MB*).
-        options.enable_mem_reuse = not low_memory
         # ORT's pool threads flush subnormals (Swin's masked softmax makes many; see backends/denormals.py).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         # Pool threads block between kernels instead of spinning: a spinning pool took 2.1x the CPU and 2.4x
